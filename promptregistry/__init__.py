@@ -1,0 +1,1 @@
+"""promptregistry: versioned prompt templates, aliases, rendering and a cached SDK."""
