@@ -95,9 +95,7 @@ class ConfigProblem:
 class ConfigError(BadInput):
     """The configuration file has one or more problems; all of them are listed."""
 
-    def __init__(
-        self, problems: list[ConfigProblem], *, hint: str | None = None
-    ) -> None:
+    def __init__(self, problems: list[ConfigProblem], *, hint: str | None = None) -> None:
         self.problems = list(problems)
         count = len(self.problems)
         head = f"{count} problem{'s' if count != 1 else ''} in configuration"

@@ -149,17 +149,26 @@ def verify_chain(
         if ev.seq != expected_seq:
             what = "missing (deleted?)" if ev.seq > expected_seq else "out of order"
             return VerifyResult(
-                False, count, prev, bad_seq=expected_seq,
+                False,
+                count,
+                prev,
+                bad_seq=expected_seq,
                 problem=f"entry {expected_seq} is {what}; found entry {ev.seq} in its place",
             )
         if ev.prev_hash != prev:
             return VerifyResult(
-                False, count, prev, bad_seq=ev.seq,
+                False,
+                count,
+                prev,
+                bad_seq=ev.seq,
                 problem=f"entry {ev.seq} does not link to entry {ev.seq - 1} (reordered or edited)",
             )
         if chain_hash(ev.seq, ev.prev_hash, ev.payload) != ev.hash:
             return VerifyResult(
-                False, count, prev, bad_seq=ev.seq,
+                False,
+                count,
+                prev,
+                bad_seq=ev.seq,
                 problem=f"entry {ev.seq} has been altered (its content no longer matches its hash)",
             )
         prev = ev.hash
@@ -169,11 +178,17 @@ def verify_chain(
         head_seq, _ = head
         if head_seq > count:
             return VerifyResult(
-                False, count, prev, bad_seq=count + 1,
+                False,
+                count,
+                prev,
+                bad_seq=count + 1,
                 problem=f"entries {count + 1}..{head_seq} are missing (the log was truncated)",
             )
         return VerifyResult(
-            False, count, prev, bad_seq=head_seq,
+            False,
+            count,
+            prev,
+            bad_seq=head_seq,
             problem=f"the recorded head (entry {head_seq}) does not match the chain",
         )
     return VerifyResult(True, count, prev)

@@ -1,0 +1,306 @@
+"""The default state store: one sqlite file (WAL) under ``.releaser/``.
+
+Every transition is one ``BEGIN IMMEDIATE`` transaction, so writers from any
+number of processes queue on sqlite's write lock (up to the busy timeout) and
+each one sees the state its predecessor committed: of several writers racing
+from the same version exactly one wins.
+
+A store object holds one connection guarded by a lock, so threads may share
+it; each process opens its own store (never pass one across ``fork``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from releaser.core.audit import AuditEvent, EventDraft, RawEvent, chain_hash
+from releaser.errors import ExternalUnavailable, ReleaserError
+from releaser.store.base import Record, Write
+from releaser.store.migrations import (
+    SQLITE_MIGRATIONS,
+    Migration,
+    conflict_error,
+    encode_event,
+    pending_migrations,
+    prepare_writes,
+)
+
+__all__ = ["BATCH_SIZE", "BUSY_TIMEOUT_MS", "SqliteStore"]
+
+BUSY_TIMEOUT_MS = 30_000
+BATCH_SIZE = 10_000
+_RECORD_COLUMNS = "kind, key, version, value, updated_at"
+_EVENT_COLUMNS = "seq, prev_hash, hash, payload"
+# The class defines a method named ``list``; this alias keeps annotations unambiguous.
+_Rows = list[tuple[Any, ...]]
+
+
+class SqliteStore:
+    """A :class:`~releaser.store.base.Store` in one sqlite file (WAL, CAS, audit chain)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        migrations: Sequence[Migration] = SQLITE_MIGRATIONS,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self._path = Path(path)
+        self._batch_size = max(1, batch_size)
+        self._url = f"sqlite://{self._path.as_posix()}"
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE ourselves.
+            conn = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode: durable across application crashes, no fsync per commit.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._conn = conn
+            self._migrate(conn, migrations)
+        except sqlite3.Error as exc:
+            conn.close()
+            self._conn = None
+            raise self._unavailable(exc) from exc
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
+
+    # -- Store protocol -------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``sqlite:///<absolute path>`` (sqlite files have no password to redact)."""
+        return self._url
+
+    @property
+    def path(self) -> Path:
+        """The sqlite file."""
+        return self._path
+
+    def get(self, kind: str, key: str) -> Record | None:
+        """The record, or ``None`` if it does not exist."""
+        rows = self._read(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE kind = ? AND key = ?", (kind, key)
+        )
+        return _record(rows[0]) if rows else None
+
+    def list(self, kind: str, *, prefix: str = "") -> list[Record]:
+        """Records of ``kind`` whose key starts with ``prefix``, ordered by key."""
+        rows = self._read(
+            f"SELECT {_RECORD_COLUMNS} FROM records "
+            "WHERE kind = ? AND substr(key, 1, length(?)) = ? ORDER BY key",
+            (kind, prefix, prefix),
+        )
+        return [_record(row) for row in rows]
+
+    def commit(self, writes: Sequence[Write], event: EventDraft) -> AuditEvent:
+        """Apply ``writes`` with compare-and-swap and append ``event``, in one transaction."""
+        prepared = prepare_writes(writes)
+        payload = encode_event(event)
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for w in prepared:
+                        if w.expected_version == 0:
+                            cur = conn.execute(
+                                "INSERT INTO records (kind, key, version, value, updated_at) "
+                                "VALUES (?, ?, 1, ?, ?) ON CONFLICT (kind, key) DO NOTHING",
+                                (w.kind, w.key, w.value_json, event.at),
+                            )
+                        else:
+                            cur = conn.execute(
+                                "UPDATE records SET version = version + 1, value = ?, "
+                                "updated_at = ? WHERE kind = ? AND key = ? AND version = ?",
+                                (w.value_json, event.at, w.kind, w.key, w.expected_version),
+                            )
+                        if cur.rowcount != 1:
+                            row = conn.execute(
+                                "SELECT version FROM records WHERE kind = ? AND key = ?",
+                                (w.kind, w.key),
+                            ).fetchone()
+                            actual = None if row is None else int(row[0])
+                            raise conflict_error(w.kind, w.key, w.expected_version, actual)
+                    head_seq, head_hash = conn.execute(
+                        "SELECT seq, hash FROM audit_head WHERE id = 1"
+                    ).fetchone()
+                    raw = _next_event(int(head_seq), str(head_hash), payload)
+                    conn.execute(
+                        "INSERT INTO audit_events (seq, prev_hash, hash, payload, subject) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (raw.seq, raw.prev_hash, raw.hash, raw.payload, event.subject),
+                    )
+                    conn.execute(
+                        "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1",
+                        (raw.seq, raw.hash),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
+        return AuditEvent.from_raw(raw)
+
+    def events(
+        self, *, after_seq: int = 0, limit: int | None = None, subject: str | None = None
+    ) -> Iterator[AuditEvent]:
+        """Audit events in order, optionally after a sequence number or for one subject."""
+        where = "seq > ?" if subject is None else "seq > ? AND subject = ?"
+        extra: tuple[Any, ...] = () if subject is None else (subject,)
+        remaining = limit
+        last = after_seq
+        while remaining is None or remaining > 0:
+            size = self._batch_size if remaining is None else min(self._batch_size, remaining)
+            rows = self._read(
+                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE {where} ORDER BY seq LIMIT ?",
+                (last, *extra, size),
+            )
+            for row in rows:
+                yield AuditEvent.from_raw(RawEvent(*row))
+            if len(rows) < size:
+                return
+            last = int(rows[-1][0])
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def raw_events(self) -> Iterator[RawEvent]:
+        """Every stored audit event, undecoded, in sequence order, read in batches.
+
+        To verify a live store, read :meth:`audit_head` first and stop at its
+        seq (``itertools.takewhile``): events committed meanwhile are not part of it.
+        """
+        last = 0
+        while True:
+            rows = self._read(
+                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, self._batch_size),
+            )
+            yield from (RawEvent(*row) for row in rows)
+            if len(rows) < self._batch_size:
+                return
+            last = int(rows[-1][0])
+
+    def audit_head(self) -> tuple[int, str]:
+        """The (seq, hash) of the latest event as recorded by the store; (0, genesis) if none."""
+        seq, hash_ = self._read("SELECT seq, hash FROM audit_head WHERE id = 1")[0]
+        return int(seq), str(hash_)
+
+    def change_token(self) -> int:
+        """The audit head's seq: every commit, from any process, increments it."""
+        return int(self._read("SELECT seq FROM audit_head WHERE id = 1")[0][0])
+
+    def close(self) -> None:
+        """Close the connection; the store cannot be used afterwards."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self._url!r})"
+
+    # -- internals ------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ReleaserError(f"the state store {self._url} is closed")
+        return self._conn
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> _Rows:
+        with self._lock:
+            try:
+                return self._connection().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
+
+    def _migrate(self, conn: sqlite3.Connection, migrations: Sequence[Migration]) -> None:
+        # Fast path: an up-to-date store needs no write lock.
+        current = _schema_version(conn)
+        if not pending_migrations(migrations, current, url=self._url):
+            return
+        # BEGIN IMMEDIATE takes the write lock, so concurrent openers migrate one at a time.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+            )
+            current = _schema_version(conn)
+            for migration in pending_migrations(migrations, current, url=self._url):
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, description) VALUES (?, ?)",
+                    (migration.version, migration.description),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _unavailable(self, exc: BaseException) -> ExternalUnavailable:
+        return ExternalUnavailable(
+            f"cannot open the state store {self._url}: {exc}",
+            hint="check that the directory exists and is writable and that the file is a "
+            "releaser state database (or choose another store with --store)",
+        )
+
+    def _failed(self, exc: sqlite3.Error) -> ReleaserError:
+        if isinstance(exc, sqlite3.OperationalError):
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            return ExternalUnavailable(
+                f"the state store {self._url} failed: {exc}",
+                hint="another process held the write lock for too long; retry"
+                if busy
+                else "check disk space and file permissions, then retry",
+            )
+        return ReleaserError(
+            f"the state store {self._url} failed: {exc}",
+            hint="the file may be damaged; check it with `releaser audit verify`",
+        )
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    return int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    kind, key, version, value, updated_at = row
+    return Record(str(kind), str(key), int(version), json.loads(value), str(updated_at))
+
+
+def _next_event(head_seq: int, head_hash: str, payload: str) -> RawEvent:
+    seq = head_seq + 1
+    return RawEvent(seq, head_hash, chain_hash(seq, head_hash, payload), payload)

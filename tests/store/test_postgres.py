@@ -1,0 +1,107 @@
+"""What only the PostgreSQL store does: NOTIFY, reconnecting, search_path problems."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from releaser.errors import ExternalUnavailable, ReleaserError, StateConflict
+from releaser.store import open_store
+from releaser.store.base import Store, Write
+
+from .conftest import PostgresBackend, draft, postgres_dsn, with_params
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg() -> Iterator[PostgresBackend]:
+    """A fresh schema on the test server (skipped without one)."""
+    dsn = postgres_dsn()
+    if dsn is None:
+        pytest.skip("PostgreSQL tests need RELEASER_TEST_POSTGRES_DSN")
+    backend = PostgresBackend(dsn)
+    try:
+        yield backend
+    finally:
+        backend.cleanup()
+
+
+@pytest.fixture
+def pg_store(pg: PostgresBackend) -> Iterator[Store]:
+    """An open store in the fresh schema."""
+    store = pg.open()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def test_commit_notifies_listeners_with_the_seq(pg: PostgresBackend, pg_store: Store) -> None:
+    import psycopg
+
+    from releaser.store.postgres import NOTIFY_CHANNEL
+
+    with psycopg.connect(pg.url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        pg_store.commit([Write("release", "r", {}, 0)], draft())
+        with pytest.raises(StateConflict):
+            pg_store.commit([Write("release", "r", {}, 0)], draft())
+        pg_store.commit([], draft())
+        payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
+        # Other tests share the database and channel; keep only this schema's story.
+        assert payloads[:2] == ["1", "2"]
+        assert list(listener.notifies(timeout=0.2)) == []
+
+
+def test_lost_connection_is_unavailable_then_recovers() -> None:
+    dsn = postgres_dsn()
+    if dsn is None:
+        pytest.skip("PostgreSQL tests need RELEASER_TEST_POSTGRES_DSN")
+    import psycopg
+
+    schema = f"releaser_test_{uuid.uuid4().hex[:12]}"
+    app = f"releaser_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            store = open_store(
+                with_params(dsn, options=f"-csearch_path%3D{schema}", application_name=app)
+            )
+            try:
+                store.commit([Write("release", "r", {}, 0)], draft())
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (app,),
+                )
+                with pytest.raises(ExternalUnavailable) as info:
+                    store.get("release", "r")
+                assert info.value.hint
+                # The next call opens a fresh connection.
+                assert store.get("release", "r") is not None
+            finally:
+                store.close()
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_missing_schema_is_explained() -> None:
+    dsn = postgres_dsn()
+    if dsn is None:
+        pytest.skip("PostgreSQL tests need RELEASER_TEST_POSTGRES_DSN")
+    url = with_params(dsn, options="-csearch_path%3Dno_such_schema_here")
+    with pytest.raises(ReleaserError) as info:
+        open_store(url)
+    assert info.value.hint and "search_path" in info.value.hint
+
+
+def test_tables_live_in_the_search_path_schema(pg: PostgresBackend, pg_store: Store) -> None:
+    rows = pg.sql(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
+        "ORDER BY table_name",
+        (pg.schema,),
+    )
+    assert [r[0] for r in rows] == ["audit_events", "audit_head", "records", "schema_version"]
