@@ -1,0 +1,467 @@
+"""Read ``releaser.yaml``: find it, parse it keeping line numbers, report every problem at once.
+
+PyYAML's safe loader builds the values; the node tree it composes first
+gives each key and value its line, so each pydantic error becomes a
+ConfigProblem pointing at ``file:line`` with the dotted path of the key.
+Cross-references between parts (a step's groups aside) are checked once the
+parts they connect are themselves valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from releaser.config._common import (
+    EMAIL_PATTERN,
+    FUNCTION_PATTERN,
+    ISSUES_ERROR,
+    PREDICT_PATTERN,
+    PROBLEM_ERROR,
+    SLUG_PATTERN,
+    Issue,
+)
+from releaser.config.models import Config, Service, rollout_group_context
+from releaser.core.canonical import content_hash
+from releaser.errors import ConfigError, ConfigProblem, WorkspaceError
+
+__all__ = [
+    "CONFIG_NAME",
+    "config_hash",
+    "config_json_schema",
+    "find_config",
+    "load_config",
+    "parse_config",
+]
+
+CONFIG_NAME = "releaser.yaml"
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+MAX_VALUE_CHARS = 40
+
+Loc = tuple[str | int, ...]
+
+# Friendlier words for the patterns the models use.
+_PATTERN_TEXT: dict[str, tuple[str, str]] = {
+    SLUG_PATTERN: (
+        "is not a valid name",
+        "use lowercase letters, digits and '-', starting with a letter or digit "
+        "(at most 63 characters)",
+    ),
+    EMAIL_PATTERN: ("is not an email address", "write it as name@example.org"),
+    FUNCTION_PATTERN: ("is not a 'module:function' reference", "e.g. my_package.scoring:score"),
+    PREDICT_PATTERN: (
+        "is neither a 'models:/' URI nor 'module:function'",
+        "e.g. models:/case-triage@champion or my_package.predict:predict",
+    ),
+}
+
+
+def find_config(start: Path) -> Path:
+    """The nearest ``releaser.yaml`` in ``start`` or a folder above it."""
+    start = start.resolve()
+    folder = start if start.is_dir() else start.parent
+    for candidate_dir in (folder, *folder.parents):
+        candidate = candidate_dir / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    raise WorkspaceError(
+        f"no {CONFIG_NAME} in {folder} or any folder above it",
+        hint="run 'releaser init' to write an example, or pass --config",
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate ``path``; ConfigError lists every problem found, with lines."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise WorkspaceError(
+            f"{path} does not exist", hint="run 'releaser init' to write an example"
+        ) from None
+    except OSError as exc:
+        raise WorkspaceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        problem = ConfigProblem(str(path), line, "", "the file is not UTF-8 text")
+        raise ConfigError([problem]) from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, file: str = CONFIG_NAME) -> Config:
+    """Validate YAML ``text`` as a config; ``file`` only names it in problems."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            duplicates = _duplicate_keys(node, file) if node is not None else []
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError([_yaml_problem(exc, file, text)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem(file, None, "", f"not valid YAML: {exc}")]) from None
+    if node is None or data is None:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    file, None, "", "the file is empty", "run 'releaser init' for an example"
+                )
+            ]
+        )
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    file,
+                    node.start_mark.line + 1,
+                    "",
+                    f"the top level must be a mapping of keys (found a {kind})",
+                    "start with 'version: 1' and 'project: <name>'",
+                )
+            ]
+        )
+    problems = list(duplicates)
+    try:
+        config = Config.model_validate(data, context=rollout_group_context(data))
+    except ValidationError as exc:
+        lines = _LineIndex(node)
+        errors = _drop_missing_misspelt(exc.errors())
+        problems += [p for err in errors for p in _problems(err, lines, file)]
+    if problems:
+        problems.sort(key=lambda p: (p.line is None, p.line or 0, p.path))
+        raise ConfigError(problems)
+    return config
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``releaser.yaml``, for editors and ``releaser schema``."""
+    schema = Config.model_json_schema(by_alias=True)
+    _close_pattern_maps(schema)
+    return {"$schema": SCHEMA_DIALECT, **schema, "title": "releaser.yaml"}
+
+
+def _close_pattern_maps(node: Any) -> None:
+    # pydantic writes name-constrained maps as patternProperties; without this, a
+    # misspelt service name would still pass the schema.
+    if isinstance(node, dict):
+        if "patternProperties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for value in node.values():
+            _close_pattern_maps(value)
+    elif isinstance(node, list):
+        for value in node:
+            _close_pattern_maps(value)
+
+
+def config_hash(service: Service) -> str:
+    """Content hash of a service's configuration, as recorded in its releases."""
+    return content_hash(service.model_dump(mode="json", by_alias=True))
+
+
+# --- YAML structure ----------------------------------------------------------------------
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> ConfigProblem:
+    mark = exc.problem_mark or exc.context_mark
+    what = exc.problem or "not valid YAML"
+    if exc.context:
+        started = exc.context_mark
+        where = f" that starts on line {started.line + 1}" if started is not None else ""
+        what = f"{what} ({exc.context}{where})"
+    line = column = None
+    if mark is not None:
+        # At the end of the stream the mark sits past the last line: point at the last one.
+        line = min(mark.line + 1, max(len(text.splitlines()), 1))
+        column = mark.column + 1 if line == mark.line + 1 else None
+    at = f" at column {column}" if column is not None else ""
+    return ConfigProblem(
+        file, line, "", f"invalid YAML{at}: {what}", "check indentation, quotes and brackets"
+    )
+
+
+def _duplicate_keys(node: yaml.Node, file: str, path: Loc = ()) -> list[ConfigProblem]:
+    """Every key given twice in one mapping (PyYAML would silently keep the last)."""
+    found: list[ConfigProblem] = []
+    seen: set[int] = set()
+
+    def walk(n: yaml.Node, at: Loc) -> None:
+        if id(n) in seen:  # anchors and aliases share nodes
+            return
+        seen.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in n.value:
+                if not isinstance(key, yaml.ScalarNode) or key.value == "<<":
+                    continue
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    found.append(
+                        ConfigProblem(
+                            file,
+                            line,
+                            _dotted((*at, key.value)),
+                            f"duplicate key {key.value!r} (first given on line {first[key.value]})",
+                            "remove one of them: YAML keeps only the last",
+                        )
+                    )
+                else:
+                    first[key.value] = line
+                walk(value, (*at, key.value))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*at, i))
+
+    walk(node, path)
+    return found
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a location landed in the file: the deepest node found and its key's line."""
+
+    found: int  # how many loc parts matched nodes
+    key_line: int | None
+    value_line: int | None
+    value_is_scalar: bool
+
+
+class _LineIndex:
+    """Maps a path of keys and indexes to the lines of the YAML node tree."""
+
+    def __init__(self, root: yaml.Node) -> None:
+        self.root = root
+
+    def locate(self, path: Loc) -> _Where:
+        node = self.root
+        key_line: int | None = None
+        found = 0
+        for part in path:
+            child: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode):
+                for key, value in reversed(node.value):
+                    if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                        child, key_line = value, key.start_mark.line + 1
+                        break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if 0 <= part < len(node.value):
+                    child = node.value[part]
+                    key_line = child.start_mark.line + 1
+            if child is None:
+                break
+            node, found = child, found + 1
+        value_line = node.start_mark.line + 1 if found else None
+        return _Where(found, key_line, value_line, isinstance(node, yaml.ScalarNode))
+
+
+def _dotted(path: Loc) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --- from pydantic errors to problems -----------------------------------------------------
+
+
+def _problems(err: Any, lines: _LineIndex, file: str) -> list[ConfigProblem]:
+    """One ConfigProblem per pydantic error (several for a bundle of cross-field issues)."""
+    path, leaf, key_error = _clean_loc(tuple(err["loc"]))
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    if kind == ISSUES_ERROR:
+        issues: list[Issue] = list(ctx.get("issues", ()))
+        out = []
+        for issue in issues:
+            sub, _, _ = _clean_loc(tuple(err["loc"]) + issue.loc)
+            out.append(_locate(lines, file, sub, issue.message, issue.hint, on_key=False))
+        return out
+    if kind == "extra_forbidden":
+        key = str(path[-1])
+        allowed = _allowed_keys(tuple(err["loc"])[:-1])
+        close = _closest_key(key, allowed)
+        hint = (
+            f"did you mean '{close}'?"
+            if close
+            else (f"allowed keys here: {', '.join(allowed)}" if allowed else None)
+        )
+        return [_locate(lines, file, path, f"unknown key {key!r}", hint, on_key=True)]
+    if kind == "missing":
+        missing = str(path[-1])
+        return [_locate(lines, file, path, f"missing required key {missing!r}", None, on_key=True)]
+    message, hint = _describe(err, leaf)
+    return [_locate(lines, file, path, message, hint, on_key=key_error)]
+
+
+def _closest_key(key: str, allowed: list[str]) -> str | None:
+    """The allowed key ``key`` was probably meant to be: close in spelling, or a prefix."""
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    prefixed = [a for a in allowed if len(a) >= 3 and (key.startswith(a) or a.startswith(key))]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+def _drop_missing_misspelt(errors: list[Any]) -> list[Any]:
+    """Leave out "missing 'slos'" when the same mapping has an unknown key 'slo'.
+
+    The unknown key's own problem already says "did you mean 'slos'?".
+    """
+    meant: set[Loc] = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            loc = tuple(err["loc"])
+            close = _closest_key(str(loc[-1]), _allowed_keys(loc[:-1]))
+            if close is not None:
+                meant.add((*loc[:-1], close))
+    return [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in meant)]
+
+
+def _locate(
+    lines: _LineIndex, file: str, path: Loc, message: str, hint: str | None, *, on_key: bool
+) -> ConfigProblem:
+    where = lines.locate(path)
+    if where.found == len(path) and not on_key and where.value_is_scalar:
+        line = where.value_line
+    else:
+        # An unknown or missing key, or a whole mapping or list: point at the key.
+        line = where.key_line if where.key_line is not None else where.value_line
+    return ConfigProblem(file, line, _dotted(path), message, hint)
+
+
+def _describe(err: Any, leaf: Any) -> tuple[str, str | None]:
+    """A human message (with the offending value) and a hint for an ordinary error."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    hint: str | None = None
+    if kind == PROBLEM_ERROR:
+        return str(ctx.get("message", err["msg"])), ctx.get("hint")
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_TEXT:
+        text, pattern_hint = _PATTERN_TEXT[ctx["pattern"]]
+        return f"{_shorten(value)} {text}", pattern_hint
+    message = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "literal_error" and isinstance(value, str):
+        choices = [str(a) for a in typing.get_args(leaf)] if _is_literal(leaf) else []
+        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else None
+    elif value is None:
+        hint = "the key has no value: fill it in or remove the key"
+    elif kind == "string_type" and isinstance(value, bool | int | float):
+        hint = "YAML read this as a number or true/false: put it in quotes"
+    return f"{message} (got {_shorten(value)})", hint
+
+
+_PASSWORD_IN_URL = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@")
+
+
+def _shorten(value: Any) -> str:
+    """repr of ``value``, passwords in URLs hidden, at most MAX_VALUE_CHARS characters."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = _PASSWORD_IN_URL.sub(r"\1***@", repr(value))
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
+
+
+# --- walking the models along a pydantic loc -----------------------------------------------
+
+
+def _clean_loc(loc: Loc) -> tuple[Loc, Any, bool]:
+    """Drop pydantic's union and validator tags from ``loc``, using aliases for fields.
+
+    Returns the path as the file spells it, the annotation found at its end
+    (for literal choices) and whether the error is about a mapping key.
+    """
+    tp: Any = Config
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        tp = _unwrap(tp)
+        last = i == len(loc) - 1
+        if part == "[key]":
+            return tuple(out), None, True
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = _field(tp, part)
+            if field is None:
+                if last:  # an unknown key
+                    out.append(part)
+                continue  # a tag
+            name, tp = field
+            out.append(name)
+            continue
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin is dict and args:
+            out.append(part)
+            tp = args[1]
+        elif origin in (list, tuple) and args and isinstance(part, int):
+            out.append(part)
+            tp = args[0]
+        elif _is_union(tp):
+            continue  # a union member tag; the member is not known for sure
+        else:
+            out.append(part)
+            tp = Any
+    return tuple(out), _unwrap(tp), False
+
+
+def _field(model: type[BaseModel], part: str | int) -> tuple[str, Any] | None:
+    for name, info in model.model_fields.items():
+        if part in (name, info.alias):
+            return info.alias or name, info.annotation
+    return None
+
+
+def _allowed_keys(loc: Loc) -> list[str]:
+    """Field names (aliases preferred) of the model at ``loc``."""
+    tp: Any = Config
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = _field(tp, part)
+            if field is not None:
+                tp = field[1]
+            continue
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) is dict and args:
+            tp = args[1]
+        elif typing.get_origin(tp) in (list, tuple) and args:
+            tp = args[0]
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [info.alias or name for name, info in tp.model_fields.items()]
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated and Optional so the interesting type is left."""
+    while True:
+        if typing.get_origin(tp) is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+            continue
+        if _is_union(tp):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(members) == 1:
+                tp = members[0]
+                continue
+        return tp
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+def _is_literal(tp: Any) -> bool:
+    return typing.get_origin(tp) is Literal

@@ -1,0 +1,309 @@
+"""The shape of ``releaser.yaml``: pydantic models holding every rule a file must follow.
+
+Each model forbids unknown keys and is frozen. Rules that connect several
+fields (a rollout's percentages, an eval suite's dataset) report each finding
+with its own location through :func:`raise_issues`, so the loader can point
+at the exact line of every one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from releaser.errors import NotFound
+
+__all__ = [
+    "EMAIL_PATTERN",
+    "FUNCTION_PATTERN",
+    "PREDICT_PATTERN",
+    "SLUG_PATTERN",
+    "ApprovalRule",
+    "AttributeRule",
+    "ChecklistItem",
+    "Config",
+    "DatasetSpec",
+    "EscalationContact",
+    "EvalSuite",
+    "Guardrails",
+    "Issue",
+    "MlflowSettings",
+    "ModelSpec",
+    "NonRegression",
+    "Owner",
+    "PhaseCriteria",
+    "PhaseGates",
+    "PromptSettings",
+    "PromptSpec",
+    "RolloutPlan",
+    "RolloutStep",
+    "ScorerSpec",
+    "Service",
+    "Slos",
+    "UserGroup",
+    "default_rollout_plan",
+    "did_you_mean",
+    "problem",
+    "raise_issues",
+    "rollout_group_context",
+]
+
+
+from releaser.config._common import (
+    EMAIL_PATTERN,
+    FUNCTION_PATTERN,
+    PREDICT_PATTERN,
+    SLUG_PATTERN,
+    Issue,
+    Loc,
+    Slug,
+    _compile,
+    _Model,
+    did_you_mean,
+    problem,
+    raise_issues,
+    unknown_group,
+)
+from releaser.config.service import (
+    ApprovalRule,
+    ChecklistItem,
+    DatasetSpec,
+    EvalSuite,
+    Guardrails,
+    ModelSpec,
+    NonRegression,
+    PhaseCriteria,
+    PhaseGates,
+    PromptSpec,
+    RolloutPlan,
+    RolloutStep,
+    ScorerSpec,
+    Service,
+    Slos,
+    default_rollout_plan,
+)
+
+
+class Owner(_Model):
+    """A person accountable for the project and the role they answer for."""
+
+    name: str = Field(min_length=1, description="Full name.")
+    email: str = Field(pattern=EMAIL_PATTERN, description="Work email address.")
+    role: str = Field(
+        min_length=1,
+        description="What they answer for, e.g. service-owner, ml-lead, ops-lead, "
+        "data-protection. Approval rules in phases name these roles.",
+    )
+    team: str | None = Field(default=None, description="Team or department, if useful.")
+
+
+class EscalationContact(_Model):
+    """Who to call when a release goes wrong, and when they can be reached."""
+
+    level: int = Field(ge=1, description="Escalation level: 1 is called first.")
+    name: str = Field(min_length=1, description="Person, rota or team.")
+    contact: str = Field(min_length=1, description="Channel, email or phone number.")
+    hours: str = Field(
+        default="business", description="When they answer, e.g. 'business' or '24x7'."
+    )
+
+
+# --- user groups ------------------------------------------------------------------------
+
+_OPERATORS = ("equals", "in", "matches", "ends_with")
+
+
+class AttributeRule(_Model):
+    """A test on one request attribute; exactly one operator per rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True)
+
+    attribute: str = Field(min_length=1, description="Attribute name, e.g. email or council.")
+    equals: str | None = Field(default=None, description="The attribute equals this value.")
+    in_: list[str] | None = Field(
+        default=None, alias="in", min_length=1, description="The attribute is one of these."
+    )
+    matches: str | None = Field(
+        default=None, description="The attribute matches this regular expression (search)."
+    )
+    ends_with: str | None = Field(default=None, description="The attribute ends with this.")
+
+    @field_validator("matches")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> AttributeRule:
+        given = [op for op, v in zip(_OPERATORS, self._values(), strict=True) if v is not None]
+        if len(given) != 1:
+            got = f" (got {', '.join(given)})" if given else ""
+            raise problem(
+                f"a rule needs exactly one operator{got}",
+                hint="use one of: equals, in, matches, ends_with; put several rules in a list",
+            )
+        return self
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.equals, self.in_, self.matches, self.ends_with)
+
+    def applies_to(self, attributes: Mapping[str, str]) -> bool:
+        """Whether ``attributes`` satisfy this rule (a missing attribute never does)."""
+        value = attributes.get(self.attribute)
+        if value is None:
+            return False
+        if self.equals is not None:
+            return value == self.equals
+        if self.in_ is not None:
+            return value in self.in_
+        if self.matches is not None:
+            return re.search(self.matches, value) is not None
+        return self.ends_with is not None and value.endswith(self.ends_with)
+
+
+class UserGroup(_Model):
+    """A named set of users for rollouts: an allow-list of unit ids and/or attribute rules."""
+
+    description: str = Field(default="", description="Who is in this group, in words.")
+    allow: list[str] = Field(
+        default_factory=list, description="Unit ids (user or session ids) always in the group."
+    )
+    rules: list[AttributeRule] = Field(
+        default_factory=list,
+        description="Attribute rules; a unit matches when ALL rules hold. "
+        "List several groups in a rollout step to combine them with OR.",
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> UserGroup:
+        if not self.allow and not self.rules:
+            raise problem(
+                "a group needs 'allow' (unit ids) or 'rules' (attribute rules)",
+                hint="add 'allow: [some-user-id]' or a rule such as "
+                "'{attribute: email, ends_with: \"@example.org\"}'",
+            )
+        return self
+
+    def contains(self, unit_id: str, attributes: Mapping[str, str]) -> bool:
+        """Whether a unit belongs: it is allow-listed, or every rule holds."""
+        if unit_id in self.allow:
+            return True
+        return bool(self.rules) and all(rule.applies_to(attributes) for rule in self.rules)
+
+
+# --- registries ---------------------------------------------------------------------------
+
+
+class MlflowSettings(_Model):
+    """Where the MLflow tracking server and model registry are."""
+
+    tracking_uri: str = Field(
+        min_length=1,
+        description="MLflow tracking URI, e.g. http://mlflow:5000 or sqlite:///mlflow.db.",
+    )
+    registry_uri: str | None = Field(
+        default=None, description="Model registry URI when it differs from the tracking URI."
+    )
+    artifact_location: str | None = Field(
+        default=None, description="Default artifact location for runs releaser creates."
+    )
+
+
+class PromptSettings(_Model):
+    """Where prompt templates are versioned."""
+
+    backend: Literal["mlflow", "file"] = Field(
+        default="mlflow", description="mlflow: the MLflow prompt registry; file: YAML files."
+    )
+    path: str = Field(
+        default="prompts", description="Folder of the file backend, relative to releaser.yaml."
+    )
+
+
+# --- services -----------------------------------------------------------------------------
+
+
+class Config(_Model):
+    """The whole of ``releaser.yaml``."""
+
+    # pydantic would echo the whole input in messages, store URL included.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    version: Literal[1] = Field(default=1, description="Format version of this file.")
+    project: Slug = Field(description="Project name: lowercase letters, digits and '-'.")
+    owners: list[Owner] = Field(min_length=1, description="Who is accountable (at least one).")
+    escalation: list[EscalationContact] = Field(
+        default_factory=list, description="Escalation contacts, in order of level."
+    )
+    groups: dict[Slug, UserGroup] = Field(
+        default_factory=dict, description="Named user groups that rollout steps reach first."
+    )
+    mlflow: MlflowSettings | None = Field(
+        default=None, description="MLflow settings; default: a local sqlite store."
+    )
+    prompts: PromptSettings = Field(
+        default_factory=PromptSettings, description="Where prompts are versioned."
+    )
+    store: str | None = Field(
+        default=None,
+        description="State store URL (sqlite:///path or postgresql://...); $RELEASER_STORE "
+        "wins. Never put a password here: give a DSN with a password through "
+        "$RELEASER_STORE instead.",
+    )
+    services: dict[Slug, Service] = Field(
+        min_length=1, description="The services this repo releases, by name."
+    )
+
+    @field_validator("escalation")
+    @classmethod
+    def _by_level(cls, value: list[EscalationContact]) -> list[EscalationContact]:
+        return sorted(value, key=lambda c: c.level)
+
+    @field_validator("store")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        if value is not None and re.search(r"://[^/@\s]*:[^/@\s]*@", value):
+            raise problem(
+                "the store URL contains a password",
+                hint="remove the password from releaser.yaml and set RELEASER_STORE in the "
+                "environment (a CI secret) instead",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _groups_exist(self) -> Config:
+        issues: list[Issue] = []
+        for name, svc in self.services.items():
+            for i, step in enumerate(svc.rollout.steps):
+                for j, group in enumerate(step.groups):
+                    if group not in self.groups:
+                        loc: Loc = ("services", name, "rollout", "steps", i, "groups", j)
+                        issues.append(Issue(loc, *unknown_group(group, self.groups)))
+        raise_issues(issues)
+        return self
+
+    def service(self, name: str) -> Service:
+        """The service called ``name``; NotFound (listing the known ones) otherwise."""
+        try:
+            return self.services[name]
+        except KeyError:
+            known = ", ".join(sorted(self.services)) or "none"
+            close = did_you_mean(name, self.services)
+            hint = f"{close} known services: {known}" if close else f"known services: {known}"
+            raise NotFound(f"no service {name!r} in releaser.yaml", hint=hint) from None
+
+
+def rollout_group_context(data: Any) -> dict[str, Any]:
+    """Validation context naming the groups a raw config defines (read by RolloutStep)."""
+    groups = data.get("groups") if isinstance(data, dict) else None
+    return {"group_names": [str(k) for k in groups]} if isinstance(groups, dict) else {}

@@ -1,0 +1,484 @@
+"""The `services:` part of releaser.yaml: model, prompts, data, eval, SLOs, rollout, phases."""
+
+from __future__ import annotations
+
+import re
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from releaser.config._common import (
+    FUNCTION_PATTERN,
+    PREDICT_PATTERN,
+    Issue,
+    RepoPath,
+    Slug,
+    _duplicates,
+    _Model,
+    did_you_mean,
+    problem,
+    raise_issues,
+    unknown_group,
+)
+
+
+class ModelSpec(_Model):
+    """The registered model a service serves: by alias or by pinned version, not both."""
+
+    name: str = Field(min_length=1, description="Registered model name in the model registry.")
+    alias: str | None = Field(default=None, description="Registry alias, e.g. champion.")
+    version: int | None = Field(default=None, ge=1, description="A pinned version number.")
+
+    @model_validator(mode="after")
+    def _alias_or_version(self) -> ModelSpec:
+        if (self.alias is None) == (self.version is None):
+            both = self.alias is not None
+            raise problem(
+                "give either 'alias' or 'version', not both"
+                if both
+                else "give 'alias' or 'version' to say which model version to release",
+                hint="an alias (e.g. 'alias: champion') follows the registry; "
+                "a version pins one build",
+            )
+        return self
+
+
+class PromptSpec(_Model):
+    """A prompt the service renders, by name and the alias to resolve."""
+
+    name: str = Field(min_length=1, description="Prompt name in the prompt registry.")
+    alias: str = Field(default="production", description="Alias to resolve at release time.")
+
+
+def _name_object(value: Any) -> Any:
+    """Accept the short form ``- some-name`` for ``- {name: some-name}``."""
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, bool | int | float):
+        raise problem(
+            f"expected a name, got {value!r}", hint="YAML read this as a number: put it in quotes"
+        )
+    if not isinstance(value, dict | BaseModel):
+        raise problem("expected a name, or a mapping such as {name: ...}")
+    return value
+
+
+PromptItem = Annotated[
+    PromptSpec, BeforeValidator(_name_object, json_schema_input_type=str | PromptSpec)
+]
+
+
+class DatasetSpec(_Model):
+    """A DVC-tracked dataset the service depends on."""
+
+    path: RepoPath = Field(description="Path relative to the repository (tracked by DVC).")
+    role: Literal["golden", "training", "reference", "other"] = Field(
+        default="other", description="golden: the evaluation set gates run against."
+    )
+
+
+ScorerName = Literal[
+    "exact_match",
+    "token_f1",
+    "accuracy",
+    "contains",
+    "regex",
+    "numeric_tolerance",
+    "latency",
+    "custom",
+]
+_SCORER_OPTION = {"pattern": "regex", "tolerance": "numeric_tolerance", "function": "custom"}
+
+
+class ScorerSpec(_Model):
+    """One scorer of an eval suite; it reports a metric named after it."""
+
+    name: ScorerName = Field(description="Built-in scorer, or custom for your own function.")
+    pattern: str | None = Field(default=None, description="regex: the pattern to search for.")
+    tolerance: float | None = Field(
+        default=None, ge=0, description="numeric_tolerance: the largest absolute error allowed."
+    )
+    function: str | None = Field(
+        default=None,
+        pattern=FUNCTION_PATTERN,
+        description="custom: 'module:function' taking (prediction, label) and returning a score.",
+    )
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> ScorerSpec:
+        issues: list[Issue] = []
+        for option, scorer in _SCORER_OPTION.items():
+            given = getattr(self, option) is not None
+            if scorer == self.name and not given:
+                issues.append(Issue((), f"the {scorer} scorer needs '{option}'"))
+            elif given and scorer != self.name:
+                issues.append(Issue((option,), f"'{option}' only applies to the {scorer} scorer"))
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                issues.append(Issue(("pattern",), f"not a valid regular expression: {exc}"))
+        raise_issues(issues)
+        return self
+
+    @property
+    def metric(self) -> str:
+        """The metric name this scorer reports: its name, or a custom function's name."""
+        if self.name == "custom" and self.function:
+            return self.function.rsplit(":", 1)[1]
+        return self.name
+
+
+ScorerItem = Annotated[
+    ScorerSpec, BeforeValidator(_name_object, json_schema_input_type=str | ScorerSpec)
+]
+
+
+class NonRegression(_Model):
+    """The candidate must not score worse than the baseline by more than ``max_drop``."""
+
+    metric: str = Field(min_length=1, description="Metric compared with the baseline release.")
+    max_drop: float = Field(default=0.0, ge=0, description="Largest drop allowed.")
+    confidence: float = Field(
+        default=0.95, gt=0, lt=1, description="Confidence of the bootstrap interval."
+    )
+    bootstrap_samples: int = Field(default=2000, ge=100, description="Bootstrap resamples.")
+    seed: int = Field(default=0, description="Seed of the bootstrap, so gates are repeatable.")
+
+
+class EvalSuite(_Model):
+    """How the gate evaluates a release on a golden dataset."""
+
+    dataset: RepoPath = Field(description="One of the service's datasets (its path).")
+    predict: str = Field(
+        pattern=PREDICT_PATTERN,
+        description="What makes predictions: a 'models:/name@alias' URI or 'module:function'.",
+    )
+    input_columns: list[str] = Field(min_length=1, description="Columns passed to predict.")
+    label_column: str = Field(min_length=1, description="Column holding the expected answer.")
+    slices: list[str] = Field(
+        default_factory=list, description="Columns to report metrics per value of."
+    )
+    scorers: list[ScorerItem] = Field(min_length=1, description="Scorers to run.")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Minimum value per metric (for latency: the maximum in ms).",
+    )
+    non_regression: NonRegression | None = Field(
+        default=None, description="Compare with the baseline release, not only thresholds."
+    )
+    slice_max_drop: float | None = Field(
+        default=None, ge=0, description="Largest drop allowed in any slice against the baseline."
+    )
+
+    @model_validator(mode="after")
+    def _metrics_known(self) -> EvalSuite:
+        metrics = [s.metric for s in self.scorers]
+        issues = [
+            Issue(("scorers", i), f"two scorers report the metric {m!r}")
+            for i, m in _duplicates(metrics)
+        ]
+        for key in self.thresholds:
+            if key not in metrics:
+                issues.append(Issue(("thresholds", key), *_unknown_metric(key, metrics)))
+        nr = self.non_regression
+        if nr is not None and nr.metric not in metrics:
+            issues.append(Issue(("non_regression", "metric"), *_unknown_metric(nr.metric, metrics)))
+        if self.label_column in self.input_columns:
+            issues.append(
+                Issue(
+                    ("label_column",),
+                    f"the label column {self.label_column!r} is also an input column",
+                    "the model would see the answer; remove it from input_columns",
+                )
+            )
+        raise_issues(issues)
+        return self
+
+
+def _unknown_metric(name: str, metrics: list[str]) -> tuple[str, str]:
+    close = did_you_mean(name, metrics)
+    return f"no scorer reports the metric {name!r}", close or (
+        f"the scorers report: {', '.join(metrics)}"
+    )
+
+
+class Slos(_Model):
+    """Service level objectives; rollouts stop when a step breaks them."""
+
+    latency_p95_ms: float | None = Field(default=None, gt=0, description="95th percentile, ms.")
+    availability: float | None = Field(
+        default=None, gt=0, le=1, description="Share of requests served, e.g. 0.995."
+    )
+    error_rate: float | None = Field(
+        default=None, ge=0, le=1, description="Largest share of failed requests."
+    )
+    quality_score: float | None = Field(
+        default=None, ge=0, le=1, description="Smallest mean quality or feedback score."
+    )
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Slos:
+        if all(
+            v is None
+            for v in (self.latency_p95_ms, self.availability, self.error_rate, self.quality_score)
+        ):
+            raise problem(
+                "give at least one objective",
+                hint="latency_p95_ms, availability, error_rate or quality_score",
+            )
+        return self
+
+
+class Guardrails(_Model):
+    """Absolute limits that stop a rollout whatever the comparison with the baseline says."""
+
+    error_rate: float | None = Field(default=None, ge=0, le=1, description="Largest error rate.")
+    latency_p95_ms: float | None = Field(default=None, gt=0, description="Largest p95, ms.")
+    quality_score: float | None = Field(
+        default=None, ge=0, le=1, description="Smallest quality score."
+    )
+
+
+class RolloutStep(_Model):
+    """One cohort: named groups first, then a percentage of everyone else."""
+
+    name: Slug = Field(description="Step name, unique in the plan.")
+    groups: list[str] = Field(
+        default_factory=list, description="Names of user groups (under 'groups') included."
+    )
+    percent: float = Field(ge=0, le=100, description="Share of everyone else, 0 to 100.")
+    bake_minutes: float = Field(default=0, ge=0, description="Minimum time before advancing.")
+    min_samples: int = Field(
+        default=0, ge=0, description="Minimum requests per variant before deciding."
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_defined(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # The loader passes the raw group names so that a misspelt group is reported
+        # together with every other problem; Config checks again for Python callers.
+        context = info.context
+        known = context.get("group_names") if isinstance(context, dict) else None
+        if isinstance(known, list):
+            raise_issues(
+                [
+                    Issue((j,), *unknown_group(g, known))
+                    for j, g in enumerate(value)
+                    if g not in known
+                ]
+            )
+        return value
+
+
+Comparison = Literal["error_rate", "latency", "quality_score"]
+
+
+class RolloutPlan(_Model):
+    """The steps a candidate goes through, and how each step is judged."""
+
+    steps: list[RolloutStep] = Field(min_length=1, description="Steps, widening to 100%.")
+    alpha: float = Field(
+        default=0.01, gt=0, lt=0.5, description="False-alarm rate of the sequential tests."
+    )
+    guardrails: Guardrails = Field(
+        default_factory=Guardrails, description="Absolute limits checked at every step."
+    )
+    comparisons: list[Comparison] = Field(
+        default_factory=lambda: list(typing.get_args(Comparison)),
+        description="Metrics compared between candidate and baseline.",
+    )
+
+    @model_validator(mode="after")
+    def _steps_widen(self) -> RolloutPlan:
+        issues = [
+            Issue(("steps", i, "name"), f"the step name {name!r} is used twice")
+            for i, name in _duplicates(s.name for s in self.steps)
+        ]
+        issues += [
+            Issue(("comparisons", i), f"{c!r} is listed twice")
+            for i, c in _duplicates(self.comparisons)
+        ]
+        for i, (prev, step) in enumerate(zip(self.steps, self.steps[1:], strict=False), 1):
+            if step.percent < prev.percent:
+                issues.append(
+                    Issue(
+                        ("steps", i, "percent"),
+                        f"step {step.name!r} goes down to {step.percent:g}% after "
+                        f"{prev.name!r} at {prev.percent:g}%",
+                        "percentages must not decrease: widening never takes users back",
+                    )
+                )
+        last = self.steps[-1]
+        if last.percent != 100:
+            issues.append(
+                Issue(
+                    ("steps", len(self.steps) - 1, "percent"),
+                    f"the last step {last.name!r} is at {last.percent:g}%, not 100%",
+                    "end the plan with a step at 100 so the release reaches everyone",
+                )
+            )
+        for i, step in enumerate(self.steps):
+            if step.percent == 0 and not step.groups:
+                issues.append(
+                    Issue(
+                        ("steps", i),
+                        f"step {step.name!r} reaches nobody",
+                        "give it groups or a percent above 0",
+                    )
+                )
+        raise_issues(issues)
+        return self
+
+
+def default_rollout_plan() -> RolloutPlan:
+    """internal (1%) -> 5% -> 25% -> 100%; no groups, since none are known here."""
+    return RolloutPlan(
+        steps=[
+            RolloutStep(name="internal", percent=1, bake_minutes=30, min_samples=50),
+            RolloutStep(name="canary-5", percent=5, bake_minutes=60, min_samples=200),
+            RolloutStep(name="canary-25", percent=25, bake_minutes=120, min_samples=500),
+            RolloutStep(name="full", percent=100, bake_minutes=60, min_samples=0),
+        ]
+    )
+
+
+class ApprovalRule(_Model):
+    """How many people holding a role must approve."""
+
+    role: str = Field(min_length=1, description="Role that approves, e.g. data-protection.")
+    count: int = Field(default=1, ge=1, description="How many distinct approvers.")
+
+
+class ChecklistItem(_Model):
+    """Something that must be done (and usually evidenced) before entering a phase."""
+
+    id: Slug = Field(description="Short id, e.g. dpia or runbook.")
+    description: str = Field(min_length=1, description="What must be true.")
+    evidence_required: bool = Field(
+        default=True, description="Whether a link or file must be attached."
+    )
+
+
+class PhaseCriteria(_Model):
+    """What a release needs before the service enters a phase."""
+
+    eval_gate: bool = Field(default=False, description="The eval suite must pass.")
+    approvals: list[ApprovalRule] = Field(default_factory=list, description="Sign-offs needed.")
+    checklist: list[ChecklistItem] = Field(default_factory=list, description="Items to tick.")
+    min_days_in_previous: float = Field(
+        default=0, ge=0, description="Days the service must have spent in the phase before."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> PhaseCriteria:
+        issues = [
+            Issue(("checklist", i, "id"), f"the checklist id {v!r} is used twice")
+            for i, v in _duplicates(c.id for c in self.checklist)
+        ]
+        issues += [
+            Issue(
+                ("approvals", i, "role"), f"the role {v!r} is listed twice", "raise 'count' instead"
+            )
+            for i, v in _duplicates(a.role for a in self.approvals)
+        ]
+        raise_issues(issues)
+        return self
+
+
+PhaseName = Literal["poc", "pilot", "production", "operations"]
+PHASES: tuple[PhaseName, ...] = ("poc", "pilot", "production", "operations")
+
+
+class PhaseGates(_Model):
+    """Entry criteria per lifecycle phase: poc -> pilot -> production -> operations."""
+
+    poc: PhaseCriteria | None = Field(default=None, description="Entering proof of concept.")
+    pilot: PhaseCriteria | None = Field(default=None, description="Entering the pilot.")
+    production: PhaseCriteria | None = Field(default=None, description="Entering production.")
+    operations: PhaseCriteria | None = Field(
+        default=None, description="Handing over to operations."
+    )
+
+    def criteria(self, phase: PhaseName) -> PhaseCriteria:
+        """The criteria for ``phase`` (none declared: nothing required)."""
+        found: PhaseCriteria | None = getattr(self, phase)
+        return found if found is not None else PhaseCriteria()
+
+
+class Service(_Model):
+    """Something users call: a model and/or prompts, datasets, gates and a rollout plan."""
+
+    description: str = Field(default="", description="What the service does, for runbooks.")
+    model: ModelSpec | None = Field(default=None, description="The registered model served.")
+    prompts: list[PromptItem] = Field(
+        default_factory=list, description="Prompt names, or {name, alias} objects."
+    )
+    datasets: list[DatasetSpec] = Field(default_factory=list, description="DVC datasets.")
+    eval: EvalSuite | None = Field(default=None, description="The evaluation the gate runs.")
+    slos: Slos = Field(description="Service level objectives (at least one).")
+    rollout: RolloutPlan = Field(
+        default_factory=default_rollout_plan,
+        description="Rollout steps; default internal (1%) -> 5% -> 25% -> 100%.",
+    )
+    phases: PhaseGates = Field(default_factory=PhaseGates, description="Phase entry criteria.")
+    irreversible: bool = Field(
+        default=False,
+        description="A release cannot be rolled back (e.g. it ran a data migration).",
+    )
+
+    @model_validator(mode="after")
+    def _references(self) -> Service:
+        issues = [
+            Issue(("prompts", i, "name"), f"the prompt {v!r} is listed twice")
+            for i, v in _duplicates(p.name for p in self.prompts)
+        ]
+        issues += [
+            Issue(("datasets", i, "path"), f"the dataset {v!r} is listed twice")
+            for i, v in _duplicates(d.path for d in self.datasets)
+        ]
+        paths = [d.path for d in self.datasets]
+        if self.eval is not None and self.eval.dataset not in paths:
+            close = did_you_mean(self.eval.dataset, paths)
+            listed = ", ".join(paths) if paths else "none"
+            issues.append(
+                Issue(
+                    ("eval", "dataset"),
+                    f"the eval dataset {self.eval.dataset!r} is not one of the service's datasets",
+                    close or f"add it under 'datasets' (listed: {listed})",
+                )
+            )
+        for phase in PHASES:
+            criteria = getattr(self.phases, phase)
+            if criteria is not None and criteria.eval_gate and self.eval is None:
+                issues.append(
+                    Issue(
+                        ("phases", phase, "eval_gate"),
+                        f"the {phase} phase requires the eval gate but the service has no 'eval'",
+                        "add an 'eval' suite, or set eval_gate: false",
+                    )
+                )
+        if self.model is None and not self.prompts:
+            issues.append(
+                Issue(
+                    (),
+                    "the service has neither a model nor prompts",
+                    "add 'model' and/or 'prompts'",
+                )
+            )
+        raise_issues(issues)
+        return self
+
+    def golden_dataset(self) -> DatasetSpec | None:
+        """The dataset the eval suite uses, if any."""
+        if self.eval is None:
+            return None
+        return next((d for d in self.datasets if d.path == self.eval.dataset), None)

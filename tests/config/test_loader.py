@@ -1,0 +1,362 @@
+"""Loading releaser.yaml from disk: every problem at once, each with its line and a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from releaser.config import (
+    CONFIG_NAME,
+    Config,
+    config_hash,
+    config_json_schema,
+    find_config,
+    load_config,
+)
+from releaser.config.template import INIT_TEMPLATE
+from releaser.core.canonical import content_hash
+from releaser.errors import ConfigError, ConfigProblem, WorkspaceError
+
+MINIMAL = """\
+version: 1
+project: casework
+owners:
+  - name: Priya Shah
+    email: priya@example.org
+    role: service-owner
+services:
+  case-triage:
+    model:
+      name: case-triage
+      alias: champion
+    slos:
+      error_rate: 0.01
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / CONFIG_NAME
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def line_of(text: str, needle: str, nth: int = 1) -> int:
+    """1-based number of the line holding the ``nth`` occurrence of ``needle``."""
+    hits = [i for i, line in enumerate(text.splitlines(), 1) if needle in line]
+    assert len(hits) >= nth, f"{needle!r} not found {nth} times"
+    return hits[nth - 1]
+
+
+def problems_of(tmp_path: Path, text: str) -> list[ConfigProblem]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert all(p.file == str(path) for p in exc.value.problems)
+    return exc.value.problems
+
+
+def only(problems: list[ConfigProblem]) -> ConfigProblem:
+    assert len(problems) == 1, [p.render() for p in problems]
+    return problems[0]
+
+
+def edit(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+def test_a_valid_file_loads(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert isinstance(cfg, Config)
+    assert cfg.service("case-triage").model is not None
+
+
+def test_the_init_template_loads(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, INIT_TEMPLATE))
+    assert list(cfg.services) == ["case-triage"]
+
+
+def test_misspelt_key_names_key_line_and_suggestion(tmp_path: Path) -> None:
+    text = edit(INIT_TEMPLATE, "    slos:\n", "    slo:\n")
+    problem = only(problems_of(tmp_path, text))  # no extra "missing 'slos'" problem
+    assert problem.line == line_of(text, "    slo:")
+    assert problem.path == "services.case-triage.slo"
+    assert problem.message == "unknown key 'slo'"
+    assert problem.hint == "did you mean 'slos'?"
+    assert f"{CONFIG_NAME}:{problem.line}" in problem.render()
+
+
+def test_unknown_key_without_a_close_match_lists_the_allowed_keys(tmp_path: Path) -> None:
+    text = edit(MINIMAL, "      error_rate: 0.01\n", "      error_rate: 0.01\n      zzz: 1\n")
+    problem = only(problems_of(tmp_path, text))
+    assert problem.line == line_of(text, "zzz:")
+    assert problem.hint is not None and "allowed keys here:" in problem.hint
+    assert "latency_p95_ms" in problem.hint and "quality_score" in problem.hint
+
+
+def test_unknown_key_suggestion_uses_aliases(tmp_path: Path) -> None:
+    text = MINIMAL + "groups:\n  staff:\n    rules:\n      - attribute: team\n        inn: [a]\n"
+    problems = problems_of(tmp_path, text)
+    unknown = next(p for p in problems if p.message == "unknown key 'inn'")
+    assert unknown.line == line_of(text, "inn:")
+    assert unknown.hint == "did you mean 'in'?"
+
+
+def test_several_problems_are_reported_at_once(tmp_path: Path) -> None:
+    text = INIT_TEMPLATE
+    text = edit(text, "    email: sam.reid@example.org", "    email: sam.reid")
+    text = edit(text, "  - level: 2", "  - level: two")
+    text = edit(text, "      availability: 0.995", "      availability: 1.5")
+    text = edit(text, "        role: golden", "        role: gold")
+    text = edit(text, "    irreversible: false", "    irreversable: false")
+    problems = problems_of(tmp_path, text)
+    got = [(p.line, p.path) for p in problems]
+    assert got == [
+        (line_of(text, "email: sam.reid"), "owners[2].email"),
+        (line_of(text, "level: two"), "escalation[1].level"),
+        (line_of(text, "role: gold"), "services.case-triage.datasets[0].role"),
+        (line_of(text, "availability: 1.5"), "services.case-triage.slos.availability"),
+        (line_of(text, "irreversable:"), "services.case-triage.irreversable"),
+    ]
+    by_path = {p.path: p for p in problems}
+    assert by_path["owners[2].email"].message == "'sam.reid' is not an email address"
+    assert "(got 'two')" in by_path["escalation[1].level"].message
+    assert by_path["services.case-triage.datasets[0].role"].hint == "did you mean 'golden'?"
+    assert (
+        "less than or equal to 1 (got 1.5)"
+        in by_path["services.case-triage.slos.availability"].message
+    )
+    assert by_path["services.case-triage.irreversable"].hint == "did you mean 'irreversible'?"
+
+
+def test_wrong_types_point_at_the_value_line(tmp_path: Path) -> None:
+    text = edit(MINIMAL, "      alias: champion", "      alias: [champion]")
+    text = edit(text, "      error_rate: 0.01", "      error_rate:\n        high: 1")
+    problems = problems_of(tmp_path, text)
+    assert [(p.path, p.line) for p in problems] == [
+        ("services.case-triage.model.alias", line_of(text, "alias: [champion]")),
+        ("services.case-triage.slos.error_rate", line_of(text, "error_rate:")),
+    ]
+    assert problems[0].message == "Input should be a valid string (got a list)"
+    assert problems[1].message.endswith("(got a mapping)")
+
+
+def test_a_key_left_empty(tmp_path: Path) -> None:
+    text = MINIMAL + "escalation:\n"
+    problem = only(problems_of(tmp_path, text))
+    assert (problem.path, problem.line) == ("escalation", line_of(text, "escalation:"))
+    assert problem.message == "Input should be a valid list (got None)"
+    assert problem.hint is not None and "no value" in problem.hint
+
+
+def test_quoted_values_hint_for_yaml_booleans(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + "groups:\n  staff:\n    rules:\n      - attribute: is_staff\n        equals: yes\n"
+    )
+    problem = only(problems_of(tmp_path, text))
+    assert problem.line == line_of(text, "equals: yes")
+    assert "(got True)" in problem.message
+    assert problem.hint is not None and "quotes" in problem.hint
+
+
+def test_long_values_are_shortened(tmp_path: Path) -> None:
+    text = edit(MINIMAL, "project: casework", "project: " + "Casework" * 20)
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == "project" and problem.line == 2
+    value = problem.message.split(" is not a valid name")[0]
+    assert len(value) == 40 and value.endswith("...")
+
+
+def test_missing_keys_point_at_the_parent_key(tmp_path: Path) -> None:
+    text = edit(MINIMAL, "    slos:\n      error_rate: 0.01\n", "")
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == "services.case-triage.slos"
+    assert problem.message == "missing required key 'slos'"
+    assert problem.line == line_of(text, "  case-triage:")
+
+
+def test_malformed_yaml_gives_line_and_column(tmp_path: Path) -> None:
+    text = "project: x\nowners:\n  - name: a\n   email: b\n"
+    problem = only(problems_of(tmp_path, text))
+    assert problem.line == 4
+    assert "invalid YAML at column 4" in problem.message
+    text = "project: x\nservices: [unclosed\n"
+    problem = only(problems_of(tmp_path, text))
+    assert problem.line == 2  # the end of the file, not a line past it
+    assert "flow sequence that starts on line 2" in problem.message
+
+
+def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
+    text = edit(
+        MINIMAL, "      alias: champion\n", "      alias: champion\n      alias: previous\n"
+    )
+    problem = only(problems_of(tmp_path, text))
+    assert problem.line == line_of(text, "alias: previous")
+    assert problem.path == "services.case-triage.model.alias"
+    assert f"first given on line {line_of(text, 'alias: champion')}" in problem.message
+
+
+def test_duplicate_keys_are_reported_with_other_problems(tmp_path: Path) -> None:
+    text = MINIMAL + "project: other\nstore: 12\n"
+    problems = problems_of(tmp_path, text)
+    assert [(p.line, p.path) for p in problems] == [
+        (line_of(text, "project: other"), "project"),
+        (line_of(text, "store: 12"), "store"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "the file is empty"),
+        ("# only a comment\n", "the file is empty"),
+        ("- a\n- b\n", "the top level must be a mapping of keys (found a list)"),
+        ("just words\n", "the top level must be a mapping of keys (found a str)"),
+    ],
+)
+def test_empty_or_non_mapping_files(tmp_path: Path, text: str, expected: str) -> None:
+    assert only(problems_of(tmp_path, text)).message == expected
+
+
+def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / CONFIG_NAME
+    path.write_bytes(b"project: x\nowners: \xff\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert only(exc.value.problems).line == 2
+
+
+def test_a_missing_file_hints_init(tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError) as exc:
+        load_config(tmp_path / CONFIG_NAME)
+    assert exc.value.hint is not None and "releaser init" in exc.value.hint
+
+
+def test_non_increasing_percentages_name_the_step(tmp_path: Path) -> None:
+    text = edit(INIT_TEMPLATE, "          percent: 25\n", "          percent: 3\n")
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == "services.case-triage.rollout.steps[2].percent"
+    assert problem.line == line_of(text, "percent: 3")
+    assert problem.message == "step 'canary-25' goes down to 3% after 'canary-5' at 5%"
+
+
+def test_unknown_group_in_a_step_suggests_the_right_one(tmp_path: Path) -> None:
+    text = edit(INIT_TEMPLATE, "groups: [pilot-councils]", "groups: [pilot-council]")
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == "services.case-triage.rollout.steps[1].groups[0]"
+    assert problem.line == line_of(text, "groups: [pilot-council]")
+    assert problem.message == "unknown group 'pilot-council'"
+    assert problem.hint == "did you mean 'pilot-councils'?"
+
+
+def test_unknown_group_is_reported_alongside_unrelated_problems(tmp_path: Path) -> None:
+    text = edit(INIT_TEMPLATE, "groups: [staff]", "groups: [staf]")
+    text = edit(text, "      latency_p95_ms: 800", "      latency_p95_ms: -1")
+    paths = [p.path for p in problems_of(tmp_path, text)]
+    assert paths == [
+        "services.case-triage.slos.latency_p95_ms",
+        "services.case-triage.rollout.steps[0].groups[0]",
+    ]
+
+
+def test_model_with_alias_and_version(tmp_path: Path) -> None:
+    text = edit(
+        INIT_TEMPLATE, "      alias: champion\n", "      alias: champion\n      version: 3\n"
+    )
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == "services.case-triage.model"
+    assert problem.line == line_of(text, "    model:")
+    assert "not both" in problem.message
+
+
+def test_eval_dataset_not_among_the_datasets(tmp_path: Path) -> None:
+    text = edit(INIT_TEMPLATE, "      dataset: data/golden.csv", "      dataset: data/gold.csv")
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == "services.case-triage.eval.dataset"
+    assert problem.line == line_of(text, "dataset: data/gold.csv")
+    assert problem.hint == "did you mean 'data/golden.csv'?"
+
+
+def test_invalid_service_name_points_at_the_key(tmp_path: Path) -> None:
+    text = edit(MINIMAL, "  case-triage:", "  Case_Triage:")
+    problem = only(problems_of(tmp_path, text))
+    assert problem.line == line_of(text, "Case_Triage:")
+    assert problem.message == "'Case_Triage' is not a valid name"
+
+
+def test_store_password_never_appears_in_problems(tmp_path: Path) -> None:
+    text = MINIMAL + "store: postgresql://bob:s3cret-pw@db.example.org/releases\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "s3cret" not in str(exc.value)
+    assert only(exc.value.problems).hint is not None
+    # Any value echoed back has URL passwords hidden.
+    text = edit(MINIMAL, "version: 1", "version: http://bob:s3cret@h")
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "s3cret" not in str(exc.value) and "bob:***@" in str(exc.value)
+
+
+def test_find_config_walks_up(tmp_path: Path) -> None:
+    config = write(tmp_path, MINIMAL)
+    deep = tmp_path / "src" / "pkg" / "sub"
+    deep.mkdir(parents=True)
+    assert find_config(deep) == config.resolve()
+    (deep / "module.py").write_text("")
+    assert find_config(deep / "module.py") == config.resolve()
+    assert find_config(tmp_path) == config.resolve()
+
+
+def test_find_config_stops_at_the_root_with_a_hint(tmp_path: Path) -> None:
+    # tmp_path's ancestors hold no releaser.yaml on a test machine; check that first.
+    if any((p / CONFIG_NAME).exists() for p in tmp_path.parents):
+        pytest.skip("a releaser.yaml exists above the temporary folder")
+    with pytest.raises(WorkspaceError) as exc:
+        find_config(tmp_path)
+    assert exc.value.hint is not None and "releaser init" in exc.value.hint
+
+
+def test_config_hash_follows_the_service_content(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL))
+    svc = cfg.service("case-triage")
+    assert config_hash(svc) == content_hash(svc.model_dump(mode="json", by_alias=True))
+    same = load_config(write(tmp_path, MINIMAL.replace("project: casework", "project: other")))
+    assert config_hash(same.service("case-triage")) == config_hash(svc)
+    changed = load_config(write(tmp_path, MINIMAL.replace("0.01", "0.02")))
+    assert config_hash(changed.service("case-triage")) != config_hash(svc)
+
+
+def test_json_schema_is_valid_and_accepts_the_template() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    schema = config_json_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["title"] == "releaser.yaml"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    assert list(validator.iter_errors(yaml.safe_load(INIT_TEMPLATE))) == []
+    assert list(validator.iter_errors(yaml.safe_load(MINIMAL))) == []
+    rule = schema["$defs"]["AttributeRule"]["properties"]
+    assert "in" in rule and "in_" not in rule
+    assert "description" in schema["properties"]["services"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("    slos:", "    slo:"),
+        ("  case-triage:", "  Case_Triage:"),
+        ("      alias: champion", "      alias: 3"),
+    ],
+)
+def test_json_schema_rejects_what_the_loader_rejects(old: str, new: str) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    validator = jsonschema.Draft202012Validator(config_json_schema())
+    assert list(validator.iter_errors(yaml.safe_load(edit(MINIMAL, old, new))))

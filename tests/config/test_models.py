@@ -1,0 +1,320 @@
+"""The config models on their own: defaults, short forms and every cross-field rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from releaser.config import (
+    AttributeRule,
+    Config,
+    RolloutPlan,
+    ScorerSpec,
+    Service,
+    UserGroup,
+    default_rollout_plan,
+)
+from releaser.errors import NotFound
+
+
+def service_data(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "model": {"name": "case-triage", "alias": "champion"},
+        "slos": {"error_rate": 0.01},
+    }
+    data.update(overrides)
+    return data
+
+
+def config_data(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "project": "casework",
+        "owners": [{"name": "Priya", "email": "priya@example.org", "role": "service-owner"}],
+        "services": {"case-triage": service_data()},
+    }
+    data.update(overrides)
+    return data
+
+
+def messages(exc: pytest.ExceptionInfo[ValidationError]) -> str:
+    return str(exc.value)
+
+
+def test_minimal_config_gets_safe_defaults() -> None:
+    cfg = Config.model_validate(config_data())
+    svc = cfg.service("case-triage")
+    assert cfg.version == 1
+    assert cfg.prompts.backend == "mlflow" and cfg.prompts.path == "prompts"
+    assert svc.rollout == default_rollout_plan()
+    assert [s.name for s in svc.rollout.steps] == ["internal", "canary-5", "canary-25", "full"]
+    assert [s.percent for s in svc.rollout.steps] == [1, 5, 25, 100]
+    assert svc.rollout.comparisons == ["error_rate", "latency", "quality_score"]
+    assert svc.irreversible is False
+    assert svc.phases.criteria("production").approvals == []
+
+
+def test_models_are_frozen() -> None:
+    cfg = Config.model_validate(config_data())
+    with pytest.raises(ValidationError):
+        cfg.project = "other"  # type: ignore[misc]
+
+
+def test_unknown_service_lists_the_known_ones() -> None:
+    cfg = Config.model_validate(config_data())
+    with pytest.raises(NotFound) as exc:
+        cfg.service("case-triag")
+    assert "case-triag" in exc.value.message
+    assert exc.value.hint is not None
+    assert "did you mean 'case-triage'?" in exc.value.hint
+    assert "known services: case-triage" in exc.value.hint
+
+
+def test_prompts_and_scorers_accept_the_short_form() -> None:
+    svc = Service.model_validate(
+        service_data(
+            prompts=["system", {"name": "user", "alias": "staging"}],
+            datasets=[{"path": "./data/golden.csv", "role": "golden"}],
+            eval={
+                "dataset": "data/golden.csv",
+                "predict": "models:/case-triage@champion",
+                "input_columns": ["text"],
+                "label_column": "queue",
+                "scorers": ["accuracy", {"name": "custom", "function": "pkg.scoring:politeness"}],
+                "thresholds": {"accuracy": 0.8, "politeness": 0.5},
+            },
+        )
+    )
+    assert [(p.name, p.alias) for p in svc.prompts] == [
+        ("system", "production"),
+        ("user", "staging"),
+    ]
+    assert svc.datasets[0].path == "data/golden.csv"  # normalised
+    assert svc.eval is not None
+    assert [s.metric for s in svc.eval.scorers] == ["accuracy", "politeness"]
+    assert svc.golden_dataset() == svc.datasets[0]
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"name": "m", "alias": "champion", "version": 3}, "not both"),
+        ({"name": "m"}, "give 'alias' or 'version'"),
+        ({"name": "m", "version": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_model_needs_exactly_one_of_alias_and_version(model: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate(service_data(model=model))
+    assert expected in messages(exc)
+
+
+def test_service_needs_a_model_or_prompts() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate({"slos": {"error_rate": 0.01}})
+    assert "neither a model nor prompts" in messages(exc)
+
+
+def test_slos_need_at_least_one_objective_within_bounds() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate(service_data(slos={}))
+    assert "at least one objective" in messages(exc)
+    for bad in (
+        {"availability": 0},
+        {"error_rate": 1.5},
+        {"latency_p95_ms": 0},
+        {"quality_score": -0.1},
+    ):
+        with pytest.raises(ValidationError):
+            Service.model_validate(service_data(slos=bad))
+    ok = Service.model_validate(service_data(slos={"availability": 1, "quality_score": 0}))
+    assert ok.slos.availability == 1
+
+
+def test_eval_dataset_must_be_one_of_the_service_datasets() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate(
+            service_data(
+                datasets=[{"path": "data/golden.csv", "role": "golden"}],
+                eval={
+                    "dataset": "data/golden.cvs",
+                    "predict": "pkg.model:predict",
+                    "input_columns": ["text"],
+                    "label_column": "queue",
+                    "scorers": ["accuracy"],
+                },
+            )
+        )
+    text = messages(exc)
+    assert "eval.dataset" in text and "'data/golden.cvs' is not one of" in text
+
+
+def _eval(**overrides: Any) -> dict[str, Any]:
+    suite: dict[str, Any] = {
+        "dataset": "d.csv",
+        "predict": "pkg.model:predict",
+        "input_columns": ["text"],
+        "label_column": "queue",
+        "scorers": ["accuracy"],
+    }
+    suite.update(overrides)
+    return service_data(datasets=[{"path": "d.csv"}], eval=suite)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"thresholds": {"acuracy": 0.8}}, "no scorer reports the metric 'acuracy'"),
+        ({"non_regression": {"metric": "f1"}}, "no scorer reports the metric 'f1'"),
+        ({"input_columns": ["text", "queue"]}, "also an input column"),
+        ({"scorers": ["accuracy", "accuracy"]}, "two scorers report the metric 'accuracy'"),
+        ({"scorers": ["regex"]}, "the regex scorer needs 'pattern'"),
+        ({"scorers": [{"name": "accuracy", "pattern": "x"}]}, "only applies to the regex scorer"),
+        ({"scorers": [{"name": "regex", "pattern": "("}]}, "not a valid regular expression"),
+        ({"scorers": [{"name": "custom", "function": "not a ref"}]}, "String should match"),
+        ({"predict": "predict.py"}, "String should match"),
+        ({"scorers": [42]}, "expected a name, got 42"),
+    ],
+)
+def test_eval_suite_rules(overrides: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate(_eval(**overrides))
+    assert expected in messages(exc)
+
+
+def test_numeric_tolerance_scorer_takes_a_tolerance() -> None:
+    scorer = ScorerSpec.model_validate({"name": "numeric_tolerance", "tolerance": 0.5})
+    assert scorer.metric == "numeric_tolerance"
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.csv", "data/../../x.csv", "C:\\x.csv"])
+def test_dataset_paths_stay_inside_the_repo(path: str) -> None:
+    with pytest.raises(ValidationError):
+        Service.model_validate(service_data(datasets=[{"path": path}]))
+
+
+def test_eval_gate_needs_an_eval_suite() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate(service_data(phases={"production": {"eval_gate": True}}))
+    assert "phases.production.eval_gate" in messages(exc)
+
+
+def test_phase_checklist_ids_and_approval_roles_are_unique() -> None:
+    phase = {
+        "approvals": [{"role": "ops-lead"}, {"role": "ops-lead"}],
+        "checklist": [{"id": "dpia", "description": "a"}, {"id": "dpia", "description": "b"}],
+    }
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate(service_data(phases={"operations": phase}))
+    text = messages(exc)
+    assert "checklist id 'dpia' is used twice" in text and "'ops-lead' is listed twice" in text
+
+
+def _plan(*steps: tuple[str, float], groups: list[str] | None = None) -> dict[str, Any]:
+    return {"steps": [{"name": n, "percent": p, "groups": groups or []} for n, p in steps]}
+
+
+def test_rollout_percentages_must_not_decrease_and_end_at_100() -> None:
+    with pytest.raises(ValidationError) as exc:
+        RolloutPlan.model_validate(_plan(("a", 10), ("b", 5), ("c", 50)))
+    text = messages(exc)
+    assert "step 'b' goes down to 5% after 'a' at 10%" in text
+    assert "the last step 'c' is at 50%, not 100%" in text
+    RolloutPlan.model_validate(_plan(("a", 10), ("b", 10), ("c", 100)))  # equal is fine
+
+
+def test_rollout_step_names_are_unique_and_every_step_reaches_someone() -> None:
+    with pytest.raises(ValidationError) as exc:
+        RolloutPlan.model_validate(_plan(("a", 0), ("a", 100)))
+    text = messages(exc)
+    assert "'a' is used twice" in text and "step 'a' reaches nobody" in text
+    with pytest.raises(ValidationError):
+        RolloutPlan.model_validate({"steps": []})
+    with pytest.raises(ValidationError):
+        RolloutPlan.model_validate({**_plan(("a", 100)), "alpha": 0.5})
+
+
+def test_steps_may_only_name_defined_groups() -> None:
+    groups = {"staff": {"rules": [{"attribute": "email", "ends_with": "@example.org"}]}}
+    plan = _plan(("internal", 0), ("full", 100), groups=["stafff"])
+    data = config_data(groups=groups, services={"s": service_data(rollout=plan)})
+    with pytest.raises(ValidationError) as exc:
+        Config.model_validate(data)
+    text = messages(exc)
+    assert "unknown group 'stafff'" in text
+    plan = _plan(("internal", 0), ("full", 100), groups=["staff"])
+    cfg = Config.model_validate(
+        config_data(groups=groups, services={"s": service_data(rollout=plan)})
+    )
+    assert cfg.services["s"].rollout.steps[0].groups == ["staff"]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"attribute": "email"},
+        {"attribute": "email", "equals": "a", "ends_with": "b"},
+        {"attribute": "email", "matches": "("},
+        {"attribute": "email", "in": []},
+    ],
+)
+def test_attribute_rule_needs_exactly_one_valid_operator(rule: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        AttributeRule.model_validate(rule)
+
+
+def test_group_membership() -> None:
+    group = UserGroup.model_validate(
+        {
+            "allow": ["u-1"],
+            "rules": [
+                {"attribute": "email", "ends_with": "@example.org"},
+                {"attribute": "council", "in": ["c-1", "c-2"]},
+            ],
+        }
+    )
+    assert group.contains("u-1", {})
+    assert group.contains("u-2", {"email": "a@example.org", "council": "c-2"})
+    assert not group.contains("u-2", {"email": "a@example.org", "council": "c-3"})
+    assert not group.contains("u-2", {"council": "c-1"})
+    rule = AttributeRule.model_validate({"attribute": "team", "matches": "^ops-"})
+    assert rule.applies_to({"team": "ops-night"}) and not rule.applies_to({"team": "dev-ops-x"})
+    assert AttributeRule(attribute="t", in_=["a"]).in_ == ["a"]
+    with pytest.raises(ValidationError):
+        UserGroup.model_validate({"description": "nobody"})
+
+
+def test_escalation_is_ordered_by_level() -> None:
+    contacts = [
+        {"level": 2, "name": "lead", "contact": "lead@example.org"},
+        {"level": 1, "name": "on-call", "contact": "#oncall", "hours": "24x7"},
+    ]
+    cfg = Config.model_validate(config_data(escalation=contacts))
+    assert [c.name for c in cfg.escalation] == ["on-call", "lead"]
+    assert cfg.escalation[1].hours == "business"
+
+
+def test_owners_are_required_and_emails_checked() -> None:
+    with pytest.raises(ValidationError):
+        Config.model_validate(config_data(owners=[]))
+    with pytest.raises(ValidationError):
+        Config.model_validate(
+            config_data(owners=[{"name": "P", "email": "priya at example", "role": "x"}])
+        )
+
+
+def test_store_url_with_a_password_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Config.model_validate(config_data(store="postgresql://bob:s3cret-pw@db/releases"))
+    assert "contains a password" in messages(exc)
+    assert "s3cret" not in messages(exc)
+    ok = Config.model_validate(config_data(store="postgresql://bob@db/releases"))
+    assert ok.store == "postgresql://bob@db/releases"
+
+
+def test_service_names_are_slugs() -> None:
+    with pytest.raises(ValidationError):
+        Config.model_validate(config_data(services={"Case_Triage": service_data()}))
+    with pytest.raises(ValidationError):
+        Config.model_validate(config_data(services={}))
