@@ -1,0 +1,126 @@
+"""Git: the commit a release is built from, and whether the working tree matches it.
+
+gitpython is imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from releaser.core.refs import CodeRef
+from releaser.errors import BadInput, WorkspaceError
+
+if TYPE_CHECKING:
+    from git import Repo
+
+__all__ = ["STATE_DIR", "code_ref", "open_repo", "resolve_commit", "strip_credentials"]
+
+STATE_DIR = ".releaser"
+"""Folder of the workspace's own state (the sqlite store); never makes a tree dirty."""
+
+
+def open_repo(root: Path) -> Repo:
+    """The git repository containing ``root`` (``root`` may be a subfolder of it)."""
+    try:
+        import git
+    except ImportError as exc:  # gitpython raises ImportError when no git executable is found
+        raise WorkspaceError(
+            f"git is not usable: {exc}", hint="install git and make sure it is on PATH"
+        ) from exc
+    if not root.is_dir():
+        raise WorkspaceError(f"{root} is not a folder", hint="check the path")
+    try:
+        return git.Repo(root, search_parent_directories=True)
+    except git.InvalidGitRepositoryError as exc:
+        raise WorkspaceError(
+            f"{root} is not inside a git repository",
+            hint=f"run 'git init' in {root} and commit your files, or run releaser from a checkout",
+        ) from exc
+
+
+def _head_sha(repo: Repo) -> str:
+    if not repo.head.is_valid():
+        raise WorkspaceError(
+            f"the git repository at {repo.working_dir} has no commits yet",
+            hint="commit your files first: git add -A && git commit -m 'First commit'",
+        )
+    return str(repo.head.commit.hexsha)
+
+
+def resolve_commit(root: Path, rev: str | None = None) -> str:
+    """The full sha of ``rev`` (a sha, branch or tag; default ``HEAD``) in ``root``'s repo."""
+    repo = open_repo(root)
+    try:
+        if rev is None:
+            return _head_sha(repo)
+        from git.exc import BadName
+
+        try:
+            return str(repo.commit(rev).hexsha)
+        except (BadName, ValueError) as exc:
+            raise BadInput(
+                f"{rev!r} is not a commit, branch or tag in {repo.working_dir}",
+                hint="check the revision with 'git log --oneline'",
+            ) from exc
+    finally:
+        repo.close()
+
+
+def strip_credentials(url: str) -> str:
+    """``url`` without a ``user:password@`` (or an HTTP token) in it.
+
+    ``git@github.com:org/repo.git`` and ``ssh://git@host/repo`` are kept as they
+    are: the user name there is not a secret.
+    """
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    if ":" in userinfo or parts.scheme in ("http", "https"):
+        return urlunsplit(parts._replace(netloc=host))
+    return url
+
+
+def _remote_url(repo: Repo) -> str | None:
+    remotes = {r.name: r for r in repo.remotes}
+    remote = remotes.get("origin") or next(iter(remotes.values()), None)
+    if remote is None:
+        return None
+    urls = list(remote.urls)
+    return strip_credentials(urls[0]) if urls else None
+
+
+def _is_dirty(repo: Repo, root: Path) -> bool:
+    """True when the tree differs from HEAD in a way that could change the release.
+
+    Staged and unstaged changes to tracked files count. Untracked files count
+    too unless git ignores them: a new module or prompt file that is not yet
+    committed can be picked up by the service or the gate, so the release would
+    not be reproducible from the commit alone. Files that belong nowhere in the
+    release should be listed in ``.gitignore``. The workspace's own state folder
+    (``.releaser/``) is exempt, since releaser itself writes there.
+    """
+    if repo.is_dirty(index=True, working_tree=True, untracked_files=False, submodules=True):
+        return True
+    state_dir = (root / STATE_DIR).resolve()
+    worktree = Path(str(repo.working_tree_dir)).resolve()
+    try:
+        prefix = state_dir.relative_to(worktree).as_posix() + "/"
+    except ValueError:
+        prefix = None
+    return any(prefix is None or not p.startswith(prefix) for p in repo.untracked_files)
+
+
+def code_ref(root: Path) -> CodeRef:
+    """The commit ``root`` is at, its branch, whether the tree is dirty, and the remote URL."""
+    repo = open_repo(root)
+    try:
+        sha = _head_sha(repo)
+        branch = None if repo.head.is_detached else repo.active_branch.name
+        return CodeRef(
+            sha=sha, branch=branch, dirty=_is_dirty(repo, root), remote_url=_remote_url(repo)
+        )
+    finally:
+        repo.close()

@@ -1,0 +1,365 @@
+"""The model registry seam, and its default implementation on the MLflow registry.
+
+``mlflow`` costs about two seconds to import, so it is imported inside the
+methods. Every client is built with explicit tracking and registry URIs:
+nothing here reads or sets MLflow's process-wide defaults or depends on the
+current directory.
+
+A tracking server that is down must not stall a CI job for minutes. MLflow
+retries an HTTP request seven times with exponential back-off by default and
+waits up to 120 s for each, so (measured with MLflow 3.17) a request to a port
+with nothing listening does not return for several minutes. Two defences:
+
+* before the first request to an ``http(s)`` URI, a TCP connect with a short
+  timeout fails fast when nothing listens;
+* each call runs with bounded retries and timeout (``MLFLOW_HTTP_REQUEST_*``
+  values the user has set in the environment are kept as they are).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from releaser.core.refs import ModelRef
+from releaser.errors import ArtifactNotFound, BadInput, ExternalUnavailable, ReleaserError
+from releaser.store.redact import redact_url, scrub
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = [
+    "MlflowModelRegistry",
+    "ModelRegistry",
+    "local_mlflow_uris",
+    "resolve_tracking_uri",
+]
+
+PROBE_TIMEOUT_S = 3.0
+"""How long to wait for a TCP connection to an HTTP tracking server before giving up."""
+
+BOUNDED_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # MLflow draws a progress bar on stderr when it downloads artifacts; a library must not.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+_ENV_LOCK = threading.RLock()
+
+
+class ModelRegistry(Protocol):
+    """Where registered model versions and their aliases live."""
+
+    def resolve(
+        self, name: str, *, alias: str | None = None, version: int | None = None
+    ) -> ModelRef:
+        """Pin ``name`` at ``alias`` or ``version`` (latest version when neither is given)."""
+        ...
+
+    def tag_version(self, ref: ModelRef, key: str, value: str) -> None:
+        """Set tag ``key`` on the model version ``ref`` names."""
+        ...
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` of model ``name`` at ``version``."""
+        ...
+
+    def get_alias(self, name: str, alias: str) -> int | None:
+        """The version ``alias`` points at, or None when the alias is not set."""
+        ...
+
+
+def local_mlflow_uris(root: Path) -> tuple[str, str]:
+    """The embedded default: a sqlite registry and an artifact folder inside ``root``."""
+    root = root.resolve()
+    return f"sqlite:///{(root / 'mlflow.db').as_posix()}", (root / "mlruns").as_uri()
+
+
+def resolve_tracking_uri(root: Path, configured: str | None) -> tuple[str, str]:
+    """(tracking URI, default artifact location) for the workspace at ``root``.
+
+    ``MLFLOW_TRACKING_URI`` in the environment wins, then ``configured``
+    (relative sqlite and file paths are taken relative to ``root``), then
+    ``sqlite:///<root>/mlflow.db`` with artifacts in ``<root>/mlruns``. A sqlite
+    registry keeps its artifacts in ``mlruns`` beside the database file; for a
+    tracking server the artifact location is ``""``: the server chooses.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    if not uri:
+        return local_mlflow_uris(root)
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_absolute():
+            db = (root / db).resolve()
+        return f"sqlite:///{db.as_posix()}", (db.parent / "mlruns").as_uri()
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return uri, uri
+    if not parts.scheme or len(parts.scheme) == 1:  # a bare path (or a Windows drive letter)
+        store = Path(uri) if Path(uri).is_absolute() else (root / uri).resolve()
+        return store.as_uri(), store.as_uri()
+    return uri, ""
+
+
+@contextmanager
+def _bounded_http() -> Iterator[None]:
+    """Run MLflow calls with bounded HTTP retries unless the user chose their own."""
+    with _ENV_LOCK:
+        added = [k for k in BOUNDED_HTTP_ENV if k not in os.environ]
+        for key in added:
+            os.environ[key] = BOUNDED_HTTP_ENV[key]
+        try:
+            yield
+        finally:
+            for key in added:
+                os.environ.pop(key, None)
+
+
+def _probe(uri: str) -> None:
+    """Fail fast with ExternalUnavailable when nothing listens at an HTTP(S) ``uri``."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ExternalUnavailable(
+            f"cannot reach the MLflow server at {redact_url(uri)}: {exc}",
+            hint="start the tracking server, or check MLFLOW_TRACKING_URI / mlflow.tracking_uri "
+            "in releaser.yaml",
+        ) from exc
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
+    return f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+
+
+def _listing(items: list[str], empty: str) -> str:
+    if not items:
+        return empty
+    shown = ", ".join(items[:20])
+    return shown + (f" and {len(items) - 20} more" if len(items) > 20 else "")
+
+
+class MlflowModelRegistry:
+    """The MLflow model registry (sqlite file or tracking server) as a :class:`ModelRegistry`."""
+
+    def __init__(self, tracking_uri: str, registry_uri: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        # Explicitly the tracking URI when unset, so MLFLOW_REGISTRY_URI can never sneak in.
+        self.registry_uri = registry_uri or tracking_uri
+        self._client: MlflowClient | None = None
+
+    def __repr__(self) -> str:
+        return f"MlflowModelRegistry({redact_url(self.tracking_uri)!r})"
+
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client, created (and the server probed) on first use."""
+        if self._client is None:
+            for uri in dict.fromkeys((self.tracking_uri, self.registry_uri)):
+                _probe(uri)
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
+            )
+        return self._client
+
+    @contextmanager
+    def _calling(self, what: str) -> Iterator[MlflowClient]:
+        """Bound retries, and turn MLflow's failures into releaser errors with hints."""
+        client = self.client
+        with _bounded_http():
+            try:
+                yield client
+            except ReleaserError:
+                raise
+            except Exception as exc:
+                translated = self._translate(exc, what)
+                if translated is exc:
+                    raise
+                raise translated from exc
+
+    def _translate(self, exc: Exception, what: str) -> Exception:
+        from mlflow.exceptions import MlflowException
+
+        where = redact_url(self.registry_uri)
+        # MLflow puts the request URL, password included, into its error messages.
+        secrets = [urlsplit(u).password or "" for u in (self.tracking_uri, self.registry_uri)]
+        if _is_transport_error(exc):
+            return ExternalUnavailable(
+                f"MLflow at {where} failed while {what}: {scrub(str(exc), secrets)}",
+                hint="check that the tracking server is up and reachable, then retry",
+            )
+        if isinstance(exc, MlflowException):
+            if exc.error_code == "INVALID_PARAMETER_VALUE":
+                return BadInput(
+                    f"MLflow rejected the request while {what}: {scrub(exc.message, secrets)}",
+                    hint="check the model name, version and alias in releaser.yaml",
+                )
+            return ExternalUnavailable(
+                f"MLflow at {where} failed while {what}: {scrub(exc.message, secrets)}",
+                hint="check the registry (for a sqlite file: 'mlflow db upgrade URI' after an "
+                "MLflow upgrade; for a server: its logs and your credentials)",
+            )
+        return exc
+
+    def _registered_model(self, client: MlflowClient, name: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        names = sorted(m.name for m in client.search_registered_models(max_results=1000))
+        raise ArtifactNotFound(
+            f"no registered model named {name!r} in {redact_url(self.registry_uri)}; "
+            f"{_did_you_mean(name, names)}registered models: "
+            f"{_listing(names, '(none)')}",
+            hint="register the model first (mlflow.register_model or log_model with "
+            "registered_model_name), or fix the model name in releaser.yaml",
+        )
+
+    def _versions(self, client: MlflowClient, name: str) -> list[int]:
+        quote = '"' if "'" in name else "'"
+        found = client.search_model_versions(f"name = {quote}{name}{quote}")
+        return sorted(int(v.version) for v in found)
+
+    def _not_found(
+        self, client: MlflowClient, name: str, what: str, aliases: dict[str, int]
+    ) -> ArtifactNotFound:
+        versions = [str(v) for v in self._versions(client, name)]
+        alias_text = ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items()))
+        return ArtifactNotFound(
+            f"model {name!r} has no {what}; versions: {_listing(versions, '(none)')}; "
+            f"aliases: {alias_text or '(none)'}",
+            hint="pin one of the versions or aliases listed in releaser.yaml, or point the "
+            "alias at a version (MLflow UI, or MlflowClient.set_registered_model_alias)",
+        )
+
+    def resolve(
+        self, name: str, *, alias: str | None = None, version: int | None = None
+    ) -> ModelRef:
+        """Pin ``name`` at ``alias`` or ``version``; with neither, the highest version.
+
+        With both, the alias must currently point at that version.
+        """
+        with self._calling(f"resolving model {name!r}") as client:
+            model = self._registered_model(client, name)
+            aliases = {a: int(v) for a, v in dict(model.aliases or {}).items()}
+            if alias is not None:
+                if alias not in aliases:
+                    raise self._not_found(client, name, f"alias {alias!r}", aliases)
+                if version is not None and aliases[alias] != version:
+                    raise BadInput(
+                        f"alias {alias!r} of model {name!r} points at version "
+                        f"{aliases[alias]}, not {version}",
+                        hint="pin either the alias or the version, or move the alias",
+                    )
+                number = aliases[alias]
+            elif version is not None:
+                number = version
+            else:
+                versions = self._versions(client, name)
+                if not versions:
+                    raise self._not_found(client, name, "versions at all", aliases)
+                number = versions[-1]
+            mv = self._model_version(client, name, number, aliases)
+            download_uri = client.get_model_version_download_uri(name, str(number))
+            return ModelRef(
+                name=name,
+                version=number,
+                alias=alias,
+                run_id=mv.run_id or None,
+                source=str(mv.source),
+                signature=self._signature(download_uri),
+                model_uri=f"models:/{name}/{number}",
+            )
+
+    def _model_version(
+        self, client: MlflowClient, name: str, number: int, aliases: dict[str, int]
+    ) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.get_model_version(name, str(number))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        raise self._not_found(client, name, f"version {number}", aliases)
+
+    def _signature(self, download_uri: str) -> dict[str, Any] | None:
+        """The model's signature from its MLmodel file, with the JSON strings parsed."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.models import Model
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        repo = get_artifact_repository(
+            download_uri, tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
+        )
+        with tempfile.TemporaryDirectory(prefix="releaser-mlmodel-") as tmp:
+            try:
+                local = repo.download_artifacts("MLmodel", dst_path=tmp)  # type: ignore[no-untyped-call]
+            except (MlflowException, OSError):
+                return None  # not an MLflow-format model (e.g. a bare file registered as source)
+            signature = Model.load(local).signature
+        if signature is None:
+            return None
+        out: dict[str, Any] = {}
+        for key, value in signature.to_dict().items():
+            if value is not None:
+                out[key] = json.loads(value) if isinstance(value, str) else value
+        return out
+
+    def tag_version(self, ref: ModelRef, key: str, value: str) -> None:
+        """Set tag ``key`` = ``value`` on the model version ``ref`` names."""
+        with self._calling(f"tagging {ref.model_uri}") as client:
+            model = self._registered_model(client, ref.name)
+            aliases = {a: int(v) for a, v in dict(model.aliases or {}).items()}
+            self._model_version(client, ref.name, ref.version, aliases)
+            client.set_model_version_tag(ref.name, str(ref.version), key, value)
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` of model ``name`` at ``version`` (idempotent)."""
+        with self._calling(f"setting alias {alias!r} of {name!r}") as client:
+            model = self._registered_model(client, name)
+            aliases = {a: int(v) for a, v in dict(model.aliases or {}).items()}
+            if aliases.get(alias) == version:
+                return
+            self._model_version(client, name, version, aliases)
+            client.set_registered_model_alias(name, alias, str(version))
+
+    def get_alias(self, name: str, alias: str) -> int | None:
+        """The version ``alias`` points at, or None; an unknown model is ArtifactNotFound."""
+        with self._calling(f"reading alias {alias!r} of {name!r}") as client:
+            model = self._registered_model(client, name)
+            value = dict(model.aliases or {}).get(alias)
+            return int(value) if value is not None else None
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """True for failures to talk to the server at all, as opposed to answers from it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        # requests' ConnectionError, Timeout and retry exhaustion are all OSError subclasses.
+        if isinstance(seen, OSError) and not isinstance(seen, FileNotFoundError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return "Max retries exceeded" in text or "Failed to establish a new connection" in text

@@ -1,0 +1,225 @@
+"""MlflowModelRegistry against a real MLflow sqlite registry, and a dead or failing server."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from releaser.demo.workspace import ExampleWorkspace
+from releaser.errors import ArtifactNotFound, BadInput, ExternalUnavailable
+from releaser.integrations.mlflow_models import (
+    MlflowModelRegistry,
+    ModelRegistry,
+    resolve_tracking_uri,
+)
+
+
+def _registry(ws: ExampleWorkspace) -> MlflowModelRegistry:
+    return MlflowModelRegistry(ws.tracking_uri)
+
+
+def _client(ws: ExampleWorkspace):  # type: ignore[no-untyped-def]
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=ws.tracking_uri, registry_uri=ws.tracking_uri)
+
+
+@pytest.mark.slow
+class TestResolve:
+    def test_by_alias(self, example_workspace: ExampleWorkspace) -> None:
+        ref = _registry(example_workspace).resolve("case-triage", alias="champion")
+        mv = _client(example_workspace).get_model_version("case-triage", "1")
+        assert (ref.name, ref.version, ref.alias) == ("case-triage", 1, "champion")
+        assert ref.model_uri == "models:/case-triage/1"
+        assert ref.run_id == mv.run_id
+        assert ref.source == mv.source
+
+    def test_signature_is_json_ready(self, example_workspace: ExampleWorkspace) -> None:
+        ref = _registry(example_workspace).resolve("case-triage", alias="champion")
+        assert ref.signature is not None
+        assert ref.signature["inputs"] == [{"type": "string", "name": "text", "required": True}]
+        assert ref.signature["outputs"][0]["type"] == "string"
+        assert ref.model_dump(mode="json")["signature"] == ref.signature
+
+    def test_by_version_has_no_alias(self, example_workspace: ExampleWorkspace) -> None:
+        ref = _registry(example_workspace).resolve("case-triage", version=2)
+        assert (ref.version, ref.alias) == (2, None)
+        assert ref.model_uri == "models:/case-triage/2"
+        assert ref.run_id != _registry(example_workspace).resolve("case-triage", version=1).run_id
+
+    def test_neither_gives_the_highest_version(self, example_workspace: ExampleWorkspace) -> None:
+        assert _registry(example_workspace).resolve("case-triage").version == 2
+
+    def test_alias_and_matching_version(self, example_workspace: ExampleWorkspace) -> None:
+        ref = _registry(example_workspace).resolve("case-triage", alias="challenger", version=2)
+        assert (ref.version, ref.alias) == (2, "challenger")
+
+    def test_alias_and_other_version_is_refused(self, example_workspace: ExampleWorkspace) -> None:
+        with pytest.raises(BadInput, match="points at version 1, not 2"):
+            _registry(example_workspace).resolve("case-triage", alias="champion", version=2)
+
+    def test_unknown_alias_lists_aliases_and_versions(
+        self, example_workspace: ExampleWorkspace
+    ) -> None:
+        with pytest.raises(ArtifactNotFound) as info:
+            _registry(example_workspace).resolve("case-triage", alias="production")
+        message = str(info.value)
+        assert "no alias 'production'" in message
+        assert "challenger -> 2" in message and "champion -> 1" in message
+        assert "versions: 1, 2" in message
+        assert info.value.hint
+
+    def test_unknown_version_lists_versions(self, example_workspace: ExampleWorkspace) -> None:
+        with pytest.raises(ArtifactNotFound, match=r"no version 9; versions: 1, 2"):
+            _registry(example_workspace).resolve("case-triage", version=9)
+
+    def test_unknown_model_suggests_names(self, example_workspace: ExampleWorkspace) -> None:
+        with pytest.raises(ArtifactNotFound) as info:
+            _registry(example_workspace).resolve("case-triag", alias="champion")
+        message = str(info.value)
+        assert "no registered model named 'case-triag'" in message
+        assert "did you mean 'case-triage'?" in message
+
+    def test_no_mlflow_settings_leak_into_the_environment(
+        self, example_workspace: ExampleWorkspace
+    ) -> None:
+        _registry(example_workspace).resolve("case-triage", alias="champion")
+        assert not [k for k in os.environ if k.startswith("MLFLOW_")]
+
+    def test_resolves_from_a_copy_of_the_workspace(self, workspace_copy: ExampleWorkspace) -> None:
+        # The copy's registry still names the original's artifact folder (absolute paths).
+        ref = _registry(workspace_copy).resolve("case-triage", alias="champion")
+        assert ref.signature is not None
+
+
+@pytest.mark.slow
+class TestWrites:
+    def test_tag_version_is_visible_to_mlflow(self, workspace_copy: ExampleWorkspace) -> None:
+        registry = _registry(workspace_copy)
+        ref = registry.resolve("case-triage", alias="champion")
+        registry.tag_version(ref, "releaser.release_id", "abc123")
+        mv = _client(workspace_copy).get_model_version("case-triage", "1")
+        assert mv.tags["releaser.release_id"] == "abc123"
+
+    def test_set_and_get_alias(self, workspace_copy: ExampleWorkspace) -> None:
+        registry = _registry(workspace_copy)
+        assert registry.get_alias("case-triage", "champion") == 1
+        assert registry.get_alias("case-triage", "production") is None
+        registry.set_alias("case-triage", "champion", 2)
+        registry.set_alias("case-triage", "champion", 2)  # idempotent
+        assert registry.get_alias("case-triage", "champion") == 2
+        assert _client(workspace_copy).get_registered_model("case-triage").aliases == {
+            "champion": 2,
+            "challenger": 2,
+        }
+
+    def test_alias_to_a_missing_version_is_refused(self, workspace_copy: ExampleWorkspace) -> None:
+        with pytest.raises(ArtifactNotFound, match="no version 5"):
+            _registry(workspace_copy).set_alias("case-triage", "champion", 5)
+
+    def test_alias_of_an_unknown_model(self, workspace_copy: ExampleWorkspace) -> None:
+        with pytest.raises(ArtifactNotFound, match="no registered model named 'nope'"):
+            _registry(workspace_copy).get_alias("nope", "champion")
+
+
+def test_registry_satisfies_the_protocol() -> None:
+    registry: ModelRegistry = MlflowModelRegistry("sqlite:///unused.db")
+    assert registry is not None
+
+
+def test_dead_server_is_unavailable_not_a_hang() -> None:
+    registry = MlflowModelRegistry("http://127.0.0.1:1")
+    with pytest.raises(ExternalUnavailable) as info:
+        registry.resolve("case-triage", alias="champion")
+    assert "127.0.0.1:1" in str(info.value)
+    assert info.value.hint is not None and "tracking server" in info.value.hint
+
+
+def test_password_in_the_uri_is_not_shown() -> None:
+    registry = MlflowModelRegistry("http://ops:hunter2@127.0.0.1:1")
+    with pytest.raises(ExternalUnavailable) as info:
+        registry.get_alias("case-triage", "champion")
+    assert "hunter2" not in str(info.value)
+    assert "hunter2" not in repr(registry)
+
+
+class _Always503(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+        self.send_response(503)
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def failing_server() -> Iterator[str]:
+    """An HTTP server that accepts connections and answers 503 to everything."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Always503)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.slow
+def test_server_that_keeps_failing_is_unavailable_after_bounded_retries(
+    failing_server: str,
+) -> None:
+    uri = failing_server.replace("http://", "http://ops:hunter2@")
+    with pytest.raises(ExternalUnavailable, match="failed while resolving") as info:
+        MlflowModelRegistry(uri).resolve("case-triage", alias="champion")
+    assert "hunter2" not in str(info.value)
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+
+
+class TestResolveTrackingUri:
+    def test_default_is_sqlite_in_the_workspace(self, tmp_path: Path) -> None:
+        uri, artifacts = resolve_tracking_uri(tmp_path, None)
+        assert uri == f"sqlite:///{tmp_path.resolve().as_posix()}/mlflow.db"
+        assert artifacts == (tmp_path.resolve() / "mlruns").as_uri()
+
+    def test_relative_sqlite_is_taken_from_the_workspace(self, tmp_path: Path) -> None:
+        uri, artifacts = resolve_tracking_uri(tmp_path, "sqlite:///state/models.db")
+        assert uri == f"sqlite:///{tmp_path.resolve().as_posix()}/state/models.db"
+        assert artifacts == (tmp_path.resolve() / "state" / "mlruns").as_uri()
+
+    def test_absolute_sqlite_is_kept(self, tmp_path: Path) -> None:
+        db = tmp_path.resolve() / "elsewhere" / "m.db"
+        uri, _ = resolve_tracking_uri(Path("/nowhere"), f"sqlite:///{db.as_posix()}")
+        assert uri == f"sqlite:///{db.as_posix()}"
+
+    def test_environment_wins(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+        assert resolve_tracking_uri(tmp_path, "sqlite:///mlflow.db") == (
+            "http://mlflow.internal:5000",
+            "",
+        )
+
+    def test_server_chooses_artifact_location(self, tmp_path: Path) -> None:
+        assert resolve_tracking_uri(tmp_path, "https://mlflow.example.com") == (
+            "https://mlflow.example.com",
+            "",
+        )
+
+    def test_bare_relative_path_is_a_file_store_in_the_workspace(self, tmp_path: Path) -> None:
+        uri, artifacts = resolve_tracking_uri(tmp_path, "mlruns")
+        assert uri == artifacts == (tmp_path.resolve() / "mlruns").as_uri()
+
+
+@pytest.mark.slow
+def test_alias_mlflow_rejects_is_bad_input(workspace_copy: ExampleWorkspace) -> None:
+    # MLflow reserves "latest" and "v<number>" as alias names
+    with pytest.raises(BadInput, match="MLflow rejected"):
+        _registry(workspace_copy).set_alias("case-triage", "latest", 1)
