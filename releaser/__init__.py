@@ -1,5 +1,101 @@
-"""releaser: release manager for ML models and LLM prompts."""
+"""releaser: release manager for ML models and LLM prompts.
+
+The public Python API. Names are imported on first use so that importing
+``releaser`` (and the CLI) stays fast and loads no MLflow, DVC or git.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from releaser._version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from releaser.api.audit import audit_log, verify_audit
+    from releaser.api.init import init_workspace, validate_config
+    from releaser.api.releases import (
+        CreateResult,
+        ReleaseDiff,
+        create_release,
+        diff_releases,
+        get_release,
+        list_releases,
+    )
+    from releaser.api.workspace import Workspace, open_workspace
+    from releaser.core.release import Release
+    from releaser.errors import (
+        ArtifactNotFound,
+        BadInput,
+        CheckFailed,
+        ConfigError,
+        ExternalUnavailable,
+        NotFound,
+        ReleaserError,
+        StateConflict,
+        WorkspaceError,
+    )
+
+__all__ = [
+    "ArtifactNotFound",
+    "BadInput",
+    "CheckFailed",
+    "ConfigError",
+    "CreateResult",
+    "ExternalUnavailable",
+    "NotFound",
+    "Release",
+    "ReleaseDiff",
+    "ReleaserError",
+    "StateConflict",
+    "Workspace",
+    "WorkspaceError",
+    "__version__",
+    "audit_log",
+    "create_release",
+    "diff_releases",
+    "get_release",
+    "init_workspace",
+    "list_releases",
+    "open_workspace",
+    "validate_config",
+    "verify_audit",
+]
+
+_WHERE = {
+    "audit_log": "releaser.api.audit",
+    "verify_audit": "releaser.api.audit",
+    "init_workspace": "releaser.api.init",
+    "validate_config": "releaser.api.init",
+    "CreateResult": "releaser.api.releases",
+    "ReleaseDiff": "releaser.api.releases",
+    "create_release": "releaser.api.releases",
+    "diff_releases": "releaser.api.releases",
+    "get_release": "releaser.api.releases",
+    "list_releases": "releaser.api.releases",
+    "Workspace": "releaser.api.workspace",
+    "open_workspace": "releaser.api.workspace",
+    "Release": "releaser.core.release",
+    "ArtifactNotFound": "releaser.errors",
+    "BadInput": "releaser.errors",
+    "CheckFailed": "releaser.errors",
+    "ConfigError": "releaser.errors",
+    "ExternalUnavailable": "releaser.errors",
+    "NotFound": "releaser.errors",
+    "ReleaserError": "releaser.errors",
+    "StateConflict": "releaser.errors",
+    "WorkspaceError": "releaser.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'releaser' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

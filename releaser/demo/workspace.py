@@ -331,3 +331,18 @@ def build_example_workspace(
             hint="this is a bug in releaser's demo builder; please report it",
         )
     return ws
+
+
+def add_golden_cases(ws: ExampleWorkspace, count: int, *, seed: int) -> int:
+    """Append ``count`` newly verified cases to the golden set, push them with DVC, commit.
+
+    Returns the number of rows in the golden set afterwards. The tree is clean again
+    when it returns, so a release can be created from the new commit.
+    """
+    data_mod = load_example_module("data")
+    path = ws.root / GOLDEN_PATH
+    rows = data_mod.read_csv(path) + data_mod.generate(count, seed=seed, label_noise=0.0)
+    data_mod.write_csv(path, rows)
+    _track_and_push(ws.root, [GOLDEN_PATH])
+    _commit_all(ws.root, f"Golden set: add {count} cases verified by caseworkers")
+    return len(rows)

@@ -1,0 +1,54 @@
+"""Use cases for setting up a workspace: write an example config, validate one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from releaser.config import Config, load_config
+from releaser.config.template import render_init_template
+from releaser.errors import BadInput
+
+__all__ = ["init_workspace", "validate_config"]
+
+CONFIG_NAME = "releaser.yaml"
+GITIGNORE_LINES = (".releaser/",)
+
+
+def init_workspace(
+    directory: Path,
+    *,
+    project: str | None = None,
+    service: str = "case-triage",
+    force: bool = False,
+) -> Path:
+    """Write a commented example ``releaser.yaml`` into ``directory``; never overwrite silently."""
+    directory = directory.resolve()
+    if not directory.is_dir():
+        raise BadInput(f"{directory} is not a folder", hint="create it first, or pass --dir")
+    target = directory / CONFIG_NAME
+    if target.exists() and not force:
+        raise BadInput(f"{target} already exists", hint="edit it, or pass --force to replace it")
+    text = render_init_template(project or _slug(directory.name), service)
+    tmp = target.with_suffix(".yaml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    gitignore = directory / ".gitignore"
+    existing = gitignore.read_text(encoding="utf-8").splitlines() if gitignore.exists() else []
+    missing = [line for line in GITIGNORE_LINES if line not in existing]
+    if missing:
+        with gitignore.open("a", encoding="utf-8") as fh:
+            if existing and existing[-1] != "":
+                fh.write("\n")
+            fh.write("\n".join(missing) + "\n")
+    return target
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    return slug or "my-project"
+
+
+def validate_config(path: Path) -> Config:
+    """Load and validate a config file; raises ConfigError listing every problem."""
+    return load_config(path)

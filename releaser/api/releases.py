@@ -1,0 +1,210 @@
+"""Use cases for release bundles: create (resolve and pin), list, show, diff."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from releaser.api.context import current_actor, utc_now
+from releaser.api.workspace import Workspace
+from releaser.config import config_hash
+from releaser.core.audit import EventDraft
+from releaser.core.refs import DatasetRef, ModelRef, PromptRef
+from releaser.core.release import FieldChange, Release, ReleaseContent, diff_content
+from releaser.errors import BadInput, NotFound, StateConflict, WorkspaceError
+from releaser.store.base import Write
+
+__all__ = [
+    "CreateResult",
+    "ReleaseDiff",
+    "create_release",
+    "diff_releases",
+    "get_release",
+    "list_releases",
+]
+
+RELEASE_KIND = "release"
+MODEL_TAG = "releaser.release_id"
+MIN_PREFIX = 4
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """The release, whether this call created it, and warnings worth showing."""
+
+    release: Release
+    created: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def _resolve_content(
+    ws: Workspace, service: str, *, allow_dirty: bool
+) -> tuple[ReleaseContent, list[str]]:
+    """Resolve every ref of ``service`` without writing anything."""
+    from releaser.integrations.dvc_data import dataset_is_pushed, dataset_ref
+    from releaser.integrations.git_repo import code_ref
+
+    spec = ws.config.service(service)
+    warnings: list[str] = []
+    code = code_ref(ws.root)
+    if code.dirty and not allow_dirty:
+        raise WorkspaceError(
+            f"the working tree at {ws.root} has uncommitted changes, so the release "
+            "would not match any commit",
+            hint="commit or stash the changes, or pass --allow-dirty to record a dirty release",
+        )
+    if code.dirty:
+        warnings.append("the working tree is dirty: this release does not match a commit")
+
+    datasets: list[DatasetRef] = []
+    for ds in spec.datasets:
+        ref = dataset_ref(ws.root, ds.path, rev=code.sha)
+        if not dataset_is_pushed(ws.root, ref):
+            warnings.append(
+                f"dataset {ds.path} ({ref.md5}) is not in the DVC remote yet: run 'dvc push'"
+            )
+        datasets.append(ref)
+
+    model: ModelRef | None = None
+    if spec.model is not None:
+        model = ws.models.resolve(
+            spec.model.name, alias=spec.model.alias, version=spec.model.version
+        )
+
+    prompts: list[PromptRef] = []
+    if spec.prompts:
+        from releaser.api.prompts import resolve_prompt_refs
+
+        prompts = resolve_prompt_refs(ws, spec.prompts)
+
+    config = spec.model_dump(mode="json", by_alias=True)
+    content = ReleaseContent(
+        service=service,
+        model=model,
+        prompts=prompts,
+        datasets=datasets,
+        code=code,
+        config=config,
+        config_hash=config_hash(spec),
+    )
+    return content, warnings
+
+
+def create_release(ws: Workspace, service: str, *, allow_dirty: bool = False) -> CreateResult:
+    """Resolve and pin ``service``'s model, prompts, data and code into a release.
+
+    Idempotent: unchanged inputs give the same id, and a second call returns
+    the existing release without writing anything. Nothing is written unless
+    every ref resolves. The MLflow model version is tagged with the release id.
+    """
+    content, warnings = _resolve_content(ws, service, allow_dirty=allow_dirty)
+    actor = current_actor()
+    release = Release.build(
+        content, created_at=utc_now(), created_by=actor.name, created_context=actor.context
+    )
+    existing = ws.store.get(RELEASE_KIND, release.id)
+    if existing is not None:
+        return CreateResult(Release.model_validate(existing.value), False, warnings)
+    event = EventDraft(
+        actor=actor.name,
+        action="release.create",
+        subject=f"release:{release.id}",
+        at=release.created_at,
+        after={"release_id": release.id, "service": service, **_summary(release)},
+        context=actor.context,
+    )
+    try:
+        ws.store.commit(
+            [Write(RELEASE_KIND, release.id, release.model_dump(mode="json"), 0)], event
+        )
+    except StateConflict:
+        # Another process created the same release at the same moment: same content.
+        raced = ws.store.get(RELEASE_KIND, release.id)
+        if raced is None:
+            raise
+        return CreateResult(Release.model_validate(raced.value), False, warnings)
+    if release.content.model is not None:
+        try:
+            ws.models.tag_version(release.content.model, MODEL_TAG, release.id)
+        except Exception as exc:  # noqa: BLE001 - the tag mirrors state, it is not the record
+            warnings.append(f"could not tag the MLflow model version: {exc}")
+    return CreateResult(release, True, warnings)
+
+
+def _summary(release: Release) -> dict[str, Any]:
+    c = release.content
+    return {
+        "model": f"{c.model.name}/{c.model.version}" if c.model else None,
+        "prompts": {p.name: p.version for p in c.prompts},
+        "datasets": {d.path: d.md5 for d in c.datasets},
+        "code": c.code.sha,
+    }
+
+
+def list_releases(ws: Workspace, service: str | None = None) -> list[Release]:
+    """Releases in creation order, optionally of one service."""
+    if service is not None:
+        ws.config.service(service)  # unknown service: a clear error
+    releases = [Release.model_validate(r.value) for r in ws.store.list(RELEASE_KIND)]
+    if service is not None:
+        releases = [r for r in releases if r.service == service]
+    return sorted(releases, key=lambda r: (r.created_at, r.id))
+
+
+def get_release(ws: Workspace, ref: str) -> Release:
+    """A release by id or unique id prefix (at least 4 characters)."""
+    ref = ref.strip()
+    record = ws.store.get(RELEASE_KIND, ref)
+    if record is not None:
+        return Release.model_validate(record.value)
+    if len(ref) < MIN_PREFIX:
+        raise BadInput(
+            f"release id prefix {ref!r} is too short",
+            hint=f"give at least {MIN_PREFIX} characters; 'releaser release list' shows ids",
+        )
+    matches = ws.store.list(RELEASE_KIND, prefix=ref)
+    if not matches:
+        raise NotFound(
+            f"no release with id {ref!r}", hint="'releaser release list' shows the releases"
+        )
+    if len(matches) > 1:
+        ids = ", ".join(m.key for m in matches[:5])
+        raise BadInput(
+            f"release id prefix {ref!r} is ambiguous: {ids}", hint="give more characters"
+        )
+    return Release.model_validate(matches[0].value)
+
+
+@dataclass(frozen=True)
+class ReleaseDiff:
+    """Differences between two releases, with prompt text diffs where prompts changed."""
+
+    a: Release
+    b: Release
+    changes: list[FieldChange]
+    prompt_text_diffs: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented ``release diff --json`` shape."""
+        return {
+            "a": self.a.id,
+            "b": self.b.id,
+            "changes": [c.model_dump(mode="json") for c in self.changes],
+            "prompt_text_diffs": self.prompt_text_diffs,
+        }
+
+
+def diff_releases(ws: Workspace, a: str, b: str) -> ReleaseDiff:
+    """What changed from release ``a`` to release ``b``: model, prompts, data, code, config."""
+    ra, rb = get_release(ws, a), get_release(ws, b)
+    changes = diff_content(ra.content, rb.content)
+    text_diffs: dict[str, str] = {}
+    pa = {p.name: p for p in ra.content.prompts}
+    pb = {p.name: p for p in rb.content.prompts}
+    changed = [n for n in sorted(set(pa) & set(pb)) if pa[n].content_hash != pb[n].content_hash]
+    if changed:
+        from releaser.api.prompts import prompt_text_diff
+
+        for name in changed:
+            text_diffs[name] = prompt_text_diff(ws, name, pa[name].version, pb[name].version)
+    return ReleaseDiff(ra, rb, changes, text_diffs)

@@ -1,0 +1,95 @@
+"""The workspace: a repo with a ``releaser.yaml``, its store and its registries."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from releaser.config import Config, find_config, load_config
+from releaser.store import default_store_url, open_store
+
+if TYPE_CHECKING:
+    from promptregistry import PromptRegistry
+    from releaser.integrations.mlflow_models import MlflowModelRegistry
+    from releaser.store.base import Store
+
+__all__ = ["Workspace", "open_workspace"]
+
+CONFIG_NAME = "releaser.yaml"
+
+
+@dataclass
+class Workspace:
+    """A loaded ``releaser.yaml`` with lazily opened store and registries."""
+
+    root: Path
+    config_path: Path
+    config: Config
+    store_url: str
+    _store: Store | None = field(default=None, repr=False)
+    _models: MlflowModelRegistry | None = field(default=None, repr=False)
+    _prompts: PromptRegistry | None = field(default=None, repr=False)
+
+    @property
+    def store(self) -> Store:
+        """The state store, opened on first use."""
+        if self._store is None:
+            self._store = open_store(self.store_url)
+        return self._store
+
+    def mlflow_uris(self) -> tuple[str, str]:
+        """(tracking URI, default artifact location) for this workspace."""
+        from releaser.integrations.mlflow_models import resolve_tracking_uri
+
+        configured = self.config.mlflow.tracking_uri if self.config.mlflow else None
+        return resolve_tracking_uri(self.root, configured)
+
+    @property
+    def models(self) -> MlflowModelRegistry:
+        """The MLflow model registry client, created on first use."""
+        if self._models is None:
+            from releaser.integrations.mlflow_models import MlflowModelRegistry
+
+            tracking_uri, _ = self.mlflow_uris()
+            registry_uri = self.config.mlflow.registry_uri if self.config.mlflow else None
+            self._models = MlflowModelRegistry(tracking_uri, registry_uri)
+        return self._models
+
+    @property
+    def prompts(self) -> PromptRegistry:
+        """The prompt registry (MLflow by default, or the file backend), on first use."""
+        if self._prompts is None:
+            from releaser.api.prompts import open_prompt_registry
+
+            self._prompts = open_prompt_registry(self)
+        return self._prompts
+
+    def close(self) -> None:
+        """Close the store connection, if one was opened."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def open_workspace(path: Path | str | None = None, *, store_url: str | None = None) -> Workspace:
+    """Find and load ``releaser.yaml`` from ``path`` (a file or a folder; default cwd).
+
+    The store URL is, in order: ``store_url``, ``$RELEASER_STORE``, the
+    config's ``store``, then ``.releaser/state.db`` beside the config.
+    """
+    start = Path(path) if path is not None else Path.cwd()
+    config_path = start if start.is_file() else find_config(start)
+    config_path = config_path.resolve()
+    config = load_config(config_path)
+    root = config_path.parent
+    url = store_url or os.environ.get("RELEASER_STORE")
+    if not url and config.store:
+        url = config.store
+        if "://" not in url and "=" not in url and not Path(url).is_absolute():
+            # A plain relative path in the config is relative to the config file.
+            url = str((root / url).resolve())
+    return Workspace(
+        root=root, config_path=config_path, config=config, store_url=url or default_store_url(root)
+    )

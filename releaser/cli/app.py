@@ -1,0 +1,184 @@
+"""The typer application: global options and the top-level commands.
+
+Command modules import only typer and the standard library at import time;
+each command imports the library function it calls inside its body, so
+``releaser --help`` stays fast and loads no MLflow, DVC or git.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from releaser.api.workspace import Workspace
+
+__all__ = ["CliState", "app", "build_command", "state"]
+
+app = typer.Typer(
+    name="releaser",
+    help="Release manager for ML models and LLM prompts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    epilog="Exit codes: 0 ok, 1 check failed, 2 bad input, 3 external system unavailable, "
+    "4 state conflict (re-run), 70 internal error, 130 interrupted.",
+)
+
+
+@dataclass
+class CliState:
+    """Options given before the command, shared by every command."""
+
+    config: Path | None = None
+    store: str | None = None
+    verbose: bool = False
+    _ws: Workspace | None = None
+
+    def workspace(self) -> Workspace:
+        """The workspace for this invocation, loaded once."""
+        if self._ws is None:
+            from releaser.api.workspace import open_workspace
+
+            self._ws = open_workspace(self.config, store_url=self.store)
+        return self._ws
+
+
+def state(ctx: typer.Context) -> CliState:
+    """The shared CLI state of this invocation."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj
+
+
+def _version(value: bool) -> None:
+    if value:
+        from releaser._version import __version__
+
+        typer.echo(f"releaser {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="releaser.yaml, or a folder to search upwards from.",
+            envvar="RELEASER_CONFIG",
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="State store URL (default: $RELEASER_STORE, the config, or .releaser/state.db).",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Release manager for ML models and LLM prompts.
+
+    Exit codes: 0 ok, 1 check failed, 2 bad input, 3 external system
+    unavailable, 4 state conflict, 70 internal error, 130 interrupted.
+    """
+    ctx.obj = CliState(config=config, store=store, verbose=verbose)
+    ctx.call_on_close(_close_workspace(ctx.obj))
+
+
+def _close_workspace(st: CliState) -> Any:
+    def close() -> None:
+        if st._ws is not None:
+            st._ws.close()
+
+    return close
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write releaser.yaml.")] = Path(
+        "."
+    ),
+    project: Annotated[
+        str | None, typer.Option(help="Project name (default: folder name).")
+    ] = None,
+    service: Annotated[str, typer.Option(help="Name of the first service.")] = "case-triage",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented example releaser.yaml."""
+    from releaser.api.init import init_workspace
+
+    path = init_workspace(directory, project=project, service=service, force=force)
+    typer.echo(f"wrote {path}")
+    typer.echo("next: edit it, then run 'releaser validate'")
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    file: Annotated[
+        Path | None, typer.Argument(help="The file (default: releaser.yaml found upwards).")
+    ] = None,
+) -> None:
+    """Check releaser.yaml and report every problem with file:line and a hint."""
+    from releaser.api.init import validate_config
+    from releaser.config import find_config
+
+    st = state(ctx)
+    path = file or st.config or Path.cwd()
+    if path.is_dir():
+        path = find_config(path)
+    cfg = validate_config(path)
+    names = ", ".join(cfg.services)
+    typer.echo(f"{path}: ok ({len(cfg.services)} service(s): {names})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of releaser.yaml (for editors)."""
+    from releaser.cli.output import emit_json
+    from releaser.config import config_json_schema
+
+    emit_json(config_json_schema())
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to build the demo workspace.")
+    ] = Path("demo-workspace"),
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Reuse an existing demo workspace instead of rebuilding.")
+    ] = False,
+) -> None:
+    """Run the end-to-end story on an example service in a fresh workspace."""
+    from releaser.cli.demo_cmd import run_demo
+
+    run_demo(directory, keep=keep)
+
+
+def build_command() -> Any:
+    """The click command behind the app, with every sub-app attached."""
+    from releaser.cli import audit_cmds, prompt_cmds, release_cmds
+
+    if not getattr(build_command, "_attached", False):
+        app.add_typer(release_cmds.app, name="release")
+        app.add_typer(prompt_cmds.app, name="prompt")
+        app.add_typer(audit_cmds.app, name="audit")
+        build_command._attached = True  # type: ignore[attr-defined]
+    return typer.main.get_command(app)

@@ -1,0 +1,197 @@
+"""``releaser prompt ...``: register, inspect, diff, promote and roll back prompt versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from releaser.cli.app import state
+
+if TYPE_CHECKING:
+    from promptregistry import AliasChange, PromptVersion
+
+app = typer.Typer(help="Versioned prompts: register, promote, roll back.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
+
+
+def version_dict(pv: PromptVersion) -> dict[str, Any]:
+    """The documented JSON shape of a prompt version."""
+    return pv.model_dump(mode="json")
+
+
+def change_dict(change: AliasChange) -> dict[str, Any]:
+    """The documented JSON shape of an alias move."""
+    return change.model_dump(mode="json")
+
+
+@app.command("register")
+def register(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A prompt spec YAML file.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Lint and register a new version (identical content reuses the latest version)."""
+    from releaser.api.prompts import register_prompt
+    from releaser.cli.github import set_outputs
+    from releaser.cli.output import emit_json, say, warn
+
+    result = register_prompt(state(ctx).workspace(), file)
+    for w in result.warnings:
+        warn(w)
+    pv = result.version
+    set_outputs({"prompt": pv.name, "prompt_version": str(pv.version)})
+    if as_json:
+        emit_json({"created": result.created, "version": version_dict(pv)})
+    elif result.created:
+        say(f"registered {pv.name} version {pv.version} (sha256 {pv.content_hash[:12]})")
+    else:
+        say(f"{pv.name}: content identical to version {pv.version}; nothing registered")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List prompts with their latest version and aliases."""
+    from releaser.api.prompts import list_prompts
+    from releaser.cli.output import emit_json, say, table
+
+    rows = list_prompts(state(ctx).workspace())
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        say("no prompts yet: run 'releaser prompt register FILE'")
+        return
+    table(
+        ["name", "latest", "versions", "aliases"],
+        [
+            (
+                r["name"],
+                r["latest"],
+                r["versions"],
+                ", ".join(f"{a}->v{v}" for a, v in sorted(r["aliases"].items())),
+            )
+            for r in rows
+        ],
+    )
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one prompt version: template, variables, parameters."""
+    from releaser.api.prompts import get_prompt
+    from releaser.cli.output import emit_json, say
+
+    pv = get_prompt(state(ctx).workspace(), ref)
+    if as_json:
+        emit_json(version_dict(pv))
+        return
+    say(f"{pv.name} version {pv.version}  sha256 {pv.content_hash}")
+    say(f"aliases: {', '.join(pv.aliases) or '-'}   created {pv.created_at.isoformat()}")
+    if pv.commit_message:
+        say(f"message: {pv.commit_message}")
+    variables = ", ".join(f"{k}: {v}" for k, v in sorted(pv.variables.items()))
+    say(f"variables: {variables or '-'}")
+    if pv.parameters:
+        say("parameters: " + ", ".join(f"{k}={v}" for k, v in sorted(pv.parameters.items())))
+    say("---")
+    say(pv.template.rstrip())
+
+
+@app.command("diff")
+def diff(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Prompt name.")],
+    a: Annotated[str, typer.Argument(help="Version number or alias.")],
+    b: Annotated[str, typer.Argument(help="Version number or alias.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Unified diff of two versions plus variable and parameter changes."""
+    from releaser.api.prompts import diff_prompt
+    from releaser.cli.output import emit_json, say
+
+    d = diff_prompt(state(ctx).workspace(), name, a, b)
+    if as_json:
+        emit_json(d.model_dump(mode="json"))
+        return
+    say(d.render_text().rstrip())
+
+
+@app.command("promote")
+def promote(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Prompt name.")],
+    version: Annotated[int, typer.Argument(help="Version to point the alias at.")],
+    to: Annotated[str, typer.Option("--to", help="Alias to move, e.g. production.")],
+    reason: ReasonOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point an alias at a version (audited)."""
+    from releaser.api.prompts import promote_prompt
+
+    _report(promote_prompt(state(ctx).workspace(), name, version, to, reason), as_json)
+
+
+@app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Prompt name.")],
+    alias: Annotated[str, typer.Option("--alias", help="Alias to move back.")] = "production",
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (recorded in the audit log).")
+    ] = "rollback",
+    as_json: JsonOpt = False,
+) -> None:
+    """Move an alias back to the version it pointed at before its last move (audited)."""
+    from releaser.api.prompts import rollback_prompt
+
+    _report(rollback_prompt(state(ctx).workspace(), name, alias, reason), as_json)
+
+
+def _report(change: AliasChange, as_json: bool) -> None:
+    from releaser.cli.github import set_outputs
+    from releaser.cli.output import emit_json, say
+
+    set_outputs(
+        {"prompt": change.name, "alias": change.alias, "prompt_version": str(change.to_version)}
+    )
+    if as_json:
+        emit_json(change_dict(change))
+    elif not change.changed:
+        say(f"{change.name}@{change.alias} already at version {change.to_version}; nothing moved")
+    else:
+        before = f"v{change.from_version}" if change.from_version is not None else "(unset)"
+        say(f"{change.name}@{change.alias}: {before} -> v{change.to_version} ({change.action})")
+
+
+@app.command("history")
+def history(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Prompt name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Every alias move of a prompt: who, when, from, to, why."""
+    from releaser.api.prompts import history_rows
+    from releaser.cli.output import emit_json, say, table
+
+    rows = history_rows(state(ctx).workspace(), name)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        say(f"no recorded alias moves for {name}")
+        return
+    table(
+        ["seq", "at", "actor", "alias", "from", "to", "move", "reason"],
+        [
+            (r["seq"], r["at"], r["actor"], r["alias"], r["from"], r["to"], r["move"], r["reason"])
+            for r in rows
+        ],
+    )

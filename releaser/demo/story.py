@@ -1,0 +1,152 @@
+"""The end-to-end demo story, told through the public API on the example service.
+
+Library code does not print: each step is reported through the ``report``
+callback the CLI passes in.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from releaser.errors import WorkspaceError
+
+__all__ = ["DemoSummary", "run_demo"]
+
+Report = Callable[[str], None]
+MARKER = ".releaser/demo-workspace"
+SERVICE = "case-triage"
+PROMPT = "case-triage-system"
+
+
+@dataclass
+class DemoSummary:
+    """What the demo produced, for the CLI and for tests."""
+
+    root: Path
+    release_ids: list[str] = field(default_factory=list)
+    audit_events: int = 0
+    audit_ok: bool = False
+
+
+def _prepare(directory: Path, keep: bool, report: Report) -> tuple[Path, bool]:
+    root = directory.resolve()
+    if root.exists() and any(root.iterdir()):
+        if keep and (root / MARKER).exists():
+            return root, False
+        if not (root / MARKER).exists():
+            raise WorkspaceError(
+                f"{root} exists and is not a demo workspace; refusing to replace it",
+                hint="choose another folder with --dir, or remove it yourself",
+            )
+        report(f"removing the previous demo workspace at {root}")
+        shutil.rmtree(root)
+    return root, True
+
+
+def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSummary:
+    """Build the example workspace and walk through the release story."""
+    from releaser.api.audit import audit_log, verify_audit
+    from releaser.api.prompts import promote_prompt, register_prompt
+    from releaser.api.releases import create_release, diff_releases
+    from releaser.api.workspace import open_workspace
+    from releaser.config.template import render_init_template
+    from releaser.demo.workspace import (
+        PROMPT_PATH,
+        ExampleWorkspace,
+        add_golden_cases,
+        build_example_workspace,
+    )
+    from releaser.integrations.mlflow_models import local_mlflow_uris
+
+    root, fresh = _prepare(directory, keep, report)
+    summary = DemoSummary(root=root)
+    report("== 1. An AI pilot becomes a service with a recorded release")
+    if fresh:
+        report(f"building the example workspace in {root}")
+        report("  git repo, DVC with a local remote, MLflow registry, a trained classifier ...")
+        started = time.perf_counter()
+        example = build_example_workspace(
+            root, config_text=render_init_template("council-casework", SERVICE), model_versions=2
+        )
+        (root / MARKER).parent.mkdir(exist_ok=True)
+        (root / MARKER).write_text("built by 'releaser demo'\n", encoding="utf-8")
+        report(f"  built in {time.perf_counter() - started:.1f} s")
+    else:
+        tracking_uri, artifacts = local_mlflow_uris(root)
+        example = ExampleWorkspace(
+            root=root,
+            tracking_uri=tracking_uri,
+            artifact_location=artifacts,
+            remote_dir=root / ".dvc-remote",
+            model_versions=2,
+        )
+        report(f"reusing the demo workspace in {root}")
+
+    ws = open_workspace(root)
+    try:
+        report(f"releaser.yaml is valid: services {', '.join(ws.config.services)}")
+        reg = register_prompt(ws, root / PROMPT_PATH)
+        pv = reg.version
+        report(f"prompt {pv.name} v{pv.version} registered (sha256 {pv.content_hash[:12]})")
+        change = promote_prompt(ws, pv.name, pv.version, "production", "first pilot version")
+        if change.changed:
+            report(f"  {pv.name}@production -> v{pv.version} (audited)")
+
+        first = create_release(ws, SERVICE)
+        r1 = first.release
+        report(f"release {r1.id} {'created' if first.created else 'already existed'}:")
+        _describe(r1, report)
+        again = create_release(ws, SERVICE)
+        same = "the same id" if again.release.id == r1.id else f"a NEW id {again.release.id}"
+        report(f"created again from unchanged inputs: {same} (nothing new written)")
+
+        report("")
+        report("== 2. The golden set changes: a new release, and exactly what changed")
+        rows = add_golden_cases(example, 25, seed=2026)
+        report(f"caseworkers verified 25 more cases; golden set now {rows} rows (dvc push, commit)")
+        second = create_release(ws, SERVICE)
+        r2 = second.release
+        report(f"release {r2.id} created")
+        d = diff_releases(ws, r1.id, r2.id)
+        for c in d.changes:
+            report(f"  {c.path}: {_short(c.before)} -> {_short(c.after)}")
+        summary.release_ids = [r1.id, r2.id]
+
+        report("")
+        report("== 3. Every change is in the hash-chained audit log")
+        for ev in audit_log(ws, limit=10):
+            report(f"  #{ev.seq} {ev.at} {ev.actor} {ev.action} {ev.subject}")
+        result = verify_audit(ws)
+        summary.audit_events, summary.audit_ok = result.count, result.ok
+        report(f"audit verify: {'ok' if result.ok else 'BROKEN'} ({result.count} events)")
+        report("")
+        report(f"explore it: cd {root} && releaser release list && releaser audit log")
+    finally:
+        ws.close()
+    return summary
+
+
+def _describe(release: object, report: Report) -> None:
+    from releaser.core.release import Release
+
+    assert isinstance(release, Release)
+    c = release.content
+    if c.model:
+        report(
+            f"  model   {c.model.name} v{c.model.version} (alias {c.model.alias}, "
+            f"run {c.model.run_id})"
+        )
+    for p in c.prompts:
+        report(f"  prompt  {p.name} v{p.version} sha256 {p.content_hash[:12]}")
+    for dset in c.datasets:
+        report(f"  dataset {dset.path} md5 {dset.md5}")
+    report(f"  code    {c.code.sha[:12]} on {c.code.branch}")
+
+
+def _short(value: object) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= 48 else text[:45] + "..."

@@ -1,0 +1,83 @@
+"""init, validate and schema as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+
+def _git_repo(path: Path) -> Path:
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+def test_init_then_validate_in_an_empty_git_repo(tmp_path: Path, cli) -> None:
+    repo = _git_repo(tmp_path / "svc")
+    res = cli("init", cwd=repo)
+    assert res.code == 0, res.err
+    assert (repo / "releaser.yaml").exists()
+    assert ".releaser/" in (repo / ".gitignore").read_text()
+    res = cli("validate", cwd=repo)
+    assert res.code == 0, res.err
+    assert "ok" in res.out and "case-triage" in res.out
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path, cli) -> None:
+    repo = _git_repo(tmp_path / "svc")
+    assert cli("init", cwd=repo).code == 0
+    (repo / "releaser.yaml").write_text("project: mine\n")
+    res = cli("init", cwd=repo)
+    assert res.code == 2
+    assert "already exists" in res.err and "--force" in res.err
+    assert (repo / "releaser.yaml").read_text() == "project: mine\n"
+
+
+def test_misspelt_key_names_key_and_line(tmp_path: Path, cli) -> None:
+    repo = _git_repo(tmp_path / "svc")
+    assert cli("init", cwd=repo).code == 0
+    cfg = repo / "releaser.yaml"
+    lines = cfg.read_text().splitlines()
+    idx = next(i for i, line in enumerate(lines) if line.strip() == "slos:")
+    lines[idx] = lines[idx].replace("slos:", "slo:")
+    cfg.write_text("\n".join(lines) + "\n")
+    res = cli("validate", cwd=repo)
+    assert res.code == 2
+    assert f"releaser.yaml:{idx + 1}" in res.err
+    assert "'slo'" in res.err and "did you mean 'slos'" in res.err
+    assert "Traceback" not in res.err
+
+
+def test_malformed_yaml_is_a_clean_error(tmp_path: Path, cli) -> None:
+    cfg = tmp_path / "releaser.yaml"
+    cfg.write_text("project: x\nservices: [unclosed\n")
+    res = cli("validate", str(cfg))
+    assert res.code == 2
+    assert "releaser.yaml:" in res.err and "Traceback" not in res.err
+
+
+def test_no_config_found_hints_init(tmp_path: Path, cli) -> None:
+    res = cli("validate", cwd=tmp_path)
+    assert res.code == 2
+    assert "releaser init" in res.err
+
+
+def test_schema_is_json_schema(cli) -> None:
+    res = cli("schema")
+    assert res.code == 0
+    schema = json.loads(res.out)
+    assert "services" in schema["properties"]
+
+
+def test_version_and_help(cli) -> None:
+    from releaser import __version__
+
+    res = cli("--version")
+    assert res.code == 0 and __version__ in res.out
+    res = cli("--help")
+    assert res.code == 0 and "release" in res.out
+
+
+def test_unknown_command_is_usage_error(cli) -> None:
+    res = cli("no-such-command")
+    assert res.code == 2

@@ -1,0 +1,127 @@
+"""Shared fixtures: a CLI runner over the real entry point, git identity, env hygiene."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from releaser.config.template import render_init_template
+from releaser.demo.workspace import ExampleWorkspace, build_example_workspace
+from releaser.integrations.mlflow_models import local_mlflow_uris
+
+
+@dataclass
+class CliResult:
+    """What a user sees: the exit code and both streams."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test inherits the developer's store, MLflow server or CI variables."""
+    for var in list(os.environ):
+        if (
+            var.startswith(("GITHUB_", "RELEASER_", "MLFLOW_"))
+            and var != "RELEASER_TEST_POSTGRES_DSN"
+        ):
+            monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "releaser tests")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "tests@releaser.invalid")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "releaser tests")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "tests@releaser.invalid")
+    monkeypatch.setenv("RELEASER_ACTOR", "tester")
+    yield
+
+
+@pytest.fixture
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CliResult]:
+    """Run ``releaser ARGS`` in-process through the real entry point, from ``cwd``."""
+    from releaser.cli import run
+
+    def invoke(*args: str, cwd: Path | None = None) -> CliResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = run(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def example_workspace(tmp_path_factory: pytest.TempPathFactory) -> ExampleWorkspace:
+    """The example workspace, built once per test process; treat it as read-only.
+
+    Two registered model versions (``champion`` -> 1, ``challenger`` -> 2), the
+    golden and training sets tracked by DVC and pushed to the local remote, and
+    the ``releaser init`` template as its releaser.yaml. MLflow stores artifact
+    locations as absolute paths, so a copy's ``mlflow.db`` still points at this
+    workspace's ``mlruns``: reading model files works, registry writes (tags,
+    aliases) go to the copy's own ``mlflow.db``, and tests must not delete
+    artifacts. The DVC remote is relative, so each copy has its own.
+    """
+    dest = tmp_path_factory.mktemp("example") / "ws"
+    return build_example_workspace(
+        dest, config_text=render_init_template("council-casework", "case-triage"), model_versions=2
+    )
+
+
+@pytest.fixture
+def workspace_copy(example_workspace: ExampleWorkspace, tmp_path: Path) -> ExampleWorkspace:
+    """A private copy of the example workspace that a test may change."""
+    return copy_workspace(example_workspace, tmp_path / "ws")
+
+
+def copy_workspace(example: ExampleWorkspace, dest: Path) -> ExampleWorkspace:
+    """A private copy of an example workspace (see ``example_workspace`` for what is shared)."""
+    shutil.copytree(example.root, dest, symlinks=True)
+    tracking_uri, artifact_location = local_mlflow_uris(dest)
+    return dataclasses.replace(
+        example,
+        root=dest,
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
+        remote_dir=dest / example.remote_dir.name,
+    )
+
+
+@pytest.fixture(scope="session")
+def prompted_workspace(
+    example_workspace: ExampleWorkspace, tmp_path_factory: pytest.TempPathFactory
+) -> ExampleWorkspace:
+    """The example workspace with its prompt registered and promoted to ``production``.
+
+    Read-only like ``example_workspace``; its store holds the audited alias move.
+    """
+    from releaser.api.prompts import promote_prompt, register_prompt
+    from releaser.api.workspace import open_workspace
+    from releaser.demo.workspace import PROMPT_PATH
+
+    example = copy_workspace(example_workspace, tmp_path_factory.mktemp("prompted") / "ws")
+    ws = open_workspace(example.root)
+    try:
+        pv = register_prompt(ws, example.root / PROMPT_PATH).version
+        promote_prompt(ws, pv.name, pv.version, "production", "first version")
+    finally:
+        ws.close()
+    return example
+
+
+@pytest.fixture
+def release_ws(prompted_workspace: ExampleWorkspace, tmp_path: Path) -> ExampleWorkspace:
+    """A private copy of ``prompted_workspace`` that a test may change (releases, data)."""
+    return copy_workspace(prompted_workspace, tmp_path / "ws")

@@ -1,0 +1,41 @@
+"""The public API: every name in ``__all__`` resolves, and nothing public is missing."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("package", ["releaser", "promptregistry"])
+def test_all_names_resolve(package: str) -> None:
+    mod = importlib.import_module(package)
+    names = getattr(mod, "__all__", None)
+    assert names, f"{package} has no __all__"
+    assert len(names) == len(set(names)), "duplicate names in __all__"
+    for name in names:
+        assert getattr(mod, name) is not None, name
+
+
+def test_releaser_public_api_covers_the_use_cases() -> None:
+    import releaser
+
+    for name in [
+        "create_release",
+        "list_releases",
+        "get_release",
+        "diff_releases",
+        "audit_log",
+        "verify_audit",
+        "open_workspace",
+        "ReleaserError",
+    ]:
+        assert name in releaser.__all__
+    assert releaser.ReleaserError.__module__ == "releaser.errors"
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    import releaser
+
+    with pytest.raises(AttributeError):
+        _ = releaser.no_such_thing  # type: ignore[attr-defined]
