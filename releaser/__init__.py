@@ -14,6 +14,7 @@ from releaser._version import __version__
 if TYPE_CHECKING:
     from releaser.api.audit import audit_log, verify_audit
     from releaser.api.init import init_workspace, validate_config
+    from releaser.api.prompts import configure_prompts
     from releaser.api.releases import (
         CreateResult,
         ReleaseDiff,
@@ -52,6 +53,7 @@ __all__ = [
     "WorkspaceError",
     "__version__",
     "audit_log",
+    "configure_prompts",
     "create_release",
     "diff_releases",
     "get_release",
@@ -64,6 +66,7 @@ __all__ = [
 
 _WHERE = {
     "audit_log": "releaser.api.audit",
+    "configure_prompts": "releaser.api.prompts",
     "verify_audit": "releaser.api.audit",
     "init_workspace": "releaser.api.init",
     "validate_config": "releaser.api.init",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from releaser.api.context import current_actor
-from releaser.api.workspace import Workspace
+from releaser.api.workspace import Workspace, open_workspace
 from releaser.core.audit import EventDraft
 from releaser.core.refs import PromptRef
 from releaser.errors import (
@@ -37,6 +37,7 @@ __all__ = [
     "RegisteredPrompt",
     "StoreChangeSignal",
     "alias_history",
+    "configure_prompts",
     "diff_prompt",
     "get_prompt",
     "history_rows",
@@ -316,3 +317,25 @@ def history_rows(ws: Workspace, name: str) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def configure_prompts(
+    path: Path | str | None = None, *, check_interval_ms: int = 250, ttl_s: float = 30
+) -> Any:
+    """Configure ``promptregistry.load`` for this workspace's backend and store.
+
+    Alias moves made through releaser (``releaser prompt promote``/``rollback``)
+    commit an audit event, which changes the store's change token; the SDK
+    checks that token at most every ``check_interval_ms``, so a running process
+    sees a promotion or rollback within about that time, with no backend call
+    per ``load()``. Returns the configured ``promptregistry.Client``.
+    """
+    import promptregistry
+
+    ws = open_workspace(path)
+    return promptregistry.configure(
+        backend=ws.prompts.backend,
+        signal=StoreChangeSignal(ws.store),
+        check_interval_ms=check_interval_ms,
+        ttl_s=ttl_s,
+    )
