@@ -1,0 +1,127 @@
+"""Guardrails: absolute limits (SLOs) that stop a rollout whatever the comparison says.
+
+The rule, the same for every limit: a guardrail is breached when the candidate has at least
+``min_samples`` observations for it AND an anytime-valid e-value against "the limit
+holds" reaches ``1 / alpha``. So 3 errors in 20 requests against a 5% limit are noise, not
+a breach (e-value about 2.6), and a candidate that keeps within its limits trips a guardrail
+with probability at most ``alpha`` per guardrail over the whole rollout.
+
+- error rate ``<= limit``: one-sample Bernoulli mixture on (errors, requests);
+- p95 latency ``<= limit``: the share of requests slower than the limit is at most 5%,
+  the same test on (slow, requests) when the router counts slow requests against exactly
+  that limit, else on the histogram's requests certainly slower than it (never overstated);
+- mean quality score ``>= floor``: one-sample Hoeffding normal mixture on (count, sum).
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from releaser.core.stats_aggregates import VariantStats
+from releaser.core.stats_counts import rate_above_limit_log_e
+from releaser.core.stats_means import mean_below_floor_log_e
+
+__all__ = ["GuardrailBreach", "Guardrails", "check_guardrails"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class Guardrails(BaseModel):
+    """Absolute limits for the candidate; None switches a limit off."""
+
+    model_config = _FROZEN
+
+    error_rate: float | None = Field(default=None, ge=0, le=1, description="Largest error rate.")
+    latency_p95_ms: float | None = Field(default=None, gt=0, description="Largest p95, ms.")
+    quality_score: float | None = Field(
+        default=None, ge=0, le=1, description="Smallest mean quality score."
+    )
+    min_samples: int = Field(
+        default=100, ge=0, description="Observations needed before a guardrail can fire."
+    )
+    alpha: float = Field(
+        default=0.01, gt=0, lt=1, description="Chance of a false trip per guardrail."
+    )
+
+
+class GuardrailBreach(BaseModel):
+    """A limit the candidate credibly breaks."""
+
+    model_config = _FROZEN
+
+    metric: str
+    limit: float
+    observed: float | None = Field(description="Point estimate: rate, p95 in ms, or mean score.")
+    samples: int
+    e_value: float
+    threshold: float
+
+    def explain(self) -> str:
+        """One line, e.g. 'error rate 7.90% over 1200 requests breaks the limit 5.00% ...'."""
+        e_text = f"{self.e_value:.3g}" if self.e_value < 1e6 else f"{self.e_value:.2e}"
+        if self.metric == "error_rate":
+            what = (
+                f"error rate {100 * (self.observed or 0):.2f}% over {self.samples} requests "
+                f"breaks the limit {100 * self.limit:.2f}%"
+            )
+        elif self.metric == "latency_p95_ms":
+            p95 = "unknown" if self.observed is None else f"{self.observed:.0f} ms"
+            what = (
+                f"p95 latency {p95} over {self.samples} requests breaks the limit {self.limit:g} ms"
+            )
+        else:
+            what = (
+                f"mean quality score {self.observed or 0:.3f} over {self.samples} scores "
+                f"is below the floor {self.limit:g}"
+            )
+        return f"{what} (e-value {e_text} >= {self.threshold:g})"
+
+
+def check_guardrails(stats: VariantStats, guardrails: Guardrails) -> list[GuardrailBreach]:
+    """Every guardrail the candidate's cumulative aggregates credibly break (see the rule)."""
+    threshold = 1.0 / guardrails.alpha
+    bar = math.log(threshold)
+    need = guardrails.min_samples
+    breaches: list[GuardrailBreach] = []
+
+    def breach(
+        metric: str, limit: float, observed: float | None, samples: int, log_e: float
+    ) -> None:
+        if samples >= need and samples > 0 and log_e >= bar:
+            e_value = math.exp(min(log_e, 690.0))
+            breaches.append(
+                GuardrailBreach(
+                    metric=metric,
+                    limit=limit,
+                    observed=observed,
+                    samples=samples,
+                    e_value=e_value,
+                    threshold=threshold,
+                )
+            )
+
+    if guardrails.error_rate is not None and stats.requests:
+        limit = guardrails.error_rate
+        log_e = rate_above_limit_log_e(stats.errors, stats.requests, limit)
+        breach("error_rate", limit, stats.errors / stats.requests, stats.requests, log_e)
+
+    if guardrails.latency_p95_ms is not None:
+        limit = guardrails.latency_p95_ms
+        if stats.slow_threshold_ms == limit:
+            slow, total = stats.slow, stats.requests
+        else:
+            slow, total = stats.latency.count_above(limit), stats.latency.total
+        p95 = stats.latency.quantile(0.95)
+        if total:
+            log_e = rate_above_limit_log_e(slow, total, 0.05)
+            breach("latency_p95_ms", limit, p95, total, log_e)
+
+    if guardrails.quality_score is not None and stats.quality_count:
+        floor = guardrails.quality_score
+        log_e = mean_below_floor_log_e(stats.quality_count, stats.quality_sum, floor)
+        mean = stats.quality_sum / stats.quality_count
+        breach("quality_score", floor, mean, stats.quality_count, log_e)
+
+    return breaches
