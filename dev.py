@@ -55,7 +55,7 @@ def setup() -> None:
         PY,
         "--compile-bytecode",
         "-e",
-        ".[dev]",
+        ".[dev,bench]",
     )
     STAMP.touch()
 

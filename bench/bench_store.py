@@ -1,4 +1,5 @@
-"""Store benchmarks: transition latency with the audit append, and chain verification.
+"""Store benchmarks: transitions with the audit append, chain verification, metric flushes
+and how fast a waiter in another process sees a commit.
 
 Run: ``python bench/bench_store.py``. Set RELEASER_TEST_POSTGRES_DSN to include
 PostgreSQL (a scratch schema is created and dropped). Prints figures and
@@ -7,7 +8,9 @@ PASS/FAIL against the targets; exits 1 if a target is missed.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import random
 import sqlite3
 import statistics
 import tempfile
@@ -16,14 +19,26 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from releaser.core.audit import GENESIS_HASH, EventDraft, chain_hash, verify_chain
-from releaser.store.base import Store, Write
+from releaser.core.stats_aggregates import VariantStats
+from releaser.store import open_store as open_url
+from releaser.store.base import MetricDelta, Store, Write
 
 TRANSITIONS = 2_000
 CHAIN_EVENTS = 100_000
 TARGET_P95_MS = 5.0
 TARGET_VERIFY_S = 1.0
+FLUSHES = 200
+FLUSH_BATCH = 100
+# A router flushes from a background thread every few seconds: 100 ms keeps a flush under
+# a tenth of a 1 s interval, and the sqlite write lock short enough for CI transitions.
+TARGET_FLUSH_P95_MS = 100.0
+CHANGES = 50
+# Rollback must reach routers "within a second"; a wake-up an order of magnitude faster
+# leaves the rest for the router's own refresh.
+TARGET_WAKE_P99_MS = 100.0
 AT = "2025-01-01T00:00:00Z"
 
 
@@ -68,6 +83,93 @@ def bench_change_token(store: Store) -> float:
     return statistics.median(samples)
 
 
+def metric_batches(count: int, seed: int = 7) -> list[list[MetricDelta]]:
+    """``count`` router flushes of FLUSH_BATCH deltas: 25 rollouts x 2 steps x 2 variants,
+    each delta 20-80 requests with log-normal latencies, errors and quality scores."""
+    rng = random.Random(seed)
+    keys = [
+        (f"svc-{r}", s, v) for r in range(25) for s in (0, 1) for v in ("baseline", "candidate")
+    ]
+    batches = []
+    for _ in range(count):
+        batch = []
+        for rollout_id, step, variant in keys:
+            n = rng.randint(20, 80)
+            stats = VariantStats.of(
+                errors=[rng.random() < 0.02 for _ in range(n)],
+                latencies_ms=[rng.lognormvariate(4.5, 0.6) for _ in range(n)],
+                scores=[rng.random() for _ in range(n // 4)],
+                slow_threshold_ms=300.0,
+            )
+            batch.append(MetricDelta(rollout_id, step, variant, stats))
+        batches.append(batch)
+    return batches
+
+
+def bench_metrics_flush(store: Store) -> tuple[float, float, int]:
+    """p50 and p95 (ms) of add_metrics() over FLUSHES batches, and the bins written per batch."""
+    batches = metric_batches(FLUSHES)
+    bins = sum(sum(1 for n in d.stats.latency.counts if n) for d in batches[0])
+    samples = []
+    for batch in batches:
+        start = time.perf_counter()
+        store.add_metrics(batch)
+        samples.append((time.perf_counter() - start) * 1000)
+    expected = sum(d.stats.requests for b in batches for d in b if d.rollout_id == "svc-0")
+    got = sum(s.requests for s in store.read_metrics("svc-0").values())
+    assert got == expected, (got, expected)
+    return statistics.median(samples), percentile(samples, 95), bins
+
+
+def follow_changes(url: str, count: int, results: Any) -> None:
+    """In a child process: wait for ``count`` changes, reporting each token and wake time."""
+    store = open_url(url)
+    try:
+        token = store.change_token()
+        results.put((token, time.monotonic()))
+        for _ in range(count):
+            token = store.wait_for_change(token, 10.0)
+            results.put((token, time.monotonic()))
+    finally:
+        store.close()
+
+
+def bench_wait_for_change(store: Store, url: str) -> tuple[float, float, float, float]:
+    """Commit here, wait in another process: p50/p99 (ms) from commit() returning to the
+    waiter waking, and p50/p99 from commit() starting."""
+    ctx = multiprocessing.get_context("spawn")
+    results: Any = ctx.Queue()
+    child = ctx.Process(target=follow_changes, args=(url, CHANGES, results))
+    child.start()
+    after_return, after_start = [], []
+    rng = random.Random(3)
+    try:
+        results.get(timeout=120)  # the child has read its first token
+        for i in range(CHANGES):
+            # The child is back in wait_for_change; a random phase keeps the commits from
+            # locking onto the sqlite poll period.
+            time.sleep(0.02 + rng.random() * 0.01)
+            started = time.monotonic()
+            event = store.commit([], EventDraft("ci", "advance", f"rollout/wait-{i}", AT))
+            returned = time.monotonic()
+            token, woke = results.get(timeout=30)
+            if token != event.seq:
+                raise RuntimeError(f"the waiter saw token {token}, expected {event.seq}")
+            after_return.append((woke - returned) * 1000)
+            after_start.append((woke - started) * 1000)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    return (
+        statistics.median(after_return),
+        percentile(after_return, 99),
+        statistics.median(after_start),
+        percentile(after_start, 99),
+    )
+
+
 def chain_rows(count: int) -> Iterator[tuple[int, str, str, str, str]]:
     """``count`` chained audit rows (seq, prev_hash, hash, payload, subject) from genesis."""
     prev = GENESIS_HASH
@@ -95,12 +197,16 @@ def bench_verify(store: Store) -> tuple[float, int, bool]:
     return time.perf_counter() - start, result.count, result.ok
 
 
-def report(name: str, open_store: Callable[[], Store], bulk_load: Callable[[], None]) -> bool:
+def report(
+    name: str, url: str, open_store: Callable[[], Store], bulk_load: Callable[[], None]
+) -> bool:
     """Run every benchmark on one backend, print the figures, and say whether all passed."""
     store = open_store()
     try:
         p50, p95 = bench_transitions(store)
         token_us = bench_change_token(store)
+        flush_p50, flush_p95, flush_bins = bench_metrics_flush(store)
+        wake = bench_wait_for_change(store, url)
     finally:
         store.close()
     bulk_load()
@@ -111,6 +217,8 @@ def report(name: str, open_store: Callable[[], Store], bulk_load: Callable[[], N
         store.close()
     transition_ok = p95 <= TARGET_P95_MS
     verify_ok = ok and count == CHAIN_EVENTS and seconds <= TARGET_VERIFY_S
+    flush_ok = flush_p95 <= TARGET_FLUSH_P95_MS
+    wake_ok = wake[1] <= TARGET_WAKE_P99_MS
     print(
         f"[{name}] transition + audit append over {TRANSITIONS}: p50 {p50:.3f} ms, "
         f"p95 {p95:.3f} ms (target p95 <= {TARGET_P95_MS} ms) {verdict(transition_ok)}"
@@ -120,7 +228,18 @@ def report(name: str, open_store: Callable[[], Store], bulk_load: Callable[[], N
         f"[{name}] verify_chain over {count} events via raw_events(): {seconds:.3f} s, "
         f"ok={ok} (target <= {TARGET_VERIFY_S} s) {verdict(verify_ok)}"
     )
-    return transition_ok and verify_ok
+    print(
+        f"[{name}] metrics flush of a {FLUSH_BATCH}-delta batch (~{flush_bins} latency bins) "
+        f"over {FLUSHES}: p50 {flush_p50:.3f} ms, p95 {flush_p95:.3f} ms "
+        f"(target p95 <= {TARGET_FLUSH_P95_MS} ms) {verdict(flush_ok)}"
+    )
+    print(
+        f"[{name}] wait_for_change in another process over {CHANGES} commits: "
+        f"after commit() returned p50 {wake[0]:.3f} ms, p99 {wake[1]:.3f} ms "
+        f"(target p99 <= {TARGET_WAKE_P99_MS} ms) {verdict(wake_ok)}; "
+        f"from commit() start p50 {wake[2]:.3f} ms, p99 {wake[3]:.3f} ms"
+    )
+    return transition_ok and verify_ok and flush_ok and wake_ok
 
 
 def run_sqlite(tmp: Path) -> bool:
@@ -152,7 +271,8 @@ def run_sqlite(tmp: Path) -> bool:
         finally:
             conn.close()
 
-    return report("sqlite", lambda: SqliteStore(state["path"]), bulk_load)
+    url = f"sqlite://{state['path'].as_posix()}"
+    return report("sqlite", url, lambda: SqliteStore(state["path"]), bulk_load)
 
 
 @contextmanager
@@ -199,7 +319,7 @@ def run_postgres(dsn: str) -> bool:
                     "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (last[0], last[2])
                 )
 
-        return report("postgres", lambda: PostgresStore(state["url"]), bulk_load)
+        return report("postgres", state_url, lambda: PostgresStore(state["url"]), bulk_load)
 
 
 def main() -> int:

@@ -23,6 +23,15 @@ if TYPE_CHECKING:
         get_release,
         list_releases,
     )
+    from releaser.api.rollouts import (
+        abort_rollout,
+        advance_rollout,
+        pause_rollout,
+        promote_rollout,
+        resume_rollout,
+        rollout_status,
+        start_rollout,
+    )
     from releaser.api.workspace import Workspace, open_workspace
     from releaser.core.release import Release
     from releaser.errors import (
@@ -36,9 +45,11 @@ if TYPE_CHECKING:
         StateConflict,
         WorkspaceError,
     )
+    from releaser.router import Assignment, Router
 
 __all__ = [
     "ArtifactNotFound",
+    "Assignment",
     "BadInput",
     "CheckFailed",
     "ConfigError",
@@ -48,10 +59,13 @@ __all__ = [
     "Release",
     "ReleaseDiff",
     "ReleaserError",
+    "Router",
     "StateConflict",
     "Workspace",
     "WorkspaceError",
     "__version__",
+    "abort_rollout",
+    "advance_rollout",
     "audit_log",
     "configure_prompts",
     "create_release",
@@ -60,6 +74,11 @@ __all__ = [
     "init_workspace",
     "list_releases",
     "open_workspace",
+    "pause_rollout",
+    "promote_rollout",
+    "resume_rollout",
+    "rollout_status",
+    "start_rollout",
     "validate_config",
     "verify_audit",
 ]
@@ -79,6 +98,15 @@ _WHERE = {
     "Workspace": "releaser.api.workspace",
     "open_workspace": "releaser.api.workspace",
     "Release": "releaser.core.release",
+    "Assignment": "releaser.router",
+    "Router": "releaser.router",
+    "abort_rollout": "releaser.api.rollouts",
+    "advance_rollout": "releaser.api.rollouts",
+    "pause_rollout": "releaser.api.rollouts",
+    "promote_rollout": "releaser.api.rollouts",
+    "resume_rollout": "releaser.api.rollouts",
+    "rollout_status": "releaser.api.rollouts",
+    "start_rollout": "releaser.api.rollouts",
     "ArtifactNotFound": "releaser.errors",
     "BadInput": "releaser.errors",
     "CheckFailed": "releaser.errors",

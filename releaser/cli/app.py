@@ -174,10 +174,11 @@ def demo(
 
 def build_command() -> Any:
     """The click command behind the app, with every sub-app attached."""
-    from releaser.cli import audit_cmds, prompt_cmds, release_cmds
+    from releaser.cli import audit_cmds, prompt_cmds, release_cmds, rollout_cmds
 
     if not getattr(build_command, "_attached", False):
         app.add_typer(release_cmds.app, name="release")
+        app.add_typer(rollout_cmds.app, name="rollout")
         app.add_typer(prompt_cmds.app, name="prompt")
         app.add_typer(audit_cmds.app, name="audit")
         build_command._attached = True  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from releaser.errors import WorkspaceError
 
@@ -70,7 +71,7 @@ def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSumm
         report("  git repo, DVC with a local remote, MLflow registry, a trained classifier ...")
         started = time.perf_counter()
         example = build_example_workspace(
-            root, config_text=render_init_template("council-casework", SERVICE), model_versions=2
+            root, config_text=render_init_template("council-casework", SERVICE), model_versions=3
         )
         (root / MARKER).parent.mkdir(exist_ok=True)
         (root / MARKER).write_text("built by 'releaser demo'\n", encoding="utf-8")
@@ -121,13 +122,108 @@ def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSumm
         for ev in audit_log(ws, limit=10):
             report(f"  #{ev.seq} {ev.at} {ev.actor} {ev.action} {ev.subject}")
         result = verify_audit(ws)
-        summary.audit_events, summary.audit_ok = result.count, result.ok
         report(f"audit verify: {'ok' if result.ok else 'BROKEN'} ({result.count} events)")
+        ws.close()
+        ws = _rollout_story(root, r2.id, report)
+        result = verify_audit(ws)
+        summary.audit_events, summary.audit_ok = result.count, result.ok
         report("")
-        report(f"explore it: cd {root} && releaser release list && releaser audit log")
+        report(
+            f"audit verify over the whole story: {'ok' if result.ok else 'BROKEN'} "
+            f"({result.count} events)"
+        )
+        report(f"explore it: cd {root} && releaser rollout status {SERVICE} && releaser audit log")
     finally:
         ws.close()
     return summary
+
+
+def _serve_model_version(root: Path, version: int) -> None:
+    """Point releaser.yaml at a pinned model version and commit it (what an engineer does)."""
+    import re
+    import subprocess
+
+    cfg = root / "releaser.yaml"
+    text = re.sub(
+        r"(model:\n\s+name: case-triage\n\s+)(alias: \S+|version: \d+)",
+        rf"\g<1>version: {version}",
+        cfg.read_text(encoding="utf-8"),
+        count=1,
+    )
+    cfg.write_text(text, encoding="utf-8")
+    subprocess.run(
+        ["git", "commit", "-qam", f"Serve case-triage model v{version}"], cwd=root, check=True
+    )
+
+
+def _rollout_story(root: Path, stable_id: str, report: Report) -> Any:
+    """Sections 4 and 5: a healthy canary promoted, a regressed one rolled back by itself."""
+    from datetime import UTC, datetime
+
+    from releaser.api.releases import create_release
+    from releaser.api.rollouts import start_rollout
+    from releaser.api.workspace import open_workspace
+    from releaser.demo.traffic import drive_rollout, make_users
+
+    users = make_users(20_000, seed=1)
+    clock = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def show(result: Any, now: datetime) -> None:
+        d = result.decision
+        if d.action == "hold":
+            return
+        r = result.rollout
+        where = r.status if r.final else f"step '{r.current.name}' ({r.current.percent:g}%)"
+        report(f"  [{now:%a %H:%M}] {d.action} -> {where}")
+        for reason in d.reasons[:2]:
+            report(f"      {reason}")
+
+    report("")
+    report("== 4. A canary reaches widening user groups, promoted on live evidence")
+    ws = open_workspace(root)
+    start_rollout(ws, SERVICE, stable_id, initial=True, reason="first deployment")
+    report(f"release {stable_id} is the stable release (first deployment)")
+    ws.close()
+    _serve_model_version(root, 2)
+    ws = open_workspace(root)
+    candidate = create_release(ws, SERVICE).release
+    report(f"candidate release {candidate.id}: model v2 (a lighter model)")
+    steps = " -> ".join(
+        f"{s.name} {s.percent:g}%" for s in ws.config.service(SERVICE).rollout.steps
+    )
+    report(f"plan: {steps}; simulated users (10% staff), 1% errors on both releases")
+    start_rollout(ws, SERVICE, candidate.id, now=clock.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    drive_rollout(
+        ws,
+        SERVICE,
+        error_rates={"baseline": 0.01, "candidate": 0.01},
+        start=clock,
+        users=users,
+        on_decision=show,
+    )
+    report(
+        f"model alias case-triage@production -> v{ws.models.get_alias('case-triage', 'production')}"
+    )
+    ws.close()
+
+    report("")
+    report("== 5. A regressed candidate is rolled back automatically")
+    _serve_model_version(root, 3)
+    ws = open_workspace(root)
+    bad = create_release(ws, SERVICE).release
+    report(f"candidate release {bad.id}: model v3; in this simulation it fails 3% of requests")
+    clock = clock.replace(day=9)
+    start_rollout(ws, SERVICE, bad.id, now=clock.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    drive_rollout(
+        ws,
+        SERVICE,
+        error_rates={"baseline": 0.01, "candidate": 0.03},
+        start=clock,
+        users=users,
+        on_decision=show,
+    )
+    report("traffic is back on the stable release; the evidence is in the audit log")
+    return ws
 
 
 def _describe(release: object, report: Report) -> None:

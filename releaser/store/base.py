@@ -15,8 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent
+from releaser.core.stats_aggregates import VariantStats
 
-__all__ = ["Record", "Store", "Write"]
+__all__ = ["METRIC_VARIANTS", "MetricDelta", "Record", "Store", "Write"]
+
+METRIC_VARIANTS = ("baseline", "candidate")
+"""The variants a rollout measures; metrics for any other name are refused."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,21 @@ class Write:
     key: str
     value: dict[str, Any]
     expected_version: int
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    """Aggregates counted since a router's last flush, for one rollout step and variant.
+
+    ``stats`` is a delta: the store adds it to what it holds for
+    (``rollout_id``, ``step``, ``variant``). ``variant`` is one of
+    :data:`METRIC_VARIANTS`; ``step`` is the rollout step index (0, 1, ...).
+    """
+
+    rollout_id: str
+    step: int
+    variant: str
+    stats: VariantStats
 
 
 @runtime_checkable
@@ -82,6 +101,35 @@ class Store(Protocol):
 
     def change_token(self) -> int:
         """A cheap number that changes whenever any transition commits (routers poll it)."""
+        ...
+
+    def wait_for_change(self, last_token: int, timeout_s: float) -> int:
+        """Block until :meth:`change_token` differs from ``last_token`` or ``timeout_s`` passes.
+
+        Returns the current token: a new one after a commit (from any process),
+        ``last_token`` itself on timeout. PostgreSQL wakes on ``LISTEN``
+        (milliseconds); sqlite polls the token every few milliseconds.
+        """
+        ...
+
+    def add_metrics(self, batch: Sequence[MetricDelta]) -> None:
+        """Add a batch of metric deltas to the stored aggregates, in one transaction.
+
+        Each delta is added (counts, sums, latency bins) to the aggregate of its
+        (rollout, step, variant), so concurrent flushers never lose a count.
+        A step and variant keep the first non-null ``slow_threshold_ms`` they
+        were given. Raises :class:`~releaser.errors.BadInput`, writing nothing
+        of the batch, for an unknown variant, a negative step or count,
+        inconsistent stats, or a slow threshold that differs from the stored
+        one. Not audited; :meth:`change_token` does not move.
+        """
+        ...
+
+    def read_metrics(self, rollout_id: str) -> dict[tuple[int, str], VariantStats]:
+        """The cumulative aggregates of one rollout by (step, variant), as one consistent read.
+
+        Empty when nothing was reported; ordered by step, then variant.
+        """
         ...
 
     def close(self) -> None:

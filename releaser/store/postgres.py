@@ -4,7 +4,12 @@ Every transition is one READ COMMITTED transaction that first locks the single
 ``audit_head`` row (``SELECT ... FOR UPDATE``). That lock serialises writers
 and the audit chain: a writer that waited sees its predecessor's committed
 versions, so its compare-and-swap fails cleanly instead of overwriting. Each
-commit sends ``NOTIFY releaser_changes, '<seq>'`` so routers can LISTEN.
+commit sends ``NOTIFY releaser_changes, '<seq>'`` so routers can LISTEN:
+:meth:`PostgresStore.wait_for_change` does, on a dedicated autocommit connection.
+
+Metric batches do not take the head lock: additive upserts
+(``INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n``) merge concurrent
+flushes row by row, and rows are written in key order so flushers never deadlock.
 
 A ``search_path`` given in the DSN (``?options=-csearch_path%3Dmyschema``)
 is honoured: the tables live in that schema.
@@ -16,6 +21,7 @@ imports it only when a PostgreSQL URL is opened.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -24,15 +30,21 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent, chain_hash
+from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import BadInput, ExternalUnavailable, ReleaserError
-from releaser.store.base import Record, Write
+from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.migrations import (
     POSTGRES_MIGRATIONS,
     Migration,
+    PreparedMetric,
     conflict_error,
     encode_event,
+    find_threshold_conflict,
+    metric_upserts,
     pending_migrations,
+    prepare_metrics,
     prepare_writes,
+    stats_from_rows,
 )
 from releaser.store.redact import redact_url, scrub
 
@@ -46,6 +58,17 @@ _EVENT_COLUMNS = "seq, prev_hash, hash, payload"
 # The class defines a method named ``list``; this alias keeps annotations unambiguous.
 _Rows = list[tuple[Any, ...]]
 _Cursor = psycopg.Cursor[tuple[Any, ...]]
+_Connection = psycopg.Connection[tuple[Any, ...]]
+# A whole batch is one statement per table: arrays in, unnest, upsert (the arrays are in
+# key order, so concurrent batches lock rows in the same order).
+_METRICS_UPSERT, _BIN_UPSERT = metric_upserts(
+    """SELECT u.*, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+    FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
+        %s::float8[], %s::bigint[], %s::float8[], %s::float8[]) AS u""",
+    "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::int[], %s::bigint[])",
+)
+# A waiter re-reads the token (and sees whether the store was closed) at least this often.
+_WAIT_SLICE_S = 1.0
 
 
 class PostgresStore:
@@ -74,7 +97,10 @@ class PostgresStore:
         )
         self._lock = threading.Lock()
         self._closed = False
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._conn: _Connection | None = None
+        # The LISTEN connection has a lock of its own: a waiter must not block other calls.
+        self._listen_lock = threading.Lock()
+        self._listener: _Connection | None = None
         try:
             self._migrate(migrations)
         except BaseException:
@@ -200,13 +226,88 @@ class PostgresStore:
         """The audit head's seq: every commit, from any process, increments it."""
         return int(self._read("SELECT seq FROM audit_head WHERE id = 1")[0][0])
 
+    def wait_for_change(self, last_token: int, timeout_s: float) -> int:
+        """Block until the change token differs from ``last_token``; wakes on NOTIFY.
+
+        Returns the new token, or the current one (``last_token``) after
+        ``timeout_s``. The token is also re-read every second, so a listener that
+        silently lost its connection delays a change by a second at most. Threads
+        of one store wait one at a time on its LISTEN connection.
+        """
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        if not self._listen_lock.acquire(timeout=max(0.0, timeout_s)):
+            return self.change_token()
+        try:
+            # LISTEN is in place before the token is read, so no commit after the read
+            # can go unnoticed. The token is read on the main connection: a query on the
+            # listening one could swallow a notification that arrives meanwhile.
+            listener = self._listening()
+            while True:
+                token = self.change_token()
+                remaining = deadline - time.monotonic()
+                if token != last_token or remaining <= 0:
+                    return token
+                # The channel is shared by every schema in the database: wake on any
+                # notification, then re-read this store's token.
+                for _ in listener.notifies(timeout=min(remaining, _WAIT_SLICE_S), stop_after=1):
+                    pass
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._close_listener()
+            raise ExternalUnavailable(
+                f"lost the change listener on the state store {self._url}: {self._scrub(exc)}",
+                hint="check that PostgreSQL is running; the next wait reconnects",
+            ) from exc
+        finally:
+            if self._closed:
+                self._close_listener()
+            self._listen_lock.release()
+
+    def add_metrics(self, batch: Sequence[MetricDelta]) -> None:
+        """Add metric deltas to the stored aggregates in one transaction (not audited)."""
+        prepared = prepare_metrics(batch)
+        if not prepared:
+            return
+        bin_rows = [row for p in prepared for row in p.bin_rows()]
+        with self._transaction() as cur:
+            cur.execute(_METRICS_UPSERT, _columns([p.row() for p in prepared], 10))
+            if cur.rowcount != len(prepared):
+                raise find_threshold_conflict(prepared, lambda p: _stored_threshold(cur, p))
+            if bin_rows:
+                cur.execute(_BIN_UPSERT, _columns(bin_rows, 5))
+
+    def read_metrics(self, rollout_id: str) -> dict[tuple[int, str], VariantStats]:
+        """The cumulative aggregates of one rollout by (step, variant), from one snapshot."""
+        with self._transaction() as cur:
+            # One snapshot for both tables, so a flush cannot land between the two reads.
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur.execute(
+                "SELECT step, variant, requests, errors, slow, slow_threshold_ms, "
+                "quality_count, quality_sum, quality_sumsq FROM rollout_metrics "
+                "WHERE rollout_id = %s ORDER BY step, variant",
+                (rollout_id,),
+            )
+            metric_rows = cur.fetchall()
+            cur.execute(
+                "SELECT step, variant, bin, count FROM rollout_latency_bins "
+                "WHERE rollout_id = %s ORDER BY step, variant, bin",
+                (rollout_id,),
+            )
+            bin_rows = cur.fetchall()
+        return stats_from_rows(metric_rows, bin_rows, url=self._url)
+
     def close(self) -> None:
-        """Close the connection; the store cannot be used afterwards."""
+        """Close the connections; the store cannot be used afterwards."""
         with self._lock:
             self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        # A thread waiting on the listener closes it itself within a wait slice.
+        if self._listen_lock.acquire(blocking=False):
+            try:
+                self._close_listener()
+            finally:
+                self._listen_lock.release()
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -219,7 +320,26 @@ class PostgresStore:
 
     # -- internals ------------------------------------------------------------
 
-    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+    def _listening(self) -> _Connection:
+        """The autocommit connection that LISTENs for commits (call with the listen lock)."""
+        if self._closed:
+            raise ReleaserError(f"the state store {self._url} is closed")
+        if self._listener is None or self._listener.closed:
+            conn = psycopg.connect(self._dsn, autocommit=True, **self._connect_kwargs)
+            try:
+                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            except BaseException:
+                conn.close()
+                raise
+            self._listener = conn
+        return self._listener
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def _connection(self) -> _Connection:
         if self._closed:
             raise ReleaserError(f"the state store {self._url} is closed")
         # A connection lost to a server restart is replaced on the next call.
@@ -302,6 +422,21 @@ class PostgresStore:
 
     def _scrub(self, exc: BaseException) -> str:
         return scrub(str(exc).strip(), getattr(self, "_secrets", []))
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows turned into one list per column: the arrays that ``unnest`` turns back into rows."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+def _stored_threshold(cur: _Cursor, p: PreparedMetric) -> float | None:
+    cur.execute(
+        "SELECT slow_threshold_ms FROM rollout_metrics "
+        "WHERE rollout_id = %s AND step = %s AND variant = %s",
+        (p.rollout_id, p.step, p.variant),
+    )
+    row = cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
 
 
 def _record(row: tuple[Any, ...]) -> Record:

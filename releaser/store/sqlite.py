@@ -5,6 +5,10 @@ number of processes queue on sqlite's write lock (up to the busy timeout) and
 each one sees the state its predecessor committed: of several writers racing
 from the same version exactly one wins.
 
+Metric batches take the same write lock (``BEGIN IMMEDIATE``) and add to the
+stored aggregates with upserts, so concurrent flushers queue and none loses a
+count. :meth:`SqliteStore.wait_for_change` polls the change token.
+
 A store object holds one connection guarded by a lock, so threads may share
 it; each process opens its own store (never pass one across ``fork``).
 """
@@ -14,26 +18,40 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent, chain_hash
+from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import ExternalUnavailable, ReleaserError
-from releaser.store.base import Record, Write
+from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.migrations import (
     SQLITE_MIGRATIONS,
     Migration,
+    PreparedMetric,
     conflict_error,
     encode_event,
+    find_threshold_conflict,
+    metric_upserts,
     pending_migrations,
+    prepare_metrics,
     prepare_writes,
+    stats_from_rows,
 )
 
-__all__ = ["BATCH_SIZE", "BUSY_TIMEOUT_MS", "SqliteStore"]
+__all__ = ["BATCH_SIZE", "BUSY_TIMEOUT_MS", "POLL_INTERVAL_S", "SqliteStore"]
 
 BUSY_TIMEOUT_MS = 30_000
 BATCH_SIZE = 10_000
+POLL_INTERVAL_S = 0.005
+"""How often :meth:`SqliteStore.wait_for_change` reads the change token."""
+_METRICS_UPSERT, _BIN_UPSERT = metric_upserts(
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+    "VALUES (?, ?, ?, ?, ?)",
+)
 _RECORD_COLUMNS = "kind, key, version, value, updated_at"
 _EVENT_COLUMNS = "seq, prev_hash, hash, payload"
 # The class defines a method named ``list``; this alias keeps annotations unambiguous.
@@ -113,51 +131,38 @@ class SqliteStore:
         """Apply ``writes`` with compare-and-swap and append ``event``, in one transaction."""
         prepared = prepare_writes(writes)
         payload = encode_event(event)
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for w in prepared:
-                        if w.expected_version == 0:
-                            cur = conn.execute(
-                                "INSERT INTO records (kind, key, version, value, updated_at) "
-                                "VALUES (?, ?, 1, ?, ?) ON CONFLICT (kind, key) DO NOTHING",
-                                (w.kind, w.key, w.value_json, event.at),
-                            )
-                        else:
-                            cur = conn.execute(
-                                "UPDATE records SET version = version + 1, value = ?, "
-                                "updated_at = ? WHERE kind = ? AND key = ? AND version = ?",
-                                (w.value_json, event.at, w.kind, w.key, w.expected_version),
-                            )
-                        if cur.rowcount != 1:
-                            row = conn.execute(
-                                "SELECT version FROM records WHERE kind = ? AND key = ?",
-                                (w.kind, w.key),
-                            ).fetchone()
-                            actual = None if row is None else int(row[0])
-                            raise conflict_error(w.kind, w.key, w.expected_version, actual)
-                    head_seq, head_hash = conn.execute(
-                        "SELECT seq, hash FROM audit_head WHERE id = 1"
+        with self._immediate() as conn:
+            for w in prepared:
+                if w.expected_version == 0:
+                    cur = conn.execute(
+                        "INSERT INTO records (kind, key, version, value, updated_at) "
+                        "VALUES (?, ?, 1, ?, ?) ON CONFLICT (kind, key) DO NOTHING",
+                        (w.kind, w.key, w.value_json, event.at),
+                    )
+                else:
+                    cur = conn.execute(
+                        "UPDATE records SET version = version + 1, value = ?, "
+                        "updated_at = ? WHERE kind = ? AND key = ? AND version = ?",
+                        (w.value_json, event.at, w.kind, w.key, w.expected_version),
+                    )
+                if cur.rowcount != 1:
+                    row = conn.execute(
+                        "SELECT version FROM records WHERE kind = ? AND key = ?", (w.kind, w.key)
                     ).fetchone()
-                    raw = _next_event(int(head_seq), str(head_hash), payload)
-                    conn.execute(
-                        "INSERT INTO audit_events (seq, prev_hash, hash, payload, subject) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (raw.seq, raw.prev_hash, raw.hash, raw.payload, event.subject),
-                    )
-                    conn.execute(
-                        "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1",
-                        (raw.seq, raw.hash),
-                    )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
+                    actual = None if row is None else int(row[0])
+                    raise conflict_error(w.kind, w.key, w.expected_version, actual)
+            head_seq, head_hash = conn.execute(
+                "SELECT seq, hash FROM audit_head WHERE id = 1"
+            ).fetchone()
+            raw = _next_event(int(head_seq), str(head_hash), payload)
+            conn.execute(
+                "INSERT INTO audit_events (seq, prev_hash, hash, payload, subject) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (raw.seq, raw.prev_hash, raw.hash, raw.payload, event.subject),
+            )
+            conn.execute(
+                "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (raw.seq, raw.hash)
+            )
         return AuditEvent.from_raw(raw)
 
     def events(
@@ -208,6 +213,56 @@ class SqliteStore:
         """The audit head's seq: every commit, from any process, increments it."""
         return int(self._read("SELECT seq FROM audit_head WHERE id = 1")[0][0])
 
+    def wait_for_change(self, last_token: int, timeout_s: float) -> int:
+        """Poll :meth:`change_token` every 5 ms until it differs from ``last_token``.
+
+        Returns the new token, or the current one (``last_token``) after ``timeout_s``.
+        """
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            token = self.change_token()
+            remaining = deadline - time.monotonic()
+            if token != last_token or remaining <= 0:
+                return token
+            time.sleep(min(POLL_INTERVAL_S, remaining))
+
+    def add_metrics(self, batch: Sequence[MetricDelta]) -> None:
+        """Add metric deltas to the stored aggregates in one transaction (not audited)."""
+        prepared = prepare_metrics(batch)
+        if not prepared:
+            return
+        with self._immediate() as conn:
+            cur = conn.executemany(_METRICS_UPSERT, [p.row() for p in prepared])
+            if cur.rowcount != len(prepared):
+                raise find_threshold_conflict(prepared, lambda p: _stored_threshold(conn, p))
+            conn.executemany(_BIN_UPSERT, [row for p in prepared for row in p.bin_rows()])
+
+    def read_metrics(self, rollout_id: str) -> dict[tuple[int, str], VariantStats]:
+        """The cumulative aggregates of one rollout by (step, variant), from one snapshot."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                # One read transaction: both tables from the same WAL snapshot.
+                conn.execute("BEGIN")
+                try:
+                    metric_rows = conn.execute(
+                        "SELECT step, variant, requests, errors, slow, slow_threshold_ms, "
+                        "quality_count, quality_sum, quality_sumsq FROM rollout_metrics "
+                        "WHERE rollout_id = ? ORDER BY step, variant",
+                        (rollout_id,),
+                    ).fetchall()
+                    bin_rows = conn.execute(
+                        "SELECT step, variant, bin, count FROM rollout_latency_bins "
+                        "WHERE rollout_id = ? ORDER BY step, variant, bin",
+                        (rollout_id,),
+                    ).fetchall()
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
+        return stats_from_rows(metric_rows, bin_rows, url=self._url)
+
     def close(self) -> None:
         """Close the connection; the store cannot be used afterwards."""
         with self._lock:
@@ -230,6 +285,23 @@ class SqliteStore:
         if self._conn is None:
             raise ReleaserError(f"the state store {self._url} is closed")
         return self._conn
+
+    @contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding sqlite's write lock: committed on success."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> _Rows:
         with self._lock:
@@ -299,6 +371,15 @@ def _schema_version(conn: sqlite3.Connection) -> int:
 def _record(row: tuple[Any, ...]) -> Record:
     kind, key, version, value, updated_at = row
     return Record(str(kind), str(key), int(version), json.loads(value), str(updated_at))
+
+
+def _stored_threshold(conn: sqlite3.Connection, p: PreparedMetric) -> float | None:
+    row = conn.execute(
+        "SELECT slow_threshold_ms FROM rollout_metrics "
+        "WHERE rollout_id = ? AND step = ? AND variant = ?",
+        (p.rollout_id, p.step, p.variant),
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
 
 
 def _next_event(head_seq: int, head_hash: str, payload: str) -> RawEvent:

@@ -8,19 +8,70 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from releaser.core.audit import EventDraft
+from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import StateConflict
 from releaser.store import open_store
-from releaser.store.base import Write
+from releaser.store.base import MetricDelta, Write
 
 RACE_KIND = "rollout"
 RACE_KEY = "svc"
+FLUSHES = 500
+METRICS_ROLLOUT = "rollout-m"
+SIDE_KEYS = ((0, "candidate"), (1, "baseline"), (1, "candidate"))
+SLOW_MS = 50.0
+
+
+def one_request(index: int, i: int) -> VariantStats:
+    """The delta of one request, varied by worker and iteration (latency, error, score)."""
+    return VariantStats.of(
+        errors=[(index + i) % 10 == 0],
+        latencies_ms=[float(1 + (index * 7 + i) % 13 * 9)],
+        scores=[0.5 if i % 2 else 1.0],
+        slow_threshold_ms=SLOW_MS,
+    )
+
+
+def flush_metrics(url: str, index: int, barrier: Any, results: Any) -> None:
+    """Wait for everyone, then flush FLUSHES batches of one request to step 0 baseline and
+    one to each side key, in a shuffled order (so batches would deadlock if unsorted)."""
+    try:
+        store = open_store(url)
+        try:
+            rng = random.Random(index)
+            barrier.wait(timeout=120)
+            for i in range(FLUSHES):
+                delta = one_request(index, i)
+                keys = [(0, "baseline"), *SIDE_KEYS]
+                rng.shuffle(keys)
+                store.add_metrics([MetricDelta(METRICS_ROLLOUT, s, v, delta) for s, v in keys])
+            results.put((index, "ok", ""))
+        finally:
+            store.close()
+    except BaseException as exc:  # report, so the parent fails with the cause
+        results.put((index, "error", repr(exc)))
+
+
+def wait_then_report(url: str, timeout_s: float, results: Any) -> None:
+    """Read the token, say so, wait for it to change, and report what the wait returned."""
+    try:
+        store = open_store(url)
+        try:
+            token = store.change_token()
+            results.put(("ready", token))
+            results.put(("woke", store.wait_for_change(token, timeout_s)))
+        finally:
+            store.close()
+    except BaseException as exc:  # report, so the parent fails with the cause
+        results.put(("error", repr(exc)))
 
 
 def race_commit(url: str, index: int, barrier: Any, results: Any) -> None:
@@ -63,24 +114,33 @@ def open_at_once(url: str, index: int, barrier: Any, results: Any) -> None:
         results.put((index, "error", repr(exc)))
 
 
+@contextmanager
+def importable_here() -> Iterator[None]:
+    """Put the directory that makes this module importable on ``sys.path`` meanwhile.
+
+    A spawned child unpickles its target by module name, so that directory must be
+    on the sys.path the children inherit when they start.
+    """
+    root = str(Path(__file__).resolve().parents[__name__.count(".")])
+    added = root not in sys.path
+    if added:
+        sys.path.insert(0, root)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(root)
+
+
 def run_processes(target: Callable[..., None], url: str, count: int) -> list[tuple[int, str, str]]:
     """Start ``count`` spawned processes on ``target`` and collect one result from each."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(count)
     results: Any = ctx.Queue()
     procs = [ctx.Process(target=target, args=(url, i, barrier, results)) for i in range(count)]
-    # A spawned child unpickles ``target`` by module name, so the directory that
-    # makes this module importable must be on the sys.path the children inherit.
-    root = str(Path(__file__).resolve().parents[__name__.count(".")])
-    added = root not in sys.path
-    if added:
-        sys.path.insert(0, root)
-    try:
+    with importable_here():
         for p in procs:
             p.start()
-    finally:
-        if added:
-            sys.path.remove(root)
     outcomes: list[tuple[int, str, str]] = []
     try:
         deadline = time.monotonic() + 180

@@ -19,6 +19,7 @@ import pytest
 
 from releaser.core.audit import EventDraft
 from releaser.store.base import Store, Write
+from releaser.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
 
 POSTGRES_DSN_ENV = "RELEASER_TEST_POSTGRES_DSN"
 AT = "2025-01-02T03:04:05Z"
@@ -122,6 +123,11 @@ def make_backend(name: str, tmp_path: Path) -> Backend:
     if dsn is None:
         pytest.skip(f"PostgreSQL tests need {POSTGRES_DSN_ENV} (e.g. postgresql://...)")
     return PostgresBackend(dsn)
+
+
+def shipped(backend: Backend) -> tuple[Migration, ...]:
+    """The migrations releaser ships for this backend."""
+    return SQLITE_MIGRATIONS if backend.name == "sqlite" else POSTGRES_MIGRATIONS
 
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

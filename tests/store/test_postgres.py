@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -104,4 +106,69 @@ def test_tables_live_in_the_search_path_schema(pg: PostgresBackend, pg_store: St
         "ORDER BY table_name",
         (pg.schema,),
     )
-    assert [r[0] for r in rows] == ["audit_events", "audit_head", "records", "schema_version"]
+    assert [r[0] for r in rows] == [
+        "audit_events",
+        "audit_head",
+        "records",
+        "rollout_latency_bins",
+        "rollout_metrics",
+        "schema_version",
+    ]
+
+
+def test_wait_ignores_commits_in_other_schemas(pg: PostgresBackend, pg_store: Store) -> None:
+    # Every schema in the database notifies on the same channel.
+    neighbour = PostgresBackend(pg.admin_dsn)
+    try:
+        other = neighbour.open()
+        try:
+            token = pg_store.change_token()
+            woke: list[int] = []
+            waiter = threading.Thread(
+                target=lambda: woke.append(pg_store.wait_for_change(token, 1))
+            )
+            waiter.start()
+            time.sleep(0.1)
+            for _ in range(3):
+                other.commit([], draft())
+            waiter.join(timeout=30)
+            assert woke == [token]
+            assert other.change_token() == 3
+        finally:
+            other.close()
+    finally:
+        neighbour.cleanup()
+
+
+def test_lost_listener_is_unavailable_then_recovers(pg: PostgresBackend) -> None:
+    import psycopg
+
+    app = f"releaser_test_{uuid.uuid4().hex[:12]}"
+    store = open_store(with_params(pg.url, application_name=app))
+    try:
+        token = store.change_token()
+        assert store.wait_for_change(token, 0.05) == token  # the listener is connected
+        with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (app,),
+            )
+        with pytest.raises(ExternalUnavailable) as info:
+            for _ in range(3):  # the main connection may be the first to notice
+                try:
+                    store.wait_for_change(token, 0.2)
+                except ExternalUnavailable as exc:
+                    if "listener" in str(exc):
+                        raise
+        assert info.value.hint and "reconnects" in info.value.hint
+        # The next wait listens on a fresh connection and sees a commit.
+        woke: list[int] = []
+        waiter = threading.Thread(target=lambda: woke.append(store.wait_for_change(token, 10)))
+        waiter.start()
+        time.sleep(0.2)
+        event = store.commit([], draft())
+        waiter.join(timeout=30)
+        assert woke == [event.seq]
+    finally:
+        store.close()

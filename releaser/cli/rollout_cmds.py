@@ -1,0 +1,210 @@
+"""``releaser rollout ...``: canary and staged rollouts to widening user groups."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from releaser.cli.app import state
+
+if TYPE_CHECKING:
+    from releaser.api.rollouts import SideEffect, TransitionResult
+    from releaser.core.rollout import Rollout
+
+app = typer.Typer(
+    help="Staged rollouts: start, watch, advance, pause, promote.", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ServiceArg = Annotated[str, typer.Argument(help="Service name from releaser.yaml.")]
+
+
+def _where(r: Rollout) -> str:
+    if r.final:
+        return r.status
+    s = r.current
+    groups = f" + groups {', '.join(s.groups)}" if s.groups else ""
+    return f"step {r.step + 1}/{len(r.steps)} '{s.name}' ({s.percent:g}%{groups}), {r.status}"
+
+
+def _effects(effects: list[SideEffect]) -> None:
+    from releaser.cli.output import say, warn
+
+    for e in effects:
+        line = f"  {e.name}: {e.status}" + (f" ({e.detail})" if e.detail else "")
+        if e.status == "failed":
+            warn(f"{e.name} failed: {e.detail}; finish it with: {e.retry}")
+        else:
+            say(line)
+
+
+def _result(res: TransitionResult, as_json: bool, verb: str) -> None:
+    from releaser.cli.github import set_outputs
+    from releaser.cli.output import emit_json, say
+
+    r = res.rollout
+    set_outputs({"rollout_id": r.id, "status": r.status, "step": str(r.step)})
+    if as_json:
+        emit_json({"rollout": r.to_value(), "side_effects": [e.__dict__ for e in res.side_effects]})
+        return
+    say(f"{verb} rollout {r.id} of {r.candidate}: {_where(r)}")
+    _effects(res.side_effects)
+
+
+@app.command("start")
+def start(
+    ctx: typer.Context,
+    service: ServiceArg,
+    release: Annotated[str, typer.Option("--release", help="Release id (or unique prefix).")],
+    initial: Annotated[
+        bool, typer.Option("--initial", help="First deployment: make it stable at once.")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (audited).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start rolling a release out at the plan's first step."""
+    from releaser.api.rollouts import start_rollout
+
+    res = start_rollout(state(ctx).workspace(), service, release, initial=initial, reason=reason)
+    _result(res, as_json, "started" if not initial else "initial release; promoted")
+
+
+@app.command("status")
+def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) -> None:
+    """Per-variant counts, metrics, test statistics and time in step."""
+    from releaser.api.rollouts import rollout_status
+    from releaser.cli.output import emit_json, say, table
+
+    rep = rollout_status(state(ctx).workspace(), service)
+    if as_json:
+        emit_json(rep.to_dict())
+        return
+    say(f"{service}: stable release {rep.state.stable or '(none)'}")
+    if rep.rollout is None:
+        say("no rollout yet")
+        return
+    if rep.baseline is None:
+        say(f"last rollout {rep.rollout.id}: {rep.rollout.status}")
+        return
+    r = rep.rollout
+    minutes = (rep.in_step_s or 0) / 60
+    say(f"rollout {r.id}: candidate {r.candidate} at {_where(r)}, {minutes:.0f} min in step")
+    data = rep.to_dict()["variants"]
+    rows: list[list[Any]] = []
+    for name in ("baseline", "candidate"):
+        v = data[name]
+        rows.append(
+            [
+                name,
+                v["requests"],
+                v["errors"],
+                _pct(v["error_rate"]),
+                _num(v["latency_p95_ms"]),
+                _num(v["quality_mean"]),
+            ]
+        )
+    table(["variant", "requests", "errors", "error rate", "p95 ms", "quality"], rows)
+    if rep.preview is not None:
+        for t in rep.preview.tests:
+            say(f"  {t.explain()}")
+        say(f"advance now would: {rep.preview.action} ({'; '.join(rep.preview.reasons)})")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+@app.command("advance")
+def advance(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) -> None:
+    """Analyse live metrics and take at most one step (safe from a CI cron)."""
+    from releaser.api.rollouts import advance_rollout
+    from releaser.cli.github import append_step_summary, set_outputs
+    from releaser.cli.output import emit_json, say
+
+    res = advance_rollout(state(ctx).workspace(), service)
+    d, r = res.decision, res.rollout
+    set_outputs({"decision": d.action, "rollout_id": r.id, "status": r.status})
+    append_step_summary(
+        f"### releaser rollout advance: {service}\n\n**{d.action}** ({_where(r)})\n\n"
+        + "\n".join(f"- {reason}" for reason in d.reasons)
+    )
+    if as_json:
+        emit_json(
+            {
+                "decision": d.model_dump(mode="json"),
+                "rollout": r.to_value(),
+                "transitioned": res.transitioned,
+                "side_effects": [e.__dict__ for e in res.side_effects],
+            }
+        )
+        return
+    say(f"{d.action}: rollout {r.id} now at {_where(r)}")
+    for reason in d.reasons:
+        say(f"  {reason}")
+    _effects(res.side_effects)
+
+
+@app.command("pause")
+def pause(
+    ctx: typer.Context,
+    service: ServiceArg,
+    reason: Annotated[str, typer.Option(help="Why (audited).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Hold the live step (traffic stays as it is)."""
+    from releaser.api.rollouts import pause_rollout
+
+    _result(pause_rollout(state(ctx).workspace(), service, reason=reason), as_json, "paused")
+
+
+@app.command("resume")
+def resume(
+    ctx: typer.Context,
+    service: ServiceArg,
+    reason: Annotated[str, typer.Option(help="Why (audited).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue a paused rollout."""
+    from releaser.api.rollouts import resume_rollout
+
+    _result(resume_rollout(state(ctx).workspace(), service, reason=reason), as_json, "resumed")
+
+
+@app.command("promote")
+def promote(
+    ctx: typer.Context,
+    service: ServiceArg,
+    reason: Annotated[str, typer.Option(help="Why (audited).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Required: skips remaining steps.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Promote the candidate now, skipping the remaining steps (needs --force)."""
+    from releaser.api.rollouts import promote_rollout
+    from releaser.errors import BadInput
+
+    if not force:
+        raise BadInput(
+            "promote skips the remaining steps and their analysis",
+            hint="pass --force --reason '...' to do it anyway (audited)",
+        )
+    _result(promote_rollout(state(ctx).workspace(), service, reason=reason), as_json, "promoted")
+
+
+@app.command("abort")
+def abort(
+    ctx: typer.Context,
+    service: ServiceArg,
+    reason: Annotated[str, typer.Option(help="Why (audited).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """End the rollout; all traffic returns to the stable release."""
+    from releaser.api.rollouts import abort_rollout
+
+    _result(abort_rollout(state(ctx).workspace(), service, reason=reason), as_json, "aborted")

@@ -1,0 +1,289 @@
+"""Per-variant request counters that the router fills on the request path and flushes.
+
+``add`` costs a lock, a dict look-up and a few integer increments: plain counters per
+``(rollout_id, step, variant)``, a list of latency bin counts (the fixed histogram layout of
+:mod:`releaser.core.stats_aggregates`) and the count, sum and sum of squares of quality
+scores. ``flush`` swaps the counters out, adds them to whatever an earlier failed flush
+kept, and writes them as :class:`~releaser.store.base.MetricDelta` batches in one
+``store.add_metrics`` call. On failure the counts stay pending for the next flush; past
+``max_pending_keys`` distinct keys the oldest are dropped (and counted) so an outage cannot
+grow memory without bound.
+
+Slow-request counts are not kept here: they need the rollout's threshold, and the
+histogram already answers "how many requests took longer than X".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+
+from releaser.core.stats_aggregates import (
+    LATENCY_BINS,
+    LATENCY_BINS_PER_DECADE,
+    LatencyHistogram,
+    VariantStats,
+    latency_bin,
+)
+from releaser.router.snapshot import Assignment
+from releaser.store.base import MetricDelta, Store
+
+__all__ = ["BufferCounts", "MetricsBuffer"]
+
+logger = logging.getLogger("releaser.router")
+
+MAX_PENDING_KEYS = 10_000
+_LAST_BIN = LATENCY_BINS - 1
+_BINS_PER_DECADE = LATENCY_BINS_PER_DECADE
+_log10 = math.log10
+_Key = tuple[str, int, str]
+
+
+def _odd_latency_bin(ms: object) -> int:
+    """The bin of a latency outside [1, 100000) ms, or -1 if it is not a number."""
+    if not isinstance(ms, int | float):
+        return -1
+    if ms != ms:  # NaN: like a clock glitch, counted as fastest (as latency_bin does)
+        return 0
+    if ms == math.inf:
+        return _LAST_BIN
+    return latency_bin(ms)
+
+
+class _Tally:
+    """Mutable counters of one (rollout, step, variant); only touched under the lock."""
+
+    __slots__ = ("bins", "errors", "quality_count", "quality_sum", "quality_sumsq", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.bins = [0] * LATENCY_BINS
+        self.quality_count = 0
+        self.quality_sum = 0.0
+        self.quality_sumsq = 0.0
+
+    def absorb(self, other: _Tally) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.bins = [a + b for a, b in zip(self.bins, other.bins, strict=True)]
+        self.quality_count += other.quality_count
+        self.quality_sum += other.quality_sum
+        self.quality_sumsq += other.quality_sumsq
+
+    def stats(self) -> VariantStats:
+        # Float sums of many clamped scores can drift past the validator's bounds by an
+        # ulp or two; clip them back to what scores in [0, 1] allow.
+        n = self.quality_count
+        total = min(max(self.quality_sum, 0.0), float(n))
+        sumsq = min(max(self.quality_sumsq, total * total / n if n else 0.0), total)
+        return VariantStats(
+            requests=self.requests,
+            errors=min(self.errors, self.requests),
+            latency=LatencyHistogram(counts=tuple(self.bins)),
+            quality_count=n,
+            quality_sum=total,
+            quality_sumsq=sumsq,
+        )
+
+
+@dataclass(frozen=True)
+class BufferCounts:
+    """What the buffer did since it was made (for status displays and tests)."""
+
+    flushed_requests: int
+    """Requests (baseline and candidate; stable traffic is not counted) written to the store."""
+    pending_requests: int
+    """Requests counted and not written yet (waiting for the next flush)."""
+    clamped_scores: int
+    """Scores outside [0, 1] that were clamped into it."""
+    rejected_values: int
+    """Scores or latencies that were not numbers (NaN, strings) and were ignored."""
+    dropped_requests: int
+    """Requests whose counts were dropped because flushes kept failing."""
+
+
+class MetricsBuffer:
+    """Thread-safe counters per (rollout_id, step, variant), flushed to a store."""
+
+    def __init__(self, *, max_pending_keys: int = MAX_PENDING_KEYS) -> None:
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._tallies: dict[_Key, _Tally] = {}
+        # id(assignment) -> (assignment, its tally): the request path's look-up
+        self._by_assignment: dict[int, tuple[Assignment, _Tally]] = {}
+        self._pending: dict[_Key, _Tally] = {}
+        self._max_pending_keys = max(1, max_pending_keys)
+        self._flushed = 0
+        self._clamped = 0
+        self._rejected = 0
+        self._dropped = 0
+
+    def add(
+        self,
+        assignment: Assignment,
+        latency_ms: float | None = None,
+        error: bool = False,
+        score: float | None = None,
+    ) -> None:
+        """Count one request of a baseline or candidate assignment; never raises on values.
+
+        A score outside [0, 1] is clamped into it and counted in ``clamped_scores``; a score
+        or latency that is not a number is ignored and counted in ``rejected_values``.
+        """
+        if assignment.rollout_id is None or assignment.variant == "stable":
+            return  # stable traffic is in no comparison
+        odd = False
+        bin_index = -1
+        try:
+            if latency_ms is not None:
+                # latency_bin() inlined for the common range (the tests hold it to the same
+                # bins): for 1 <= ms < 100000, floor == int and the min() never bites.
+                if 1.0 <= latency_ms < 100_000.0:
+                    bin_index = 1 + int(_BINS_PER_DECADE * _log10(latency_ms))
+                else:
+                    bin_index = _odd_latency_bin(latency_ms)
+                    odd = bin_index < 0
+            # Only a float in [0, 1] takes the fast path: the sums must stay floats.
+            if score is not None and (score.__class__ is not float or not 0.0 <= score <= 1.0):
+                odd = True
+        except Exception:  # not numbers: sorted out (and counted) by _add_odd
+            odd = True
+        # Assignments are built once per compiled route, so identity finds the counters;
+        # the entry keeps the assignment alive, so its id cannot be reused meanwhile.
+        lock = self._lock
+        lock.acquire()  # not ``with``: measurably cheaper on this path
+        try:
+            entry = self._by_assignment.get(id(assignment))
+            if entry is None or entry[0] is not assignment:
+                entry = self._entry(assignment)
+            tally = entry[1]
+            tally.requests += 1
+            if error:
+                tally.errors += 1
+            if bin_index >= 0:
+                tally.bins[bin_index] += 1
+            if score is not None and not odd:
+                tally.quality_count += 1
+                tally.quality_sum += score
+                tally.quality_sumsq += score * score
+        finally:
+            lock.release()
+        if odd:
+            self._add_odd(entry, latency_ms, score)
+
+    def _entry(self, assignment: Assignment) -> tuple[Assignment, _Tally]:
+        """The counters of an assignment seen for the first time (lock held)."""
+        rollout_id = assignment.rollout_id
+        assert rollout_id is not None
+        key = (rollout_id, assignment.step or 0, assignment.variant)
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._tallies[key] = _Tally()
+        entry = (assignment, tally)
+        self._by_assignment[id(assignment)] = entry
+        return entry
+
+    def _add_odd(self, entry: tuple[Assignment, _Tally], latency_ms: object, score: object) -> None:
+        """Count a score outside [0, 1] (clamped) and values that are not numbers."""
+        rejected = 0
+        if latency_ms is not None and _odd_latency_bin(latency_ms) < 0:
+            rejected += 1
+        clamped = 0
+        value = 0.0
+        if score is not None:
+            try:
+                if score != score or not isinstance(score, int | float):  # NaN, str, ...
+                    raise TypeError(score)
+                if 0.0 <= score <= 1.0:
+                    value = float(score)
+                else:
+                    value = 0.0 if score < 0.0 else 1.0
+                    clamped = 1
+            except (TypeError, ValueError):
+                rejected += 1
+                score = None
+        with self._lock:
+            if score is not None:
+                tally = entry[1]
+                if self._by_assignment.get(id(entry[0])) is not entry:
+                    tally = self._entry(entry[0])[1]  # flushed meanwhile: count in the new one
+                tally.quality_count += 1
+                tally.quality_sum += value
+                tally.quality_sumsq += value * value
+            self._clamped += clamped
+            self._rejected += rejected
+
+    def counts(self) -> BufferCounts:
+        """Counters of what was recorded, clamped, rejected and dropped."""
+        with self._lock:
+            unflushed = sum(t.requests for t in self._tallies.values())
+            return BufferCounts(
+                flushed_requests=self._flushed,
+                pending_requests=unflushed + sum(t.requests for t in self._pending.values()),
+                clamped_scores=self._clamped,
+                rejected_values=self._rejected,
+                dropped_requests=self._dropped,
+            )
+
+    def flush(self, store: Store) -> int:
+        """Write everything counted so far in one ``add_metrics`` call; returns deltas written.
+
+        Store errors propagate after the counts are put back for the next flush.
+        """
+        with self._flush_lock:
+            with self._lock:
+                taken, self._tallies = self._tallies, {}
+                self._by_assignment = {}
+            pending = self._pending
+            for key, tally in taken.items():
+                kept = pending.get(key)
+                if kept is None:
+                    pending[key] = tally
+                else:
+                    kept.absorb(tally)
+            if not pending:
+                return 0
+            batch = [
+                MetricDelta(rollout_id, step, variant, tally.stats())
+                for (rollout_id, step, variant), tally in pending.items()
+                if tally.requests
+            ]
+            try:
+                if batch:
+                    store.add_metrics(batch)
+            except BaseException:
+                self._bound_pending()
+                raise
+            self._pending = {}
+            self._flushed += sum(t.requests for t in pending.values())
+            return len(batch)
+
+    def _bound_pending(self) -> None:
+        """Drop the oldest pending counters past the cap (flush lock held)."""
+        excess = len(self._pending) - self._max_pending_keys
+        if excess <= 0:
+            return
+        dropped = 0
+        for key in list(self._pending)[:excess]:
+            dropped += self._pending.pop(key).requests
+        with self._lock:
+            self._dropped += dropped
+        logger.warning(
+            "releaser router: metrics could not be flushed and more than %d counters are "
+            "pending; dropped the oldest %d (%d requests)",
+            self._max_pending_keys,
+            excess,
+            dropped,
+        )
+
+    def drop_pending(self) -> int:
+        """Forget the counters kept from failed flushes; returns the requests dropped."""
+        with self._flush_lock:
+            dropped = sum(t.requests for t in self._pending.values())
+            self._pending = {}
+        with self._lock:
+            self._dropped += dropped
+        return dropped

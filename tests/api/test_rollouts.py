@@ -1,0 +1,107 @@
+"""Rollouts end to end: real store, real releases, traffic simulated through the router SDK."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from releaser.api.audit import audit_log, verify_audit
+from releaser.api.releases import create_release
+from releaser.api.rollouts import advance_rollout, rollout_status, service_state, start_rollout
+from releaser.api.workspace import Workspace, open_workspace
+from releaser.demo.traffic import drive_rollout, make_users
+from releaser.demo.workspace import ExampleWorkspace
+from releaser.errors import BadInput, NotFound
+
+pytestmark = pytest.mark.slow
+SERVICE = "case-triage"
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _candidate_release(root: Path, ws: Workspace, version: int) -> str:
+    cfg = root / "releaser.yaml"
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.replace("alias: champion", f"version: {version}", 1), encoding="utf-8")
+    subprocess.run(["git", "commit", "-qam", f"serve model v{version}"], cwd=root, check=True)
+    ws.close()
+    fresh = open_workspace(root)
+    rid = create_release(fresh, SERVICE).release.id
+    fresh.close()
+    return rid
+
+
+def _run(root: Path, rates: dict[str, float]) -> tuple[list[str], dict]:
+    ws = open_workspace(root)
+    users = make_users(20_000, seed=1)
+    driven = drive_rollout(ws, SERVICE, error_rates=rates, start=T0, users=users)
+    return driven.actions, {"ws": ws, "candidates": driven.candidates_by_step}
+
+
+@pytest.fixture
+def rollout_ws(release_ws: ExampleWorkspace) -> tuple[Path, str, str]:
+    root = release_ws.root
+    ws = open_workspace(root)
+    r1 = create_release(ws, SERVICE).release.id
+    with pytest.raises(BadInput, match="no stable release") as err:
+        start_rollout(ws, SERVICE, r1, now=_iso(T0))
+    assert err.value.hint is not None and "--initial" in err.value.hint
+    start_rollout(ws, SERVICE, r1, initial=True, now=_iso(T0))
+    r2 = _candidate_release(root, ws, 2)
+    ws = open_workspace(root)
+    start_rollout(ws, SERVICE, r2, now=_iso(T0))
+    with pytest.raises(BadInput, match="already has rollout"):
+        start_rollout(ws, SERVICE, r2, now=_iso(T0))
+    ws.close()
+    return root, r1, r2
+
+
+def test_healthy_candidate_walks_every_step_to_promotion(rollout_ws) -> None:
+    root, r1, r2 = rollout_ws
+    decisions, info = _run(root, {"baseline": 0.01, "candidate": 0.01, "stable": 0.01})
+    ws = info["ws"]
+    try:
+        assert decisions[-1] == "promote", decisions
+        assert decisions.count("advance") == 3
+        assert "rollback" not in decisions
+        state = service_state(ws, SERVICE)
+        assert state.stable == r2 and state.active_rollout is None
+        assert state.known_good == [r1, r2]
+        cands = info["candidates"]
+        assert cands["canary-5"] <= cands["canary-25"], "widening moved users out"
+        assert len(cands["canary-5"]) < len(cands["canary-25"])
+        actions = [e.action for e in audit_log(ws)]
+        assert actions.count("rollout.advance") == 3 and "rollout.promote" in actions
+        assert ws.models.get_alias("case-triage", "production") == 2
+        assert verify_audit(ws).ok
+        with pytest.raises(NotFound, match="no rollout in progress"):
+            advance_rollout(ws, SERVICE)
+    finally:
+        ws.close()
+
+
+def test_three_times_the_errors_is_rolled_back_at_the_first_step(rollout_ws) -> None:
+    root, r1, _r2 = rollout_ws
+    decisions, info = _run(root, {"baseline": 0.01, "candidate": 0.03, "stable": 0.01})
+    ws = info["ws"]
+    try:
+        assert decisions[-1] == "rollback", decisions
+        assert "advance" not in decisions, "it should stop at the first step"
+        state = service_state(ws, SERVICE)
+        assert state.stable == r1 and state.active_rollout is None
+        rollback = [e for e in audit_log(ws) if e.action == "rollout.rollback"]
+        assert len(rollback) == 1
+        evidence = rollback[0].after
+        assert evidence["decision"] == "rollback" and evidence["step"] == "internal"
+        assert any("error" in reason for reason in evidence["reasons"])
+        rep = rollout_status(ws, SERVICE)
+        assert rep.rollout is not None and rep.rollout.status == "rolled_back"
+        assert verify_audit(ws).ok
+    finally:
+        ws.close()

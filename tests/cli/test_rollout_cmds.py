@@ -1,0 +1,78 @@
+"""rollout commands as an engineer or a CI cron runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from releaser.demo.workspace import ExampleWorkspace
+
+pytestmark = pytest.mark.slow
+
+
+def test_rollout_lifecycle_through_the_cli(release_ws: ExampleWorkspace, cli, tmp_path) -> None:
+    root = release_ws.root
+    r1 = json.loads(cli("release", "create", "case-triage", "--json", cwd=root).out)
+    r1_id = r1["release"]["id"]
+    res = cli("rollout", "start", "case-triage", "--release", r1_id)
+    assert res.code == 2 and "--initial" in res.err
+    assert cli("rollout", "start", "case-triage", "--release", r1_id, "--initial").code == 0
+
+    cfg = root / "releaser.yaml"
+    cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
+    subprocess.run(["git", "commit", "-qam", "serve v2"], cwd=root, check=True)
+    r2_id = json.loads(cli("release", "create", "case-triage", "--json").out)["release"]["id"]
+
+    res = cli("rollout", "start", "case-triage", "--release", r2_id[:8])
+    assert res.code == 0 and "step 1/4 'internal'" in res.out, res.err
+    res = cli("rollout", "start", "case-triage", "--release", r2_id)
+    assert res.code == 2 and "already has rollout" in res.err
+
+    out = tmp_path / "gh_output"
+    summary = tmp_path / "gh_summary"
+    res = subprocess.run(
+        [str(_releaser()), "rollout", "advance", "case-triage"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**_env(), "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "hold" in res.stdout and "waiting for samples" in res.stdout
+    assert "decision=hold" in out.read_text()
+    assert "rollout advance" in summary.read_text()
+
+    res = cli("rollout", "status", "case-triage", "--json")
+    status = json.loads(res.out)
+    assert status["rollout"]["candidate"] == r2_id
+    assert status["variants"]["candidate"]["requests"] == 0
+    assert status["decision_preview"]["action"] == "hold"
+
+    assert cli("rollout", "pause", "case-triage", "--reason", "investigating").code == 0
+    res = cli("rollout", "advance", "case-triage")
+    assert res.code == 2 and "paused" in res.err
+    assert cli("rollout", "resume", "case-triage").code == 0
+    res = cli("rollout", "promote", "case-triage", "--reason", "x")
+    assert res.code == 2 and "--force" in res.err
+    res = cli("rollout", "abort", "case-triage", "--reason", "wrong candidate")
+    assert res.code == 0 and "aborted" in res.out
+    res = cli("rollout", "advance", "case-triage")
+    assert res.code == 2 and "no rollout in progress" in res.err
+    res = cli("rollout", "status", "case-triage", "--json")
+    assert json.loads(res.out)["stable"] == r1_id
+    assert cli("audit", "verify").code == 0
+
+
+def _releaser():
+    import sys
+    from pathlib import Path
+
+    return Path(sys.executable).parent / "releaser"
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
