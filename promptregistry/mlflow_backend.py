@@ -38,6 +38,7 @@ from promptregistry.backend import (
     unknown_version,
 )
 from promptregistry.errors import BackendUnavailable, InvalidPrompt, PromptRegistryError
+from promptregistry.mlflow_http import bounded_http, probe
 from promptregistry.model import (
     AliasAction,
     AliasChange,
@@ -96,6 +97,16 @@ class MlflowPromptBackend:
                 if self._client_obj is None:
                     from mlflow import MlflowClient
 
+                    # A dead server would make MLflow retry for minutes: fail fast instead,
+                    # and probe again on the next call (the client is not kept).
+                    for uri in dict.fromkeys((self.tracking_uri, self.registry_uri)):
+                        problem = probe(uri)
+                        if problem is not None:
+                            raise BackendUnavailable(
+                                f"cannot reach the MLflow server at {redact_uri(uri)}: {problem}",
+                                hint="start the tracking server or check the tracking URI",
+                            )
+
                     self._client_obj = MlflowClient(
                         tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
                     )
@@ -112,7 +123,8 @@ class MlflowPromptBackend:
         except ImportError:  # pragma: no cover - MLflow depends on SQLAlchemy
             transient = (OSError,)
         try:
-            return fn(*args, **kwargs)
+            with bounded_http():
+                return fn(*args, **kwargs)
         except PromptRegistryError:
             raise
         except MlflowException as exc:

@@ -11,7 +11,7 @@ reported one by one; they never decide the outcome.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,15 +19,16 @@ from releaser.api.context import current_actor, utc_now
 from releaser.api.releases import get_release
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
-from releaser.core.analysis import Decision, decide
 from releaser.core.audit import EventDraft
 from releaser.core.release import Release
 from releaser.core.routing import ROUTE_KIND, GroupDef, ReleaseArtifacts, ServiceRoute
 from releaser.core.stats_aggregates import VariantStats, latency_bin, latency_bin_bounds
-from releaser.core.stats_guardrails import Guardrails
-from releaser.core.stats_state import AnalysisState
 from releaser.errors import BadInput, NotFound
 from releaser.store.base import Record, Write
+
+if TYPE_CHECKING:
+    # numpy and scipy load with the analysis: only advance and status need them.
+    from releaser.core.analysis import Decision
 
 __all__ = [
     "PRODUCTION_ALIAS",
@@ -63,6 +64,12 @@ class ServiceState(BaseModel):
     known_good: list[str] = Field(default_factory=list, description="Oldest first.")
     rollouts: int = 0
     analysis: dict[str, Any] = Field(default_factory=dict, description="State of the live tests.")
+    last_rollback: dict[str, Any] | None = Field(
+        default=None, description="The last return to a known-good release (cleared on promotion)."
+    )
+    pending_effects: list[str] = Field(
+        default_factory=list, description="Side effects of the last switch still to finish."
+    )
 
 
 @dataclass(frozen=True)
@@ -377,6 +384,10 @@ def _variant_totals(ws: Workspace, rollout: ro.Rollout) -> tuple[VariantStats, V
 
 
 def _decide(ws: Workspace, state: ServiceState, rollout: ro.Rollout, now: str) -> Decision:
+    from releaser.core.analysis import decide
+    from releaser.core.stats_guardrails import Guardrails
+    from releaser.core.stats_state import AnalysisState
+
     baseline, candidate = _variant_totals(ws, rollout)
     step = rollout.current
     guard = Guardrails(**rollout.guardrails) if rollout.guardrails else None
@@ -440,7 +451,19 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
         return AdvanceResult(decision, rollout, False)
     if decision.action == "rollback":
         new = ro.roll_back(rollout, now=now, reasons=decision.reasons, actor=actor)
-        new_state = state.model_copy(update={"active_rollout": None, "analysis": {}})
+        new_state = state.model_copy(
+            update={
+                "active_rollout": None,
+                "analysis": {},
+                "last_rollback": {
+                    "from": rollout.candidate,
+                    "to": state.stable,
+                    "at": now,
+                    "reason": "automatic: " + "; ".join(decision.reasons),
+                    "kind": "mid-rollout",
+                },
+            }
+        )
         _commit(
             ws,
             state=new_state,
@@ -567,7 +590,19 @@ def _simple(
     new = fn(rollout, now)
     new_state = state
     if new.final:
-        new_state = state.model_copy(update={"active_rollout": None, "analysis": {}})
+        new_state = state.model_copy(
+            update={
+                "active_rollout": None,
+                "analysis": {},
+                "last_rollback": {
+                    "from": rollout.candidate,
+                    "to": state.stable,
+                    "at": now,
+                    "reason": reason,
+                    "kind": "mid-rollout",
+                },
+            }
+        )
     _commit(
         ws,
         state=new_state,

@@ -174,7 +174,9 @@ def demo(
 
 def build_command() -> Any:
     """The click command behind the app, with every sub-app attached."""
-    from releaser.cli import audit_cmds, prompt_cmds, release_cmds, rollout_cmds
+    from releaser.cli import audit_cmds, prompt_cmds, release_cmds, rollback_cmds, rollout_cmds
+
+    _ = rollback_cmds  # registers 'rollback' and 'reconcile' on the app
 
     if not getattr(build_command, "_attached", False):
         app.add_typer(release_cmds.app, name="release")

@@ -21,15 +21,14 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from promptregistry.mlflow_http import bounded_http, probe
 from releaser.core.refs import ModelRef
 from releaser.errors import ArtifactNotFound, BadInput, ExternalUnavailable, ReleaserError
 from releaser.store.redact import redact_url, scrub
@@ -43,19 +42,6 @@ __all__ = [
     "local_mlflow_uris",
     "resolve_tracking_uri",
 ]
-
-PROBE_TIMEOUT_S = 3.0
-"""How long to wait for a TCP connection to an HTTP tracking server before giving up."""
-
-BOUNDED_HTTP_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-    # MLflow draws a progress bar on stderr when it downloads artifacts; a library must not.
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}
-
-_ENV_LOCK = threading.RLock()
 
 
 class ModelRegistry(Protocol):
@@ -112,35 +98,15 @@ def resolve_tracking_uri(root: Path, configured: str | None) -> tuple[str, str]:
     return uri, ""
 
 
-@contextmanager
-def _bounded_http() -> Iterator[None]:
-    """Run MLflow calls with bounded HTTP retries unless the user chose their own."""
-    with _ENV_LOCK:
-        added = [k for k in BOUNDED_HTTP_ENV if k not in os.environ]
-        for key in added:
-            os.environ[key] = BOUNDED_HTTP_ENV[key]
-        try:
-            yield
-        finally:
-            for key in added:
-                os.environ.pop(key, None)
-
-
 def _probe(uri: str) -> None:
     """Fail fast with ExternalUnavailable when nothing listens at an HTTP(S) ``uri``."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S):
-            pass
-    except OSError as exc:
+    problem = probe(uri)
+    if problem is not None:
         raise ExternalUnavailable(
-            f"cannot reach the MLflow server at {redact_url(uri)}: {exc}",
+            f"cannot reach the MLflow server at {redact_url(uri)}: {problem}",
             hint="start the tracking server, or check MLFLOW_TRACKING_URI / mlflow.tracking_uri "
             "in releaser.yaml",
-        ) from exc
+        )
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
@@ -184,7 +150,7 @@ class MlflowModelRegistry:
     def _calling(self, what: str) -> Iterator[MlflowClient]:
         """Bound retries, and turn MLflow's failures into releaser errors with hints."""
         client = self.client
-        with _bounded_http():
+        with bounded_http():
             try:
                 yield client
             except ReleaserError:

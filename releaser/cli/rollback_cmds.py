@@ -1,0 +1,109 @@
+"""``releaser rollback`` and ``releaser reconcile``: the 3 a.m. commands.
+
+Output says first whether traffic is back, then each side effect; exit 0
+once traffic is back even if a side effect failed (it is printed with the
+command that finishes it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from releaser.cli.app import app, state
+
+
+@app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="Service name from releaser.yaml.")],
+    reason: Annotated[str, typer.Option("--reason", help="What went wrong (audited).")] = "",
+    to: Annotated[
+        str | None, typer.Option("--to", help="Release to return to (default: last known-good).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish side effects a previous rollback left.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Roll back a release marked irreversible.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Send all traffic back to the last known-good release (mid-rollout or after promotion)."""
+    import sys
+
+    from releaser.api.rollback import plan_rollback
+    from releaser.api.rollback import rollback as do_rollback
+    from releaser.cli.github import set_outputs
+    from releaser.cli.output import emit_json, say, warn
+    from releaser.errors import BadInput
+
+    ws = state(ctx).workspace()
+    if resume and not reason:
+        reason = "resume side effects"
+    if not reason.strip():
+        raise BadInput("a reason is required", hint="pass --reason 'what went wrong'")
+    plan = plan_rollback(ws, service, to=to)
+    if not (yes or dry_run or resume or plan.kind == "already"):
+        if not sys.stdin.isatty():
+            raise BadInput(
+                f"about to: {plan.describe()}",
+                hint="pass --yes to confirm (required without a terminal)",
+            )
+        typer.confirm(f"{plan.describe()}. Roll back?", abort=True)
+    result = do_rollback(ws, service, reason=reason, to=to, force=force, dry_run=dry_run)
+    set_outputs(
+        {
+            "rolled_back_to": result.plan.to_release,
+            "switched": str(result.switched).lower(),
+            "pending": ",".join(e.name for e in result.pending),
+        }
+    )
+    if as_json:
+        emit_json(result.to_dict())
+    elif dry_run:
+        say(f"dry run: would {result.plan.describe()}; nothing changed")
+    elif not result.switched:
+        say(f"{result.plan.describe()}; traffic already there (nothing switched)")
+    else:
+        say(f"traffic switched: {result.plan.describe()}")
+    if not as_json:
+        for e in result.side_effects:
+            if e.status == "failed":
+                warn(f"{e.name}: PENDING ({e.detail}); finish it with: {e.retry}")
+            else:
+                say(f"  {e.name}: {e.status}" + (f" ({e.detail})" if e.detail else ""))
+
+
+@app.command("reconcile")
+def reconcile(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="Service name from releaser.yaml.")],
+    check: Annotated[
+        bool, typer.Option("--check", help="Only report drift; exit 1 if there is any.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Bring MLflow and prompt aliases in line with the stable release; report drift."""
+    from releaser.api.rollback import reconcile as do_reconcile
+    from releaser.cli.output import emit_json, say, warn
+
+    drift, effects = do_reconcile(state(ctx).workspace(), service, fix=not check)
+    if as_json:
+        emit_json(
+            {"drift": [d.__dict__ for d in drift], "side_effects": [e.__dict__ for e in effects]}
+        )
+    else:
+        if not drift:
+            say(f"{service}: aliases match the stable release")
+        for d in drift:
+            warn(f"drift: {d.alias} points at {d.actual}, stable release pins {d.expected}")
+        for e in effects:
+            say(f"  {e.name}: {e.status}" + (f" ({e.detail})" if e.detail else ""))
+    if check and drift:
+        raise typer.Exit(1)

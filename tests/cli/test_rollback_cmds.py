@@ -1,0 +1,194 @@
+"""One-command rollback as operations run it: mid-rollout, after promotion, MLflow down."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from releaser.api.rollouts import advance_rollout, promote_rollout, service_state
+from releaser.api.workspace import open_workspace
+from releaser.core.stats_aggregates import LatencyHistogram, VariantStats
+from releaser.demo.workspace import ExampleWorkspace
+from releaser.store.base import MetricDelta
+
+pytestmark = pytest.mark.slow
+SERVICE = "case-triage"
+
+ROUTER_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from releaser.router import Router
+    r = Router(sys.argv[1], refresh_interval_ms=20)
+    ids = [f"user-{i}" for i in range(10_000)]
+    while True:
+        n = sum(r.assign("case-triage", u, {}).variant == "candidate" for u in ids)
+        print(n, flush=True)
+        time.sleep(0.01)
+    """
+)
+
+
+def _two_releases(root: Path, cli, *, irreversible: bool = False) -> tuple[str, str]:
+    r1 = json.loads(cli("release", "create", SERVICE, "--json", cwd=root).out)["release"]["id"]
+    assert cli("rollout", "start", SERVICE, "--release", r1, "--initial").code == 0
+    cfg = root / "releaser.yaml"
+    text = cfg.read_text().replace("alias: champion", "version: 2", 1)
+    if irreversible:
+        text = text.replace("irreversible: false", "irreversible: true", 1)
+    cfg.write_text(text)
+    subprocess.run(["git", "commit", "-qam", "serve v2"], cwd=root, check=True)
+    r2 = json.loads(cli("release", "create", SERVICE, "--json").out)["release"]["id"]
+    assert cli("rollout", "start", SERVICE, "--release", r2).code == 0
+    return r1, r2
+
+
+def _to_step(root: Path, step_name: str) -> None:
+    """Feed healthy metrics and advance (simulated clock) until the rollout is at ``step_name``."""
+    ws = open_workspace(root)
+    try:
+        for hour in range(1, 10):
+            st = service_state(ws, SERVICE)
+            rid = st.active_rollout
+            assert rid is not None
+            rec = ws.store.get("rollout", rid)
+            assert rec is not None
+            step = rec.value["step"]
+            if rec.value["steps"][step]["name"] == step_name:
+                return
+            lat = LatencyHistogram.of([150.0] * 10)
+            stats = VariantStats(
+                requests=5000,
+                errors=50,
+                latency=LatencyHistogram(counts=tuple(c * 500 for c in lat.counts)),
+            )
+            ws.store.add_metrics(
+                [
+                    MetricDelta(rid, step, "baseline", stats),
+                    MetricDelta(rid, step, "candidate", stats),
+                ]
+            )
+            advance_rollout(ws, SERVICE, now=f"2030-01-01T{hour * 2:02d}:00:00.000000Z")
+        raise AssertionError(f"never reached {step_name}")
+    finally:
+        ws.close()
+
+
+def test_mid_rollout_rollback_reaches_a_router_in_another_process(
+    release_ws: ExampleWorkspace, cli
+) -> None:
+    root = release_ws.root
+    r1, r2 = _two_releases(root, cli)
+    _to_step(root, "canary-25")
+    store_url = open_workspace(root).store_url
+    child = subprocess.Popen(
+        [sys.executable, "-c", ROUTER_CHILD, store_url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        first = int(child.stdout.readline())
+        assert 2000 < first < 3000, first  # about 25% of 10k ids get the candidate
+        res = cli("rollback", SERVICE, "--reason", "drill", "--yes")
+        assert res.code == 0, res.err
+        assert "traffic switched" in res.out and r1 in res.out
+        deadline = time.monotonic() + 10
+        seen = first
+        while seen and time.monotonic() < deadline:
+            seen = int(child.stdout.readline())
+        assert seen == 0, "the router still gave the candidate to some ids"
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout:
+            child.stdout.close()
+    ws = open_workspace(root)
+    try:
+        assert ws.models.get_alias("case-triage", "production") == 1
+        st = service_state(ws, SERVICE)
+        assert st.stable == r1 and st.active_rollout is None
+    finally:
+        ws.close()
+    events = json.loads(cli("audit", "log", "--json").out)
+    rb = [e for e in events if e["action"] == "rollback"]
+    assert len(rb) == 1 and rb[0]["reason"] == "drill" and rb[0]["after"]["from"] == r2
+    res = cli("rollback", SERVICE, "--reason", "drill", "--yes")
+    assert res.code == 0 and "already rolled back" in res.out
+    assert cli("audit", "verify").code == 0
+
+
+def test_after_promotion_rollback_returns_to_a_and_moves_aliases(
+    release_ws: ExampleWorkspace, cli
+) -> None:
+    root = release_ws.root
+    r1, r2 = _two_releases(root, cli)
+    ws = open_workspace(root)
+    promote_rollout(ws, SERVICE, reason="looks good")
+    assert ws.models.get_alias("case-triage", "production") == 2
+    ws.close()
+    res = cli("rollback", SERVICE, "--reason", "complaints", "--dry-run")
+    assert res.code == 0 and "dry run" in res.out
+    assert service_state(open_workspace(root), SERVICE).stable == r2
+    res = cli("rollback", SERVICE, "--reason", "complaints", "--json", "--yes")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["kind"] == "after-promotion" and out["from"] == r2 and out["to"] == r1
+    ws = open_workspace(root)
+    try:
+        assert ws.models.get_alias("case-triage", "production") == 1
+        assert service_state(ws, SERVICE).known_good == [r1]
+    finally:
+        ws.close()
+    res = cli("rollback", SERVICE, "--reason", "again")
+    assert res.code == 0 and "already rolled back" in res.out
+
+
+def test_mlflow_down_still_switches_traffic_and_leaves_the_alias_pending(
+    release_ws: ExampleWorkspace, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = release_ws.root
+    r1, _r2 = _two_releases(root, cli)
+    ws = open_workspace(root)
+    promote_rollout(ws, SERVICE, reason="ship")
+    ws.close()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    res = cli("rollback", SERVICE, "--reason", "mlflow outage drill", "--yes")
+    assert res.code == 0, res.err
+    assert "traffic switched" in res.out
+    assert "PENDING" in res.err and "--resume" in res.err
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    ws = open_workspace(root)
+    try:
+        st = service_state(ws, SERVICE)
+        assert st.stable == r1 and st.pending_effects
+        assert ws.models.get_alias("case-triage", "production") == 2  # not moved yet
+    finally:
+        ws.close()
+    res = cli("reconcile", SERVICE, "--check")
+    assert res.code == 1 and "drift" in res.err
+    res = cli("rollback", SERVICE, "--resume")
+    assert res.code == 0, res.err
+    ws = open_workspace(root)
+    try:
+        assert ws.models.get_alias("case-triage", "production") == 1
+        assert service_state(ws, SERVICE).pending_effects == []
+    finally:
+        ws.close()
+    assert cli("reconcile", SERVICE, "--check").code == 0
+
+
+def test_irreversible_release_refuses_without_force_and_ci_needs_yes(
+    release_ws: ExampleWorkspace, cli
+) -> None:
+    root = release_ws.root
+    r1, _r2 = _two_releases(root, cli, irreversible=True)
+    res = cli("rollback", SERVICE, "--reason", "x")
+    assert res.code == 2 and "--yes" in res.err  # no terminal in tests
+    res = cli("rollback", SERVICE, "--reason", "x", "--yes")
+    assert res.code == 2 and "irreversible" in res.err and "pause" in res.err
+    res = cli("rollback", SERVICE, "--reason", "x", "--yes", "--force")
+    assert res.code == 0 and r1 in res.out
