@@ -11,10 +11,12 @@ import re
 from pathlib import Path
 
 from releaser.errors import BadInput
-from releaser.store.base import Record, Store, Write
+from releaser.store.base import METRIC_VARIANTS, MetricDelta, Record, Store, Write
 from releaser.store.redact import redact_url
 
 __all__ = [
+    "METRIC_VARIANTS",
+    "MetricDelta",
     "Record",
     "Store",
     "Write",

@@ -4,7 +4,7 @@ Every transition is one READ COMMITTED transaction that first locks the single
 ``audit_head`` row (``SELECT ... FOR UPDATE``). That lock serialises writers
 and the audit chain: a writer that waited sees its predecessor's committed
 versions, so its compare-and-swap fails cleanly instead of overwriting. Each
-commit sends ``NOTIFY releaser_changes, '<seq>'`` so routers can LISTEN:
+commit sends ``NOTIFY releaser_changes, '<schema>:<seq>'`` so routers can LISTEN:
 :meth:`PostgresStore.wait_for_change` does, on a dedicated autocommit connection.
 
 Metric batches do not take the head lock: additive upserts
@@ -32,20 +32,16 @@ from psycopg.conninfo import conninfo_to_dict
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent, chain_hash
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import BadInput, ExternalUnavailable, ReleaserError
+from releaser.store._writes import conflict_error, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
-from releaser.store.migrations import (
-    POSTGRES_MIGRATIONS,
-    Migration,
+from releaser.store.metrics import (
     PreparedMetric,
-    conflict_error,
-    encode_event,
     find_threshold_conflict,
     metric_upserts,
-    pending_migrations,
     prepare_metrics,
-    prepare_writes,
     stats_from_rows,
 )
+from releaser.store.migrations import POSTGRES_MIGRATIONS, Migration, pending_migrations
 from releaser.store.redact import redact_url, scrub
 
 __all__ = ["BATCH_SIZE", "NOTIFY_CHANNEL", "PostgresStore"]
@@ -175,7 +171,11 @@ class PostgresStore:
                 "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (raw.seq, raw.hash)
             )
             # Delivered to listeners only when (and if) the transaction commits.
-            cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(raw.seq)))
+            # The channel is shared by every schema in the database: the payload names ours.
+            cur.execute(
+                "SELECT pg_notify(%s, current_schema() || ':' || %s)",
+                (NOTIFY_CHANNEL, str(raw.seq)),
+            )
         return AuditEvent.from_raw(raw)
 
     def events(

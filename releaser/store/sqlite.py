@@ -27,20 +27,16 @@ from typing import Any
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent, chain_hash
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import ExternalUnavailable, ReleaserError
+from releaser.store._writes import conflict_error, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
-from releaser.store.migrations import (
-    SQLITE_MIGRATIONS,
-    Migration,
+from releaser.store.metrics import (
     PreparedMetric,
-    conflict_error,
-    encode_event,
     find_threshold_conflict,
     metric_upserts,
-    pending_migrations,
     prepare_metrics,
-    prepare_writes,
     stats_from_rows,
 )
+from releaser.store.migrations import SQLITE_MIGRATIONS, Migration, pending_migrations
 
 __all__ = ["BATCH_SIZE", "BUSY_TIMEOUT_MS", "POLL_INTERVAL_S", "SqliteStore"]
 

@@ -18,6 +18,8 @@ from .conftest import draft
 
 def test_exported_names() -> None:
     assert sorted(releaser.store.__all__) == [
+        "METRIC_VARIANTS",
+        "MetricDelta",
         "Record",
         "Store",
         "Write",
