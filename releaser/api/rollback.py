@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from releaser.api.context import current_actor, utc_now
+from releaser.api.effects import TrafficChange, apply_targets
 from releaser.api.releases import get_release
 from releaser.api.rollouts import (
     PRODUCTION_ALIAS,
@@ -156,13 +157,15 @@ def rollback(
     force: bool = False,
     dry_run: bool = False,
     side_effects: bool = True,
+    resume: bool = False,
     now: str | None = None,
 ) -> RollbackResult:
     """Send all of ``service``'s traffic back to its last known-good release.
 
     Mid-rollout this aborts to the baseline; after a full promotion it
     returns to the previous known-good release (or ``to``). Running it again
-    is harmless: the plan is ``already`` and nothing is written.
+    is harmless: the plan is ``already`` and nothing is written; side effects
+    left pending by an earlier run (or all of them, with ``resume``) are redone.
     """
     if not reason.strip():
         raise BadInput("a reason is required", hint="pass --reason 'what went wrong'")
@@ -175,15 +178,19 @@ def rollback(
         )
     if dry_run:
         return RollbackResult(plan, switched=False, dry_run=True)
+    now = now or utc_now()
     if plan.kind != "already":
-        _switch(ws, plan, reason, now or utc_now())
-    effects = _side_effects(ws, plan) if side_effects else []
-    _record_effects(ws, service, effects, now or utc_now())
+        _switch(ws, plan, reason, now)
+    elif not (resume or _state_record(ws, service)[0].pending_effects):
+        # Already rolled back with nothing left to finish: a harmless, fast no-op.
+        return RollbackResult(plan, switched=False)
+    effects = _side_effects(ws, plan, reason, now) if side_effects else []
+    _record_effects(ws, service, effects, now)
     return RollbackResult(plan, switched=plan.kind != "already", side_effects=effects)
 
 
 def _switch(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> None:
-    """The traffic switch: one atomic store commit."""
+    """The traffic switch: one atomic store commit (side effects follow separately)."""
     state, version = _state_record(ws, plan.service)
     actor = current_actor().name
     record = {
@@ -212,6 +219,7 @@ def _switch(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> None:
             reason=reason,
             before={"candidate": plan.from_release, "step": rollout.current.name},
             after=record,
+            mirror=False,
         )
         return
     known = [r for r in state.known_good if r != plan.from_release]
@@ -230,22 +238,37 @@ def _switch(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> None:
         reason=reason,
         before={"stable": plan.from_release},
         after=record,
+        rolled_back=plan.from_release,
+        mirror=False,
     )
 
 
-def _side_effects(ws: Workspace, plan: RollbackPlan) -> list[SideEffect]:
-    """Point the production aliases at the release now serving (idempotent)."""
+def _side_effects(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> list[SideEffect]:
+    """Point the production aliases at the release now serving, then the targets (idempotent)."""
     from releaser.api.rollouts import _move_aliases
 
-    return [
-        SideEffect(
-            e.name,
-            e.status,
-            e.detail,
-            f"releaser rollback {plan.service} --resume" if e.status == "failed" else None,
-        )
+    retry = f"releaser rollback {plan.service} --resume"
+    aliases = [
+        SideEffect(e.name, e.status, e.detail, retry if e.status == "failed" else None)
         for e in _move_aliases(ws, get_release(ws, plan.to_release))
     ]
+    change = TrafficChange(
+        service=plan.service,
+        action="rollback",
+        status="rolled_back",
+        stable=plan.to_release,
+        candidate=plan.from_release,
+        rollout_id=plan.rollout_id,
+        step=None,
+        percent=0.0,
+        reason=reason,
+        at=now,
+    )
+    targets = [
+        SideEffect(e.name, e.status, e.detail, retry if e.status == "failed" else None)
+        for e in apply_targets(ws, change)
+    ]
+    return [*aliases, *targets]
 
 
 def _record_effects(ws: Workspace, service: str, effects: list[SideEffect], now: str) -> None:
@@ -313,6 +336,22 @@ def reconcile(
     if fix:
         from releaser.api.rollouts import _move_aliases
 
+        now = utc_now()
         effects = _move_aliases(ws, release)
-        _record_effects(ws, service, effects, utc_now())
+        if state.active_rollout is None:
+            # Mid-rollout the targets follow the rollout's own transitions instead.
+            change = TrafficChange(
+                service,
+                "reconcile",
+                "stable",
+                state.stable,
+                None,
+                None,
+                None,
+                None,
+                "reconcile",
+                now,
+            )
+            effects += apply_targets(ws, change)
+        _record_effects(ws, service, effects, now)
     return drift, effects

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.api.context import current_actor, utc_now
+from releaser.api.effects import ChangeStatus, TrafficChange, apply_targets
 from releaser.api.releases import get_release
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
@@ -209,7 +210,10 @@ def _commit(
     reason: str | None,
     before: Any,
     after: Any,
-) -> None:
+    rolled_back: str | None = None,
+    mirror: bool = True,
+) -> list[SideEffect]:
+    """Commit one traffic change, then (with ``mirror``) apply it to the external targets."""
     actor = current_actor()
     writes = [Write(SERVICE_KIND, state.service, state.model_dump(mode="json"), state_version)]
     if rollout is not None and rollout_version is not None:
@@ -228,6 +232,51 @@ def _commit(
             reason=reason,
             context=actor.context,
         ),
+    )
+    return apply_targets(
+        ws, _change(state.service, action, stable, rollout, rolled_back, reason, now)
+    )
+
+
+def _change(
+    service: str,
+    action: str,
+    stable: str | None,
+    rollout: ro.Rollout | None,
+    rolled_back: str | None,
+    reason: str | None,
+    now: str,
+) -> TrafficChange:
+    status: ChangeStatus
+    if rollout is None:
+        status = "rolled_back" if rolled_back else "stable"
+        return TrafficChange(
+            service,
+            action,
+            status,
+            stable,
+            rolled_back,
+            None,
+            None,
+            0.0 if rolled_back else None,
+            reason or "",
+            now,
+        )
+    status = {"running": "in_progress", "paused": "paused"}.get(rollout.status, rollout.status)  # type: ignore[assignment]
+    percent = {"promoted": 100.0, "rolled_back": 0.0, "aborted": 0.0}.get(
+        rollout.status, rollout.current.percent
+    )
+    return TrafficChange(
+        service,
+        action,
+        status,
+        stable,
+        rollout.candidate,
+        rollout.id,
+        rollout.current.name,
+        percent,
+        reason or "",
+        now,
     )
 
 
@@ -284,7 +333,7 @@ def start_rollout(
         new_state = state.model_copy(
             update={"stable": release.id, "known_good": [*state.known_good, release.id]}
         )
-        _commit(
+        targets = _commit(
             ws,
             state=new_state,
             state_version=version,
@@ -297,7 +346,7 @@ def start_rollout(
             before={"stable": None},
             after={"stable": release.id},
         )
-        effects = _move_aliases(ws, release)
+        effects = [*_move_aliases(ws, release), *targets]
         placeholder = ro.start(
             rollout_id=f"{service}-initial",
             service=service,
@@ -332,7 +381,7 @@ def start_rollout(
     new_state = state.model_copy(
         update={"active_rollout": rollout_id, "rollouts": state.rollouts + 1, "analysis": {}}
     )
-    _commit(
+    targets = _commit(
         ws,
         state=new_state,
         state_version=version,
@@ -350,7 +399,7 @@ def start_rollout(
             "groups": rollout.current.groups,
         },
     )
-    return TransitionResult(rollout)
+    return TransitionResult(rollout, targets)
 
 
 def _slow_threshold(ws: Workspace, service: str) -> float | None:
@@ -464,7 +513,7 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
                 },
             }
         )
-        _commit(
+        targets = _commit(
             ws,
             state=new_state,
             state_version=version,
@@ -477,7 +526,7 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
             before={"step": rollout.step},
             after=evidence,
         )
-        return AdvanceResult(decision, new, True)
+        return AdvanceResult(decision, new, True, targets)
     new = ro.advance(rollout, now=now, reasons=decision.reasons, actor=actor)
     if new.status == "promoted":
         result = _finish_promotion(
@@ -494,7 +543,7 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
         )
         return AdvanceResult(decision, result.rollout, True, result.side_effects)
     new_state = state.model_copy(update={"analysis": analysis})
-    _commit(
+    targets = _commit(
         ws,
         state=new_state,
         state_version=version,
@@ -507,7 +556,7 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
         before={"step": rollout.current.name},
         after={**evidence, "to_step": new.current.name, "percent": new.current.percent},
     )
-    return AdvanceResult(decision, new, True)
+    return AdvanceResult(decision, new, True, targets)
 
 
 def _finish_promotion(
@@ -530,7 +579,7 @@ def _finish_promotion(
             "known_good": [*state.known_good, new.candidate],
         }
     )
-    _commit(
+    targets = _commit(
         ws,
         state=new_state,
         state_version=version,
@@ -543,7 +592,7 @@ def _finish_promotion(
         before={"stable": old.baseline},
         after={**(evidence or {}), "stable": new.candidate},
     )
-    return TransitionResult(new, _move_aliases(ws, get_release(ws, new.candidate)))
+    return TransitionResult(new, [*_move_aliases(ws, get_release(ws, new.candidate)), *targets])
 
 
 def _move_aliases(ws: Workspace, release: Release) -> list[SideEffect]:
@@ -603,7 +652,7 @@ def _simple(
                 },
             }
         )
-    _commit(
+    targets = _commit(
         ws,
         state=new_state,
         state_version=version,
@@ -616,7 +665,7 @@ def _simple(
         before={"status": rollout.status},
         after={"status": new.status},
     )
-    return TransitionResult(new)
+    return TransitionResult(new, targets)
 
 
 def pause_rollout(

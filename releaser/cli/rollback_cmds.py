@@ -56,7 +56,9 @@ def rollback(
                 hint="pass --yes to confirm (required without a terminal)",
             )
         typer.confirm(f"{plan.describe()}. Roll back?", abort=True)
-    result = do_rollback(ws, service, reason=reason, to=to, force=force, dry_run=dry_run)
+    result = do_rollback(
+        ws, service, reason=reason, to=to, force=force, dry_run=dry_run, resume=resume
+    )
     set_outputs(
         {
             "rolled_back_to": result.plan.to_release,

@@ -1,0 +1,96 @@
+"""Targets outside the store that mirror every traffic change: deploy targets, GitHub.
+
+The store is the source of truth. After each committed traffic change
+(rollout start, step, promotion, rollback, abort, pause, resume) the use case
+hands a :class:`TrafficChange` to every target configured for the service;
+each target applies it idempotently and returns one
+:class:`~releaser.api.rollouts.SideEffect`. A target never raises: a failure
+is reported with the command that finishes it, and it never decides the
+outcome of the transition.
+
+Targets are found by :func:`configured_targets`; a service with none costs
+nothing (no import of docker, github3 or anything heavy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from releaser.api.rollouts import SideEffect
+    from releaser.api.workspace import Workspace
+
+__all__ = [
+    "ChangeStatus",
+    "EffectTarget",
+    "TrafficChange",
+    "apply_targets",
+    "configured_targets",
+]
+
+ChangeStatus = Literal["in_progress", "paused", "promoted", "rolled_back", "aborted", "stable"]
+"""Where the service's traffic stands after the change."""
+
+
+@dataclass(frozen=True)
+class TrafficChange:
+    """One committed change of who serves a service's traffic.
+
+    ``stable`` is the release serving everyone outside the candidate's cohort
+    (after the change); ``candidate`` the release being rolled out, if any;
+    ``percent`` the candidate's share of everyone else at the live step (0-100;
+    named groups come on top); ``status`` where the rollout stands.
+    """
+
+    service: str
+    action: str
+    status: ChangeStatus
+    stable: str | None
+    candidate: str | None
+    rollout_id: str | None
+    step: str | None
+    percent: float | None
+    reason: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+@runtime_checkable
+class EffectTarget(Protocol):
+    """Something outside the store that follows traffic changes (idempotent, never raises)."""
+
+    name: str
+
+    def apply(self, change: TrafficChange) -> SideEffect:
+        """Bring the target in line with ``change``; report the outcome."""
+        ...
+
+
+def configured_targets(ws: Workspace, service: str) -> list[EffectTarget]:
+    """The targets configured for ``service``, in the order they are applied."""
+    targets: list[EffectTarget] = []
+    return targets
+
+
+def apply_targets(ws: Workspace, change: TrafficChange) -> list[SideEffect]:
+    """Apply ``change`` to every configured target; one side effect each, never raising."""
+    from releaser.api.rollouts import SideEffect
+
+    effects: list[SideEffect] = []
+    for target in configured_targets(ws, change.service):
+        try:
+            effects.append(target.apply(change))
+        except Exception as exc:  # noqa: BLE001 - a target must not undo a committed change
+            effects.append(
+                SideEffect(
+                    target.name,
+                    "failed",
+                    f"{type(exc).__name__}: {exc}",
+                    f"releaser reconcile {change.service}",
+                )
+            )
+    return effects
