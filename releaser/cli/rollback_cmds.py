@@ -109,3 +109,55 @@ def reconcile(
             say(f"  {e.name}: {e.status}" + (f" ({e.detail})" if e.detail else ""))
     if check and drift:
         raise typer.Exit(1)
+
+
+@app.command("drill")
+def drill(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="Service name from releaser.yaml.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited).")] = "drill",
+    to: Annotated[
+        str | None, typer.Option("--to", help="Release to rehearse returning to.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Rehearse a rollback on a scratch copy of the state; record the time-to-revert."""
+    from releaser.api.drills import run_drill
+    from releaser.cli.github import set_outputs
+    from releaser.cli.output import emit_json, say, warn
+    from releaser.errors import CheckFailed
+
+    record = run_drill(state(ctx).workspace(), service, to=to, reason=reason)
+    set_outputs(
+        {
+            "drill_ok": str(record.ok).lower(),
+            "time_to_revert_ms": ""
+            if record.time_to_revert_ms is None
+            else str(record.time_to_revert_ms),
+        }
+    )
+    if as_json:
+        emit_json(record.model_dump(mode="json"))
+    else:
+        say(
+            f"drill ({record.kind}) on a scratch copy: {record.from_release} -> "
+            f"{record.to_release}; the live service was not touched"
+        )
+        if record.time_to_revert_ms is not None:
+            say(
+                f"  time-to-revert: {record.time_to_revert_ms:.0f} ms (a router in another "
+                f"process served {record.to_release} to all {record.ids_checked} probed ids)"
+            )
+            say(f"  store write of the switch: {record.switch_ms:.1f} ms")
+        say(f"  audit chain of the copy: {'verified' if record.audit_verified else 'BROKEN'}")
+        for line in record.not_rehearsed:
+            say(f"  not rehearsed (a real rollback does it next): {line}")
+        for note in record.notes:
+            warn(note)
+        say(f"recorded at {record.at}; runbooks show the last drill")
+    if not record.ok:
+        raise CheckFailed(
+            f"the drill failed: {record.detail or 'the audit chain of the copy did not verify'}",
+            hint="run the drill again with --verbose; if it fails again, escalate before a real "
+            "rollback is needed",
+        )

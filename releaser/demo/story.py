@@ -125,6 +125,7 @@ def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSumm
         report(f"audit verify: {'ok' if result.ok else 'BROKEN'} ({result.count} events)")
         ws.close()
         ws = _rollout_story(root, r2.id, report)
+        _rollback_story(ws, report)
         result = verify_audit(ws)
         summary.audit_events, summary.audit_ok = result.count, result.ok
         report("")
@@ -224,6 +225,39 @@ def _rollout_story(root: Path, stable_id: str, report: Report) -> Any:
     )
     report("traffic is back on the stable release; the evidence is in the audit log")
     return ws
+
+
+def _rollback_story(ws: Any, report: Report) -> None:
+    """Section 6: a drill, then one command returns to the last known-good release."""
+    from releaser.api.drills import run_drill
+    from releaser.api.rollback import rollback
+    from releaser.router import Router
+
+    report("")
+    report("== 6. Operations rehearse a rollback, then one command does it for real")
+    from releaser.api.rollouts import service_state
+
+    state = service_state(ws, SERVICE)
+    back_to = [r for r in state.known_good if r != state.stable][-1]
+    report(f"stable release {state.stable} (model v2); the one before it: {back_to}")
+    drill = run_drill(ws, SERVICE, to=back_to, reason="monthly rollback drill")
+    report(
+        f"releaser drill {SERVICE}: on a scratch copy, {drill.from_release} -> "
+        f"{drill.to_release}; a router in another process served the old release "
+        f"{drill.time_to_revert_ms:.0f} ms after the command (store write {drill.switch_ms:.1f} ms)"
+    )
+    report("  the live service was not touched; the drill is recorded for the runbook")
+    report("a week later caseworkers report wrong queues from model v2:")
+    report(f"  releaser rollback {SERVICE} --to {back_to} --reason 'wrong queues' --yes")
+    result = rollback(ws, SERVICE, to=back_to, reason="wrong queues reported by caseworkers")
+    report(f"  traffic switched: {result.plan.describe()}")
+    for e in result.side_effects:
+        report(f"    {e.name}: {e.status}" + (f" ({e.detail})" if e.detail else ""))
+    with Router(ws.store_url) as router:
+        got = {router.assign(SERVICE, f"user-{i}").release_id for i in range(1000)}
+    report(f"  a router opened now gives 1000 users: {', '.join(sorted(str(g) for g in got))}")
+    again = rollback(ws, SERVICE, to=back_to, reason="wrong queues reported by caseworkers")
+    report(f"  run again: {again.plan.describe()} (nothing written, exit 0)")
 
 
 def _describe(release: object, report: Report) -> None:

@@ -192,3 +192,47 @@ def test_irreversible_release_refuses_without_force_and_ci_needs_yes(
     assert res.code == 2 and "irreversible" in res.err and "pause" in res.err
     res = cli("rollback", SERVICE, "--reason", "x", "--yes", "--force")
     assert res.code == 0 and r1 in res.out
+
+
+def test_drill_rehearses_on_a_copy_times_the_revert_and_leaves_the_service_alone(
+    release_ws: ExampleWorkspace, cli
+) -> None:
+    from releaser.api.drills import last_drill
+
+    root = release_ws.root
+    r1 = json.loads(cli("release", "create", SERVICE, "--json", cwd=root).out)["release"]["id"]
+    assert cli("rollout", "start", SERVICE, "--release", r1, "--initial").code == 0
+    res = cli("drill", SERVICE)
+    assert res.code == 2 and "nothing to rehearse" in res.err  # one release, no rollout
+    cfg = root / "releaser.yaml"
+    cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
+    subprocess.run(["git", "commit", "-qam", "serve v2"], cwd=root, check=True)
+    r2 = json.loads(cli("release", "create", SERVICE, "--json").out)["release"]["id"]
+    assert cli("rollout", "start", SERVICE, "--release", r2).code == 0
+    _to_step(root, "canary-25")
+    ws = open_workspace(root)
+    before = (service_state(ws, SERVICE), ws.store.get("route", SERVICE))
+    ws.close()
+
+    res = cli("drill", SERVICE, "--json")
+    assert res.code == 0, res.err
+    rec = json.loads(res.out)
+    assert rec["ok"] and rec["kind"] == "mid-rollout"
+    assert (rec["from_release"], rec["to_release"]) == (r2, r1)
+    assert 0 < rec["time_to_revert_ms"] < 10_000 and rec["switch_ms"] > 0
+    assert rec["audit_verified"] and any("MLflow alias" in n for n in rec["not_rehearsed"])
+
+    ws = open_workspace(root)
+    try:
+        # The live service is untouched: same rollout, same route, aliases where they were.
+        assert (service_state(ws, SERVICE), ws.store.get("route", SERVICE)) == before
+        assert ws.models.get_alias("case-triage", "production") == 1
+        last = last_drill(ws, SERVICE)
+        assert last is not None and last.time_to_revert_ms == rec["time_to_revert_ms"]
+    finally:
+        ws.close()
+    events = json.loads(cli("audit", "log", "--json").out)
+    assert [e["action"] for e in events].count("drill") == 1
+    assert cli("audit", "verify").code == 0
+    res = cli("drill", SERVICE)
+    assert res.code == 0 and "time-to-revert" in res.out and "not rehearsed" in res.out
