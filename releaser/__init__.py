@@ -13,7 +13,16 @@ from releaser._version import __version__
 
 if TYPE_CHECKING:
     from releaser.api.audit import audit_log, verify_audit
+    from releaser.api.gates import GateReport, last_gate, require_gates, run_gate
     from releaser.api.init import init_workspace, validate_config
+    from releaser.api.phases import (
+        advance_phase,
+        approvals,
+        approve,
+        check_phase,
+        phase_status,
+        record_evidence,
+    )
     from releaser.api.prompts import configure_prompts
     from releaser.api.releases import (
         CreateResult,
@@ -55,6 +64,7 @@ __all__ = [
     "ConfigError",
     "CreateResult",
     "ExternalUnavailable",
+    "GateReport",
     "NotFound",
     "Release",
     "ReleaseDiff",
@@ -65,25 +75,44 @@ __all__ = [
     "WorkspaceError",
     "__version__",
     "abort_rollout",
+    "advance_phase",
     "advance_rollout",
+    "approvals",
+    "approve",
     "audit_log",
+    "check_phase",
     "configure_prompts",
     "create_release",
     "diff_releases",
     "get_release",
     "init_workspace",
+    "last_gate",
     "list_releases",
     "open_workspace",
     "pause_rollout",
+    "phase_status",
     "promote_rollout",
+    "record_evidence",
+    "require_gates",
     "resume_rollout",
     "rollout_status",
+    "run_gate",
     "start_rollout",
     "validate_config",
     "verify_audit",
 ]
 
 _WHERE = {
+    "GateReport": "releaser.api.gates",
+    "last_gate": "releaser.api.gates",
+    "require_gates": "releaser.api.gates",
+    "run_gate": "releaser.api.gates",
+    "advance_phase": "releaser.api.phases",
+    "approvals": "releaser.api.phases",
+    "approve": "releaser.api.phases",
+    "check_phase": "releaser.api.phases",
+    "phase_status": "releaser.api.phases",
+    "record_evidence": "releaser.api.phases",
     "audit_log": "releaser.api.audit",
     "configure_prompts": "releaser.api.prompts",
     "verify_audit": "releaser.api.audit",

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from releaser.config.template import render_init_template
-from releaser.demo.workspace import ExampleWorkspace, build_example_workspace
-from releaser.integrations.mlflow_models import local_mlflow_uris
+from releaser.demo.workspace import ExampleWorkspace, build_example_workspace, copy_workspace
 
 
 @dataclass
@@ -29,9 +26,9 @@ class CliResult:
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test inherits the developer's store, MLflow server or CI variables."""
     for var in list(os.environ):
-        if (
-            var.startswith(("GITHUB_", "RELEASER_", "MLFLOW_"))
-            and var != "RELEASER_TEST_POSTGRES_DSN"
+        if var.startswith(("GITHUB_", "RELEASER_", "MLFLOW_")) and var not in (
+            "RELEASER_TEST_POSTGRES_DSN",
+            "RELEASER_TEST_DOCKER_HOST",
         ):
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("COLUMNS", "200")
@@ -42,6 +39,18 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "tests@releaser.invalid")
     monkeypatch.setenv("RELEASER_ACTOR", "tester")
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dvc_logs_outside_test_capture() -> None:
+    """Import DVC before any test captures output.
+
+    DVC binds its log handlers to ``sys.stdout`` when first imported. Imported
+    inside a test using ``capsys`` (the ``cli`` fixture), they would keep that
+    test's capture stream, closed when the test ends, and a later test's DVC
+    log line would fail.
+    """
+    import dvc  # noqa: F401
 
 
 @pytest.fixture
@@ -84,19 +93,6 @@ def example_workspace(tmp_path_factory: pytest.TempPathFactory) -> ExampleWorksp
 def workspace_copy(example_workspace: ExampleWorkspace, tmp_path: Path) -> ExampleWorkspace:
     """A private copy of the example workspace that a test may change."""
     return copy_workspace(example_workspace, tmp_path / "ws")
-
-
-def copy_workspace(example: ExampleWorkspace, dest: Path) -> ExampleWorkspace:
-    """A private copy of an example workspace (see ``example_workspace`` for what is shared)."""
-    shutil.copytree(example.root, dest, symlinks=True)
-    tracking_uri, artifact_location = local_mlflow_uris(dest)
-    return dataclasses.replace(
-        example,
-        root=dest,
-        tracking_uri=tracking_uri,
-        artifact_location=artifact_location,
-        remote_dir=dest / example.remote_dir.name,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,16 @@ class EffectTarget(Protocol):
 def configured_targets(ws: Workspace, service: str) -> list[EffectTarget]:
     """The targets configured for ``service``, in the order they are applied."""
     targets: list[EffectTarget] = []
+    spec = ws.config.services.get(service)
+    if spec is not None and spec.deploy is not None and spec.deploy.target == "docker":
+        from releaser.integrations.docker_target import DockerTarget
+
+        targets.append(DockerTarget(ws, service))
+    if ws.config.github is not None and ws.config.github.deployments:
+        from releaser.api.github import GithubTarget, github_active
+
+        if github_active(ws) is not None:
+            targets.append(GithubTarget(ws))
     return targets
 
 

@@ -305,11 +305,14 @@ def start_rollout(
     initial: bool = False,
     now: str | None = None,
     reason: str | None = None,
+    force: bool = False,
 ) -> TransitionResult:
     """Start rolling ``release_ref`` out over the stable release, at the plan's first step.
 
     A service with no stable release yet has nothing to compare against: pass
     ``initial=True`` to make the release stable at once (audited as such).
+    A release with an eval suite must have passed its gate first, unless
+    ``force`` with a ``reason`` (audited; see :func:`releaser.api.gates.require_gates`).
     """
     now = now or utc_now()
     release = get_release(ws, release_ref)
@@ -324,6 +327,10 @@ def start_rollout(
             f"{service} already has rollout {state.active_rollout} in progress",
             hint="advance, abort or roll it back before starting another",
         )
+    if (state.stable is None) == initial:
+        from releaser.api.gates import require_gates
+
+        require_gates(ws, service, release.id, force=force, reason=reason)
     if state.stable is None:
         if not initial:
             raise BadInput(

@@ -42,11 +42,11 @@ def _report(exc: ReleaserError) -> None:
     err(f"error: {exc.message}")
     if exc.hint:
         err(f"hint: {exc.hint}")
-    if os.environ.get("GITHUB_ACTIONS") == "true" and isinstance(exc, ConfigError):
-        for p in exc.problems:
-            line = f",line={p.line}" if p.line is not None else ""
-            msg = f"{p.path}: {p.message}" + (f" ({p.hint})" if p.hint else "")
-            err(f"::error file={p.file}{line}::{msg}")
+    if isinstance(exc, ConfigError):
+        from releaser.cli.github import error_annotations
+
+        for line in error_annotations(exc.problems):
+            err(line)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

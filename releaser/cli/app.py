@@ -174,14 +174,32 @@ def demo(
 
 def build_command() -> Any:
     """The click command behind the app, with every sub-app attached."""
-    from releaser.cli import audit_cmds, prompt_cmds, release_cmds, rollback_cmds, rollout_cmds
+    from releaser.cli import (  # serve_cmds also registers 'serve' on the app
+        audit_cmds,
+        prompt_cmds,
+        release_cmds,
+        rollback_cmds,
+        rollout_cmds,
+        serve_cmds,
+    )
 
     _ = rollback_cmds  # registers 'rollback' and 'reconcile' on the app
+    from releaser.cli import docs_cmds
+
+    _ = docs_cmds  # registers 'runbook' and 'handover' on the app
+    from releaser.cli import gate_cmds  # registers 'approve' on the app
 
     if not getattr(build_command, "_attached", False):
         app.add_typer(release_cmds.app, name="release")
+        app.add_typer(serve_cmds.k8s_app, name="k8s")
+        app.add_typer(serve_cmds.containers_app, name="containers")
         app.add_typer(rollout_cmds.app, name="rollout")
         app.add_typer(prompt_cmds.app, name="prompt")
         app.add_typer(audit_cmds.app, name="audit")
+        app.add_typer(gate_cmds.app, name="gate")
+        app.add_typer(gate_cmds.phase_app, name="phase")
+        from releaser.cli import github_cmds
+
+        app.add_typer(github_cmds.app, name="github")
         build_command._attached = True  # type: ignore[attr-defined]
     return typer.main.get_command(app)

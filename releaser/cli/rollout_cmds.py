@@ -61,12 +61,20 @@ def start(
         bool, typer.Option("--initial", help="First deployment: make it stable at once.")
     ] = False,
     reason: Annotated[str | None, typer.Option(help="Why (audited).")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Start although the eval gate has not passed (needs --reason)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start rolling a release out at the plan's first step."""
+    """Start rolling a release out at the plan's first step (its eval gate must have passed)."""
     from releaser.api.rollouts import start_rollout
 
-    res = start_rollout(state(ctx).workspace(), service, release, initial=initial, reason=reason)
+    res = start_rollout(
+        state(ctx).workspace(), service, release, initial=initial, reason=reason, force=force
+    )
     _result(res, as_json, "started" if not initial else "initial release; promoted")
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "DatasetSpec",
     "EscalationContact",
     "EvalSuite",
+    "GithubSettings",
     "Guardrails",
     "Issue",
     "MlflowSettings",
@@ -230,6 +231,29 @@ class PromptSettings(_Model):
     )
 
 
+class GithubSettings(_Model):
+    """What releaser mirrors to GitHub (active only with GITHUB_TOKEN and GITHUB_REPOSITORY)."""
+
+    environment: str = Field(
+        default="production",
+        min_length=1,
+        description="GitHub environment of the deployments; '{service}' becomes the service name.",
+    )
+    deployments: bool = Field(
+        default=True, description="Mirror rollouts as GitHub Deployments with statuses."
+    )
+    gate_status: Literal["status", "check_run"] = Field(
+        default="status", description="Publish gates as a commit status or a check run."
+    )
+    pr_comments: bool = Field(
+        default=True, description="Keep one comment per service on the pull request."
+    )
+    release_on_production: bool = Field(
+        default=True,
+        description="Create a GitHub Release with the handover pack when a release is promoted.",
+    )
+
+
 # --- services -----------------------------------------------------------------------------
 
 
@@ -253,6 +277,9 @@ class Config(_Model):
     )
     prompts: PromptSettings = Field(
         default_factory=PromptSettings, description="Where prompts are versioned."
+    )
+    github: GithubSettings | None = Field(
+        default=None, description="GitHub mirroring (deployments, gate statuses, PR comments)."
     )
     store: str | None = Field(
         default=None,

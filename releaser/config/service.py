@@ -28,6 +28,7 @@ from releaser.config._common import (
     raise_issues,
     unknown_group,
 )
+from releaser.config.deploy import DeploySpec
 
 
 class ModelSpec(_Model):
@@ -177,6 +178,9 @@ class EvalSuite(_Model):
     )
     slice_max_drop: float | None = Field(
         default=None, ge=0, description="Largest drop allowed in any slice against the baseline."
+    )
+    slice_min_rows: int = Field(
+        default=20, ge=1, description="Slices with fewer rows are reported but not judged."
     )
 
     @model_validator(mode="after")
@@ -433,6 +437,13 @@ class Service(_Model):
     irreversible: bool = Field(
         default=False,
         description="A release cannot be rolled back (e.g. it ran a data migration).",
+    )
+    # Excluded from dumps, so from the config hash: where a release runs is not what it is.
+    deploy: DeploySpec | None = Field(
+        default=None,
+        exclude=True,
+        description="Where releases run and how the gateway finds them (docker, kubernetes, "
+        "or upstream URLs).",
     )
 
     @model_validator(mode="after")

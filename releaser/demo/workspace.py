@@ -48,6 +48,7 @@ __all__ = [
     "ExampleWorkspace",
     "MODEL_NAME",
     "build_example_workspace",
+    "copy_workspace",
     "example_dir",
     "load_example_module",
 ]
@@ -346,3 +347,25 @@ def add_golden_cases(ws: ExampleWorkspace, count: int, *, seed: int) -> int:
     _track_and_push(ws.root, [GOLDEN_PATH])
     _commit_all(ws.root, f"Golden set: add {count} cases verified by caseworkers")
     return len(rows)
+
+
+def copy_workspace(example: ExampleWorkspace, dest: Path) -> ExampleWorkspace:
+    """A private copy of an example workspace, with its own MLflow db and DVC remote.
+
+    MLflow stores artifact locations as absolute paths, so the copy still reads
+    model files from the original's ``mlruns``; registry writes go to the copy.
+    """
+    import dataclasses
+    import shutil
+
+    from releaser.integrations.mlflow_models import local_mlflow_uris
+
+    shutil.copytree(example.root, dest, symlinks=True)
+    tracking_uri, artifact_location = local_mlflow_uris(dest)
+    return dataclasses.replace(
+        example,
+        root=dest,
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
+        remote_dir=dest / example.remote_dir.name,
+    )

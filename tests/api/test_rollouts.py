@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from releaser.api.audit import audit_log, verify_audit
+from releaser.api.gates import run_gate
 from releaser.api.releases import create_release
 from releaser.api.rollouts import advance_rollout, rollout_status, service_state, start_rollout
 from releaser.api.workspace import Workspace, open_workspace
@@ -52,9 +53,11 @@ def rollout_ws(release_ws: ExampleWorkspace) -> tuple[Path, str, str]:
     with pytest.raises(BadInput, match="no stable release") as err:
         start_rollout(ws, SERVICE, r1, now=_iso(T0))
     assert err.value.hint is not None and "--initial" in err.value.hint
+    assert run_gate(ws, SERVICE, r1).passed
     start_rollout(ws, SERVICE, r1, initial=True, now=_iso(T0))
     r2 = _candidate_release(root, ws, 2)
     ws = open_workspace(root)
+    assert run_gate(ws, SERVICE, r2).passed
     start_rollout(ws, SERVICE, r2, now=_iso(T0))
     with pytest.raises(BadInput, match="already has rollout"):
         start_rollout(ws, SERVICE, r2, now=_iso(T0))

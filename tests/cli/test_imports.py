@@ -8,7 +8,20 @@ import sys
 
 import pytest
 
-HEAVY = ["mlflow", "dvc", "docker", "git", "github3", "jinja2", "matplotlib", "pandas"]
+HEAVY = [
+    "mlflow",
+    "dvc",
+    "docker",
+    "git",
+    "github3",
+    "jinja2",
+    "matplotlib",
+    "pandas",
+    "httpx",
+    "uvicorn",
+    "prometheus_client",
+    "uvloop",
+]
 
 
 def _loaded_after(code: str) -> set[str]:

@@ -36,6 +36,7 @@ ROUTER_CHILD = textwrap.dedent(
 
 def _two_releases(root: Path, cli, *, irreversible: bool = False) -> tuple[str, str]:
     r1 = json.loads(cli("release", "create", SERVICE, "--json", cwd=root).out)["release"]["id"]
+    assert cli("gate", SERVICE, "--release", r1).code == 0
     assert cli("rollout", "start", SERVICE, "--release", r1, "--initial").code == 0
     cfg = root / "releaser.yaml"
     text = cfg.read_text().replace("alias: champion", "version: 2", 1)
@@ -44,6 +45,7 @@ def _two_releases(root: Path, cli, *, irreversible: bool = False) -> tuple[str, 
     cfg.write_text(text)
     subprocess.run(["git", "commit", "-qam", "serve v2"], cwd=root, check=True)
     r2 = json.loads(cli("release", "create", SERVICE, "--json").out)["release"]["id"]
+    assert cli("gate", SERVICE, "--release", r2).code == 0
     assert cli("rollout", "start", SERVICE, "--release", r2).code == 0
     return r1, r2
 
@@ -201,6 +203,7 @@ def test_drill_rehearses_on_a_copy_times_the_revert_and_leaves_the_service_alone
 
     root = release_ws.root
     r1 = json.loads(cli("release", "create", SERVICE, "--json", cwd=root).out)["release"]["id"]
+    assert cli("gate", SERVICE, "--release", r1).code == 0
     assert cli("rollout", "start", SERVICE, "--release", r1, "--initial").code == 0
     res = cli("drill", SERVICE)
     assert res.code == 2 and "nothing to rehearse" in res.err  # one release, no rollout
@@ -208,6 +211,7 @@ def test_drill_rehearses_on_a_copy_times_the_revert_and_leaves_the_service_alone
     cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
     subprocess.run(["git", "commit", "-qam", "serve v2"], cwd=root, check=True)
     r2 = json.loads(cli("release", "create", SERVICE, "--json").out)["release"]["id"]
+    assert cli("gate", SERVICE, "--release", r2).code == 0
     assert cli("rollout", "start", SERVICE, "--release", r2).code == 0
     _to_step(root, "canary-25")
     ws = open_workspace(root)

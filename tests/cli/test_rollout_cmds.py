@@ -18,6 +18,9 @@ def test_rollout_lifecycle_through_the_cli(release_ws: ExampleWorkspace, cli, tm
     r1_id = r1["release"]["id"]
     res = cli("rollout", "start", "case-triage", "--release", r1_id)
     assert res.code == 2 and "--initial" in res.err
+    res = cli("rollout", "start", "case-triage", "--release", r1_id, "--initial")
+    assert res.code == 1 and "has not been through the eval gate" in res.err
+    assert cli("gate", "case-triage", "--release", r1_id).code == 0
     assert cli("rollout", "start", "case-triage", "--release", r1_id, "--initial").code == 0
 
     cfg = root / "releaser.yaml"
@@ -25,6 +28,7 @@ def test_rollout_lifecycle_through_the_cli(release_ws: ExampleWorkspace, cli, tm
     subprocess.run(["git", "commit", "-qam", "serve v2"], cwd=root, check=True)
     r2_id = json.loads(cli("release", "create", "case-triage", "--json").out)["release"]["id"]
 
+    assert cli("gate", "case-triage", "--release", r2_id).code == 0
     res = cli("rollout", "start", "case-triage", "--release", r2_id[:8])
     assert res.code == 0 and "step 1/4 'internal'" in res.out, res.err
     res = cli("rollout", "start", "case-triage", "--release", r2_id)

@@ -1,0 +1,241 @@
+"""Eval gate figures on a 1,000-row golden set (the example service, real DVC and MLflow).
+
+1. Harness overhead over the raw predict loop (target <= 10%), cold prediction cache,
+   candidate and baseline both predicted:
+   a. the example's MLflow pyfunc model (fast: ~1 ms per batch row, so fixed costs show);
+   b. a ``module:function`` predict that waits 2 ms per row, standing in for a model
+      server or LLM call.
+   "raw" is the same predict calls with nothing else (no golden read, scoring,
+   bootstrap, store or MLflow logging); "harness" is ``run_gate`` end to end.
+2. A cached re-run of ``run_gate`` (target <= 1 s): in-process, and as a fresh
+   ``releaser gate`` process (which pays Python and MLflow imports).
+
+Everything lives in a temporary directory; nothing outside it is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from releaser.api import gates as gates_module  # noqa: E402
+from releaser.api.gate_inputs import eval_suite, load_golden  # noqa: E402
+from releaser.api.gate_predict import BATCH, CACHE_DIR, _download_uri, _model_uri  # noqa: E402
+from releaser.api.gates import run_gate  # noqa: E402
+from releaser.api.prompts import promote_prompt, register_prompt  # noqa: E402
+from releaser.api.releases import create_release, get_release  # noqa: E402
+from releaser.api.rollouts import start_rollout  # noqa: E402
+from releaser.api.workspace import Workspace, open_workspace  # noqa: E402
+from releaser.config.template import render_init_template  # noqa: E402
+from releaser.demo.workspace import (  # noqa: E402
+    PROMPT_PATH,
+    add_golden_cases,
+    build_example_workspace,
+)
+
+SERVICE = "case-triage"
+REPEATS = 5
+SLOW_PREDICT = """
+import time
+
+
+def predict(prompt, inputs):
+    time.sleep(0.002)
+    text = inputs["text"].lower()
+    for word, queue in (("bin", "waste"), ("loud", "noise"), ("council tax", "council-tax"),
+                        ("planning", "planning"), ("benefit", "benefits")):
+        if word in text:
+            return queue
+    return "housing"
+"""
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def _setup(root: Path) -> tuple[str, str]:
+    """Workspace with a 1,000-row golden set, r1 stable (gated), r2 (model v2) to gate."""
+    example = build_example_workspace(
+        root, config_text=render_init_template("council-casework", SERVICE), model_versions=2
+    )
+    rows = add_golden_cases(example, 400, seed=99)
+    assert rows == 1000, rows
+    ws = open_workspace(root)
+    pv = register_prompt(ws, root / PROMPT_PATH).version
+    promote_prompt(ws, pv.name, pv.version, "production", "bench")
+    r1 = create_release(ws, SERVICE).release.id
+    run_gate(ws, SERVICE, r1)
+    start_rollout(ws, SERVICE, r1, initial=True, reason="bench")
+    ws.close()
+    cfg = root / "releaser.yaml"
+    cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
+    _git(root, "commit", "-qam", "serve v2")
+    ws = open_workspace(root)
+    r2 = create_release(ws, SERVICE).release.id
+    ws.close()
+    return r1, r2
+
+
+def _clear_cache(root: Path) -> None:
+    shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
+
+
+def _raw_model_loop(ws: Workspace, ids: list[str]) -> float:
+    """Load each release's model and predict the golden rows in the harness's batches."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    release = get_release(ws, ids[0])
+    suite = eval_suite(ws, release)
+    assert suite is not None
+    golden = load_golden(ws.root, release, suite)  # read once, outside the timing
+    began = time.perf_counter()
+    for rid in ids:
+        model = mlflow.pyfunc.load_model(_download_uri(ws, _model_uri(get_release(ws, rid), suite)))
+        for start in range(0, len(golden.rows), BATCH):
+            chunk = golden.rows[start : start + BATCH]
+            model.predict(pd.DataFrame({"text": [r["text"] for r in chunk]}))
+    return time.perf_counter() - began
+
+
+def _raw_function_loop(ws: Workspace, n_releases: int) -> float:
+    sys.path.insert(0, str(ws.root))
+    import slow_predict
+
+    release = get_release(ws, ws.store.list("release")[0].key)
+    suite = eval_suite(ws, release)
+    assert suite is not None
+    golden = load_golden(ws.root, release, suite)
+    began = time.perf_counter()
+    for _ in range(n_releases):
+        for row in golden.rows:
+            slow_predict.predict(None, {"text": row["text"]})
+    return time.perf_counter() - began
+
+
+PREDICT_S: list[float] = []
+
+
+def _timing_predict() -> None:
+    """Record the time run_gate spends in predict_release (model load + predict calls)."""
+    original = gates_module.predict_release
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            PREDICT_S.append(time.perf_counter() - began)
+
+    gates_module.predict_release = timed  # type: ignore[assignment]
+
+
+def _timed_gate(ws: Workspace, rid: str) -> float:
+    _clear_cache(ws.root)
+    PREDICT_S.clear()
+    began = time.perf_counter()
+    report = run_gate(ws, SERVICE, rid)
+    elapsed = time.perf_counter() - began
+    assert report.rows == 1000 and report.baseline_id is not None, report
+    return elapsed
+
+
+def _measure(label: str, raw_fn: Any, gate_fn: Any) -> None:
+    """Interleave raw and harness runs (the machine is shared) and print medians."""
+    raw, harness, inside = [], [], []
+    for _ in range(REPEATS):
+        raw.append(raw_fn())
+        harness.append(gate_fn())
+        inside.append(sum(PREDICT_S))
+    r, h, p = statistics.median(raw), statistics.median(harness), statistics.median(inside)
+    print(
+        f"{label}: raw predict loop {r * 1000:6.0f} ms, run_gate {h * 1000:6.0f} ms "
+        f"(of which predict_release {p * 1000:6.0f} ms); "
+        f"overhead {h - r:+.3f} s = {(h - r) / r:+.1%} (target <= +10%)"
+    )
+
+
+def main() -> None:
+    """Print the figures."""
+    with tempfile.TemporaryDirectory(prefix="releaser-bench-gate-") as tmp:
+        root = Path(tmp) / "ws"
+        began = time.perf_counter()
+        r1, r2 = _setup(root)
+        print(
+            f"setup (workspace, 1,000-row golden set, r1 gated and stable): "
+            f"{time.perf_counter() - began:.1f} s"
+        )
+        _timing_predict()
+        ws = open_workspace(root)
+        # Warm both paths once (imports, first model load), untimed.
+        _raw_model_loop(ws, [r2, r1])
+        _timed_gate(ws, r2)
+        _measure(
+            "1a pyfunc model, 2 x 1,000 rows",
+            lambda: _raw_model_loop(ws, [r2, r1]),
+            lambda: _timed_gate(ws, r2),
+        )
+
+        cached = []
+        for _ in range(REPEATS):
+            began = time.perf_counter()
+            report = run_gate(ws, SERVICE, r2)
+            cached.append(time.perf_counter() - began)
+            assert report.cached
+        print(
+            f"2  cached re-run, in-process: median {statistics.median(cached) * 1000:.0f} ms "
+            f"(target <= 1000 ms)"
+        )
+        env = {**os.environ, "NO_COLOR": "1"}
+        exe = str(Path(sys.executable).with_name("releaser"))
+        cli = []
+        for _ in range(REPEATS):
+            began = time.perf_counter()
+            subprocess.run(
+                [exe, "gate", SERVICE, "--release", r2],
+                cwd=root,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            cli.append(time.perf_counter() - began)
+        print(
+            f"2  cached re-run, fresh 'releaser gate' process: median "
+            f"{statistics.median(cli) * 1000:.0f} ms (Python start-up and imports included)"
+        )
+        ws.close()
+
+        # 1b: module:function predict that costs 2 ms per row.
+        (root / "slow_predict.py").write_text(SLOW_PREDICT, encoding="utf-8")
+        cfg = root / "releaser.yaml"
+        cfg.write_text(
+            cfg.read_text().replace(
+                "predict: models:/case-triage@champion", "predict: slow_predict:predict"
+            )
+        )
+        _git(root, "add", "-A")
+        _git(root, "commit", "-qm", "slow predict")
+        ws = open_workspace(root)
+        r3 = create_release(ws, SERVICE).release.id
+        _timed_gate(ws, r3)
+        _measure(
+            "1b function predict at 2 ms/row, 2 x 1,000 rows",
+            lambda: _raw_function_loop(ws, 2),
+            lambda: _timed_gate(ws, r3),
+        )
+        ws.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""What the eval gate reads before it scores: the golden set, the predict entry point, scorers.
+
+Everything here is checked before anything is predicted or written, so bad
+input (a golden set with missing columns, no rows, empty labels or mixed
+label types; a scorer or predict function that cannot be imported) stops
+the gate with one clear error naming the file, column or field and nothing
+half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+import io
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from releaser.config.service import EvalSuite
+from releaser.core.refs import DatasetRef
+from releaser.core.release import Release
+from releaser.core.scorers import BUILTIN_SCORERS, ScoreFn, numeric_tolerance, regex_match
+from releaser.core.scorers import to_number as _to_number
+from releaser.errors import ArtifactNotFound, BadInput, ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from releaser.api.workspace import Workspace
+
+__all__ = [
+    "Golden",
+    "eval_suite",
+    "golden_ref",
+    "load_golden",
+    "parse_golden",
+    "read_dataset_bytes",
+    "resolve_scorers",
+]
+
+_MISSING = {"", "nan", "na", "n/a", "null", "none"}
+
+
+@dataclass(frozen=True)
+class Golden:
+    """The golden rows as read at the release's pinned revision."""
+
+    path: str
+    md5: str
+    rev: str
+    rows: list[dict[str, Any]]
+    labels: list[Any]
+
+
+def eval_suite(ws: Workspace, release: Release) -> EvalSuite | None:
+    """The eval suite pinned in the release's configuration (None when it has none)."""
+    raw = release.content.config.get("eval")
+    if raw is None:
+        return None
+    return EvalSuite.model_validate(raw)
+
+
+def _field(ws: Workspace, service: str, where: str) -> str:
+    return f"services.{service}.eval.{where}"
+
+
+def config_error(ws: Workspace, service: str, where: str, message: str, hint: str) -> ConfigError:
+    """A ConfigError pointing at one field of the service's eval suite."""
+    path = _field(ws, service, where)
+    return ConfigError([ConfigProblem(str(ws.config_path), None, path, message, hint)])
+
+
+def golden_ref(release: Release, suite: EvalSuite) -> DatasetRef:
+    """The release's pinned ref of the eval dataset."""
+    for ref in release.content.datasets:
+        if ref.path == suite.dataset:
+            return ref
+    raise ArtifactNotFound(
+        f"release {release.id} does not pin the eval dataset {suite.dataset}",
+        hint="list it under the service's 'datasets' and create a new release",
+    )
+
+
+def read_dataset_bytes(root: Path, ref: DatasetRef) -> bytes:
+    """The dataset's bytes: from the local DVC cache by md5 when there, else through DVC."""
+    md5 = ref.md5
+    if len(md5) == 32 and not md5.endswith(".dir"):
+        for cached in (
+            root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:],
+            root / ".dvc" / "cache" / md5[:2] / md5[2:],
+        ):
+            if cached.is_file():
+                data = cached.read_bytes()
+                if hashlib.md5(data).hexdigest() == md5:  # noqa: S324 - DVC's content hash
+                    return data
+    from releaser.integrations.dvc_data import open_dataset
+
+    return open_dataset(root, ref.path, ref.rev)
+
+
+def _parse(path: str, data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """Rows and the line number of the first data row (for messages)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadInput(
+            f"golden set {path} is not UTF-8 text", hint="save it as UTF-8 CSV or JSON Lines"
+        ) from exc
+    lower = path.lower()
+    if lower.endswith((".jsonl", ".ndjson")):
+        rows: list[dict[str, Any]] = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadInput(
+                    f"golden set {path}:{number}: not valid JSON ({exc.msg})",
+                    hint="each line must be one JSON object",
+                ) from exc
+            if not isinstance(value, dict):
+                raise BadInput(
+                    f"golden set {path}:{number}: expected a JSON object per line",
+                    hint='write rows as {"column": value, ...}',
+                )
+            rows.append(value)
+        return rows, 1
+    if lower.endswith((".csv", ".tsv")):
+        dialect = "excel-tab" if lower.endswith(".tsv") else "excel"
+        reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+        return [dict(r) for r in reader], 2
+    raise BadInput(
+        f"golden set {path}: unsupported format",
+        hint="use a .csv, .tsv or .jsonl file for the eval dataset",
+    )
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in _MISSING
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    return type(value).__name__
+
+
+def load_golden(root: Path, release: Release, suite: EvalSuite) -> Golden:
+    """Read and check the golden set at the release's pinned revision."""
+    ref = golden_ref(release, suite)
+    rows, labels = parse_golden(
+        f"{ref.path}@{ref.rev[:12]}", ref.path, read_dataset_bytes(root, ref), suite
+    )
+    return Golden(ref.path, ref.md5, ref.rev, rows, labels)
+
+
+def parse_golden(
+    path: str, name: str, data: bytes, suite: EvalSuite
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Rows and labels of a golden file's bytes, checked against the suite.
+
+    ``path`` names the file in messages; ``name`` (the file name) gives the format.
+    """
+    rows, first_line = _parse(name, data)
+    if not rows:
+        raise BadInput(
+            f"golden set {path} has no rows",
+            hint="add verified cases to the golden set, 'dvc add' and commit it",
+        )
+    present = list(rows[0].keys())
+    needed = [*suite.input_columns, suite.label_column, *suite.slices]
+    missing = [c for c in needed if c not in present]
+    if missing:
+        from releaser.config._common import did_you_mean
+
+        close = [did_you_mean(c, present) for c in missing]
+        hint = next((c for c in close if c), None) or f"its columns are: {', '.join(present)}"
+        raise BadInput(
+            f"golden set {path} has no column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(c) for c in missing)} (needed by the eval suite)",
+            hint=hint,
+        )
+    label = suite.label_column
+    labels: list[Any] = []
+    kinds: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        value = row.get(label)
+        if _is_missing(value):
+            raise BadInput(
+                f"golden set {path}, line {i + first_line}: the label column {label!r} is empty "
+                f"or NaN",
+                hint="every golden row needs a verified answer; fix or drop the row",
+            )
+        kind = _kind(value)
+        if kind not in kinds:
+            kinds[kind] = i
+        labels.append(value)
+    if len(kinds) > 1:
+        detail = ", ".join(f"{k} (first on line {i + first_line})" for k, i in kinds.items())
+        raise BadInput(
+            f"golden set {path}: the label column {label!r} mixes types: {detail}",
+            hint="give every label the same type (quote numbers meant as text)",
+        )
+    if any(s.name == "numeric_tolerance" for s in suite.scorers):
+        for i, value in enumerate(labels):
+            if _to_number(value) is None:
+                raise BadInput(
+                    f"golden set {path}, line {i + first_line}: label {value!r} in column "
+                    f"{label!r} is not a number, but the numeric_tolerance scorer needs one",
+                    hint="fix the label, or use another scorer",
+                )
+    return rows, labels
+
+
+@contextmanager
+def importable_from(root: Path) -> Iterator[None]:
+    """Let ``module:function`` references import modules from the workspace root."""
+    entry = str(root)
+    added = entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(entry)
+
+
+def import_function(
+    ws: Workspace, service: str, reference: str, where: str, what: str
+) -> Callable[..., Any]:
+    """``module:function`` imported (from the workspace root too); ConfigError when it is not."""
+    module_name, _, name = reference.partition(":")
+    with importable_from(ws.root):
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
+            raise config_error(
+                ws,
+                service,
+                where,
+                f"cannot import module {module_name!r} for the {what}: {type(exc).__name__}: {exc}",
+                f"check the module is on the Python path (the workspace root {ws.root} is) "
+                "and imports cleanly",
+            ) from exc
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise config_error(
+            ws,
+            service,
+            where,
+            f"module {module_name!r} has no function {name!r} for the {what}",
+            "give 'module:function' naming a function defined in that module",
+        )
+    return fn  # type: ignore[no-any-return]
+
+
+def resolve_scorers(ws: Workspace, service: str, suite: EvalSuite) -> dict[str, ScoreFn | None]:
+    """Metric name -> scorer function (None for latency, which the harness measures)."""
+    out: dict[str, ScoreFn | None] = {}
+    for i, spec in enumerate(suite.scorers):
+        if spec.name == "latency":
+            out[spec.metric] = None
+        elif spec.name == "regex":
+            out[spec.metric] = regex_match(spec.pattern or "")
+        elif spec.name == "numeric_tolerance":
+            out[spec.metric] = numeric_tolerance(spec.tolerance or 0.0)
+        elif spec.name == "custom":
+            out[spec.metric] = import_function(
+                ws, service, spec.function or "", f"scorers[{i}].function", "custom scorer"
+            )
+        else:
+            out[spec.metric] = BUILTIN_SCORERS[spec.name]
+    return out

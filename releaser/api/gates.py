@@ -1,0 +1,451 @@
+"""The eval gate: score a release on its golden set, against thresholds and the baseline.
+
+``run_gate`` reads the golden set at the revision the release pins, predicts
+with the release (and with the service's stable release as the baseline, on
+the same rows), scores every row, and judges thresholds, non-regression with
+a paired bootstrap interval, and every slice (see
+:mod:`releaser.core.gate_eval`). The report is stored as evidence on the
+release (record kind ``gate``, audited as ``gate.run``) and logged as an
+MLflow evaluation run with the report as an artifact.
+
+``require_gates`` is what ``rollout start`` asks before it moves traffic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from releaser.api.context import current_actor, utc_now
+from releaser.api.gate_inputs import eval_suite, load_golden, resolve_scorers
+from releaser.api.gate_predict import Predictions, Progress, predict_release, resolve_function
+from releaser.api.releases import get_release
+from releaser.core.audit import EventDraft
+from releaser.core.gate_eval import NonRegressionRule, evaluate_gate
+from releaser.core.scorers import score_rows
+from releaser.errors import BadInput, CheckFailed, StateConflict
+from releaser.store.base import Write
+
+if TYPE_CHECKING:
+    from releaser.api.workspace import Workspace
+    from releaser.config.service import EvalSuite
+    from releaser.core.release import Release
+
+__all__ = ["GATE_KIND", "GateReport", "last_gate", "require_gates", "run_gate"]
+
+GATE_KIND = "gate"
+EXPERIMENT = "releaser-gates"
+
+
+class GateReport(BaseModel):
+    """The outcome of one eval gate run on a release: metrics, checks, slices, failures."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    release_id: str
+    baseline_id: str | None = None
+    passed: bool
+    at: str
+    actor: str = ""
+    dataset: str
+    dataset_md5: str
+    dataset_rev: str = ""
+    rows: int
+    errors: int = Field(description="Rows whose predict raised.")
+    error_examples: list[str] = Field(default_factory=list)
+    metrics: dict[str, float | None] = Field(description="The candidate's metrics.")
+    baseline_metrics: dict[str, float | None] = Field(default_factory=dict)
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+    slices: list[dict[str, Any]] = Field(default_factory=list)
+    failures: list[str] = Field(default_factory=list)
+    cached: bool = Field(default=False, description="Predictions came from the cache.")
+    mlflow_run_id: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented ``gate --json`` shape."""
+        return self.model_dump(mode="json")
+
+    def markdown(self) -> str:
+        """The report as Markdown, fit for a GitHub step summary."""
+        verdict = "passed" if self.passed else "FAILED"
+        icon = "✅" if self.passed else "❌"
+        base = f"`{self.baseline_id}`" if self.baseline_id else "none (thresholds only)"
+        lines = [
+            f"## {icon} Eval gate {verdict}: {self.service} `{self.release_id}`",
+            "",
+            f"- baseline: {base}",
+            f"- golden set: `{self.dataset}` md5 `{self.dataset_md5}` ({self.rows} rows)",
+            f"- rows whose predict raised: {self.errors}",
+            f"- run at {self.at}" + (" (cached predictions)" if self.cached else ""),
+            "",
+        ]
+        if self.failures:
+            lines += ["### Failures", "", *[f"- {f}" for f in self.failures], ""]
+        lines += ["### Metrics", "", "| metric | candidate | baseline |", "| --- | --- | --- |"]
+        for metric, value in self.metrics.items():
+            lines.append(
+                f"| {metric} | {_num(value)} | {_num(self.baseline_metrics.get(metric))} |"
+            )
+        lines += ["", "### Checks", "", "| check | value | limit | CI | result |"]
+        lines.append("| --- | --- | --- | --- | --- |")
+        for c in self.checks:
+            if c["kind"] == "slice":
+                continue
+            ci = (
+                f"[{_num(c['ci_low'])}, {_num(c['ci_high'])}]"
+                if c.get("ci_low") is not None
+                else ""
+            )
+            result = "pass" if c["passed"] else "**FAIL**"
+            lines.append(
+                f"| {c['name']} | {_num(c['value'])} | {_num(c['limit'])} | {ci} | {result} |"
+            )
+        if self.slices:
+            lines += [
+                "",
+                "### Slices",
+                "",
+                "| slice | rows | candidate | baseline | change | result |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
+            for s in self.slices:
+                result = "pass" if s["passed"] else "**FAIL**"
+                lines.append(
+                    f"| {s['column']}={s['value']} | {s['n']} | {_num(s['candidate'])} | "
+                    f"{_num(s['baseline'])} | {_num(s['delta'], signed=True)} | {result} |"
+                )
+        if self.warnings:
+            lines += ["", *[f"> warning: {w}" for w in self.warnings]]
+        return "\n".join(lines) + "\n"
+
+
+def _num(value: Any, *, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float | int):
+        return f"{value:+.4f}" if signed else f"{value:.4g}"
+    return str(value)
+
+
+def _baseline(ws: Workspace, release: Release) -> Release | None:
+    from releaser.api.rollouts import service_state
+
+    stable = service_state(ws, release.service).stable
+    if stable is None or stable == release.id:
+        return None
+    return get_release(ws, stable)
+
+
+def _scores(
+    preds: Predictions, labels: list[Any], scorers: dict[str, Any]
+) -> dict[str, np.ndarray[Any, np.dtype[np.float64]]]:
+    ok = np.asarray(preds.ok, dtype=bool)
+    out: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
+    for metric, fn in scorers.items():
+        if fn is None:  # latency: measured, not scored
+            out[metric] = np.asarray(
+                [math.nan if v is None else float(v) for v in preds.latency_ms], dtype=np.float64
+            )
+        else:
+            out[metric] = score_rows(fn, preds.values, labels, ok)
+    return out
+
+
+def _rule(suite: EvalSuite) -> NonRegressionRule | None:
+    nr = suite.non_regression
+    if nr is None:
+        return None
+    return NonRegressionRule(nr.metric, nr.max_drop, nr.confidence, nr.bootstrap_samples, nr.seed)
+
+
+def _primary(suite: EvalSuite) -> str:
+    if suite.non_regression is not None:
+        return suite.non_regression.metric
+    quality = [s.metric for s in suite.scorers if s.name != "latency"]
+    return quality[0] if quality else suite.scorers[0].metric
+
+
+def _clean(values: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if math.isnan(v) else round(v, 6)) for k, v in values.items()}
+
+
+def evaluate_release(
+    ws: Workspace, release: Release, *, progress: Progress | None = None, use_cache: bool = True
+) -> GateReport:
+    """Score ``release`` and judge it, without storing anything (``run_gate`` stores)."""
+    service = release.service
+    suite = eval_suite(ws, release)
+    if suite is None:
+        raise BadInput(
+            f"release {release.id} of {service} has no eval suite",
+            hint=f"add 'eval' under services.{service} in releaser.yaml and create a new release",
+        )
+    # Everything that can be wrong with the input is found before anything is predicted.
+    scorers = resolve_scorers(ws, service, suite)
+    resolve_function(ws, release, suite)
+    golden = load_golden(ws.root, release, suite)
+    baseline = _baseline(ws, release)
+    total = len(golden.rows) * (2 if baseline is not None else 1)
+
+    def part(offset: int) -> Progress | None:
+        if progress is None:
+            return None
+        return lambda done, _n: progress(offset + done, total)
+
+    cand = predict_release(ws, release, golden, suite, progress=part(0), use_cache=use_cache)
+    base_preds: Predictions | None = None
+    if baseline is not None:
+        base_preds = predict_release(
+            ws, baseline, golden, suite, progress=part(len(golden.rows)), use_cache=use_cache
+        )
+    cand_scores = _scores(cand, golden.labels, scorers)
+    base_scores = _scores(base_preds, golden.labels, scorers) if base_preds else None
+    outcome = evaluate_gate(
+        cand_scores,
+        base_scores,
+        thresholds=suite.thresholds,
+        non_regression=_rule(suite),
+        primary_metric=_primary(suite),
+        slice_columns={c: [str(r[c]) for r in golden.rows] for c in suite.slices},
+        slice_max_drop=suite.slice_max_drop,
+        slice_min_rows=suite.slice_min_rows,
+        errors=cand.error_count,
+        error_examples=cand.errors,
+    )
+    return GateReport(
+        service=service,
+        release_id=release.id,
+        baseline_id=baseline.id if baseline else None,
+        passed=outcome.passed,
+        at=utc_now(),
+        actor=current_actor().name,
+        dataset=golden.path,
+        dataset_md5=golden.md5,
+        dataset_rev=golden.rev,
+        rows=len(golden.rows),
+        errors=cand.error_count,
+        error_examples=cand.errors,
+        metrics=_clean(outcome.metrics),
+        baseline_metrics=_clean(outcome.baseline_metrics),
+        checks=outcome.checks,
+        slices=outcome.slices,
+        failures=outcome.failures,
+        cached=cand.cached and (base_preds is None or base_preds.cached),
+    )
+
+
+def _log_mlflow(ws: Workspace, report: GateReport) -> tuple[str | None, str | None]:
+    """Log the report as an MLflow evaluation run; (run id, warning)."""
+    try:
+        import json
+        import tempfile
+        from pathlib import Path
+
+        client = ws.models.client
+        tracking, artifact_location = ws.mlflow_uris()
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else client.create_experiment(EXPERIMENT, artifact_location=f"{artifact_location}")
+        )
+        run = client.create_run(
+            experiment_id,
+            run_name=f"gate-{report.service}-{report.release_id}",
+            tags={
+                "releaser.release_id": report.release_id,
+                "releaser.service": report.service,
+                "releaser.gate": "passed" if report.passed else "failed",
+                "releaser.baseline_id": report.baseline_id or "",
+            },
+        )
+        run_id: str = run.info.run_id
+        from mlflow.entities import Metric, Param
+
+        stamp = int(time.time() * 1000)
+        values = {k: v for k, v in report.metrics.items() if v is not None}
+        values |= {f"baseline_{k}": v for k, v in report.baseline_metrics.items() if v is not None}
+        values["errors"] = float(report.errors)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), stamp, 0) for k, v in values.items()],
+            params=[Param("dataset", report.dataset), Param("dataset_md5", report.dataset_md5)],
+        )
+        with tempfile.TemporaryDirectory(prefix="releaser-gate-") as tmp:
+            (Path(tmp) / "gate_report.md").write_text(report.markdown(), encoding="utf-8")
+            (Path(tmp) / "gate_report.json").write_text(
+                json.dumps(report.to_dict(), indent=2), encoding="utf-8"
+            )
+            client.log_artifacts(run_id, tmp)
+        client.set_terminated(run_id)
+        return run_id, None
+    except Exception as exc:  # noqa: BLE001 - the store holds the evidence; MLflow mirrors it
+        return None, f"could not log the gate to MLflow: {type(exc).__name__}: {exc}"
+
+
+def _same_outcome(a: GateReport, b: GateReport) -> bool:
+    fields = ("baseline_id", "dataset_md5", "passed", "metrics", "checks", "slices", "errors")
+    return b.cached and all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
+def _key(service: str, release_id: str) -> str:
+    return f"{service}/{release_id}"
+
+
+def run_gate(
+    ws: Workspace, service: str, release_id: str, *, progress: Progress | None = None
+) -> GateReport:
+    """Run the eval gate on a release; store the report as evidence and log it to MLflow.
+
+    Returns the report whether it passed or not (the CLI turns a failure into
+    exit code 1). Bad input raises before anything is predicted or written.
+    """
+    ws.config.service(service)
+    release = get_release(ws, release_id)
+    if release.service != service:
+        raise BadInput(
+            f"release {release.id} belongs to {release.service}, not {service}",
+            hint=f"'releaser release list {service}' shows {service}'s releases",
+        )
+    report = evaluate_release(ws, release, progress=progress)
+    previous = last_gate(ws, service, release.id)
+    run_id: str | None
+    warning: str | None
+    if previous is not None and previous.mlflow_run_id and _same_outcome(previous, report):
+        # A re-run on cached predictions that judged the same: the MLflow run already
+        # holds this evidence, so it is not logged twice (and MLflow is not imported).
+        run_id, warning = previous.mlflow_run_id, None
+    else:
+        run_id, warning = _log_mlflow(ws, report)
+    report = report.model_copy(
+        update={"mlflow_run_id": run_id, "warnings": [warning] if warning else []}
+    )
+    key = _key(service, release.id)
+    for _attempt in range(3):
+        existing = ws.store.get(GATE_KIND, key)
+        event = EventDraft(
+            actor=report.actor,
+            action="gate.run",
+            subject=f"release:{release.id}",
+            at=report.at,
+            before={"passed": existing.value.get("passed")} if existing else None,
+            after={
+                "service": service,
+                "release_id": release.id,
+                "baseline_id": report.baseline_id,
+                "passed": report.passed,
+                "metrics": report.metrics,
+                "failures": report.failures,
+                "dataset_md5": report.dataset_md5,
+                "mlflow_run_id": run_id,
+            },
+            context=current_actor().context,
+        )
+        write = Write(GATE_KIND, key, report.to_dict(), existing.version if existing else 0)
+        try:
+            ws.store.commit([write], event)
+            return report
+        except StateConflict:
+            continue  # another gate run on the same release committed first: record ours after
+    raise StateConflict(
+        f"the gate record of {release.id} kept changing while this run tried to store it",
+        hint="run the gate again",
+    )
+
+
+def last_gate(ws: Workspace, service: str, release_id: str | None = None) -> GateReport | None:
+    """The latest stored gate report of a release (or of any release of the service)."""
+    if release_id is not None:
+        rid = get_release(ws, release_id).id
+        record = ws.store.get(GATE_KIND, _key(service, rid))
+        return GateReport.model_validate(record.value) if record else None
+    records = ws.store.list(GATE_KIND, prefix=f"{service}/")
+    if not records:
+        return None
+    latest = max(records, key=lambda r: (str(r.value.get("at", "")), r.key))
+    return GateReport.model_validate(latest.value)
+
+
+def gate_required(ws: Workspace, release: Release) -> bool:
+    """Whether the release must pass the eval gate before a rollout: it has an eval suite,
+    or a phase's criteria ask for the eval gate."""
+    config = release.content.config
+    if config.get("eval") is not None:
+        return True
+    phases = config.get("phases") or {}
+    return any(isinstance(v, dict) and v.get("eval_gate") for v in phases.values())
+
+
+def _stale_baseline(ws: Workspace, release: Release, report: GateReport) -> str | None:
+    """The current stable release when the report was judged against another one."""
+    from releaser.api.rollouts import service_state
+
+    stable = service_state(ws, release.service).stable
+    if stable is None or stable == release.id or report.baseline_id == stable:
+        return None
+    return stable
+
+
+def require_gates(
+    ws: Workspace, service: str, release_id: str, *, force: bool, reason: str | None
+) -> GateReport | None:
+    """Refuse (CheckFailed) a release whose eval gate has not passed, unless forced with a reason.
+
+    Nothing is required of a release without an eval suite (and no phase asking
+    for the gate). A forced start is audited as ``gate.override`` with the reason.
+    Returns the passing report, or None when nothing was required or it was forced.
+    """
+    release = get_release(ws, release_id)
+    if not gate_required(ws, release):
+        return None
+    report = last_gate(ws, service, release.id)
+    stale = _stale_baseline(ws, release, report) if report is not None else None
+    if report is not None and report.passed and stale is None:
+        return report
+    if not force:
+        if report is None:
+            raise CheckFailed(
+                f"release {release.id} of {service} has not been through the eval gate",
+                hint=f"run 'releaser gate {service} --release {release.id}' first, or pass "
+                "--force --reason 'why' to start anyway (audited)",
+            )
+        if report.passed:
+            against = report.baseline_id or "no baseline"
+            raise CheckFailed(
+                f"release {release.id} passed its eval gate against {against}, but the stable "
+                f"release is now {stale}",
+                hint=f"run 'releaser gate {service} --release {release.id}' again to compare "
+                "with the current baseline",
+            )
+        raise CheckFailed(
+            f"release {release.id} of {service} failed its eval gate: "
+            + "; ".join(report.failures[:3]),
+            hint="fix the release and gate a new one, or pass --force --reason 'why' "
+            "to start anyway (audited)",
+        )
+    if not reason or not reason.strip():
+        raise BadInput(
+            "--force needs a reason: starting a release that has not passed its gate is audited",
+            hint="pass --reason 'why this release may go out ungated'",
+        )
+    actor = current_actor()
+    ws.store.commit(
+        [],
+        EventDraft(
+            actor=actor.name,
+            action="gate.override",
+            subject=f"release:{release.id}",
+            at=utc_now(),
+            before={"passed": report.passed if report else None},
+            after={"service": service, "release_id": release.id, "forced": True},
+            reason=reason,
+            context=actor.context,
+        ),
+    )
+    return None

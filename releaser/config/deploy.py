@@ -1,0 +1,169 @@
+"""The optional ``deploy:`` part of a service: where its releases run and how traffic reaches them.
+
+Three targets: ``none`` (the gateway proxies to upstreams you run yourself), ``docker``
+(releaser builds and runs one model-server container per release through a Docker Engine
+API) and ``kubernetes`` (``releaser k8s render`` writes manifests an existing engine uses to
+split traffic). The deploy section is excluded from a service's config hash: where a
+release runs does not change what it is.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from releaser.config._common import RepoPath, _Model, problem
+
+__all__ = ["ContainerSpec", "DeploySpec", "KubernetesSpec", "UpstreamUrls"]
+
+_HEADER_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+_COOKIE_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+def _check_url(value: str) -> str:
+    if not _URL.match(value):
+        raise problem(
+            f"{value!r} is not an http(s) base URL",
+            hint="write e.g. http://127.0.0.1:8001 (no query or fragment)",
+        )
+    return value.rstrip("/")
+
+
+class UpstreamUrls(_Model):
+    """Model endpoints the gateway proxies to, by variant (and optionally by release id)."""
+
+    baseline: str = Field(
+        description="URL of the endpoint serving the stable (baseline) release, "
+        "e.g. http://127.0.0.1:8001."
+    )
+    candidate: str | None = Field(
+        default=None, description="URL of the endpoint serving the candidate release."
+    )
+    releases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Release id -> URL; takes precedence over baseline/candidate, so an "
+        "endpoint keeps its release when the roles change at promotion.",
+    )
+
+    @field_validator("baseline", "candidate")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+    @field_validator("releases")
+    @classmethod
+    def _release_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        return {release: _check_url(url) for release, url in value.items()}
+
+
+class ContainerSpec(_Model):
+    """How the docker target builds and runs one model-server container per release."""
+
+    context: RepoPath | None = Field(
+        default=None,
+        description="Build context (a folder with a Dockerfile) for the model server; default: "
+        "releaser's stand-in model server on the base image.",
+    )
+    base_image: str = Field(
+        default="localhost/releaser-base:busybox",
+        min_length=1,
+        description="Image the stand-in model server is built on (built from local files, "
+        "no registry needed).",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the server listens on.")
+    health_path: str = Field(
+        default="/healthz", pattern=r"^/", description="Path that answers 200 when it is ready."
+    )
+    health_timeout_s: float = Field(
+        default=30, gt=0, description="How long to wait for health before giving up."
+    )
+    engine: str | None = Field(
+        default=None,
+        description="Docker Engine API URL, e.g. unix:///run/podman/podman.sock; "
+        "default: $DOCKER_HOST.",
+    )
+
+
+class KubernetesSpec(_Model):
+    """What ``releaser k8s render`` writes: names, image and the serving details."""
+
+    namespace: str = Field(default="default", pattern=_DNS_LABEL, description="Namespace.")
+    image: str | None = Field(
+        default=None,
+        description="Model-server image; '{release}' is replaced by the release id "
+        "(default: '<service>:{release}').",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="Container port.")
+    replicas: int = Field(default=2, ge=1, description="Pods of the Rollout.")
+    gateway: str = Field(
+        default="releaser-gateway",
+        pattern=_DNS_LABEL,
+        description="Gateway API Gateway the HTTPRoute attaches to.",
+    )
+    hostnames: list[str] = Field(default_factory=list, description="HTTPRoute hostnames.")
+    model_format: str = Field(
+        default="mlflow", min_length=1, description="KServe model format of the predictor."
+    )
+    storage_uri: str | None = Field(
+        default=None,
+        description="KServe storageUri of the model; '{release}' is replaced by the release id "
+        "(default: the release's model source).",
+    )
+
+
+class DeploySpec(_Model):
+    """Where a service's releases run and how requests find them."""
+
+    target: Literal["none", "docker", "kubernetes"] = Field(
+        default="none",
+        description="none: endpoints you run (give upstreams); docker: releaser runs a "
+        "container per release; kubernetes: rendered manifests split traffic.",
+    )
+    upstreams: UpstreamUrls | None = Field(
+        default=None, description="Endpoints for the gateway (target none)."
+    )
+    container: ContainerSpec = Field(
+        default_factory=ContainerSpec, description="Container settings (target docker)."
+    )
+    kubernetes: KubernetesSpec = Field(
+        default_factory=KubernetesSpec, description="Manifest settings (target kubernetes)."
+    )
+    unit_header: str = Field(
+        default="X-User-Id",
+        pattern=_HEADER_PATTERN,
+        description="Request header holding the unit (user or session) id.",
+    )
+    unit_cookie: str | None = Field(
+        default=None,
+        pattern=_COOKIE_PATTERN,
+        description="Cookie holding the unit id, read when the header is absent.",
+    )
+    attribute_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Unit attribute -> request header carrying it, for group rules, "
+        "e.g. {email: X-User-Email}.",
+    )
+    timeout_s: float = Field(default=30, gt=0, description="Upstream read timeout, seconds.")
+    connect_timeout_s: float = Field(default=2, gt=0, description="Upstream connect timeout.")
+
+    @field_validator("attribute_headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for attribute, header in value.items():
+            if not re.match(_HEADER_PATTERN, header):
+                raise problem(f"{header!r} (for {attribute!r}) is not a valid header name")
+        return value
+
+    @model_validator(mode="after")
+    def _upstreams_fit(self) -> DeploySpec:
+        if self.target == "none" and self.upstreams is None:
+            raise problem(
+                "target 'none' needs 'upstreams' (the endpoints the gateway proxies to)",
+                hint="add upstreams: {baseline: http://..., candidate: http://...}, "
+                "or set target: docker",
+            )
+        return self

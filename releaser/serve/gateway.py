@@ -1,0 +1,328 @@
+"""The HTTP gateway: a raw ASGI app that routes each request to its release's endpoint.
+
+Per request: read the unit id (a header, else a cookie), ask the router which release the
+unit gets (an in-process snapshot, no I/O), proxy to that release's upstream through a
+pooled keep-alive client (:mod:`releaser.serve.upstream_client`), stream the response
+back with ``X-Releaser-Release`` and ``X-Releaser-Variant`` added, and record latency and
+outcome for the variant (the router batches them into the store). ``/healthz`` and
+``/metrics`` are answered by the gateway.
+
+Faults: an upstream that cannot be reached or times out gets a 502 (504 for a timeout)
+with a JSON body naming the variant and release, and an upstream 5xx, are errors of that
+variant. A missing or malformed unit id gets the baseline. While the store is unreachable
+the router serves its last snapshot (and warns); ``/healthz`` says so.
+
+Written by hand rather than on a framework: the added latency is the product.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from releaser.errors import NotFound
+from releaser.router.snapshot import Assignment
+from releaser.serve.metrics import GatewayMetrics
+from releaser.serve.upstream_client import UpstreamClient, UpstreamError
+from releaser.serve.upstreams import Upstreams
+
+if TYPE_CHECKING:
+    from releaser.router import Router
+
+__all__ = ["Gateway", "GatewaySettings"]
+
+logger = logging.getLogger("releaser.serve")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_UNIT_ID_LENGTH = 256
+# Hop-by-hop headers (RFC 9110 7.6.1) and Host are not forwarded either way.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+    }
+)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How the gateway reads unit ids and talks to upstreams."""
+
+    unit_header: str = "X-User-Id"
+    unit_cookie: str | None = None
+    attribute_headers: Mapping[str, str] = field(default_factory=dict)
+    """Unit attribute -> request header (for the rollout's group rules)."""
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 2.0
+    max_connections: int = 200
+    health_path: str = "/healthz"
+    metrics_path: str = "/metrics"
+
+
+def _unit_id(raw: bytes | None) -> str | None:
+    """A usable unit id from header bytes: printable ASCII, 1-256 chars; else None."""
+    if not raw or len(raw) > MAX_UNIT_ID_LENGTH:
+        return None
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    if not text or not text.isprintable():
+        return None
+    return text
+
+
+def _cookie(raw: bytes, name: bytes) -> bytes | None:
+    """The value of cookie ``name`` in a Cookie header, or None."""
+    for part in raw.split(b";"):
+        key, sep, value = part.strip().partition(b"=")
+        if sep and key == name:
+            return value.strip().strip(b'"')
+    return None
+
+
+class Gateway:
+    """An ASGI application proxying one service's traffic to the release each unit gets.
+
+    The caller owns ``router`` and ``upstreams`` (and closes them); the gateway owns its
+    HTTP client, opened at ASGI lifespan start-up or on the first request.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        router: Router,
+        upstreams: Upstreams,
+        settings: GatewaySettings | None = None,
+    ) -> None:
+        self.service = service
+        self.router = router
+        self.upstreams = upstreams
+        self.settings = settings or GatewaySettings()
+        self.metrics = GatewayMetrics(service)
+        self._header = self.settings.unit_header.lower().encode("latin-1")
+        cookie = self.settings.unit_cookie
+        self._cookie = cookie.encode("latin-1") if cookie else None
+        # lower-cased header bytes -> attribute name
+        self._attributes = {
+            header.lower().encode("latin-1"): attribute
+            for attribute, header in self.settings.attribute_headers.items()
+        }
+        self._client: UpstreamClient | None = None
+        self._no_route_warned = False
+        stable = Assignment(service, None, "stable")
+        self._no_route = stable
+
+    # -- ASGI -----------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point: http requests and the lifespan protocol."""
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            if path == self.settings.health_path:
+                await self._health(send)
+            elif path == self.settings.metrics_path:
+                await self._metrics(send)
+            else:
+                await self._proxy(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._open_client()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _open_client(self) -> UpstreamClient:
+        if self._client is None:
+            s = self.settings
+            self._client = UpstreamClient(
+                connect_timeout_s=s.connect_timeout_s,
+                read_timeout_s=s.timeout_s,
+                max_idle_per_origin=s.max_connections,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (the router and upstreams belong to the caller)."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- own endpoints ----------------------------------------------------------------
+
+    async def _health(self, send: Send) -> None:
+        router = self.router
+        reachable = router.store_reachable
+        body = {
+            "status": "ok",
+            "service": self.service,
+            "snapshot_version": router.snapshot_version,
+            "store": "reachable" if reachable else "unreachable: serving the last snapshot",
+        }
+        await _respond(send, 200, json.dumps(body).encode(), b"application/json")
+
+    async def _metrics(self, send: Send) -> None:
+        m = self.metrics
+        m.snapshot_version.set(self.router.snapshot_version)
+        m.store_reachable.set(1 if self.router.store_reachable else 0)
+        payload, content_type = m.exposition()
+        await _respond(send, 200, payload, content_type.encode())
+
+    # -- the proxy ----------------------------------------------------------------------
+
+    def _assign(self, unit: str | None, attributes: dict[str, str] | None) -> Assignment:
+        try:
+            return self.router.assign(self.service, unit, attributes)
+        except NotFound:
+            if not self._no_route_warned:
+                self._no_route_warned = True
+                logger.warning(
+                    "releaser gateway: no route for %r yet (no release rolled out); "
+                    "proxying to the baseline upstream",
+                    self.service,
+                )
+            return self._no_route
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        unit_raw: bytes | None = None
+        cookie_raw: bytes | None = None
+        header_name = self._header
+        wanted = self._attributes
+        attributes: dict[str, str] | None = None
+        forward: list[tuple[bytes, bytes]] = []
+        for name, value in scope["headers"]:
+            if name == header_name:
+                unit_raw = value
+            elif name == b"cookie":
+                cookie_raw = value
+            elif wanted and name in wanted:
+                if attributes is None:
+                    attributes = {}
+                attributes[wanted[name]] = value.decode("latin-1")
+            if name not in _HOP_BY_HOP and not name.startswith(b"x-releaser-"):
+                forward.append((name, value))  # a client cannot name its own release
+        if unit_raw is None and cookie_raw is not None and self._cookie is not None:
+            unit_raw = _cookie(cookie_raw, self._cookie)
+        assignment = self._assign(_unit_id(unit_raw), attributes)
+        release = assignment.release_id or ""
+        variant = assignment.variant
+        base = self.upstreams.url_for(assignment)
+        marks = [(b"x-releaser-variant", variant.encode())]
+        if release:  # none before the service's first rollout
+            marks.append((b"x-releaser-release", release.encode()))
+        if base is None:
+            await self._fail(send, start, assignment, 503, "no upstream", "no endpoint", marks)
+            return
+        body = await _read_body(receive)
+        forward.extend(marks)
+        query = scope.get("query_string") or b""
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        client = self._client or self._open_client()
+        try:
+            response = await client.request(scope["method"], base, target, forward, body)
+        except UpstreamError as exc:
+            if exc.kind == "timeout":
+                await self._fail(send, start, assignment, 504, "upstream timeout", str(exc), marks)
+            else:
+                detail = f"{base}: {exc}"
+                await self._fail(
+                    send, start, assignment, 502, "upstream unavailable", detail, marks
+                )
+            return
+        status = response.status
+        headers = [(k, v) for k, v in response.headers if k not in _HOP_BY_HOP]
+        headers.extend(marks)
+        error = status >= 500
+        body_iter = response.body
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            async for chunk in body_iter:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:  # the upstream broke off mid-response
+            error = True
+            logger.warning("releaser gateway: upstream %s broke off: %s", base, exc)
+        finally:
+            await body_iter.aclose()  # type: ignore[attr-defined]
+        # Recorded before the last (empty) body message, so a client that has its response
+        # knows the request is counted.
+        elapsed = time.perf_counter() - start
+        self.router.record(assignment, latency_ms=elapsed * 1000.0, error=error)
+        self.metrics.observe(variant, release, status, elapsed)
+        if error:
+            self.metrics.error(variant, release, "status_5xx" if status >= 500 else "broken")
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _fail(
+        self,
+        send: Send,
+        start: float,
+        assignment: Assignment,
+        status: int,
+        what: str,
+        detail: str,
+        marks: list[tuple[bytes, bytes]],
+    ) -> None:
+        release = assignment.release_id or ""
+        body = {
+            "error": what,
+            "service": self.service,
+            "variant": assignment.variant,
+            "release": assignment.release_id,
+            "detail": detail,
+        }
+        elapsed = time.perf_counter() - start
+        self.router.record(assignment, latency_ms=elapsed * 1000.0, error=True)
+        self.metrics.observe(assignment.variant, release, status, elapsed)
+        self.metrics.error(assignment.variant, release, what.replace(" ", "_"))
+        await _respond(send, status, json.dumps(body).encode(), b"application/json", marks)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,99 @@
+"""Build the gateway of a workspace's service, and run it under uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from releaser.errors import BadInput
+from releaser.serve.gateway import Gateway, GatewaySettings
+from releaser.serve.upstreams import StaticUpstreams, Upstreams
+
+if TYPE_CHECKING:
+    from releaser.api.workspace import Workspace
+    from releaser.config.deploy import DeploySpec
+
+__all__ = ["gateway_for", "run_gateway", "settings_of", "upstreams_of"]
+
+
+def settings_of(deploy: DeploySpec | None) -> GatewaySettings:
+    """Gateway settings from a service's ``deploy:`` section (defaults without one)."""
+    if deploy is None:
+        return GatewaySettings()
+    return GatewaySettings(
+        unit_header=deploy.unit_header,
+        unit_cookie=deploy.unit_cookie,
+        attribute_headers=dict(deploy.attribute_headers),
+        timeout_s=deploy.timeout_s,
+        connect_timeout_s=deploy.connect_timeout_s,
+    )
+
+
+def upstreams_of(ws: Workspace, service: str) -> Upstreams:
+    """The upstream mapping of a service: its configured URLs or its docker containers."""
+    deploy = ws.config.service(service).deploy
+    if deploy is not None and deploy.target == "docker":
+        from releaser.integrations.docker_target import ContainerUpstreams
+
+        return ContainerUpstreams(service, engine=deploy.container.engine)
+    if deploy is None or deploy.upstreams is None:
+        raise BadInput(
+            f"service {service!r} has no upstreams for the gateway",
+            hint=f"add to services.{service} in releaser.yaml: deploy: {{upstreams: "
+            "{baseline: http://127.0.0.1:8001, candidate: http://127.0.0.1:8002}}, "
+            "or deploy: {target: docker}",
+        )
+    return StaticUpstreams.from_config(deploy.upstreams)
+
+
+@contextmanager
+def gateway_for(
+    ws: Workspace, service: str, *, upstreams: Upstreams | None = None
+) -> Iterator[Gateway]:
+    """A gateway for ``service`` with its own router on the workspace's store; closed after.
+
+    Raises ExternalUnavailable if the store cannot be read at start, NotFound for a service
+    not in releaser.yaml, BadInput if it has no upstreams.
+    """
+    from releaser.router import Router
+
+    deploy = ws.config.service(service).deploy
+    ups = upstreams if upstreams is not None else upstreams_of(ws, service)
+    try:
+        router = Router(ws.store_url)
+    except BaseException:
+        ups.close()
+        raise
+    try:
+        yield Gateway(service, router, ups, settings_of(deploy))
+    finally:
+        router.close()
+        ups.close()
+
+
+def run_gateway(
+    ws: Workspace,
+    service: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "warning",
+) -> None:
+    """Serve ``service`` through the gateway until interrupted (uvicorn, one process)."""
+    import uvicorn
+
+    with gateway_for(ws, service) as gateway:
+        config = uvicorn.Config(
+            gateway,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            server_header=False,  # the upstream's Server and Date headers pass through
+            date_header=False,
+            lifespan="on",
+            loop="auto",
+            http="auto",
+        )
+        uvicorn.Server(config).run()

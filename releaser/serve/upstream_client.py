@@ -1,0 +1,282 @@
+"""A small pooled HTTP/1.1 client for the gateway's upstream calls, on asyncio streams.
+
+Why not httpx: measured on the gateway bench (2 cores, loopback), httpx's pool added
+1.6 ms at the median and served 262 requests/s with 32 concurrent clients; the targets are
+1 ms and 1,000/s. The gateway needs only plain HTTP/1.1 to known upstreams: keep-alive
+connections per host, a connect and a read timeout, bodies by Content-Length, chunked or
+until close, streamed back as they arrive.
+
+A request that fails on a reused idle connection before any response byte arrives is
+retried once on a new connection (the upstream may have closed it while idle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+__all__ = ["UpstreamClient", "UpstreamError", "UpstreamResponse"]
+
+_MAX_HEADER_BYTES = 64 * 1024
+_NO_BODY_STATUS = frozenset({204, 304})
+T = TypeVar("T")
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or broke the protocol; ``kind`` says which."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind  # "connect", "timeout" or "protocol"
+
+
+@dataclass(frozen=True)
+class _Origin:
+    host: str
+    port: int
+    tls: bool
+    prefix: str
+    host_header: bytes
+
+
+@dataclass
+class _Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    reused: bool = False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class UpstreamResponse:
+    """Status, raw headers (hop-by-hop ones included) and the body as an async iterator."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: AsyncIterator[bytes] = field(repr=False)
+
+
+def _origin(base: str) -> _Origin:
+    parts = urlsplit(base)
+    tls = parts.scheme == "https"
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if tls else 80)
+    return _Origin(host, port, tls, parts.path.rstrip("/"), (parts.netloc or host).encode())
+
+
+class UpstreamClient:
+    """Keep-alive connections per upstream origin; one instance per event loop."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 30.0,
+        max_idle_per_origin: int = 100,
+    ) -> None:
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.max_idle = max_idle_per_origin
+        self._origins: dict[str, _Origin] = {}
+        self._idle: dict[_Origin, list[_Conn]] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    async def request(
+        self,
+        method: str,
+        base: str,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> UpstreamResponse:
+        """Send a request to ``base`` + ``target``; raises UpstreamError if it fails."""
+        origin = self._origins.get(base)
+        if origin is None:
+            origin = self._origins[base] = _origin(base)
+        lines = [f"{method} {origin.prefix}{target} HTTP/1.1\r\n".encode("latin-1")]
+        lines.append(b"host: " + origin.host_header + b"\r\n")
+        for name, value in headers:
+            lines.append(name + b": " + value + b"\r\n")
+        if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            lines.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
+        lines.append(b"\r\n")
+        payload = b"".join(lines) + body
+        conn = self._take(origin)
+        if conn is not None:
+            try:
+                return await self._exchange(origin, conn, method, payload)
+            except _Stale:
+                pass  # closed while idle: once more on a new connection
+        conn = await self._connect(origin)
+        try:
+            return await self._exchange(origin, conn, method, payload)
+        except _Stale as exc:
+            raise UpstreamError("protocol", "the upstream closed the connection") from exc
+
+    def _take(self, origin: _Origin) -> _Conn | None:
+        idle = self._idle.get(origin)
+        while idle:
+            conn = idle.pop()
+            if not conn.reader.at_eof() and not conn.writer.is_closing():
+                conn.reused = True
+                return conn
+            conn.close()
+        return None
+
+    def _give_back(self, origin: _Origin, conn: _Conn) -> None:
+        idle = self._idle.setdefault(origin, [])
+        if len(idle) < self.max_idle:
+            idle.append(conn)
+        else:
+            conn.close()
+
+    async def _connect(self, origin: _Origin) -> _Conn:
+        context: ssl.SSLContext | None = None
+        if origin.tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                reader, writer = await asyncio.open_connection(
+                    origin.host, origin.port, ssl=context, limit=_MAX_HEADER_BYTES
+                )
+        except TimeoutError as exc:
+            raise UpstreamError(
+                "timeout", f"connecting to {origin.host}:{origin.port} timed out"
+            ) from exc
+        except OSError as exc:
+            raise UpstreamError(
+                "connect", f"cannot connect to {origin.host}:{origin.port}: {exc.strerror or exc}"
+            ) from exc
+        return _Conn(reader, writer)
+
+    async def _exchange(
+        self, origin: _Origin, conn: _Conn, method: str, payload: bytes
+    ) -> UpstreamResponse:
+        reader = conn.reader
+        try:
+            conn.writer.write(payload)
+            async with asyncio.timeout(self.read_timeout_s):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except TimeoutError as exc:
+            conn.close()
+            raise UpstreamError("timeout", f"no response within {self.read_timeout_s:g}s") from exc
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            conn.close()
+            if conn.reused and not getattr(exc, "partial", b""):
+                raise _Stale from exc
+            raise UpstreamError("protocol", "the upstream closed the connection") from exc
+        except asyncio.LimitOverrunError as exc:
+            conn.close()
+            raise UpstreamError("protocol", "response headers too large") from exc
+        try:
+            status, headers, length, chunked, keep_alive = _parse_head(head)
+        except UpstreamError:
+            conn.close()
+            raise
+        if method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200:
+            length, chunked = 0, False
+        body = self._body(origin, conn, length, chunked, keep_alive)
+        return UpstreamResponse(status, headers, body)
+
+    async def _body(
+        self, origin: _Origin, conn: _Conn, length: int | None, chunked: bool, keep_alive: bool
+    ) -> AsyncIterator[bytes]:
+        reader = conn.reader
+        timed = self._timed
+        done = False
+        try:
+            # A timeout per read, not around the generator: a deadline spanning the
+            # yields would cancel the consumer's own awaits.
+            if chunked:
+                while True:
+                    size_line = await timed(reader.readuntil(b"\r\n"))
+                    size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                    if size == 0:
+                        while (await timed(reader.readuntil(b"\r\n"))) != b"\r\n":
+                            pass  # trailers
+                        break
+                    chunk = await timed(reader.readexactly(size + 2))
+                    yield chunk[:-2]
+            elif length is not None:
+                remaining = length
+                while remaining > 0:
+                    chunk = await timed(reader.read(min(remaining, 65536)))
+                    if not chunk:
+                        raise asyncio.IncompleteReadError(b"", remaining)
+                    remaining -= len(chunk)
+                    yield chunk
+            else:
+                keep_alive = False
+                while chunk := await timed(reader.read(65536)):
+                    yield chunk
+            done = True
+        except TimeoutError as exc:
+            raise UpstreamError("timeout", "the response body timed out") from exc
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+            raise UpstreamError("protocol", f"the response broke off: {exc}") from exc
+        finally:
+            if done and keep_alive:
+                self._give_back(origin, conn)
+            else:
+                conn.close()
+
+    async def _timed(self, awaitable: Awaitable[T]) -> T:
+        async with asyncio.timeout(self.read_timeout_s):
+            return await awaitable
+
+    async def aclose(self) -> None:
+        """Close every idle connection."""
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+
+
+class _Stale(Exception):
+    """A reused connection was closed by the upstream before it answered."""
+
+
+def _parse_head(
+    head: bytes,
+) -> tuple[int, list[tuple[bytes, bytes]], int | None, bool, bool]:
+    lines = head[:-4].split(b"\r\n")
+    status_line = lines[0].split(b" ", 2)
+    try:
+        version, status = status_line[0], int(status_line[1])
+    except (IndexError, ValueError) as exc:
+        raise UpstreamError("protocol", f"bad status line {lines[0][:80]!r}") from exc
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    chunked = False
+    keep_alive = version == b"HTTP/1.1"
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise UpstreamError("protocol", f"bad header line {line[:80]!r}")
+        value = value.strip()
+        lower = name.strip().lower()
+        headers.append((lower, value))
+        if lower == b"content-length":
+            try:
+                length = int(value)
+            except ValueError as exc:
+                raise UpstreamError("protocol", "bad content-length") from exc
+        elif lower == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif lower == b"connection":
+            token = value.lower()
+            if b"close" in token:
+                keep_alive = False
+            elif b"keep-alive" in token:
+                keep_alive = True
+    if chunked:
+        length = None
+    return status, headers, length, chunked, keep_alive

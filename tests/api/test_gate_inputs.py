@@ -1,0 +1,79 @@
+"""Golden set checks: one clear error naming the file, line and column, before any predict."""
+
+from __future__ import annotations
+
+import pytest
+
+from releaser.api.gate_inputs import parse_golden
+from releaser.config.service import EvalSuite
+from releaser.errors import BadInput
+
+SUITE = EvalSuite(
+    dataset="data/golden.csv",
+    predict="rules:predict",
+    input_columns=["text"],
+    label_column="queue",
+    slices=["channel"],
+    scorers=["accuracy"],
+)
+
+
+def _csv(*rows: str) -> bytes:
+    return ("text,channel,queue\n" + "".join(r + "\n" for r in rows)).encode()
+
+
+def test_a_good_csv_gives_rows_and_labels() -> None:
+    rows, labels = parse_golden(
+        "g.csv@abc", "g.csv", _csv("bin,web,waste", "loud,email,noise"), SUITE
+    )
+    assert labels == ["waste", "noise"] and rows[1]["channel"] == "email"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"text,channel,queue\n", "g.csv@abc has no rows"),
+        (b"", "g.csv@abc has no rows"),
+        (b"text,queue\nbin,waste\n", "has no column 'channel'"),
+        (_csv("bin,web,waste", "loud,email,"), "line 3: the label column 'queue' is empty or NaN"),
+        (_csv("bin,web,waste", "loud,email,NaN"), "line 3: the label column 'queue' is empty"),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_bad_csv_is_refused_with_a_located_message(data: bytes, message: str) -> None:
+    with pytest.raises(BadInput, match=message) as err:
+        parse_golden("g.csv@abc", "g.csv", data, SUITE)
+    assert err.value.hint
+
+
+def test_json_lines_with_mixed_label_types_are_refused() -> None:
+    data = (
+        b'{"text": "a", "channel": "web", "queue": 3}\n'
+        b'{"text": "b", "channel": "web", "queue": "3"}\n'
+    )
+    with pytest.raises(
+        BadInput, match=r"mixes types: number \(first on line 1\), text \(first on line 2\)"
+    ):
+        parse_golden("g.jsonl@abc", "g.jsonl", data, SUITE)
+    nan = b'{"text": "a", "channel": "web", "queue": NaN}\n'
+    with pytest.raises(BadInput, match="line 1: the label column 'queue' is empty or NaN"):
+        parse_golden("g.jsonl@abc", "g.jsonl", nan, SUITE)
+
+
+def test_numeric_scorer_needs_numeric_labels() -> None:
+    suite = EvalSuite(
+        dataset="d.csv",
+        predict="rules:predict",
+        input_columns=["text"],
+        label_column="queue",
+        scorers=[{"name": "numeric_tolerance", "tolerance": 0.5}],
+    )
+    with pytest.raises(BadInput, match="line 2: label 'waste' .* is not a number"):
+        parse_golden("g.csv@abc", "g.csv", _csv("bin,web,waste"), suite)
+    rows, labels = parse_golden("g.csv@abc", "g.csv", _csv("bin,web,4.5"), suite)
+    assert labels == ["4.5"]
+
+
+def test_unknown_format_is_refused() -> None:
+    with pytest.raises(BadInput, match="unsupported format"):
+        parse_golden("g.parquet@abc", "g.parquet", b"PAR1", SUITE)

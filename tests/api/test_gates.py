@@ -1,0 +1,296 @@
+"""The eval gate on the example service: real DVC golden set, real MLflow models, real store.
+
+Model versions: 1 (champion) and 2 (a lighter model with the same answers on the
+golden set) come with the example workspace; this module registers a third,
+trained on data where the pilot councils' council-tax and noise cases are
+mislabelled, so it is worse on the ``user_group=pilot-councils`` slice only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from releaser.api.audit import audit_log
+from releaser.api.gates import last_gate, require_gates, run_gate
+from releaser.api.releases import create_release
+from releaser.api.rollouts import service_state, start_rollout
+from releaser.api.workspace import open_workspace
+from releaser.demo.gates_story import (
+    pilot_regressed_rows,
+    register_model_version,
+    serve_model_version,
+)
+from releaser.demo.workspace import ExampleWorkspace
+from releaser.errors import BadInput, CheckFailed, ConfigError
+
+pytestmark = pytest.mark.slow
+SERVICE = "case-triage"
+
+
+@dataclass(frozen=True)
+class Gated:
+    root: Path
+    r1: str  # champion, stable (gated, deployed)
+    r2: str  # model v2: same answers
+    r3: str  # model v3: worse on the pilot-councils slice
+
+
+@pytest.fixture(scope="module")
+def gated(prompted_workspace: ExampleWorkspace, tmp_path_factory: pytest.TempPathFactory) -> Gated:
+    root = tmp_path_factory.mktemp("gates") / "ws"
+    shutil.copytree(prompted_workspace.root, root, symlinks=True)
+    regressed = register_model_version(
+        root, pilot_regressed_rows(), "pilot regressed", C=4.0, max_features=20000
+    )
+    ws = open_workspace(root)
+    try:
+        r1 = create_release(ws, SERVICE).release.id
+        assert run_gate(ws, SERVICE, r1).passed
+        start_rollout(ws, SERVICE, r1, initial=True, reason="first deployment")
+    finally:
+        ws.close()
+    ids = []
+    for version in (2, regressed):
+        serve_model_version(root, version)
+        ws = open_workspace(root)
+        try:
+            ids.append(create_release(ws, SERVICE).release.id)
+        finally:
+            ws.close()
+    return Gated(root, r1, ids[0], ids[1])
+
+
+def _copy(gated: Gated, tmp_path: Path) -> Path:
+    dest = tmp_path / "ws"
+    shutil.copytree(gated.root, dest, symlinks=True)
+    return dest
+
+
+def test_a_candidate_as_good_as_the_baseline_passes_and_is_stored_audited_and_logged(
+    gated: Gated, tmp_path: Path
+) -> None:
+    ws = open_workspace(_copy(gated, tmp_path))
+    try:
+        report = run_gate(ws, SERVICE, gated.r2)
+        assert report.passed, report.failures
+        assert report.baseline_id == gated.r1
+        assert report.rows == 600 and report.errors == 0
+        assert report.metrics["accuracy"] == pytest.approx(report.baseline_metrics["accuracy"])
+        nr = next(c for c in report.checks if c["kind"] == "non_regression")
+        assert nr["passed"] and nr["ci_low"] <= nr["value"] <= nr["ci_high"]
+        assert {(s["column"], s["value"]) for s in report.slices} >= {
+            ("channel", "phone"),
+            ("user_group", "pilot-councils"),
+        }
+        assert last_gate(ws, SERVICE, gated.r2) == report
+        assert last_gate(ws, SERVICE) == report
+        events = [e for e in audit_log(ws) if e.action == "gate.run"]
+        assert events[-1].subject == f"release:{gated.r2}" and events[-1].after["passed"]
+
+        assert report.mlflow_run_id is not None
+        artifacts = {a.path for a in ws.models.client.list_artifacts(report.mlflow_run_id)}
+        assert {"gate_report.md", "gate_report.json"} <= artifacts
+        run = ws.models.client.get_run(report.mlflow_run_id)
+        assert run.data.metrics["accuracy"] == pytest.approx(report.metrics["accuracy"])
+
+        again = run_gate(ws, SERVICE, gated.r2)
+        assert again.cached and not report.cached
+        assert again.mlflow_run_id == report.mlflow_run_id  # same evidence: not logged twice
+        assert again.metrics == report.metrics and again.checks == report.checks
+        assert require_gates(ws, SERVICE, gated.r2, force=False, reason=None) == again
+    finally:
+        ws.close()
+
+
+def test_a_candidate_worse_on_one_slice_fails_naming_the_slice(
+    gated: Gated, tmp_path: Path
+) -> None:
+    ws = open_workspace(_copy(gated, tmp_path))
+    try:
+        report = run_gate(ws, SERVICE, gated.r3)
+    finally:
+        ws.close()
+    assert not report.passed
+    failing = [c for c in report.checks if not c["passed"]]
+    assert [c["name"] for c in failing] == ["slice user_group=pilot-councils"]
+    # Overall the candidate holds: threshold and non-regression both pass.
+    overall = {c["kind"]: c["passed"] for c in report.checks if c["kind"] != "slice"}
+    assert overall == {"threshold": True, "non_regression": True}
+    assert len(report.failures) == 1 and "user_group=pilot-councils" in report.failures[0]
+    md = report.markdown()
+    assert "FAILED" in md and "| user_group=pilot-councils | 76 |" in md and "**FAIL**" in md
+
+
+def test_rollout_start_refuses_an_ungated_or_failed_release_unless_forced(
+    gated: Gated, tmp_path: Path
+) -> None:
+    ws = open_workspace(_copy(gated, tmp_path))
+    try:
+        with pytest.raises(CheckFailed, match="has not been through the eval gate") as err:
+            start_rollout(ws, SERVICE, gated.r3)
+        assert err.value.hint is not None and "releaser gate" in err.value.hint
+        run_gate(ws, SERVICE, gated.r3)
+        with pytest.raises(CheckFailed, match="pilot-councils"):
+            start_rollout(ws, SERVICE, gated.r3)
+        with pytest.raises(BadInput, match="needs a reason"):
+            start_rollout(ws, SERVICE, gated.r3, force=True)
+        assert service_state(ws, SERVICE).active_rollout is None
+        start_rollout(ws, SERVICE, gated.r3, force=True, reason="hotfix: pilot data reviewed")
+        assert service_state(ws, SERVICE).active_rollout is not None
+        override = [e for e in audit_log(ws) if e.action == "gate.override"]
+        assert len(override) == 1 and override[0].reason == "hotfix: pilot data reviewed"
+    finally:
+        ws.close()
+
+
+def test_a_pass_against_an_older_baseline_must_be_rerun(gated: Gated, tmp_path: Path) -> None:
+    from releaser.api.rollouts import promote_rollout
+
+    ws = open_workspace(_copy(gated, tmp_path))
+    try:
+        assert run_gate(ws, SERVICE, gated.r2).baseline_id == gated.r1
+        start_rollout(ws, SERVICE, gated.r2)
+        promote_rollout(ws, SERVICE, reason="enough evidence")
+        assert service_state(ws, SERVICE).stable == gated.r2
+        # r1 passed with no baseline at its first deployment; r2 is stable now.
+        with pytest.raises(CheckFailed, match=f"but the stable release is now {gated.r2}"):
+            start_rollout(ws, SERVICE, gated.r1)
+        again = run_gate(ws, SERVICE, gated.r1)
+        assert again.baseline_id == gated.r2 and again.passed
+        start_rollout(ws, SERVICE, gated.r1)
+    finally:
+        ws.close()
+
+
+# --- bad input and per-row errors, with a module:function predict --------------------------
+
+RULES = '''
+"""A keyword router standing in for an LLM call; raises on cases mentioning a flat."""
+
+
+def predict(prompt, inputs):
+    text = inputs["text"].lower()
+    if "flat" in text:
+        raise RuntimeError("upstream timeout")
+    for word, queue in (("bin", "waste"), ("noise", "noise"), ("loud", "noise"),
+                        ("council tax", "council-tax"), ("planning", "planning"),
+                        ("benefit", "benefits"), ("universal credit", "benefits")):
+        if word in text:
+            return queue
+    return "housing"
+
+
+def score(prediction, label):
+    return float(prediction == label)
+'''
+
+
+def _function_release(gated: Gated, tmp_path: Path, edit: dict[str, str]) -> tuple[Path, str]:
+    """A copy whose service predicts with ``rules:predict``; ``edit`` rewrites releaser.yaml."""
+    root = _copy(gated, tmp_path)
+    (root / "rules.py").write_text(textwrap.dedent(RULES), encoding="utf-8")
+    cfg = root / "releaser.yaml"
+    text = cfg.read_text(encoding="utf-8").replace(
+        "predict: models:/case-triage@champion", "predict: rules:predict"
+    )
+    for old, new in edit.items():
+        assert old in text
+        text = text.replace(old, new, 1)
+    cfg.write_text(text, encoding="utf-8")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "rules predict"], cwd=root, check=True)
+    ws = open_workspace(root)
+    try:
+        rid = create_release(ws, SERVICE).release.id
+    finally:
+        ws.close()
+    return root, rid
+
+
+def test_rows_whose_predict_raises_are_counted_and_fail_the_gate(
+    gated: Gated, tmp_path: Path
+) -> None:
+    root, rid = _function_release(gated, tmp_path, {})
+    ws = open_workspace(root)
+    try:
+        report = run_gate(ws, SERVICE, rid)
+    finally:
+        ws.close()
+    assert not report.passed
+    flats = sum("flat" in r.lower() for r in _golden_texts(root))
+    assert report.errors == flats > 0
+    assert report.failures[0].startswith(f"{flats} of 600 rows raised an error in predict")
+    assert "RuntimeError: upstream timeout" in report.failures[0]
+
+
+def _golden_texts(root: Path) -> list[str]:
+    import csv
+
+    with (root / "data" / "golden.csv").open(encoding="utf-8") as fh:
+        return [row["text"] for row in csv.DictReader(fh)]
+
+
+def test_an_unimportable_scorer_is_a_config_error_and_nothing_is_written(
+    gated: Gated, tmp_path: Path
+) -> None:
+    root, rid = _function_release(
+        gated,
+        tmp_path,
+        {
+            "        - accuracy\n": "        - accuracy\n        - {name: custom, function: "
+            "nosuchmodule.scoring:score}\n"
+        },
+    )
+    ws = open_workspace(root)
+    try:
+        seq_before = ws.store.audit_head()[0]
+        with pytest.raises(ConfigError) as err:
+            run_gate(ws, SERVICE, rid)
+        problem = err.value.problems[0]
+        assert problem.path == "services.case-triage.eval.scorers[1].function"
+        assert "nosuchmodule.scoring" in problem.message and problem.hint
+        assert ws.store.audit_head()[0] == seq_before
+        assert last_gate(ws, SERVICE, rid) is None
+        assert not (root / ".releaser" / "cache" / "gate").exists() or not any(
+            p.name.startswith(rid) for p in (root / ".releaser" / "cache" / "gate").iterdir()
+        )
+    finally:
+        ws.close()
+
+
+def test_a_golden_set_missing_a_slice_column_is_refused_naming_it(
+    gated: Gated, tmp_path: Path
+) -> None:
+    root, rid = _function_release(
+        gated, tmp_path, {"slices: [channel, user_group]": "slices: [channel, usergroup]"}
+    )
+    ws = open_workspace(root)
+    try:
+        with pytest.raises(BadInput, match=r"data/golden.csv@\w+ has no column 'usergroup'") as e:
+            run_gate(ws, SERVICE, rid)
+        assert e.value.hint is not None and "user_group" in e.value.hint
+        assert last_gate(ws, SERVICE, rid) is None
+    finally:
+        ws.close()
+
+
+def test_an_unimportable_predict_function_is_a_config_error(gated: Gated, tmp_path: Path) -> None:
+    root, rid = _function_release(
+        gated, tmp_path, {"predict: rules:predict": "predict: rules:predikt"}
+    )
+    ws = open_workspace(root)
+    try:
+        with pytest.raises(ConfigError) as err:
+            run_gate(ws, SERVICE, rid)
+        problem = err.value.problems[0]
+        assert problem.path == "services.case-triage.eval.predict"
+        assert "module 'rules' has no function 'predikt'" in problem.message
+        assert last_gate(ws, SERVICE, rid) is None
+    finally:
+        ws.close()

@@ -1,0 +1,112 @@
+"""gate, approve and phase commands as an engineer or a GitHub Actions workflow runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from releaser.demo.workspace import ExampleWorkspace
+
+pytestmark = pytest.mark.slow
+SERVICE = "case-triage"
+
+
+def _release(cli, root: Path) -> str:
+    res = cli("release", "create", SERVICE, "--json", cwd=root)
+    assert res.code == 0, res.err
+    return str(json.loads(res.out)["release"]["id"])
+
+
+def test_gate_passes_writes_reports_and_github_outputs(
+    release_ws: ExampleWorkspace, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = release_ws.root
+    rid = _release(cli, root)
+    summary, outputs = tmp_path / "summary.md", tmp_path / "outputs"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    report = tmp_path / "out" / "gate.md"
+    res = cli("gate", SERVICE, "--release", rid[:8], "-o", str(report))
+    assert res.code == 0, res.err
+    assert f"eval gate PASSED: {SERVICE} release {rid}" in res.out
+    assert "accuracy threshold  0.9217  0.8" in res.out
+    assert "user_group=pilot-councils" in res.out
+    assert "Eval gate passed" in report.read_text() and "Eval gate passed" in summary.read_text()
+    assert json.loads(report.with_suffix(".json").read_text())["passed"] is True
+    assert "passed=true" in outputs.read_text() and f"release_id={rid}" in outputs.read_text()
+
+    res = cli("gate", "run", SERVICE, "--release", rid, "--json")
+    data = json.loads(res.out)
+    assert res.code == 0 and data["cached"] is True and data["release_id"] == rid
+    assert {"checks", "slices", "metrics", "failures", "dataset_md5"} <= set(data)
+
+
+def test_a_failing_gate_exits_1_naming_the_failure(
+    release_ws: ExampleWorkspace, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = release_ws.root
+    cfg = root / "releaser.yaml"
+    cfg.write_text(cfg.read_text().replace("accuracy: 0.8\n", "accuracy: 0.97\n", 1))
+    subprocess.run(["git", "commit", "-qam", "stricter gate"], cwd=root, check=True)
+    rid = _release(cli, root)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    res = cli("gate", SERVICE, "--release", rid)
+    assert res.code == 1
+    assert "eval gate FAILED" in res.out
+    assert "FAIL: accuracy 0.9217 is below the minimum 0.9700" in res.out
+    assert "::error::accuracy 0.9217 is below the minimum 0.9700" in res.err
+    assert "failed the eval gate: 1 failure" in res.err
+
+    res = cli("rollout", "start", SERVICE, "--release", rid, "--initial")
+    assert res.code == 1 and "failed its eval gate" in res.err and "--force" in res.err
+    res = cli("rollout", "start", SERVICE, "--release", rid, "--initial", "--force")
+    assert res.code == 2 and "needs a reason" in res.err
+    res = cli(
+        "rollout", "start", SERVICE, "--release", rid, "--initial", "--force", "--reason", "drill"
+    )
+    assert res.code == 0, res.err
+
+
+def test_bad_input_exits_2(release_ws: ExampleWorkspace, cli) -> None:
+    res = cli("gate", SERVICE, "--release", "ffffffff", cwd=release_ws.root)
+    assert res.code == 2 and "no release with id 'ffffffff'" in res.err
+    res = cli("gate", "check", SERVICE, "--phase", "prod")
+    assert res.code == 2 and "no phase 'prod'" in res.err and "production" in res.err
+
+
+def test_check_approve_and_advance(
+    release_ws: ExampleWorkspace, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = release_ws.root
+    rid = _release(cli, root)
+    res = cli("gate", "check", SERVICE, "--phase", "pilot")
+    assert res.code == 1
+    assert "case-triage: NOT ready to enter pilot (now in poc" in res.out
+    assert "MISSING  eval_gate  eval" in res.out and "has not been through the eval gate" in res.out
+    assert "MISSING  approval   ml-lead  0 of 1 approval" in res.out
+    assert "missing eval_gate:eval, approval:ml-lead" in res.err
+
+    res = cli("approve", SERVICE, "--release", rid, "--role", "ml-lead", "--note", "ok")
+    assert res.code == 2 and "may not approve it" in res.err  # 'tester' created it
+    monkeypatch.setenv("RELEASER_ACTOR", "tom")
+    res = cli("approve", SERVICE, "--release", rid, "--role", "ml-lead", "--note", "ok")
+    assert res.code == 0 and f"approved {rid} as ml-lead: tom" in res.out
+    res = cli("phase", "advance", SERVICE)
+    assert res.code == 1 and "cannot enter pilot: eval_gate eval" in res.err
+
+    assert cli("gate", SERVICE, "--release", rid).code == 0
+    res = cli("gate", "check", SERVICE, "--phase", "pilot", "--json")
+    assert res.code == 0 and json.loads(res.out)["ready"] is True
+    res = cli("phase", "advance", SERVICE)
+    assert res.code == 0 and f"{SERVICE} entered pilot" in res.out
+    res = cli("phase", "status", SERVICE, "--json")
+    status = json.loads(res.out)
+    assert status["phase"] == "pilot" and status["history"][-1]["by"] == "tom"
+    res = cli("phase", "evidence", SERVICE, "dpia", "https://docs.example.org/dpia")
+    assert res.code == 0
+    res = cli("gate", "check", SERVICE, "--phase", "production")
+    assert "met      checklist  dpia" in res.out and "MISSING  checklist  runbook" in res.out

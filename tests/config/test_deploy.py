@@ -1,0 +1,82 @@
+"""The ``deploy:`` section of a service: targets, upstreams, unit id sources, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from releaser.config import config_hash, parse_config
+from releaser.errors import ConfigError
+
+BASE = """\
+version: 1
+project: deploy-test
+owners:
+  - {name: Ops, email: ops@example.org, role: service-owner}
+services:
+  triage:
+    prompts: [triage-system]
+    slos: {error_rate: 0.02}
+"""
+
+
+def _with(deploy: str) -> str:
+    return BASE + "".join(f"    {line}\n" for line in deploy.strip("\n").splitlines())
+
+
+def test_upstreams_and_unit_sources_parse() -> None:
+    cfg = parse_config(
+        _with(
+            """
+deploy:
+  upstreams:
+    baseline: http://127.0.0.1:8001/
+    candidate: http://127.0.0.1:8002/v1
+    releases: {abc123: "http://10.0.0.5:9000"}
+  unit_header: X-Council-Id
+  unit_cookie: uid
+  attribute_headers: {email: X-User-Email}
+"""
+        )
+    )
+    deploy = cfg.service("triage").deploy
+    assert deploy is not None and deploy.target == "none"
+    assert deploy.upstreams is not None
+    assert deploy.upstreams.baseline == "http://127.0.0.1:8001"  # trailing slash dropped
+    assert deploy.upstreams.candidate == "http://127.0.0.1:8002/v1"
+    assert deploy.upstreams.releases == {"abc123": "http://10.0.0.5:9000"}
+    assert (deploy.unit_header, deploy.unit_cookie) == ("X-Council-Id", "uid")
+    assert deploy.attribute_headers == {"email": "X-User-Email"}
+
+
+def test_docker_target_needs_no_upstreams_and_has_container_defaults() -> None:
+    deploy = parse_config(_with("deploy: {target: docker}")).service("triage").deploy
+    assert deploy is not None and deploy.upstreams is None
+    assert deploy.container.port == 8080 and deploy.container.health_path == "/healthz"
+    assert deploy.unit_header == "X-User-Id"
+
+
+@pytest.mark.parametrize(
+    ("deploy", "path", "words"),
+    [
+        ("deploy: {target: none}", "services.triage.deploy", "needs 'upstreams'"),
+        ("deploy: {upstreams: {baseline: 'ftp://x'}}", "baseline", "not an http(s) base URL"),
+        ("deploy: {target: docker, unit_header: 'X User'}", "unit_header", ""),
+        ("deploy: {target: k8s}", "target", ""),
+        ("deploy: {target: docker, container: {port: 0}}", "port", ""),
+    ],
+)
+def test_bad_deploy_sections_are_reported_with_their_place(
+    deploy: str, path: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(_with(deploy))
+    problems = err.value.problems
+    assert len(problems) == 1, [p.render() for p in problems]
+    assert path in problems[0].path and words in problems[0].message
+    assert problems[0].line == 9  # the deploy line of the file
+
+
+def test_deploy_settings_do_not_change_the_config_hash() -> None:
+    plain = parse_config(BASE).service("triage")
+    deployed = parse_config(_with("deploy: {target: docker}")).service("triage")
+    assert config_hash(plain) == config_hash(deployed)
