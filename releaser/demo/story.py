@@ -126,6 +126,19 @@ def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSumm
         ws.close()
         ws = _rollout_story(root, r2.id, report)
         _rollback_story(ws, report)
+        ws.close()
+        report("")
+        report("== 7. The eval gate: a candidate as good passes, one worse on one slice fails")
+        from releaser.demo.gates_story import run_gate_story
+
+        gates = run_gate_story(root, report)
+        _gateway_story(root, gates.better.release_id, report)
+        report("")
+        report("== 9. Operations get a runbook and a handover pack, written from the live state")
+        from releaser.demo.docs_story import write_docs
+
+        write_docs(root, SERVICE, report)
+        ws = open_workspace(root)
         result = verify_audit(ws)
         summary.audit_events, summary.audit_ok = result.count, result.ok
         report("")
@@ -139,24 +152,6 @@ def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSumm
     return summary
 
 
-def _serve_model_version(root: Path, version: int) -> None:
-    """Point releaser.yaml at a pinned model version and commit it (what an engineer does)."""
-    import re
-    import subprocess
-
-    cfg = root / "releaser.yaml"
-    text = re.sub(
-        r"(model:\n\s+name: case-triage\n\s+)(alias: \S+|version: \d+)",
-        rf"\g<1>version: {version}",
-        cfg.read_text(encoding="utf-8"),
-        count=1,
-    )
-    cfg.write_text(text, encoding="utf-8")
-    subprocess.run(
-        ["git", "commit", "-qam", f"Serve case-triage model v{version}"], cwd=root, check=True
-    )
-
-
 def _rollout_story(root: Path, stable_id: str, report: Report) -> Any:
     """Sections 4 and 5: a healthy canary promoted, a regressed one rolled back by itself."""
     from datetime import UTC, datetime
@@ -164,6 +159,7 @@ def _rollout_story(root: Path, stable_id: str, report: Report) -> Any:
     from releaser.api.releases import create_release
     from releaser.api.rollouts import start_rollout
     from releaser.api.workspace import open_workspace
+    from releaser.demo.gates_story import serve_model_version
     from releaser.demo.traffic import drive_rollout, make_users
 
     users = make_users(20_000, seed=1)
@@ -182,10 +178,11 @@ def _rollout_story(root: Path, stable_id: str, report: Report) -> Any:
     report("")
     report("== 4. A canary reaches widening user groups, promoted on live evidence")
     ws = open_workspace(root)
+    _gate(ws, stable_id, report)
     start_rollout(ws, SERVICE, stable_id, initial=True, reason="first deployment")
     report(f"release {stable_id} is the stable release (first deployment)")
     ws.close()
-    _serve_model_version(root, 2)
+    serve_model_version(root, 2)
     ws = open_workspace(root)
     candidate = create_release(ws, SERVICE).release
     report(f"candidate release {candidate.id}: model v2 (a lighter model)")
@@ -193,6 +190,7 @@ def _rollout_story(root: Path, stable_id: str, report: Report) -> Any:
         f"{s.name} {s.percent:g}%" for s in ws.config.service(SERVICE).rollout.steps
     )
     report(f"plan: {steps}; simulated users (10% staff), 1% errors on both releases")
+    _gate(ws, candidate.id, report)
     start_rollout(ws, SERVICE, candidate.id, now=clock.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
     drive_rollout(
         ws,
@@ -209,12 +207,21 @@ def _rollout_story(root: Path, stable_id: str, report: Report) -> Any:
 
     report("")
     report("== 5. A regressed candidate is rolled back automatically")
-    _serve_model_version(root, 3)
+    serve_model_version(root, 3)
     ws = open_workspace(root)
     bad = create_release(ws, SERVICE).release
     report(f"candidate release {bad.id}: model v3; in this simulation it fails 3% of requests")
+    _gate(ws, bad.id, report)
+    report("  started anyway with --force --reason (audited) to show the automatic rollback")
     clock = clock.replace(day=9)
-    start_rollout(ws, SERVICE, bad.id, now=clock.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    start_rollout(
+        ws,
+        SERVICE,
+        bad.id,
+        now=clock.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        force=True,
+        reason="demo: let the live analysis catch it",
+    )
     drive_rollout(
         ws,
         SERVICE,
@@ -225,6 +232,20 @@ def _rollout_story(root: Path, stable_id: str, report: Report) -> Any:
     )
     report("traffic is back on the stable release; the evidence is in the audit log")
     return ws
+
+
+def _gate(ws: Any, release_id: str, report: Report) -> None:
+    """Run the eval gate on a release and report its verdict in one or two lines."""
+    from releaser.api.gates import run_gate
+
+    result = run_gate(ws, SERVICE, release_id)
+    base = f" against {result.baseline_id}" if result.baseline_id else ""
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if v is not None)
+    report(
+        f"eval gate on {release_id}{base}: {'passed' if result.passed else 'FAILED'} ({metrics})"
+    )
+    for failure in result.failures[:2]:
+        report(f"  {failure}")
 
 
 def _rollback_story(ws: Any, report: Report) -> None:
@@ -258,6 +279,43 @@ def _rollback_story(ws: Any, report: Report) -> None:
     report(f"  a router opened now gives 1000 users: {', '.join(sorted(str(g) for g in got))}")
     again = rollback(ws, SERVICE, to=back_to, reason="wrong queues reported by caseworkers")
     report(f"  run again: {again.plan.describe()} (nothing written, exit 0)")
+
+
+def _gateway_story(root: Path, release_id: str, report: Report) -> None:
+    """Section 8: the gated release goes out behind the HTTP gateway, then is rolled back."""
+    from datetime import UTC, datetime
+
+    from releaser.api.rollback import rollback
+    from releaser.api.rollouts import start_rollout
+    from releaser.api.workspace import open_workspace
+    from releaser.demo.serve_story import run_gateway_story
+    from releaser.demo.traffic import drive_rollout, make_users
+
+    report("")
+    report("== 8. Services called over HTTP: the gateway splits traffic by the same plan")
+    ws = open_workspace(root)
+    try:
+        clock = datetime(2026, 3, 23, 9, 0, tzinfo=UTC)
+        start_rollout(ws, SERVICE, release_id, now=clock.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        report(f"rollout of {release_id} (its gate passed) started; driven to the 25% step")
+        drive_rollout(
+            ws,
+            SERVICE,
+            error_rates={"baseline": 0.01, "candidate": 0.01},
+            start=clock,
+            users=make_users(20_000, seed=3),
+            stop_at_step="canary-25",
+        )
+        report("releaser serve case-triage: two stand-in model endpoints behind the gateway")
+        run_gateway_story(
+            ws.store_url,
+            SERVICE,
+            report,
+            users=2000,
+            rollback=lambda: rollback(ws, SERVICE, reason="demo: rollback behind the gateway"),
+        )
+    finally:
+        ws.close()
 
 
 def _describe(release: object, report: Report) -> None:

@@ -89,8 +89,12 @@ def drive_rollout(
     minutes_per_batch: float = 45,
     max_rounds: int = 60,
     on_decision: Callable[[AdvanceResult, datetime], None] | None = None,
+    stop_at_step: str | None = None,
 ) -> DriveResult:
-    """Alternate simulated traffic and ``advance`` until the rollout ends (or rounds run out)."""
+    """Alternate simulated traffic and ``advance`` until the rollout ends (or rounds run out).
+
+    With ``stop_at_step``, stop as soon as the rollout has moved to that step.
+    """
     from releaser.router import Router
 
     rng = random.Random(seed)
@@ -115,6 +119,8 @@ def drive_rollout(
                     for uid, attrs in users
                     if router.assign(service, uid, attrs).variant == "candidate"
                 }
+                if step == stop_at_step:
+                    break
     finally:
         router.close()
     return out
