@@ -157,6 +157,23 @@ def run(
             json.dumps(report.to_dict(), indent=2, sort_keys=True), encoding="utf-8"
         )
     append_step_summary(markdown)
+    # GitHub mirrors the verdict (commit status or check run, one PR comment); a GitHub
+    # failure is a warning with the retry, never the gate's outcome.
+    from releaser.api.github import comment_on_pr, publish_gate
+
+    ws = state(ctx).workspace()
+    for effect in (
+        publish_gate(
+            ws,
+            service=service,
+            release_id=report.release_id,
+            passed=report.passed,
+            summary_md=markdown,
+        ),
+        comment_on_pr(ws, service=service, body_md=markdown),
+    ):
+        if effect.status == "failed":
+            warn(f"{effect.name}: {effect.detail}; finish it with: {effect.retry}")
     set_outputs(
         {
             "passed": str(report.passed).lower(),

@@ -169,3 +169,44 @@ def test_a_wrong_github_section_is_a_located_config_error(tmp_path: Path, cli) -
     assert res.code == 2
     line = len(text.splitlines()) + 2
     assert f"releaser.yaml:{line}" in res.err and "gate_status" in res.err, res.err
+
+
+@pytest.mark.slow
+def test_gate_command_posts_its_status_and_one_pr_comment(
+    github_ws: ExampleWorkspace,
+    github: GithubStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    cli,
+    tmp_path: Path,
+) -> None:
+    import json
+
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"number": 9, "pull_request": {"number": 9}}))
+    actions_env(
+        monkeypatch,
+        github.base,
+        GITHUB_SHA="f" * 40,
+        GITHUB_REF="refs/pull/9/merge",
+        GITHUB_EVENT_PATH=str(event),
+        GITHUB_ACTIONS="true",
+        GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"),
+        GITHUB_OUTPUT=str(tmp_path / "output.txt"),
+    )
+    root = github_ws.root
+    ws = open_workspace(root)
+    try:
+        rid = create_release(ws, SERVICE).release.id
+    finally:
+        ws.close()
+    for _ in range(2):
+        res = cli("gate", SERVICE, "--release", rid, cwd=root)
+        assert res.code in (0, 1), res.err
+        assert TOKEN not in res.out + res.err
+    states = [s["state"] for s in github.commit_statuses]
+    assert states and set(states) == {"success" if res.code == 0 else "failure"}
+    assert github.commit_statuses[-1]["context"] == f"releaser/gate/{SERVICE}"
+    [comment] = github.comments[9]  # the second run edited it
+    assert f"<!-- releaser:{SERVICE} -->" in comment["body"] and rid in comment["body"]
+    assert "passed=" in (tmp_path / "output.txt").read_text()
+    assert_matches_recordings(github.log)
