@@ -13,6 +13,7 @@ from releaser._version import __version__
 
 if TYPE_CHECKING:
     from releaser.api.audit import audit_log, verify_audit
+    from releaser.api.drills import DrillRecord, last_drill, run_drill
     from releaser.api.gates import GateReport, last_gate, require_gates, run_gate
     from releaser.api.init import init_workspace, validate_config
     from releaser.api.phases import (
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         get_release,
         list_releases,
     )
+    from releaser.api.rollback import plan_rollback, reconcile, rollback
     from releaser.api.rollouts import (
         abort_rollout,
         advance_rollout,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     )
     from releaser.api.workspace import Workspace, open_workspace
     from releaser.core.release import Release
+    from releaser.docs import build_handover, render_runbook, write_runbook
     from releaser.errors import (
         ArtifactNotFound,
         BadInput,
@@ -63,6 +66,7 @@ __all__ = [
     "CheckFailed",
     "ConfigError",
     "CreateResult",
+    "DrillRecord",
     "ExternalUnavailable",
     "GateReport",
     "NotFound",
@@ -80,26 +84,34 @@ __all__ = [
     "approvals",
     "approve",
     "audit_log",
+    "build_handover",
     "check_phase",
     "configure_prompts",
     "create_release",
     "diff_releases",
     "get_release",
     "init_workspace",
+    "last_drill",
     "last_gate",
     "list_releases",
     "open_workspace",
     "pause_rollout",
     "phase_status",
+    "plan_rollback",
     "promote_rollout",
+    "reconcile",
     "record_evidence",
+    "render_runbook",
     "require_gates",
     "resume_rollout",
+    "rollback",
     "rollout_status",
+    "run_drill",
     "run_gate",
     "start_rollout",
     "validate_config",
     "verify_audit",
+    "write_runbook",
 ]
 
 _WHERE = {
@@ -114,6 +126,15 @@ _WHERE = {
     "phase_status": "releaser.api.phases",
     "record_evidence": "releaser.api.phases",
     "audit_log": "releaser.api.audit",
+    "DrillRecord": "releaser.api.drills",
+    "last_drill": "releaser.api.drills",
+    "run_drill": "releaser.api.drills",
+    "plan_rollback": "releaser.api.rollback",
+    "reconcile": "releaser.api.rollback",
+    "rollback": "releaser.api.rollback",
+    "build_handover": "releaser.docs",
+    "render_runbook": "releaser.docs",
+    "write_runbook": "releaser.docs",
     "configure_prompts": "releaser.api.prompts",
     "verify_audit": "releaser.api.audit",
     "init_workspace": "releaser.api.init",

@@ -28,6 +28,13 @@ def test_releaser_public_api_covers_the_use_cases() -> None:
         "audit_log",
         "verify_audit",
         "open_workspace",
+        "start_rollout",
+        "advance_rollout",
+        "rollback",
+        "run_drill",
+        "run_gate",
+        "write_runbook",
+        "build_handover",
         "ReleaserError",
     ]:
         assert name in releaser.__all__
