@@ -27,6 +27,7 @@ __all__ = [
     "TrafficChange",
     "apply_targets",
     "configured_targets",
+    "prepare_targets",
 ]
 
 ChangeStatus = Literal["in_progress", "paused", "promoted", "rolled_back", "aborted", "stable"]
@@ -84,6 +85,20 @@ def configured_targets(ws: Workspace, service: str) -> list[EffectTarget]:
         if github_active(ws) is not None:
             targets.append(GithubTarget(ws))
     return targets
+
+
+def prepare_targets(ws: Workspace, service: str, releases: dict[str, str]) -> None:
+    """Before traffic moves, let targets that serve releases get ``releases`` ready.
+
+    ``releases`` maps release ids to their role (``stable``, ``candidate``). A
+    target with a ``prepare`` method (e.g. the docker target: run the release's
+    container and wait for its health check) raises if it cannot, so the
+    transition is refused and nothing is written.
+    """
+    for target in configured_targets(ws, service):
+        prepare = getattr(target, "prepare", None)
+        if prepare is not None:
+            prepare(releases)
 
 
 def apply_targets(ws: Workspace, change: TrafficChange) -> list[SideEffect]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.api.context import current_actor, utc_now
-from releaser.api.effects import ChangeStatus, TrafficChange, apply_targets
+from releaser.api.effects import ChangeStatus, TrafficChange, apply_targets, prepare_targets
 from releaser.api.releases import get_release
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
@@ -337,6 +337,7 @@ def start_rollout(
                 f"{service} has no stable release yet, so there is nothing to compare with",
                 hint="pass --initial to make this release the stable one (first deployment)",
             )
+        prepare_targets(ws, service, {release.id: "stable"})
         new_state = state.model_copy(
             update={"stable": release.id, "known_good": [*state.known_good, release.id]}
         )
@@ -385,6 +386,8 @@ def start_rollout(
         comparisons=list(plan.comparisons),
         actor=actor,
     )
+    # Deploy targets start and health-check both releases before any traffic moves.
+    prepare_targets(ws, service, {state.stable: "stable", release.id: "candidate"})
     new_state = state.model_copy(
         update={"active_rollout": rollout_id, "rollouts": state.rollouts + 1, "analysis": {}}
     )

@@ -298,6 +298,20 @@ class DockerTarget:
         self.ws = ws
         self.service = service
 
+    def prepare(self, releases: dict[str, str]) -> None:
+        """Run each release's container and wait for its health check, before traffic moves."""
+        engine = _Engine(self.ws, self.service)
+        for release_id, role in releases.items():
+            try:
+                engine.ensure(release_id, role)
+            except Exception as exc:
+                raise ExternalUnavailable(
+                    f"the {role} release {release_id} has no healthy container, so no traffic "
+                    f"was moved: {exc}",
+                    hint=f"releaser containers up {self.service} --release {release_id} shows "
+                    "why; check the image and deploy.container.health_path",
+                ) from exc
+
     def apply(self, change: TrafficChange) -> SideEffect:
         """Run the stable (and live candidate) containers, remove the rest; never raises."""
         from releaser.api.rollouts import SideEffect

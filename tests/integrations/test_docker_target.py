@@ -186,6 +186,44 @@ def test_containers_split_sticky_and_rollback_stops_the_candidate(
         ws.close()
     left = {c.labels["dev.releaser.release"] for c in _service_containers(engine)}
     assert left == {r1}  # the rollback stopped and removed the candidate
+    _start_health_checks_containers_before_traffic_moves(root, engine, cli, r1, r2)
+
+
+def _start_health_checks_containers_before_traffic_moves(
+    root: Path, engine: str, cli: Any, r1: str, r2: str
+) -> None:
+    """With no `containers up`, `rollout start` runs and health-checks the containers first."""
+    import subprocess
+
+    from releaser.api.rollouts import service_state
+
+    res = cli("rollout", "start", SERVICE, "--release", r2, cwd=root)
+    assert res.code == 0, res.out + res.err
+    assert {c.labels["dev.releaser.release"] for c in _service_containers(engine)} == {r1, r2}
+    assert cli("rollout", "abort", SERVICE, "--reason", "next: a broken health check").code == 0
+    assert {c.labels["dev.releaser.release"] for c in _service_containers(engine)} == {r1}
+
+    cfg = root / "releaser.yaml"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "health_timeout_s: 60", "health_timeout_s: 2, health_path: /no-such-health"
+        )
+    )
+    subprocess.run(["git", "commit", "-qam", "broken health path"], cwd=root, check=True)
+    ws = open_workspace(root)
+    try:
+        route_before = ws.store.get("route", SERVICE)
+    finally:
+        ws.close()
+    res = cli("rollout", "start", SERVICE, "--release", r2)
+    assert res.code == 3, res.out + res.err
+    assert "no traffic was moved" in res.err and "containers up" in res.err
+    ws = open_workspace(root)
+    try:
+        assert service_state(ws, SERVICE).active_rollout is None
+        assert ws.store.get("route", SERVICE) == route_before
+    finally:
+        ws.close()
 
 
 NO_ENGINE_CONFIG = """\
