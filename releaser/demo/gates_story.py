@@ -1,17 +1,18 @@
-"""Demo section: the eval gate passes a candidate that is as good, and stops one that is
-worse on a single slice, naming the slice.
+"""Demo section: the eval gate passes a better candidate and stops one that is worse on a
+single slice, naming the slice.
 
 Two new model versions are trained and registered in the example workspace's
-MLflow registry:
+MLflow registry, and gated against the stable release (the pilot's heavily
+regularised model v1, golden accuracy about 0.90):
 
-- **better**: trained on 5,000 cases instead of 2,000 (no worse than the
-  champion overall or on any slice, so it passes);
+- **better**: trained on 5,000 cases instead of 2,000 with tuned settings
+  (about 0.92 overall, better on every slice, so it passes);
 - **pilot-regressed**: trained on data where a pilot council's export filed
-  its council-tax cases under benefits and its noise cases under housing.
-  Overall accuracy drops by only 0.01 (within the allowed 0.02, and the
-  bootstrap interval says so), but on the ``user_group=pilot-councils`` slice
-  it drops by about 0.08, more than the allowed 0.05: the gate fails and
-  names that slice.
+  its council-tax cases under benefits, noise under housing and waste under
+  planning. Overall it is no worse than the baseline (within the allowed 0.02
+  drop, and the bootstrap interval says so), but on the
+  ``user_group=pilot-councils`` slice it drops by about 0.08, more than the
+  allowed 0.05: the gate fails and names that slice.
 
 Library code does not print: each line goes through the ``report`` callback.
 """
@@ -42,7 +43,7 @@ __all__ = [
 
 Report = Callable[[str], None]
 SERVICE = "case-triage"
-MISLABELLED = {"council-tax": "benefits", "noise": "housing"}
+MISLABELLED = {"council-tax": "benefits", "noise": "housing", "waste": "planning"}
 """How the pilot council's export mislabelled its cases in the regressed training data."""
 EXTRA_SEED = 7
 EXTRA_ROWS = 3000
@@ -66,7 +67,7 @@ def better_rows() -> list[dict[str, str]]:
 
 
 def pilot_regressed_rows() -> list[dict[str, str]]:
-    """Training rows where the pilot councils' council-tax and noise cases are mislabelled."""
+    """Training rows with the pilot councils' council-tax, noise and waste cases mislabelled."""
     from releaser.demo.workspace import load_example_module
 
     data = load_example_module("data")
@@ -196,7 +197,7 @@ def run_gate_story(root: Path, report: Report) -> GateStory:
         ws.close()
 
     report(f"model v{regressed_v}: a new training export where a pilot council filed its")
-    report("  council-tax cases under benefits and its noise cases under housing")
+    report("  council-tax cases under benefits, noise under housing and waste under planning")
     serve_model_version(root, regressed_v)
     ws = open_workspace(root)
     try:

@@ -128,7 +128,7 @@ def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSumm
         _rollback_story(ws, report)
         ws.close()
         report("")
-        report("== 7. The eval gate: a candidate as good passes, one worse on one slice fails")
+        report("== 7. The eval gate: a better candidate passes, one worse on one slice fails")
         from releaser.demo.gates_story import run_gate_story
 
         gates = run_gate_story(root, report)
@@ -185,7 +185,7 @@ def _rollout_story(root: Path, stable_id: str, report: Report) -> Any:
     serve_model_version(root, 2)
     ws = open_workspace(root)
     candidate = create_release(ws, SERVICE).release
-    report(f"candidate release {candidate.id}: model v2 (a lighter model)")
+    report(f"candidate release {candidate.id}: model v2 (lighter and better tuned)")
     steps = " -> ".join(
         f"{s.name} {s.percent:g}%" for s in ws.config.service(SERVICE).rollout.steps
     )
@@ -240,7 +240,12 @@ def _gate(ws: Any, release_id: str, report: Report) -> None:
 
     result = run_gate(ws, SERVICE, release_id)
     base = f" against {result.baseline_id}" if result.baseline_id else ""
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if v is not None)
+    metrics = ", ".join(
+        f"{k} {v:.4f}"
+        + (f" vs {b:.4f}" if (b := result.baseline_metrics.get(k)) is not None else "")
+        for k, v in result.metrics.items()
+        if v is not None
+    )
     report(
         f"eval gate on {release_id}{base}: {'passed' if result.passed else 'FAILED'} ({metrics})"
     )

@@ -33,7 +33,7 @@ def test_gate_passes_writes_reports_and_github_outputs(
     res = cli("gate", SERVICE, "--release", rid[:8], "-o", str(report))
     assert res.code == 0, res.err
     assert f"eval gate PASSED: {SERVICE} release {rid}" in res.out
-    assert "accuracy threshold  0.9217  0.8" in res.out
+    assert "accuracy threshold  0.9017  0.8" in res.out
     assert "user_group=pilot-councils" in res.out
     assert "Eval gate passed" in report.read_text() and "Eval gate passed" in summary.read_text()
     assert json.loads(report.with_suffix(".json").read_text())["passed"] is True
@@ -57,8 +57,8 @@ def test_a_failing_gate_exits_1_naming_the_failure(
     res = cli("gate", SERVICE, "--release", rid)
     assert res.code == 1
     assert "eval gate FAILED" in res.out
-    assert "FAIL: accuracy 0.9217 is below the minimum 0.9700" in res.out
-    assert "::error::accuracy 0.9217 is below the minimum 0.9700" in res.err
+    assert "FAIL: accuracy 0.9017 is below the minimum 0.9700" in res.out
+    assert "::error::accuracy 0.9017 is below the minimum 0.9700" in res.err
     assert "failed the eval gate: 1 failure" in res.err
 
     res = cli("rollout", "start", SERVICE, "--release", rid, "--initial")
