@@ -34,13 +34,13 @@ if TYPE_CHECKING:
         list_releases,
     )
     from releaser.api.rollback import plan_rollback, reconcile, rollback
+    from releaser.api.rollout_status import rollout_status
     from releaser.api.rollouts import (
         abort_rollout,
         advance_rollout,
         pause_rollout,
         promote_rollout,
         resume_rollout,
-        rollout_status,
         start_rollout,
     )
     from releaser.api.workspace import Workspace, open_workspace
@@ -155,7 +155,7 @@ _WHERE = {
     "pause_rollout": "releaser.api.rollouts",
     "promote_rollout": "releaser.api.rollouts",
     "resume_rollout": "releaser.api.rollouts",
-    "rollout_status": "releaser.api.rollouts",
+    "rollout_status": "releaser.api.rollout_status",
     "start_rollout": "releaser.api.rollouts",
     "ArtifactNotFound": "releaser.errors",
     "BadInput": "releaser.errors",

@@ -245,12 +245,12 @@ def _switch(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> None:
 
 def _side_effects(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> list[SideEffect]:
     """Point the production aliases at the release now serving, then the targets (idempotent)."""
-    from releaser.api.rollouts import _move_aliases
+    from releaser.api.aliases import move_production_aliases
 
     retry = f"releaser rollback {plan.service} --resume"
     aliases = [
         SideEffect(e.name, e.status, e.detail, retry if e.status == "failed" else None)
-        for e in _move_aliases(ws, get_release(ws, plan.to_release))
+        for e in move_production_aliases(ws, get_release(ws, plan.to_release))
     ]
     change = TrafficChange(
         service=plan.service,
@@ -334,10 +334,10 @@ def reconcile(
                 drift.append(Drift(f"prompt {p.name}@{PRODUCTION_ALIAS}", p.version, actual_p))
     effects: list[SideEffect] = []
     if fix:
-        from releaser.api.rollouts import _move_aliases
+        from releaser.api.aliases import move_production_aliases
 
         now = utc_now()
-        effects = _move_aliases(ws, release)
+        effects = move_production_aliases(ws, release)
         if state.active_rollout is None:
             # Mid-rollout the targets follow the rollout's own transitions instead.
             change = TrafficChange(

@@ -18,12 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from releaser.api.context import current_actor, utc_now
 from releaser.api.effects import ChangeStatus, TrafficChange, apply_targets, prepare_targets
 from releaser.api.releases import get_release
+from releaser.api.routes import build_route, route_write
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
-from releaser.core.release import Release
-from releaser.core.routing import ROUTE_KIND, GroupDef, ReleaseArtifacts, ServiceRoute
-from releaser.core.stats_aggregates import VariantStats, latency_bin, latency_bin_bounds
 from releaser.errors import BadInput, NotFound
 from releaser.store.base import Record, Write
 
@@ -36,14 +34,12 @@ __all__ = [
     "AdvanceResult",
     "ServiceState",
     "SideEffect",
-    "StatusReport",
     "TransitionResult",
     "abort_rollout",
     "advance_rollout",
     "pause_rollout",
     "promote_rollout",
     "resume_rollout",
-    "rollout_status",
     "service_state",
     "start_rollout",
 ]
@@ -135,68 +131,6 @@ def _active(ws: Workspace, service: str) -> tuple[ServiceState, int, ro.Rollout,
     return state, version, rollout, rec
 
 
-# --- routing -------------------------------------------------------------------------------
-
-
-def _group_defs(ws: Workspace, names: list[str]) -> dict[str, GroupDef]:
-    out: dict[str, GroupDef] = {}
-    for name in names:
-        group = ws.config.groups[name]
-        rules: list[tuple[str, str, str | list[str]]] = []
-        for rule in group.rules:
-            for op, value in (
-                ("equals", rule.equals),
-                ("in", rule.in_),
-                ("matches", rule.matches),
-                ("ends_with", rule.ends_with),
-            ):
-                if value is not None:
-                    rules.append((rule.attribute, op, value))
-        out[name] = GroupDef(allow=list(group.allow), rules=rules, rules_match="all")
-    return out
-
-
-def _artifacts(release: Release) -> ReleaseArtifacts:
-    m = release.content.model
-    return ReleaseArtifacts(
-        model=f"{m.name}/{m.version}" if m else None,
-        model_uri=m.model_uri if m else None,
-        prompts={p.name: p.version for p in release.content.prompts},
-    )
-
-
-def build_route(
-    ws: Workspace, service: str, stable: str | None, rollout: ro.Rollout | None, now: str
-) -> ServiceRoute:
-    """The routing record for ``service``: the stable release and any live cohort."""
-    ids = [i for i in (stable, rollout.candidate if rollout else None) if i]
-    artifacts = {i: _artifacts(get_release(ws, i)) for i in ids}
-    live = rollout is not None and not rollout.final
-    if not live or rollout is None:
-        return ServiceRoute(service=service, stable=stable, artifacts=artifacts, updated_at=now)
-    step = rollout.current
-    return ServiceRoute(
-        service=service,
-        stable=stable,
-        candidate=rollout.candidate,
-        rollout_id=rollout.id,
-        step=rollout.step,
-        step_name=step.name,
-        seed=rollout.seed,
-        percent=step.percent,
-        groups=list(step.groups),
-        group_defs=_group_defs(ws, step.groups),
-        paused=rollout.status == "paused",
-        artifacts=artifacts,
-        updated_at=now,
-    )
-
-
-def _route_write(ws: Workspace, route: ServiceRoute) -> Write:
-    rec = ws.store.get(ROUTE_KIND, route.service)
-    return Write(ROUTE_KIND, route.service, route.to_value(), rec.version if rec else 0)
-
-
 def _commit(
     ws: Workspace,
     *,
@@ -218,7 +152,7 @@ def _commit(
     writes = [Write(SERVICE_KIND, state.service, state.model_dump(mode="json"), state_version)]
     if rollout is not None and rollout_version is not None:
         writes.append(Write(ROLLOUT_KIND, rollout.id, rollout.to_value(), rollout_version))
-    writes.append(_route_write(ws, build_route(ws, state.service, stable, rollout, now)))
+    writes.append(route_write(ws, build_route(ws, state.service, stable, rollout, now)))
     subject = f"rollout:{rollout.id}" if rollout else f"service:{state.service}"
     ws.store.commit(
         writes,
@@ -354,7 +288,9 @@ def start_rollout(
             before={"stable": None},
             after={"stable": release.id},
         )
-        effects = [*_move_aliases(ws, release), *targets]
+        from releaser.api.aliases import move_production_aliases
+
+        effects = [*move_production_aliases(ws, release), *targets]
         placeholder = ro.start(
             rollout_id=f"{service}-initial",
             service=service,
@@ -412,59 +348,6 @@ def start_rollout(
     return TransitionResult(rollout, targets)
 
 
-def _slow_threshold(ws: Workspace, service: str) -> float | None:
-    """A histogram bin edge at or above the latency SLO, so slow counts are exact."""
-    svc = ws.config.service(service)
-    limit = svc.slos.latency_p95_ms or svc.rollout.guardrails.latency_p95_ms
-    if limit is None:
-        return None
-    index = latency_bin(limit)
-    lower, upper = latency_bin_bounds(index)
-    return lower if lower >= limit else upper
-
-
-def _variant_totals(ws: Workspace, rollout: ro.Rollout) -> tuple[VariantStats, VariantStats]:
-    """Cumulative baseline and candidate aggregates since the rollout began."""
-    per_step = ws.store.read_metrics(rollout.id)
-    totals = {"baseline": VariantStats(), "candidate": VariantStats()}
-    for (_step, variant), stats in per_step.items():
-        if variant in totals:
-            totals[variant] = totals[variant].merge(stats)
-    threshold = _slow_threshold(ws, rollout.service)
-    if threshold is not None:
-        for name, stats in totals.items():
-            totals[name] = stats.model_copy(
-                update={
-                    "slow_threshold_ms": threshold,
-                    "slow": stats.latency.count_above(threshold),
-                }
-            )
-    return totals["baseline"], totals["candidate"]
-
-
-def _decide(ws: Workspace, state: ServiceState, rollout: ro.Rollout, now: str) -> Decision:
-    from releaser.core.analysis import decide
-    from releaser.core.stats_guardrails import Guardrails
-    from releaser.core.stats_state import AnalysisState
-
-    baseline, candidate = _variant_totals(ws, rollout)
-    step = rollout.current
-    guard = Guardrails(**rollout.guardrails) if rollout.guardrails else None
-    analysis = AnalysisState.model_validate(state.analysis) if state.analysis else None
-    return decide(
-        baseline,
-        candidate,
-        state=analysis,
-        alpha=rollout.alpha,
-        guardrails=guard,
-        min_samples=step.min_samples,
-        bake_elapsed_s=ro.bake_elapsed_s(rollout, now),
-        bake_required_s=step.bake_s,
-        is_last_step=rollout.step + 1 >= len(rollout.steps),
-        comparisons=rollout.comparisons or ("error_rate", "latency", "quality_score"),  # type: ignore[arg-type]
-    )
-
-
 def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> AdvanceResult:
     """Analyse the live metrics and take at most one step: advance, promote, roll back or hold.
 
@@ -477,7 +360,9 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
         raise ro.IllegalTransition(
             f"rollout {rollout.id} is paused", hint=f"'releaser rollout resume {service}' first"
         )
-    decision = _decide(ws, state, rollout, now)
+    from releaser.api.rollout_status import decide_step
+
+    decision = decide_step(ws, state, rollout, now)
     evidence = {
         "decision": decision.action,
         "reasons": decision.reasons,
@@ -602,43 +487,10 @@ def _finish_promotion(
         before={"stable": old.baseline},
         after={**(evidence or {}), "stable": new.candidate},
     )
-    return TransitionResult(new, [*_move_aliases(ws, get_release(ws, new.candidate)), *targets])
+    from releaser.api.aliases import move_production_aliases
 
-
-def _move_aliases(ws: Workspace, release: Release) -> list[SideEffect]:
-    """Point the model's and prompts' ``production`` aliases at ``release``; idempotent."""
-    effects: list[SideEffect] = []
-    retry = f"releaser reconcile {release.service}"
-    m = release.content.model
-    if m is not None:
-        name = f"MLflow alias {m.name}@{PRODUCTION_ALIAS}"
-        try:
-            current = ws.models.get_alias(m.name, PRODUCTION_ALIAS)
-            if current == m.version:
-                effects.append(SideEffect(name, "unchanged", f"already v{m.version}"))
-            else:
-                ws.models.set_alias(m.name, PRODUCTION_ALIAS, m.version)
-                effects.append(SideEffect(name, "done", f"v{current} -> v{m.version}"))
-        except Exception as exc:  # noqa: BLE001 - reported per effect; traffic already moved
-            effects.append(SideEffect(name, "failed", str(exc), retry))
-    for p in release.content.prompts:
-        name = f"prompt alias {p.name}@{PRODUCTION_ALIAS}"
-        try:
-            from releaser.api.prompts import prompt_errors
-
-            with prompt_errors():
-                change = ws.prompts.promote(
-                    p.name,
-                    p.version,
-                    PRODUCTION_ALIAS,
-                    f"release {release.id}",
-                    current_actor().name,
-                )
-            status: Literal["done", "unchanged"] = "done" if change.changed else "unchanged"
-            effects.append(SideEffect(name, status, f"v{change.from_version} -> v{p.version}"))
-        except Exception as exc:  # noqa: BLE001 - reported per effect
-            effects.append(SideEffect(name, "failed", str(exc), retry))
-    return effects
+    aliases = move_production_aliases(ws, get_release(ws, new.candidate))
+    return TransitionResult(new, [*aliases, *targets])
 
 
 def _simple(
@@ -749,58 +601,3 @@ def promote_rollout(
 def _need_reason(reason: str) -> None:
     if not reason.strip():
         raise BadInput("a reason is required", hint="pass --reason 'why'")
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """Everything ``rollout status`` shows."""
-
-    state: ServiceState
-    rollout: ro.Rollout | None
-    baseline: VariantStats | None
-    candidate: VariantStats | None
-    preview: Decision | None
-    in_step_s: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The documented ``rollout status --json`` shape."""
-
-        def stats(v: VariantStats | None) -> dict[str, Any] | None:
-            if v is None:
-                return None
-            return {
-                "requests": v.requests,
-                "errors": v.errors,
-                "error_rate": v.errors / v.requests if v.requests else None,
-                "latency_p95_ms": v.latency.quantile(0.95),
-                "quality_mean": v.quality_sum / v.quality_count if v.quality_count else None,
-                "quality_count": v.quality_count,
-            }
-
-        return {
-            "service": self.state.service,
-            "stable": self.state.stable,
-            "known_good": self.state.known_good,
-            "rollout": self.rollout.to_value() if self.rollout else None,
-            "variants": {"baseline": stats(self.baseline), "candidate": stats(self.candidate)},
-            "decision_preview": self.preview.model_dump(mode="json") if self.preview else None,
-            "time_in_step_s": self.in_step_s,
-        }
-
-
-def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> StatusReport:
-    """The service's stable release and, if a rollout is live, its metrics and tests (no writes)."""
-    now = now or utc_now()
-    state, _ = _state_record(ws, service)
-    if state.active_rollout is None:
-        last = None
-        if state.rollouts:
-            rec = ws.store.get(ROLLOUT_KIND, f"{service}-{state.rollouts}")
-            last = ro.Rollout.model_validate(rec.value) if rec else None
-        return StatusReport(state, last, None, None, None, None)
-    rollout, _rec = _rollout_record(ws, state.active_rollout)
-    baseline, candidate = _variant_totals(ws, rollout)
-    preview = _decide(ws, state, rollout, now) if rollout.status == "running" else None
-    return StatusReport(
-        state, rollout, baseline, candidate, preview, ro.bake_elapsed_s(rollout, now)
-    )

@@ -81,7 +81,7 @@ def start(
 @app.command("status")
 def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) -> None:
     """Per-variant counts, metrics, test statistics and time in step."""
-    from releaser.api.rollouts import rollout_status
+    from releaser.api.rollout_status import rollout_status
     from releaser.cli.output import emit_json, say, table
 
     rep = rollout_status(state(ctx).workspace(), service)

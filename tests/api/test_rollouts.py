@@ -11,7 +11,8 @@ import pytest
 from releaser.api.audit import audit_log, verify_audit
 from releaser.api.gates import run_gate
 from releaser.api.releases import create_release
-from releaser.api.rollouts import advance_rollout, rollout_status, service_state, start_rollout
+from releaser.api.rollout_status import rollout_status
+from releaser.api.rollouts import advance_rollout, service_state, start_rollout
 from releaser.api.workspace import Workspace, open_workspace
 from releaser.demo.traffic import drive_rollout, make_users
 from releaser.demo.workspace import ExampleWorkspace

@@ -8,7 +8,8 @@ import shlex
 import pytest
 
 from releaser.api.releases import get_release
-from releaser.api.rollouts import rollout_status, service_state
+from releaser.api.rollout_status import rollout_status
+from releaser.api.rollouts import service_state
 from releaser.api.workspace import open_workspace
 from releaser.docs.runbook import render_runbook, write_runbook
 from releaser.errors import BadInput

@@ -1,0 +1,136 @@
+"""Reading a live rollout: cumulative per-variant metrics, the analysis, ``rollout status``.
+
+``advance`` decides from :func:`decide_step`; ``rollout status`` shows the same
+figures and a preview of that decision without writing anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from releaser.api.context import utc_now
+from releaser.api.rollouts import (
+    ROLLOUT_KIND,
+    ServiceState,
+    _rollout_record,
+    _state_record,
+)
+from releaser.api.workspace import Workspace
+from releaser.core import rollout as ro
+from releaser.core.stats_aggregates import VariantStats, latency_bin, latency_bin_bounds
+
+if TYPE_CHECKING:
+    # numpy and scipy load with the analysis: only advance and status need them.
+    from releaser.core.analysis import Decision
+
+__all__ = ["StatusReport", "decide_step", "rollout_status", "slow_threshold", "variant_totals"]
+
+
+def slow_threshold(ws: Workspace, service: str) -> float | None:
+    """A histogram bin edge at or above the latency SLO, so slow counts are exact."""
+    svc = ws.config.service(service)
+    limit = svc.slos.latency_p95_ms or svc.rollout.guardrails.latency_p95_ms
+    if limit is None:
+        return None
+    index = latency_bin(limit)
+    lower, upper = latency_bin_bounds(index)
+    return lower if lower >= limit else upper
+
+
+def variant_totals(ws: Workspace, rollout: ro.Rollout) -> tuple[VariantStats, VariantStats]:
+    """Cumulative baseline and candidate aggregates since the rollout began."""
+    per_step = ws.store.read_metrics(rollout.id)
+    totals = {"baseline": VariantStats(), "candidate": VariantStats()}
+    for (_step, variant), stats in per_step.items():
+        if variant in totals:
+            totals[variant] = totals[variant].merge(stats)
+    threshold = slow_threshold(ws, rollout.service)
+    if threshold is not None:
+        for name, stats in totals.items():
+            totals[name] = stats.model_copy(
+                update={
+                    "slow_threshold_ms": threshold,
+                    "slow": stats.latency.count_above(threshold),
+                }
+            )
+    return totals["baseline"], totals["candidate"]
+
+
+def decide_step(ws: Workspace, state: ServiceState, rollout: ro.Rollout, now: str) -> Decision:
+    """What the analysis would decide for the live step now (pure; nothing written)."""
+    from releaser.core.analysis import decide
+    from releaser.core.stats_guardrails import Guardrails
+    from releaser.core.stats_state import AnalysisState
+
+    baseline, candidate = variant_totals(ws, rollout)
+    step = rollout.current
+    guard = Guardrails(**rollout.guardrails) if rollout.guardrails else None
+    analysis = AnalysisState.model_validate(state.analysis) if state.analysis else None
+    return decide(
+        baseline,
+        candidate,
+        state=analysis,
+        alpha=rollout.alpha,
+        guardrails=guard,
+        min_samples=step.min_samples,
+        bake_elapsed_s=ro.bake_elapsed_s(rollout, now),
+        bake_required_s=step.bake_s,
+        is_last_step=rollout.step + 1 >= len(rollout.steps),
+        comparisons=rollout.comparisons or ("error_rate", "latency", "quality_score"),  # type: ignore[arg-type]
+    )
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """Everything ``rollout status`` shows."""
+
+    state: ServiceState
+    rollout: ro.Rollout | None
+    baseline: VariantStats | None
+    candidate: VariantStats | None
+    preview: Decision | None
+    in_step_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented ``rollout status --json`` shape."""
+
+        def stats(v: VariantStats | None) -> dict[str, Any] | None:
+            if v is None:
+                return None
+            return {
+                "requests": v.requests,
+                "errors": v.errors,
+                "error_rate": v.errors / v.requests if v.requests else None,
+                "latency_p95_ms": v.latency.quantile(0.95),
+                "quality_mean": v.quality_sum / v.quality_count if v.quality_count else None,
+                "quality_count": v.quality_count,
+            }
+
+        return {
+            "service": self.state.service,
+            "stable": self.state.stable,
+            "known_good": self.state.known_good,
+            "rollout": self.rollout.to_value() if self.rollout else None,
+            "variants": {"baseline": stats(self.baseline), "candidate": stats(self.candidate)},
+            "decision_preview": self.preview.model_dump(mode="json") if self.preview else None,
+            "time_in_step_s": self.in_step_s,
+        }
+
+
+def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> StatusReport:
+    """The service's stable release and, if a rollout is live, its metrics and tests (no writes)."""
+    now = now or utc_now()
+    state, _ = _state_record(ws, service)
+    if state.active_rollout is None:
+        last = None
+        if state.rollouts:
+            rec = ws.store.get(ROLLOUT_KIND, f"{service}-{state.rollouts}")
+            last = ro.Rollout.model_validate(rec.value) if rec else None
+        return StatusReport(state, last, None, None, None, None)
+    rollout, _rec = _rollout_record(ws, state.active_rollout)
+    baseline, candidate = variant_totals(ws, rollout)
+    preview = decide_step(ws, state, rollout, now) if rollout.status == "running" else None
+    return StatusReport(
+        state, rollout, baseline, candidate, preview, ro.bake_elapsed_s(rollout, now)
+    )

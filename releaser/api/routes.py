@@ -1,0 +1,76 @@
+"""The routing record a service's routers follow: who is stable, who is the live cohort.
+
+Every traffic transition rewrites it in the same commit as the rollout and
+service records; routers (SDK, gateway) compile it into their snapshot.
+"""
+
+from __future__ import annotations
+
+from releaser.api.releases import get_release
+from releaser.api.workspace import Workspace
+from releaser.core import rollout as ro
+from releaser.core.release import Release
+from releaser.core.routing import ROUTE_KIND, GroupDef, ReleaseArtifacts, ServiceRoute
+from releaser.store.base import Write
+
+__all__ = ["build_route", "route_write"]
+
+
+def _group_defs(ws: Workspace, names: list[str]) -> dict[str, GroupDef]:
+    out: dict[str, GroupDef] = {}
+    for name in names:
+        group = ws.config.groups[name]
+        rules: list[tuple[str, str, str | list[str]]] = []
+        for rule in group.rules:
+            for op, value in (
+                ("equals", rule.equals),
+                ("in", rule.in_),
+                ("matches", rule.matches),
+                ("ends_with", rule.ends_with),
+            ):
+                if value is not None:
+                    rules.append((rule.attribute, op, value))
+        out[name] = GroupDef(allow=list(group.allow), rules=rules, rules_match="all")
+    return out
+
+
+def _artifacts(release: Release) -> ReleaseArtifacts:
+    m = release.content.model
+    return ReleaseArtifacts(
+        model=f"{m.name}/{m.version}" if m else None,
+        model_uri=m.model_uri if m else None,
+        prompts={p.name: p.version for p in release.content.prompts},
+    )
+
+
+def build_route(
+    ws: Workspace, service: str, stable: str | None, rollout: ro.Rollout | None, now: str
+) -> ServiceRoute:
+    """The routing record for ``service``: the stable release and any live cohort."""
+    ids = [i for i in (stable, rollout.candidate if rollout else None) if i]
+    artifacts = {i: _artifacts(get_release(ws, i)) for i in ids}
+    live = rollout is not None and not rollout.final
+    if not live or rollout is None:
+        return ServiceRoute(service=service, stable=stable, artifacts=artifacts, updated_at=now)
+    step = rollout.current
+    return ServiceRoute(
+        service=service,
+        stable=stable,
+        candidate=rollout.candidate,
+        rollout_id=rollout.id,
+        step=rollout.step,
+        step_name=step.name,
+        seed=rollout.seed,
+        percent=step.percent,
+        groups=list(step.groups),
+        group_defs=_group_defs(ws, step.groups),
+        paused=rollout.status == "paused",
+        artifacts=artifacts,
+        updated_at=now,
+    )
+
+
+def route_write(ws: Workspace, route: ServiceRoute) -> Write:
+    """The compare-and-swap write that replaces the service's routing record."""
+    rec = ws.store.get(ROUTE_KIND, route.service)
+    return Write(ROUTE_KIND, route.service, route.to_value(), rec.version if rec else 0)
