@@ -7,6 +7,7 @@ callback the CLI passes in.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,7 +147,9 @@ def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSumm
             f"audit verify over the whole story: {'ok' if result.ok else 'BROKEN'} "
             f"({result.count} events)"
         )
-        report(f"explore it: cd {root} && releaser rollout status {SERVICE} && releaser audit log")
+        exe = Path(sys.executable).parent / "releaser"
+        cmd = str(exe) if exe.exists() else "releaser"
+        report(f"explore it: cd {root} && {cmd} rollout status {SERVICE} && {cmd} audit log")
     finally:
         ws.close()
     return summary
