@@ -81,10 +81,9 @@ def build(root: Path) -> tuple[str, str]:
     """Two releases; r1 stable, r2 rolled out to the 25% step. Returns (r1, r2)."""
     import json
 
-    from releaser.api.rollouts import advance_rollout, service_state, start_rollout
+    from releaser.api.rollouts import start_rollout
     from releaser.api.workspace import open_workspace
-    from releaser.core.stats_aggregates import LatencyHistogram, VariantStats
-    from releaser.store.base import MetricDelta
+    from releaser.demo.traffic import advance_to_step
 
     _git(root, "init", "-q", "-b", "main")
     _git(root, "config", "user.email", "bench@example.org")
@@ -105,24 +104,10 @@ def build(root: Path) -> tuple[str, str]:
     try:
         start_rollout(ws, SERVICE, r1, initial=True, now="2030-01-01T00:00:00.000000Z")
         start_rollout(ws, SERVICE, r2, now="2030-01-01T00:00:00.000000Z")
-        stats = VariantStats(requests=5000, errors=50, latency=LatencyHistogram.of([150.0] * 5000))
-        for hour in range(1, 10):
-            st = service_state(ws, SERVICE)
-            rec = ws.store.get("rollout", st.active_rollout or "")
-            assert rec is not None
-            step = rec.value["step"]
-            if rec.value["steps"][step]["percent"] == 25:
-                return r1, r2
-            ws.store.add_metrics(
-                [
-                    MetricDelta(rec.key, step, "baseline", stats),
-                    MetricDelta(rec.key, step, "candidate", stats),
-                ]
-            )
-            advance_rollout(ws, SERVICE, now=f"2030-01-01T{hour * 3:02d}:00:00.000000Z")
+        advance_to_step(ws, SERVICE, "canary-25")
     finally:
         ws.close()
-    raise SystemExit("the bench rollout never reached the 25% step")
+    return r1, r2
 
 
 def store_file(root: Path) -> Path:

@@ -22,7 +22,7 @@ from releaser.api.workspace import Workspace
 if TYPE_CHECKING:
     from releaser.router import Router
 
-__all__ = ["DriveResult", "Users", "drive_rollout", "make_users", "simulate"]
+__all__ = ["DriveResult", "Users", "advance_to_step", "drive_rollout", "make_users", "simulate"]
 
 Users = list[tuple[str, dict[str, str]]]
 
@@ -134,3 +134,33 @@ def _wait_for_step(router: Router, service: str, step: str, timeout_s: float = 1
             return
         time.sleep(0.005)
     raise TimeoutError(f"the router did not see step {step} of {service} within {timeout_s} s")
+
+
+def advance_to_step(ws: Workspace, service: str, step_name: str, *, hours: int = 10) -> None:
+    """Feed healthy, identical metrics to both variants and advance until ``step_name`` is live.
+
+    A fixed simulated clock (2030-01-01, two hours a round) meets every bake time;
+    for tests, benchmarks and demos that need a rollout at a given step quickly.
+    Raises ``RuntimeError`` if the step is not reached within ``hours`` rounds.
+    """
+    from releaser.api.rollouts import service_state
+    from releaser.core.stats_aggregates import LatencyHistogram, VariantStats
+    from releaser.store.base import MetricDelta
+
+    stats = VariantStats(requests=5000, errors=50, latency=LatencyHistogram.of([150.0] * 5000))
+    for hour in range(1, hours + 1):
+        rollout_id = service_state(ws, service).active_rollout
+        record = ws.store.get("rollout", rollout_id or "")
+        if record is None:
+            raise RuntimeError(f"{service} has no live rollout")
+        step = record.value["step"]
+        if record.value["steps"][step]["name"] == step_name:
+            return
+        ws.store.add_metrics(
+            [
+                MetricDelta(record.key, step, "baseline", stats),
+                MetricDelta(record.key, step, "candidate", stats),
+            ]
+        )
+        advance_rollout(ws, service, now=f"2030-01-01T{hour * 2:02d}:00:00.000000Z")
+    raise RuntimeError(f"the rollout of {service} never reached {step_name!r}")

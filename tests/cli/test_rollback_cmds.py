@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from releaser.api.rollouts import advance_rollout, promote_rollout, service_state
+from releaser.api.rollouts import promote_rollout, service_state
 from releaser.api.workspace import open_workspace
-from releaser.core.stats_aggregates import LatencyHistogram, VariantStats
+from releaser.demo.traffic import advance_to_step
 from releaser.demo.workspace import ExampleWorkspace
-from releaser.store.base import MetricDelta
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
@@ -54,29 +53,7 @@ def _to_step(root: Path, step_name: str) -> None:
     """Feed healthy metrics and advance (simulated clock) until the rollout is at ``step_name``."""
     ws = open_workspace(root)
     try:
-        for hour in range(1, 10):
-            st = service_state(ws, SERVICE)
-            rid = st.active_rollout
-            assert rid is not None
-            rec = ws.store.get("rollout", rid)
-            assert rec is not None
-            step = rec.value["step"]
-            if rec.value["steps"][step]["name"] == step_name:
-                return
-            lat = LatencyHistogram.of([150.0] * 10)
-            stats = VariantStats(
-                requests=5000,
-                errors=50,
-                latency=LatencyHistogram(counts=tuple(c * 500 for c in lat.counts)),
-            )
-            ws.store.add_metrics(
-                [
-                    MetricDelta(rid, step, "baseline", stats),
-                    MetricDelta(rid, step, "candidate", stats),
-                ]
-            )
-            advance_rollout(ws, SERVICE, now=f"2030-01-01T{hour * 2:02d}:00:00.000000Z")
-        raise AssertionError(f"never reached {step_name}")
+        advance_to_step(ws, SERVICE, step_name)
     finally:
         ws.close()
 

@@ -13,10 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from releaser.api.rollouts import advance_rollout, service_state
 from releaser.api.workspace import open_workspace
-from releaser.core.stats_aggregates import LatencyHistogram, VariantStats
-from releaser.store.base import MetricDelta
+from releaser.demo.traffic import advance_to_step
 
 SERVICE = "case-triage"
 
@@ -63,27 +61,6 @@ def to_step(root: Path, step_name: str) -> None:
     """Feed healthy metrics and advance (simulated clock) until the rollout is at ``step_name``."""
     ws = open_workspace(root)
     try:
-        for hour in range(1, 10):
-            rid = service_state(ws, SERVICE).active_rollout
-            assert rid is not None
-            rec = ws.store.get("rollout", rid)
-            assert rec is not None
-            step = rec.value["step"]
-            if rec.value["steps"][step]["name"] == step_name:
-                return
-            lat = LatencyHistogram.of([150.0] * 10)
-            stats = VariantStats(
-                requests=5000,
-                errors=50,
-                latency=LatencyHistogram(counts=tuple(c * 500 for c in lat.counts)),
-            )
-            ws.store.add_metrics(
-                [
-                    MetricDelta(rid, step, "baseline", stats),
-                    MetricDelta(rid, step, "candidate", stats),
-                ]
-            )
-            advance_rollout(ws, SERVICE, now=f"2030-01-01T{hour * 2:02d}:00:00.000000Z")
-        raise AssertionError(f"never reached {step_name}")
+        advance_to_step(ws, SERVICE, step_name)
     finally:
         ws.close()
