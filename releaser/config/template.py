@@ -80,6 +80,17 @@ prompts:
 # set RELEASER_STORE in the environment (a CI secret): never write a password here.
 # store: sqlite:///.releaser/state.db
 
+# GitHub mirrors (optional; active in GitHub Actions when GITHUB_TOKEN and
+# GITHUB_REPOSITORY are set): deployment statuses that follow every rollout step,
+# a commit status or check run per gate, one PR comment per service, and a GitHub
+# Release with the handover pack once a release reaches production.
+# github:
+#   environment: production
+#   deployments: true
+#   gate_status: check_run     # or status
+#   pr_comments: true
+#   release_on_production: true
+
 # The services this repository releases, by name.
 services:
   case-triage:
@@ -170,6 +181,16 @@ services:
             description: Handover pack accepted by operations
     # Set to true when a release cannot be rolled back (e.g. it migrated data).
     irreversible: false
+    # How HTTP traffic reaches the releases (optional): 'releaser serve' reads the unit
+    # id from a header and proxies to these upstreams; target: docker runs one
+    # model-server container per release instead; 'releaser k8s render' writes
+    # manifests for an engine on Kubernetes.
+    # deploy:
+    #   target: none               # none, docker or kubernetes
+    #   upstreams:
+    #     baseline: http://127.0.0.1:8001
+    #     candidate: http://127.0.0.1:8002
+    #   unit_header: X-User-Id
 """
 
 

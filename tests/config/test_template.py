@@ -89,3 +89,19 @@ def test_rendering_refuses_names_that_would_not_load(project: str, service: str)
     with pytest.raises(BadInput) as exc:
         render_init_template(project, service)
     assert exc.value.hint is not None
+
+
+def test_commented_github_and_deploy_examples_are_valid_once_uncommented(tmp_path: Path) -> None:
+    import re
+
+    keys = (
+        "github:|  environment|  deployments|  gate_status|  pr_comments|  release_on_production"
+        "|deploy:|  target|  upstreams|    baseline|    candidate|  unit_header"
+    )
+    text = re.sub(rf"^(\s*)# ({keys})", r"\1\2", INIT_TEMPLATE, flags=re.M)
+    assert text != INIT_TEMPLATE
+    (tmp_path / "releaser.yaml").write_text(text)
+    cfg = load_config(tmp_path / "releaser.yaml")
+    assert cfg.github is not None and cfg.github.gate_status == "check_run"
+    deploy = cfg.services["case-triage"].deploy
+    assert deploy is not None and deploy.upstreams is not None
