@@ -24,6 +24,7 @@ from releaser.api.rollouts import (
     _commit,
     _rollout_record,
     _state_record,
+    back_to_stable,
 )
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
@@ -193,20 +194,12 @@ def _switch(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> None:
     """The traffic switch: one atomic store commit (side effects follow separately)."""
     state, version = _state_record(ws, plan.service)
     actor = current_actor().name
-    record = {
-        "from": plan.from_release,
-        "to": plan.to_release,
-        "at": now,
-        "reason": reason,
-        "kind": plan.kind,
-    }
     if plan.kind == "mid-rollout":
         assert plan.rollout_id is not None
         rollout, rec = _rollout_record(ws, plan.rollout_id)
         new = ro.roll_back(rollout, now=now, reasons=[f"manual rollback: {reason}"], actor=actor)
-        new_state = state.model_copy(
-            update={"active_rollout": None, "analysis": {}, "last_rollback": record}
-        )
+        new_state = back_to_stable(state, rollout.candidate, reason, now)
+        record = new_state.last_rollback
         _commit(
             ws,
             state=new_state,
@@ -222,6 +215,13 @@ def _switch(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> None:
             mirror=False,
         )
         return
+    record = {
+        "from": plan.from_release,
+        "to": plan.to_release,
+        "at": now,
+        "reason": reason,
+        "kind": plan.kind,
+    }
     known = [r for r in state.known_good if r != plan.from_release]
     new_state = state.model_copy(
         update={"stable": plan.to_release, "known_good": known, "last_rollback": record}

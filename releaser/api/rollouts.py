@@ -120,6 +120,23 @@ def _rollout_record(ws: Workspace, rollout_id: str) -> tuple[ro.Rollout, Record]
     return ro.Rollout.model_validate(rec.value), rec
 
 
+def back_to_stable(state: ServiceState, candidate: str, reason: str, now: str) -> ServiceState:
+    """The service after its live rollout ended early: no rollout, back on the stable release."""
+    return state.model_copy(
+        update={
+            "active_rollout": None,
+            "analysis": {},
+            "last_rollback": {
+                "from": candidate,
+                "to": state.stable,
+                "at": now,
+                "reason": reason,
+                "kind": "mid-rollout",
+            },
+        }
+    )
+
+
 def _active(ws: Workspace, service: str) -> tuple[ServiceState, int, ro.Rollout, Record]:
     state, version = _state_record(ws, service)
     if state.active_rollout is None:
@@ -395,18 +412,8 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
         return AdvanceResult(decision, rollout, False)
     if decision.action == "rollback":
         new = ro.roll_back(rollout, now=now, reasons=decision.reasons, actor=actor)
-        new_state = state.model_copy(
-            update={
-                "active_rollout": None,
-                "analysis": {},
-                "last_rollback": {
-                    "from": rollout.candidate,
-                    "to": state.stable,
-                    "at": now,
-                    "reason": "automatic: " + "; ".join(decision.reasons),
-                    "kind": "mid-rollout",
-                },
-            }
+        new_state = back_to_stable(
+            state, rollout.candidate, "automatic: " + "; ".join(decision.reasons), now
         )
         targets = _commit(
             ws,
@@ -501,19 +508,7 @@ def _simple(
     new = fn(rollout, now)
     new_state = state
     if new.final:
-        new_state = state.model_copy(
-            update={
-                "active_rollout": None,
-                "analysis": {},
-                "last_rollback": {
-                    "from": rollout.candidate,
-                    "to": state.stable,
-                    "at": now,
-                    "reason": reason,
-                    "kind": "mid-rollout",
-                },
-            }
-        )
+        new_state = back_to_stable(state, rollout.candidate, reason, now)
     targets = _commit(
         ws,
         state=new_state,

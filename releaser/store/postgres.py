@@ -32,6 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent, chain_hash
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import BadInput, ExternalUnavailable, ReleaserError
+from releaser.store._reads import AuditReads
 from releaser.store._writes import conflict_error, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
@@ -50,7 +51,6 @@ NOTIFY_CHANNEL = "releaser_changes"
 BATCH_SIZE = 10_000
 _CONNECT_TIMEOUT_S = 10
 _RECORD_COLUMNS = "kind, key, version, value, updated_at"
-_EVENT_COLUMNS = "seq, prev_hash, hash, payload"
 # The class defines a method named ``list``; this alias keeps annotations unambiguous.
 _Rows = list[tuple[Any, ...]]
 _Cursor = psycopg.Cursor[tuple[Any, ...]]
@@ -67,8 +67,10 @@ _METRICS_UPSERT, _BIN_UPSERT = metric_upserts(
 _WAIT_SLICE_S = 1.0
 
 
-class PostgresStore:
+class PostgresStore(AuditReads):
     """A :class:`~releaser.store.base.Store` in PostgreSQL (CAS, audit chain, NOTIFY)."""
+
+    _PH = "%s"
 
     def __init__(
         self,
@@ -177,54 +179,6 @@ class PostgresStore:
                 (NOTIFY_CHANNEL, str(raw.seq)),
             )
         return AuditEvent.from_raw(raw)
-
-    def events(
-        self, *, after_seq: int = 0, limit: int | None = None, subject: str | None = None
-    ) -> Iterator[AuditEvent]:
-        """Audit events in order, optionally after a sequence number or for one subject."""
-        where = "seq > %s" if subject is None else "seq > %s AND subject = %s"
-        extra: tuple[Any, ...] = () if subject is None else (subject,)
-        remaining = limit
-        last = after_seq
-        while remaining is None or remaining > 0:
-            size = self._batch_size if remaining is None else min(self._batch_size, remaining)
-            rows = self._read(
-                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE {where} ORDER BY seq LIMIT %s",
-                (last, *extra, size),
-            )
-            for row in rows:
-                yield AuditEvent.from_raw(RawEvent(*row))
-            if len(rows) < size:
-                return
-            last = int(rows[-1][0])
-            if remaining is not None:
-                remaining -= len(rows)
-
-    def raw_events(self) -> Iterator[RawEvent]:
-        """Every stored audit event, undecoded, in sequence order, read in batches.
-
-        To verify a live store, read :meth:`audit_head` first and stop at its
-        seq (``itertools.takewhile``): events committed meanwhile are not part of it.
-        """
-        last = 0
-        while True:
-            rows = self._read(
-                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE seq > %s ORDER BY seq LIMIT %s",
-                (last, self._batch_size),
-            )
-            yield from (RawEvent(*row) for row in rows)
-            if len(rows) < self._batch_size:
-                return
-            last = int(rows[-1][0])
-
-    def audit_head(self) -> tuple[int, str]:
-        """The (seq, hash) of the latest event as recorded by the store; (0, genesis) if none."""
-        seq, hash_ = self._read("SELECT seq, hash FROM audit_head WHERE id = 1")[0]
-        return int(seq), str(hash_)
-
-    def change_token(self) -> int:
-        """The audit head's seq: every commit, from any process, increments it."""
-        return int(self._read("SELECT seq FROM audit_head WHERE id = 1")[0][0])
 
     def wait_for_change(self, last_token: int, timeout_s: float) -> int:
         """Block until the change token differs from ``last_token``; wakes on NOTIFY.

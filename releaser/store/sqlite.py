@@ -27,6 +27,7 @@ from typing import Any
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent, chain_hash
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import ExternalUnavailable, ReleaserError
+from releaser.store._reads import AuditReads
 from releaser.store._writes import conflict_error, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
@@ -49,13 +50,14 @@ _METRICS_UPSERT, _BIN_UPSERT = metric_upserts(
     "VALUES (?, ?, ?, ?, ?)",
 )
 _RECORD_COLUMNS = "kind, key, version, value, updated_at"
-_EVENT_COLUMNS = "seq, prev_hash, hash, payload"
 # The class defines a method named ``list``; this alias keeps annotations unambiguous.
 _Rows = list[tuple[Any, ...]]
 
 
-class SqliteStore:
+class SqliteStore(AuditReads):
     """A :class:`~releaser.store.base.Store` in one sqlite file (WAL, CAS, audit chain)."""
+
+    _PH = "?"
 
     def __init__(
         self,
@@ -160,54 +162,6 @@ class SqliteStore:
                 "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (raw.seq, raw.hash)
             )
         return AuditEvent.from_raw(raw)
-
-    def events(
-        self, *, after_seq: int = 0, limit: int | None = None, subject: str | None = None
-    ) -> Iterator[AuditEvent]:
-        """Audit events in order, optionally after a sequence number or for one subject."""
-        where = "seq > ?" if subject is None else "seq > ? AND subject = ?"
-        extra: tuple[Any, ...] = () if subject is None else (subject,)
-        remaining = limit
-        last = after_seq
-        while remaining is None or remaining > 0:
-            size = self._batch_size if remaining is None else min(self._batch_size, remaining)
-            rows = self._read(
-                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE {where} ORDER BY seq LIMIT ?",
-                (last, *extra, size),
-            )
-            for row in rows:
-                yield AuditEvent.from_raw(RawEvent(*row))
-            if len(rows) < size:
-                return
-            last = int(rows[-1][0])
-            if remaining is not None:
-                remaining -= len(rows)
-
-    def raw_events(self) -> Iterator[RawEvent]:
-        """Every stored audit event, undecoded, in sequence order, read in batches.
-
-        To verify a live store, read :meth:`audit_head` first and stop at its
-        seq (``itertools.takewhile``): events committed meanwhile are not part of it.
-        """
-        last = 0
-        while True:
-            rows = self._read(
-                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (last, self._batch_size),
-            )
-            yield from (RawEvent(*row) for row in rows)
-            if len(rows) < self._batch_size:
-                return
-            last = int(rows[-1][0])
-
-    def audit_head(self) -> tuple[int, str]:
-        """The (seq, hash) of the latest event as recorded by the store; (0, genesis) if none."""
-        seq, hash_ = self._read("SELECT seq, hash FROM audit_head WHERE id = 1")[0]
-        return int(seq), str(hash_)
-
-    def change_token(self) -> int:
-        """The audit head's seq: every commit, from any process, increments it."""
-        return int(self._read("SELECT seq FROM audit_head WHERE id = 1")[0][0])
 
     def wait_for_change(self, last_token: int, timeout_s: float) -> int:
         """Poll :meth:`change_token` every 5 ms until it differs from ``last_token``.

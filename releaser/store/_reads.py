@@ -1,0 +1,77 @@
+"""Audit-chain reads shared by the sqlite and PostgreSQL stores (same SQL, own placeholder)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from releaser.core.audit import AuditEvent, RawEvent
+
+__all__ = ["AuditReads"]
+
+_EVENT_COLUMNS = "seq, prev_hash, hash, payload"
+
+
+class AuditReads:
+    """``events``, ``raw_events``, ``audit_head`` and ``change_token`` over ``_read``.
+
+    A backend sets ``_PH`` to its DB-API placeholder (``?`` or ``%s``) and
+    provides ``_read(sql, params)`` and ``_batch_size``.
+    """
+
+    _PH = "?"
+    _batch_size: int
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def events(
+        self, *, after_seq: int = 0, limit: int | None = None, subject: str | None = None
+    ) -> Iterator[AuditEvent]:
+        """Audit events in order, optionally after a sequence number or for one subject."""
+        ph = self._PH
+        where = f"seq > {ph}" if subject is None else f"seq > {ph} AND subject = {ph}"
+        extra: tuple[Any, ...] = () if subject is None else (subject,)
+        remaining = limit
+        last = after_seq
+        while remaining is None or remaining > 0:
+            size = self._batch_size if remaining is None else min(self._batch_size, remaining)
+            rows = self._read(
+                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE {where} ORDER BY seq LIMIT {ph}",
+                (last, *extra, size),
+            )
+            for row in rows:
+                yield AuditEvent.from_raw(RawEvent(*row))
+            if len(rows) < size:
+                return
+            last = int(rows[-1][0])
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def raw_events(self) -> Iterator[RawEvent]:
+        """Every stored audit event, undecoded, in sequence order, read in batches.
+
+        To verify a live store, read :meth:`audit_head` first and stop at its
+        seq (``itertools.takewhile``): events committed meanwhile are not part of it.
+        """
+        ph = self._PH
+        last = 0
+        while True:
+            rows = self._read(
+                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE seq > {ph} ORDER BY seq "
+                f"LIMIT {ph}",
+                (last, self._batch_size),
+            )
+            yield from (RawEvent(*row) for row in rows)
+            if len(rows) < self._batch_size:
+                return
+            last = int(rows[-1][0])
+
+    def audit_head(self) -> tuple[int, str]:
+        """The (seq, hash) of the latest event as recorded by the store; (0, genesis) if none."""
+        seq, hash_ = self._read("SELECT seq, hash FROM audit_head WHERE id = 1")[0]
+        return int(seq), str(hash_)
+
+    def change_token(self) -> int:
+        """The audit head's seq: every commit, from any process, increments it."""
+        return int(self._read("SELECT seq FROM audit_head WHERE id = 1")[0][0])
