@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.api.context import current_actor, utc_now
 from releaser.api.effects import ChangeStatus, TrafficChange, apply_targets, prepare_targets
-from releaser.api.releases import get_release
+from releaser.api.releases import get_release, get_service_release
 from releaser.api.routes import build_route, route_write
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
@@ -184,6 +184,8 @@ def _commit(
             context=actor.context,
         ),
     )
+    if not mirror:
+        return []
     return apply_targets(
         ws, _change(state.service, action, stable, rollout, rolled_back, reason, now)
     )
@@ -266,12 +268,7 @@ def start_rollout(
     ``force`` with a ``reason`` (audited; see :func:`releaser.api.gates.require_gates`).
     """
     now = now or utc_now()
-    release = get_release(ws, release_ref)
-    if release.service != service:
-        raise BadInput(
-            f"release {release.id} belongs to {release.service}, not {service}",
-            hint=f"'releaser release list {service}' shows {service}'s releases",
-        )
+    release = get_service_release(ws, service, release_ref)
     state, version = _state_record(ws, service)
     if state.active_rollout is not None:
         raise BadInput(
@@ -290,7 +287,11 @@ def start_rollout(
             )
         prepare_targets(ws, service, {release.id: "stable"})
         new_state = state.model_copy(
-            update={"stable": release.id, "known_good": [*state.known_good, release.id]}
+            update={
+                "stable": release.id,
+                "known_good": [*state.known_good, release.id],
+                "last_rollback": None,
+            }
         )
         targets = _commit(
             ws,
@@ -479,6 +480,7 @@ def _finish_promotion(
             "active_rollout": None,
             "analysis": {},
             "known_good": [*state.known_good, new.candidate],
+            "last_rollback": None,
         }
     )
     targets = _commit(

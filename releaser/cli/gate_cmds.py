@@ -140,7 +140,7 @@ def run(
 
     from releaser.api.gates import run_gate
     from releaser.cli.github import append_step_summary, set_outputs
-    from releaser.cli.output import emit_json, err, warn
+    from releaser.cli.output import emit_json, error_annotation, warn
     from releaser.errors import CheckFailed
 
     update, stop = _progress_bar()
@@ -188,9 +188,8 @@ def run(
     for w in report.warnings:
         warn(w)
     if not report.passed:
-        if os.environ.get("GITHUB_ACTIONS") == "true":
-            for f in report.failures:
-                err(f"::error::{f}")
+        for f in report.failures:
+            error_annotation(f)
         raise CheckFailed(
             f"release {report.release_id} failed the eval gate: "
             f"{len(report.failures)} failure{'s' if len(report.failures) != 1 else ''}",

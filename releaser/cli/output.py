@@ -35,6 +35,12 @@ def err(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+def error_annotation(text: str) -> None:
+    """In GitHub Actions, an ``::error::`` annotation for ``text`` (escaped); else nothing."""
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        print(f"::error::{_escape_annotation(text)}", file=sys.stderr)
+
+
 def _escape_annotation(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 

@@ -158,6 +158,12 @@ class _Engine:
         self.spec = deploy.container if deploy is not None else ContainerSpec()
         self.client = _client(_engine_url(self.spec))
 
+    def __enter__(self) -> _Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
     def containers(self) -> list[Any]:
         return list(
             self.client.containers.list(
@@ -271,7 +277,6 @@ def containers_up(ws: Workspace, service: str, releases: list[str] | None = None
     Returns one line per container: release, role and URL. Raises BadInput when there is
     nothing to run, ExternalUnavailable when the engine or a health check fails.
     """
-    engine = _Engine(ws, service)
     stable, candidate = _serving(ws, service)
     wanted = [(r, "release") for r in releases] if releases else []
     if not wanted:
@@ -281,12 +286,14 @@ def containers_up(ws: Workspace, service: str, releases: list[str] | None = None
             f"service {service!r} has no release rolled out yet",
             hint=f"pass a release id: releaser containers up {service} --release ID",
         )
-    return [f"{rid} ({role}): {engine.ensure(rid, role)}" for rid, role in wanted]
+    with _Engine(ws, service) as engine:
+        return [f"{rid} ({role}): {engine.ensure(rid, role)}" for rid, role in wanted]
 
 
 def containers_down(ws: Workspace, service: str) -> list[str]:
     """Stop and remove every container of ``service``; their names."""
-    return _Engine(ws, service).remove_except(set())
+    with _Engine(ws, service) as engine:
+        return engine.remove_except(set())
 
 
 class DockerTarget:
@@ -300,17 +307,17 @@ class DockerTarget:
 
     def prepare(self, releases: dict[str, str]) -> None:
         """Run each release's container and wait for its health check, before traffic moves."""
-        engine = _Engine(self.ws, self.service)
-        for release_id, role in releases.items():
-            try:
-                engine.ensure(release_id, role)
-            except Exception as exc:
-                raise ExternalUnavailable(
-                    f"the {role} release {release_id} has no healthy container, so no traffic "
-                    f"was moved: {exc}",
-                    hint=f"releaser containers up {self.service} --release {release_id} shows "
-                    "why; check the image and deploy.container.health_path",
-                ) from exc
+        with _Engine(self.ws, self.service) as engine:
+            for release_id, role in releases.items():
+                try:
+                    engine.ensure(release_id, role)
+                except Exception as exc:
+                    raise ExternalUnavailable(
+                        f"the {role} release {release_id} has no healthy container, so no "
+                        f"traffic was moved: {exc}",
+                        hint=f"releaser containers up {self.service} --release {release_id} "
+                        "shows why; check the image and deploy.container.health_path",
+                    ) from exc
 
     def apply(self, change: TrafficChange) -> SideEffect:
         """Run the stable (and live candidate) containers, remove the rest; never raises."""
@@ -318,15 +325,15 @@ class DockerTarget:
 
         retry = f"releaser containers up {self.service}"
         try:
-            engine = _Engine(self.ws, self.service)
             keep: dict[str, str] = {}
             if change.stable:
                 keep[change.stable] = "stable"
             live = change.status in ("in_progress", "paused")
             if live and change.candidate:
                 keep[change.candidate] = "candidate"
-            removed = engine.remove_except(set(keep))
-            urls = [f"{rid[:12]} {engine.ensure(rid, role)}" for rid, role in keep.items()]
+            with _Engine(self.ws, self.service) as engine:
+                removed = engine.remove_except(set(keep))
+                urls = [f"{rid[:12]} {engine.ensure(rid, role)}" for rid, role in keep.items()]
         except Exception as exc:  # noqa: BLE001 - a target reports, never raises
             return SideEffect(self.name, "failed", f"{type(exc).__name__}: {exc}", retry)
         detail = "; ".join(urls) + (f"; removed {', '.join(removed)}" if removed else "")

@@ -47,6 +47,7 @@ MAX_UNIT_ID_LENGTH = 256
 _HOP_BY_HOP = frozenset(
     {
         b"connection",
+        b"content-length",  # the upstream client sets it for the body it sends
         b"keep-alive",
         b"proxy-authenticate",
         b"proxy-authorization",

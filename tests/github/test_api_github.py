@@ -417,3 +417,28 @@ def test_pause_and_abort_are_mirrored(
         ("inactive", "aborted: wrong model"),
     ]
     assert [d["environment"] for d in github.deployments] == [f"{SERVICE}-prod"]
+
+
+def test_manual_rollback_mirrors_once_and_a_drill_sends_nothing(
+    github_ws: ExampleWorkspace, github: GithubStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from releaser.api.drills import run_drill
+    from releaser.api.rollback import rollback
+
+    actions_env(monkeypatch, github.base)
+    ws, r1, r2 = _two_releases(github_ws.root)
+    try:
+        start_rollout(ws, SERVICE, r2, now=_iso(T0), force=True, reason="gate not under test")
+        requests_before = len(github.log)
+        # A drill works on a scratch copy: the real deployment targets are not touched.
+        drill = run_drill(ws, SERVICE)
+        assert drill.kind == "mid-rollout" and "github deployment" in drill.not_rehearsed
+        assert len(github.log) == requests_before
+        result = rollback(ws, SERVICE, reason="manual")
+    finally:
+        ws.close()
+    github_effects = [e for e in result.side_effects if "GitHub" in e.name or "github" in e.name]
+    assert len(github_effects) == 1, result.side_effects
+    r2_states = _statuses(github, r2)
+    assert r2_states[-1][0] == "failure"
+    assert [s for s, _ in r2_states].count("failure") == 1

@@ -34,6 +34,7 @@ class Upstream:
         self.name = name
         self.hits = 0
         self.last_headers: dict[str, str] = {}
+        self.last_content_lengths: list[str] = []
         self._lock = threading.Lock()
         upstream = self
 
@@ -47,6 +48,7 @@ class Upstream:
                 with upstream._lock:
                     upstream.hits += 1
                     upstream.last_headers = {k.lower(): v for k, v in self.headers.items()}
+                    upstream.last_content_lengths = self.headers.get_all("content-length") or []
                 status = 500 if self.path.startswith("/fail") else 200
                 payload = json.dumps(
                     {"upstream": upstream.name, "path": self.path, "echo": body.decode()}

@@ -214,3 +214,16 @@ def test_store_unreachable_keeps_serving_the_last_snapshot_and_says_so(
     assert health["store"] == "unreachable: serving the last snapshot"
     assert 'releaser_gateway_store_reachable{service="svc"} 0.0' in metrics
     assert any("serving the last snapshot" in r.getMessage() for r in caplog.records)
+
+
+def test_a_request_body_reaches_the_upstream_with_one_content_length(
+    gateway: tuple[Gateway, RunningGateway], upstreams: tuple[Upstream, Upstream]
+) -> None:
+    base, _ = upstreams
+    _, running = gateway
+    with httpx.Client(base_url=running.url) as client:
+        r = client.post("/predict", content=b'{"text": "bins not collected"}')
+    assert r.status_code == 200
+    assert r.json()["echo"] == '{"text": "bins not collected"}'
+    # A duplicated Content-Length is a request smuggling risk many servers reject with 400.
+    assert base.last_content_lengths == ["30"]
