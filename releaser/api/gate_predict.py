@@ -133,7 +133,13 @@ def _download_uri(ws: Workspace, uri: str) -> str:
     client = ws.models.client
     if "@" in rest:
         name, alias = rest.split("@", 1)
-        version = str(client.get_model_version_by_alias(name, alias).version)
+        number = ws.models.get_alias(name, alias)
+        if number is None:
+            raise ArtifactNotFound(
+                f"model {name!r} has no alias {alias!r}",
+                hint=f"set it in the model registry, or pin a version: models:/{name}/N",
+            )
+        version = str(number)
     else:
         name, _, version = rest.partition("/")
     return str(client.get_model_version_download_uri(name, version))

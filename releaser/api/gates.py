@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from releaser.api.context import current_actor, utc_now
 from releaser.api.gate_inputs import eval_suite, load_golden, resolve_scorers
 from releaser.api.gate_predict import Predictions, Progress, predict_release, resolve_function
-from releaser.api.releases import get_release
+from releaser.api.releases import get_release, get_service_release
 from releaser.core.audit import EventDraft
 from releaser.core.gate_eval import NonRegressionRule, evaluate_gate
 from releaser.core.scorers import score_rows
@@ -307,12 +307,7 @@ def run_gate(
     exit code 1). Bad input raises before anything is predicted or written.
     """
     ws.config.service(service)
-    release = get_release(ws, release_id)
-    if release.service != service:
-        raise BadInput(
-            f"release {release.id} belongs to {release.service}, not {service}",
-            hint=f"'releaser release list {service}' shows {service}'s releases",
-        )
+    release = get_service_release(ws, service, release_id)
     report = evaluate_release(ws, release, progress=progress)
     previous = last_gate(ws, service, release.id)
     run_id: str | None

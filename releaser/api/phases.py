@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from releaser.api.context import current_actor, utc_now
-from releaser.api.releases import get_release, list_releases
+from releaser.api.releases import get_release, get_service_release, list_releases
 from releaser.config._common import did_you_mean
 from releaser.config.service import PHASES, PhaseName
 from releaser.core.audit import EventDraft
@@ -176,12 +176,7 @@ def approve(ws: Workspace, service: str, release_id: str, role: str, note: str) 
     written). The person who created the release may not approve it.
     """
     spec = _spec(ws, service)
-    release = get_release(ws, release_id)
-    if release.service != service:
-        raise BadInput(
-            f"release {release.id} belongs to {release.service}, not {service}",
-            hint=f"'releaser release list {service}' shows {service}'s releases",
-        )
+    release = get_service_release(ws, service, release_id)
     roles = _known_roles(spec)
     if role not in roles:
         close = did_you_mean(role, roles)
@@ -273,13 +268,7 @@ def record_evidence(ws: Workspace, service: str, item_id: str, evidence: str) ->
 
 def _judged_release(ws: Workspace, service: str, release_id: str | None) -> str | None:
     if release_id is not None:
-        release = get_release(ws, release_id)
-        if release.service != service:
-            raise BadInput(
-                f"release {release.id} belongs to {release.service}, not {service}",
-                hint=f"'releaser release list {service}' shows {service}'s releases",
-            )
-        return release.id
+        return get_service_release(ws, service, release_id).id
     from releaser.api.rollouts import service_state
 
     stable = service_state(ws, service).stable

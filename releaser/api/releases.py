@@ -20,6 +20,7 @@ __all__ = [
     "create_release",
     "diff_releases",
     "get_release",
+    "get_service_release",
     "list_releases",
 ]
 
@@ -192,6 +193,17 @@ class ReleaseDiff:
             "changes": [c.model_dump(mode="json") for c in self.changes],
             "prompt_text_diffs": self.prompt_text_diffs,
         }
+
+
+def get_service_release(ws: Workspace, service: str, ref: str) -> Release:
+    """:func:`get_release`, refusing a release of another service (BadInput with a hint)."""
+    release = get_release(ws, ref)
+    if release.service != service:
+        raise BadInput(
+            f"release {release.id} belongs to {release.service}, not {service}",
+            hint=f"'releaser release list {service}' shows {service}'s releases",
+        )
+    return release
 
 
 def diff_releases(ws: Workspace, a: str, b: str) -> ReleaseDiff:

@@ -12,19 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from releaser.config.models import EscalationContact, Service
+from releaser.docs.templates import shell_quote
 
 __all__ = ["build_alerts", "rollback_command"]
 
 
-def _quote(text: str) -> str:
-    for char in ("\\", '"', "$", "`"):
-        text = text.replace(char, "\\" + char)
-    return f'"{text}"'
-
-
 def rollback_command(service: str, reason: str) -> str:
     """The one command that sends all of ``service``'s traffic to the last known-good release."""
-    return f"releaser rollback {service} --reason {_quote(reason)} --yes"
+    return f"releaser rollback {service} --reason {shell_quote(reason)} --yes"
 
 
 def _escalation(contacts: Sequence[EscalationContact], first_level: int) -> list[str]:

@@ -253,7 +253,7 @@ def raci(facts: dict[str, Any]) -> dict[str, Any]:
     for activity, responsible in _RESPONSIBLE.items():
         cells = {}
         for role in roles:
-            if role in responsible and any(r in roles for r in responsible):
+            if role in responsible:
                 cells[role] = "R"
             elif role == "service-owner":
                 cells[role] = "A"

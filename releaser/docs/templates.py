@@ -61,7 +61,7 @@ def _pct(value: Any, digits: int = 3) -> str:
     return f"{float(value) * 100:.{digits}g}%"
 
 
-def _shell_quote(value: Any) -> str:
+def shell_quote(value: Any) -> str:
     """A double-quoted shell word (what the runbook's commands use)."""
     text = str(value)
     for char in ("\\", '"', "$", "`"):
@@ -90,7 +90,7 @@ def template_env(workspace_root: Path | None) -> SandboxedEnvironment:
         cell=_cell,
         num=_num,
         pct=_pct,
-        shq=_shell_quote,
+        shq=shell_quote,
         tojson=lambda v: json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False),
     )
     return env

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from releaser.api.workspace import Workspace
     from releaser.config.service import Service
     from releaser.core.release import Release
-    from releaser.core.routing import ServiceRoute
+
+from releaser.core.bucketing import Cohort
+from releaser.core.routing import ServiceRoute
 
 __all__ = ["Manifest", "render_manifests", "render_service", "write_manifests"]
 
@@ -68,10 +70,9 @@ def _image(template: str | None, service: str, release: str) -> str:
     return (template or f"{service}:{{release}}").replace("{release}", release)
 
 
-def _percent(route: ServiceRoute | None) -> float:
-    if route is None or route.candidate is None:
-        return 0.0
-    return route.percent
+def _cohort(route: ServiceRoute | None) -> Cohort:
+    """The live cohort (empty without a candidate); its threshold is the bucket cut."""
+    return route.cohort() if route is not None else Cohort()
 
 
 def render_manifests(
@@ -177,7 +178,7 @@ def _rollout(service: str, spec: Service, k8s: Any, release: str, meta: Any) -> 
 def _http_route(
     service: str, k8s: Any, route: ServiceRoute | None, header: str, meta: Any
 ) -> dict[str, Any]:
-    canary_weight = round(_percent(route) * WEIGHT_SCALE / 100)
+    canary_weight = _cohort(route).threshold  # WEIGHT_SCALE buckets: the router's own cut
 
     def backend(role: str, weight: int) -> dict[str, Any]:
         return {"name": _name(service, f"-{role}"), "port": 80, "weight": weight}
@@ -251,7 +252,7 @@ def _inference_service(
         }
     }
     if candidate is not None:
-        predictor["canaryTrafficPercent"] = round(_percent(route))
+        predictor["canaryTrafficPercent"] = round(_cohort(route).percent)
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",

@@ -38,7 +38,6 @@ def two_releases(
     ``before_start(release_id)`` runs before each ``rollout start`` (e.g. start containers).
     """
     r1 = json.loads(cli("release", "create", SERVICE, "--json", cwd=root).out)["release"]["id"]
-    assert cli("gate", SERVICE, "--release", r1).code == 0
     if before_start is not None:
         before_start(r1)
     assert cli("gate", SERVICE, "--release", r1).code == 0
@@ -48,7 +47,6 @@ def two_releases(
     cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
     subprocess.run(["git", "commit", "-qam", "serve v2"], cwd=root, check=True)
     r2 = json.loads(cli("release", "create", SERVICE, "--json").out)["release"]["id"]
-    assert cli("gate", SERVICE, "--release", r2).code == 0
     if before_start is not None:
         before_start(r2)
     assert cli("gate", SERVICE, "--release", r2).code == 0
