@@ -10,22 +10,19 @@ The facts carry no clock: the time they describe is the latest audit event's.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 from releaser.api.releases import get_release
 from releaser.api.rollouts import ROLLOUT_KIND, service_state
 from releaser.api.workspace import Workspace
+from releaser.config.service import PHASES
 from releaser.core.release import Release
 from releaser.docs.alerts import build_alerts, rollback_command
 from releaser.docs.secrets import Redactor
 from releaser.errors import ReleaserError
 
-__all__ = ["PHASE_ORDER", "Gap", "collect_facts", "optional_api", "plain"]
-
-PHASE_ORDER = ("poc", "pilot", "production", "operations")
+__all__ = ["Gap", "collect_facts", "plain"]
 
 
 @dataclass(frozen=True)
@@ -39,20 +36,6 @@ class Gap:
     def to_dict(self) -> dict[str, str]:
         """JSON-ready form."""
         return {"section": self.section, "what": self.what, "how": self.how}
-
-
-def optional_api(module: str, name: str) -> Any:
-    """``module.name`` when that part of releaser is installed, else ``None``.
-
-    Gate evidence and phase sign-offs come from modules that may be absent in
-    a build; their evidence is then reported as a gap, never guessed.
-    """
-    try:
-        if importlib.util.find_spec(module) is None:
-            return None
-    except ModuleNotFoundError:
-        return None
-    return getattr(importlib.import_module(module), name, None)
 
 
 def plain(value: Any) -> Any:
@@ -131,8 +114,9 @@ def _rollout_facts(ws: Workspace, rollout_id: str) -> dict[str, Any] | None:
 
 
 def _drill(ws: Workspace, service: str, gaps: list[Gap]) -> dict[str, Any] | None:
-    last_drill = optional_api("releaser.api.drills", "last_drill")
-    drill = plain(last_drill(ws, service)) if last_drill is not None else None
+    from releaser.api.drills import last_drill
+
+    drill: dict[str, Any] | None = plain(last_drill(ws, service))
     if drill is None:
         gaps.append(
             Gap(
@@ -147,9 +131,10 @@ def _drill(ws: Workspace, service: str, gaps: list[Gap]) -> dict[str, Any] | Non
 def _gate(
     ws: Workspace, service: str, release_id: str | None, gaps: list[Gap]
 ) -> dict[str, Any] | None:
-    last_gate = optional_api("releaser.api.gates", "last_gate")
+    from releaser.api.gates import last_gate
+
     report = None
-    if last_gate is not None and release_id is not None:
+    if release_id is not None:
         report = last_gate(ws, service, release_id=release_id)
     if report is None:
         gaps.append(
@@ -167,11 +152,11 @@ def _gate(
 
 
 def _phases(ws: Workspace, service: str, release_id: str | None, gaps: list[Gap]) -> dict[str, Any]:
-    phase_status = optional_api("releaser.api.phases", "phase_status")
-    approvals = optional_api("releaser.api.phases", "approvals")
-    status = plain(phase_status(ws, service)) if phase_status is not None else None
+    from releaser.api.phases import approvals, check_phase, phase_status
+
+    status = plain(phase_status(ws, service))
     signed = None
-    if approvals is not None and release_id is not None:
+    if release_id is not None:
         signed = plain(approvals(ws, service, release_id))
     if status is None:
         gaps.append(
@@ -189,11 +174,10 @@ def _phases(ws: Workspace, service: str, release_id: str | None, gaps: list[Gap]
                 f"'releaser approve {service} --release ID --role ROLE --note ...'",
             )
         )
-    check_phase = optional_api("releaser.api.phases", "check_phase")
     next_check = None
     current = status.get("phase") if isinstance(status, dict) else None
-    if check_phase is not None and current in PHASE_ORDER[:-1]:
-        following = PHASE_ORDER[PHASE_ORDER.index(current) + 1]
+    if current in PHASES[:-1]:
+        following = PHASES[PHASES.index(current) + 1]
         try:
             next_check = plain(check_phase(ws, service, following, release_id=release_id))
         except ReleaserError as exc:
