@@ -82,7 +82,7 @@ class SqliteStore(AuditReads):
             raise self._unavailable(exc) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn, busy_timeout_ms)
             # NORMAL in WAL mode: durable across application crashes, no fsync per commit.
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -307,6 +307,28 @@ class SqliteStore(AuditReads):
             f"the state store {self._url} failed: {exc}",
             hint="the file may be damaged; check it with `releaser audit verify`",
         )
+
+
+def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """Switch the file to WAL mode, waiting out other processes doing the same.
+
+    sqlite answers ``database is locked`` to ``PRAGMA journal_mode`` at once, without
+    calling the busy handler, while another connection is switching a fresh file to
+    WAL; so several processes opening a new store together retry here, up to the
+    busy timeout, instead of one of them failing.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -114,6 +114,21 @@ def open_at_once(url: str, index: int, barrier: Any, results: Any) -> None:
         results.put((index, "error", repr(exc)))
 
 
+FRESH_ROUNDS = 20
+
+
+def open_fresh_stores(directory: str, index: int, barrier: Any, results: Any) -> None:
+    """Round after round, open a new sqlite store together with the other workers."""
+    try:
+        for round_ in range(FRESH_ROUNDS):
+            barrier.wait(timeout=120)
+            open_store(f"sqlite:///{directory}/round-{round_}.db").close()
+        results.put((index, "ok", str(FRESH_ROUNDS)))
+    except BaseException as exc:  # report, so the parent fails with the cause
+        barrier.abort()  # the others stop waiting for this worker
+        results.put((index, "error", repr(exc)))
+
+
 @contextmanager
 def importable_here() -> Iterator[None]:
     """Put the directory that makes this module importable on ``sys.path`` meanwhile.
