@@ -144,13 +144,13 @@ def redact_uri(uri: str) -> str:
 
 
 def open_backend(uri: str) -> PromptBackend:
-    """A backend from a URI: ``file:///dir`` for files, anything else for MLflow.
+    """A backend from a URI: ``file:///dir[?folder=NAME]`` for files, anything else for MLflow.
 
     MLflow URIs are used as both tracking and registry URI (``sqlite:///mlflow.db``,
     ``http://mlflow:5000``, ``postgresql://...``, ``databricks``).
     """
     if uri.startswith("file:"):
-        from urllib.parse import unquote, urlparse
+        from urllib.parse import parse_qs, unquote, urlparse
 
         from promptregistry.file_backend import FilePromptBackend
 
@@ -159,7 +159,18 @@ def open_backend(uri: str) -> PromptBackend:
             raise PromptRegistryError(
                 f"file URI {uri!r} names a host; use file:///absolute/path",
             )
-        return FilePromptBackend(unquote(parsed.path))
+        query = parse_qs(parsed.query)
+        unknown = sorted(set(query) - {"folder"})
+        if unknown or len(query.get("folder", [])) > 1:
+            raise PromptRegistryError(
+                f"file URI {uri!r}: unknown query {', '.join(unknown) or 'folder (twice)'}",
+                hint="the only query a file URI takes is ?folder=NAME",
+            )
+        folder = query.get("folder", ["prompts"])[0]
+        try:
+            return FilePromptBackend(unquote(parsed.path), folder=folder)
+        except ValueError as exc:
+            raise PromptRegistryError(f"file URI {uri!r}: {exc}") from None
     if "://" not in uri and uri != "databricks":
         raise PromptRegistryError(
             f"cannot tell which backend {redact_uri(uri)!r} means",

@@ -1,10 +1,10 @@
 """A git-friendly backend: one YAML file per version in a directory tree.
 
-Layout under ``root``::
+Layout under ``root`` (``folder`` is ``prompts`` unless given)::
 
-    prompts/<name>/<version>.yaml        one immutable file per version, never overwritten
-    prompts/<name>/aliases.yaml          alias -> version
-    prompts/<name>/alias-history.jsonl   one JSON line per alias move, appended
+    <folder>/<name>/<version>.yaml        one immutable file per version, never overwritten
+    <folder>/<name>/aliases.yaml          alias -> version
+    <folder>/<name>/alias-history.jsonl   one JSON line per alias move, appended
 
 Every write is atomic (a temporary file, then ``os.replace`` or ``os.link``).
 Concurrent registrations are safe: a version file is created with ``os.link``
@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from promptregistry.backend import (
     check_selector,
@@ -53,13 +54,16 @@ _MAX_REGISTER_ATTEMPTS = 1000
 
 
 class FilePromptBackend:
-    """Prompts as YAML files under ``root/prompts`` (see the module docstring for the layout)."""
+    """Prompts as YAML files under ``root/folder`` (see the module docstring for the layout)."""
 
-    def __init__(self, root: str | Path, *, create: bool = True) -> None:
+    def __init__(self, root: str | Path, *, create: bool = True, folder: str = "prompts") -> None:
+        if not folder or Path(folder).name != folder or folder in (".", ".."):
+            raise ValueError(f"folder must be one directory name, not {folder!r}")
         self.root = Path(root)
+        self.folder = folder
         if create:
             try:
-                (self.root / "prompts").mkdir(parents=True, exist_ok=True)
+                (self.root / folder).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise BackendUnavailable(
                     f"cannot create prompt directory {self.root}: {exc.strerror or exc}"
@@ -67,11 +71,14 @@ class FilePromptBackend:
 
     @property
     def url(self) -> str:
-        """``file://`` URL of the root directory."""
-        return self.root.absolute().as_uri()
+        """``file://`` URL of the root directory (``?folder=`` when it is not ``prompts``)."""
+        url = self.root.absolute().as_uri()
+        return url if self.folder == "prompts" else f"{url}?folder={quote(self.folder)}"
 
     def __repr__(self) -> str:
-        return f"FilePromptBackend({str(self.root)!r})"
+        if self.folder == "prompts":
+            return f"FilePromptBackend({str(self.root)!r})"
+        return f"FilePromptBackend({str(self.root)!r}, folder={self.folder!r})"
 
     # paths and low-level I/O
 
@@ -82,7 +89,7 @@ class FilePromptBackend:
                 f"prompt directory {self.root} does not exist or cannot be read",
                 hint="check the path, the mount, or create it with FilePromptBackend(root)",
             )
-        return self.root / "prompts"
+        return self.root / self.folder
 
     def _dir(self, name: str, *, must_exist: bool = True) -> Path:
         path = self._prompts / validate_name(name)

@@ -164,14 +164,17 @@ def open_prompt_registry(ws: Workspace) -> PromptRegistry:
     """The workspace's prompt registry, auditing every alias move in the store."""
     from promptregistry import FilePromptBackend, MlflowPromptBackend, PromptRegistry
 
-    settings = ws.config.prompts
+    settings = ws.settings.prompts
     backend: Any
     with prompt_errors():
         if settings.backend == "file":
-            backend = FilePromptBackend(ws.root / settings.path)
+            # ``path`` is the folder holding <name>/<version>.yaml (default: prompts/).
+            folder = (ws.root / settings.path).resolve()
+            backend = FilePromptBackend(folder.parent, folder=folder.name)
         else:
             tracking_uri, _ = ws.mlflow_uris()
-            registry_uri = ws.config.mlflow.registry_uri if ws.config.mlflow else None
+            mlflow = ws.settings.mlflow
+            registry_uri = mlflow.registry_uri if mlflow else None
             backend = MlflowPromptBackend(tracking_uri, registry_uri=registry_uri)
     store = ws.store
     return PromptRegistry(
@@ -332,7 +335,7 @@ def configure_prompts(
     """
     import promptregistry
 
-    ws = open_workspace(path)
+    ws = open_workspace(path, settings_only=True)
     return promptregistry.configure(
         backend=ws.prompts.backend,
         signal=StoreChangeSignal(ws.store),

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from releaser.config import Config, find_config, load_config
+from releaser.config import WorkspaceSettings, find_config, load_config, load_settings
 from releaser.store import default_store_url, open_store
 
 if TYPE_CHECKING:
     from promptregistry import PromptRegistry
+    from releaser.config import Config
     from releaser.integrations.mlflow_models import MlflowModelRegistry
     from releaser.store.base import Store
 
@@ -22,15 +23,28 @@ CONFIG_NAME = "releaser.yaml"
 
 @dataclass
 class Workspace:
-    """A loaded ``releaser.yaml`` with lazily opened store and registries."""
+    """A loaded ``releaser.yaml`` with lazily opened store and registries.
+
+    ``settings`` (store, MLflow, prompts) are always validated; ``config``, the
+    whole file, is validated when the workspace opens or, for a workspace opened
+    with ``settings_only``, on first use.
+    """
 
     root: Path
     config_path: Path
-    config: Config
+    settings: WorkspaceSettings
     store_url: str
+    _config: Config | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
     _models: MlflowModelRegistry | None = field(default=None, repr=False)
     _prompts: PromptRegistry | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        """The whole ``releaser.yaml``, validated (ConfigError lists every problem)."""
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
 
     @property
     def store(self) -> Store:
@@ -43,7 +57,8 @@ class Workspace:
         """(tracking URI, default artifact location) for this workspace."""
         from releaser.integrations.mlflow_models import resolve_tracking_uri
 
-        configured = self.config.mlflow.tracking_uri if self.config.mlflow else None
+        mlflow = self.settings.mlflow
+        configured = mlflow.tracking_uri if mlflow else None
         return resolve_tracking_uri(self.root, configured)
 
     @property
@@ -53,7 +68,8 @@ class Workspace:
             from releaser.integrations.mlflow_models import MlflowModelRegistry
 
             tracking_uri, _ = self.mlflow_uris()
-            registry_uri = self.config.mlflow.registry_uri if self.config.mlflow else None
+            mlflow = self.settings.mlflow
+            registry_uri = mlflow.registry_uri if mlflow else None
             self._models = MlflowModelRegistry(tracking_uri, registry_uri)
         return self._models
 
@@ -73,8 +89,15 @@ class Workspace:
             self._store = None
 
 
-def open_workspace(path: Path | str | None = None, *, store_url: str | None = None) -> Workspace:
+def open_workspace(
+    path: Path | str | None = None, *, store_url: str | None = None, settings_only: bool = False
+) -> Workspace:
     """Find and load ``releaser.yaml`` from ``path`` (a file or a folder; default cwd).
+
+    The whole file is validated now, or with ``settings_only`` just its
+    workspace-wide keys (the rest on first use of ``Workspace.config``): prompt
+    commands open this way, so they start fast and keep working while another
+    part of the file is broken.
 
     The store URL is, in order: ``store_url``, ``$RELEASER_STORE``, the
     config's ``store``, then ``.releaser/state.db`` beside the config.
@@ -82,14 +105,25 @@ def open_workspace(path: Path | str | None = None, *, store_url: str | None = No
     start = Path(path) if path is not None else Path.cwd()
     config_path = start if start.is_file() else find_config(start)
     config_path = config_path.resolve()
-    config = load_config(config_path)
+    config: Config | None = None
+    if settings_only:
+        settings = load_settings(config_path)
+    else:
+        config = load_config(config_path)
+        settings = WorkspaceSettings(
+            mlflow=config.mlflow, prompts=config.prompts, store=config.store
+        )
     root = config_path.parent
     url = store_url or os.environ.get("RELEASER_STORE")
-    if not url and config.store:
-        url = config.store
+    if not url and settings.store:
+        url = settings.store
         if "://" not in url and "=" not in url and not Path(url).is_absolute():
             # A plain relative path in the config is relative to the config file.
             url = str((root / url).resolve())
     return Workspace(
-        root=root, config_path=config_path, config=config, store_url=url or default_store_url(root)
+        root=root,
+        config_path=config_path,
+        settings=settings,
+        store_url=url or default_store_url(root),
+        _config=config,
     )

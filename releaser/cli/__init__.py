@@ -61,7 +61,7 @@ def run(args: list[str]) -> int:
 
     from releaser.cli.app import build_command
 
-    command = build_command()
+    command = build_command(args)
     try:
         result = command.main(args=args, prog_name="releaser", standalone_mode=False)
     except ReleaserError as exc:

@@ -7,6 +7,8 @@ each command imports the library function it calls inside its body, so
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,7 +18,7 @@ import typer
 if TYPE_CHECKING:
     from releaser.api.workspace import Workspace
 
-__all__ = ["CliState", "app", "build_command", "state"]
+__all__ = ["CliState", "app", "build_command", "invoked_group", "state"]
 
 app = typer.Typer(
     name="releaser",
@@ -39,12 +41,18 @@ class CliState:
     verbose: bool = False
     _ws: Workspace | None = None
 
-    def workspace(self) -> Workspace:
-        """The workspace for this invocation, loaded once."""
+    def workspace(self, *, settings_only: bool = False) -> Workspace:
+        """The workspace for this invocation, loaded once.
+
+        ``settings_only`` validates just the workspace-wide keys now (see
+        :func:`~releaser.api.workspace.open_workspace`); prompt commands use it.
+        """
         if self._ws is None:
             from releaser.api.workspace import open_workspace
 
-            self._ws = open_workspace(self.config, store_url=self.store)
+            self._ws = open_workspace(
+                self.config, store_url=self.store, settings_only=settings_only
+            )
         return self._ws
 
 
@@ -172,34 +180,66 @@ def demo(
     run_demo(directory, keep=keep)
 
 
-def build_command() -> Any:
-    """The click command behind the app, with every sub-app attached."""
-    from releaser.cli import (  # serve_cmds also registers 'serve' on the app
-        audit_cmds,
-        prompt_cmds,
-        release_cmds,
-        rollback_cmds,
-        rollout_cmds,
-        serve_cmds,
-    )
+# Sub-apps by command name, in help order: (module under releaser.cli, attribute).
+_GROUPS: dict[str, tuple[str, str]] = {
+    "release": ("release_cmds", "app"),
+    "k8s": ("serve_cmds", "k8s_app"),
+    "containers": ("serve_cmds", "containers_app"),
+    "rollout": ("rollout_cmds", "app"),
+    "prompt": ("prompt_cmds", "app"),
+    "audit": ("audit_cmds", "app"),
+    "gate": ("gate_cmds", "app"),
+    "phase": ("gate_cmds", "phase_app"),
+    "github": ("github_cmds", "app"),
+}
+# Modules that add top-level commands to ``app`` when imported.
+_TOP_LEVEL_MODULES = ("rollback_cmds", "docs_cmds", "gate_cmds", "serve_cmds")
+# Global options that take a value (the token after them is not the command).
+_VALUE_OPTIONS = frozenset({"--config", "-c", "--store"})
 
-    _ = rollback_cmds  # registers 'rollback' and 'reconcile' on the app
-    from releaser.cli import docs_cmds
 
-    _ = docs_cmds  # registers 'runbook' and 'handover' on the app
-    from releaser.cli import gate_cmds  # registers 'approve' on the app
+def invoked_group(args: Sequence[str]) -> str | None:
+    """The sub-app ``args`` run (``prompt`` in ``releaser -v prompt promote ...``), if any."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _VALUE_OPTIONS:
+            skip = True
+        elif arg.startswith("-"):
+            if arg in ("--help", "--version"):
+                return None
+        else:
+            return arg if arg in _GROUPS else None
+    return None
 
-    if not getattr(build_command, "_attached", False):
-        app.add_typer(release_cmds.app, name="release")
-        app.add_typer(serve_cmds.k8s_app, name="k8s")
-        app.add_typer(serve_cmds.containers_app, name="containers")
-        app.add_typer(rollout_cmds.app, name="rollout")
-        app.add_typer(prompt_cmds.app, name="prompt")
-        app.add_typer(audit_cmds.app, name="audit")
-        app.add_typer(gate_cmds.app, name="gate")
-        app.add_typer(gate_cmds.phase_app, name="phase")
-        from releaser.cli import github_cmds
 
-        app.add_typer(github_cmds.app, name="github")
-        build_command._attached = True  # type: ignore[attr-defined]
+def build_command(args: Sequence[str] | None = None) -> Any:
+    """The click command behind the app.
+
+    With ``args`` that run a sub-app (``releaser prompt promote ...``), only that
+    sub-app is built: the other command modules are neither imported nor
+    converted, which keeps a prompt promotion's start-up short. Otherwise
+    (top-level commands, ``--help``) every command is attached.
+    """
+    group = invoked_group(args) if args is not None else None
+    wanted = [group] if group is not None else list(_GROUPS)
+    if group is None:
+        for module in _TOP_LEVEL_MODULES:
+            importlib.import_module(f"releaser.cli.{module}")
+    infos = _group_infos()
+    for name in wanted:
+        if name not in infos:
+            module, attr = _GROUPS[name]
+            sub = getattr(importlib.import_module(f"releaser.cli.{module}"), attr)
+            app.add_typer(sub, name=name)  # builds the group's info as usual ...
+            infos[name] = app.registered_groups.pop()  # ... kept aside, attached below
+    # Always in _GROUPS order, whatever an earlier call in this process attached.
+    app.registered_groups = [infos[name] for name in _GROUPS if name in wanted]
     return typer.main.get_command(app)
+
+
+def _group_infos() -> dict[str, Any]:
+    cache: dict[str, Any] = getattr(build_command, "_infos", {})
+    build_command._infos = cache  # type: ignore[attr-defined]
+    return cache

@@ -39,7 +39,7 @@ def register(
     from releaser.cli.github import set_outputs
     from releaser.cli.output import emit_json, say, warn
 
-    result = register_prompt(state(ctx).workspace(), file)
+    result = register_prompt(state(ctx).workspace(settings_only=True), file)
     for w in result.warnings:
         warn(w)
     pv = result.version
@@ -58,7 +58,7 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from releaser.api.prompts import list_prompts
     from releaser.cli.output import emit_json, say, table
 
-    rows = list_prompts(state(ctx).workspace())
+    rows = list_prompts(state(ctx).workspace(settings_only=True))
     if as_json:
         emit_json(rows)
         return
@@ -89,7 +89,7 @@ def show(
     from releaser.api.prompts import get_prompt
     from releaser.cli.output import emit_json, say
 
-    pv = get_prompt(state(ctx).workspace(), ref)
+    pv = get_prompt(state(ctx).workspace(settings_only=True), ref)
     if as_json:
         emit_json(version_dict(pv))
         return
@@ -117,7 +117,7 @@ def diff(
     from releaser.api.prompts import diff_prompt
     from releaser.cli.output import emit_json, say
 
-    d = diff_prompt(state(ctx).workspace(), name, a, b)
+    d = diff_prompt(state(ctx).workspace(settings_only=True), name, a, b)
     if as_json:
         emit_json(d.model_dump(mode="json"))
         return
@@ -136,7 +136,9 @@ def promote(
     """Point an alias at a version (audited)."""
     from releaser.api.prompts import promote_prompt
 
-    _report(promote_prompt(state(ctx).workspace(), name, version, to, reason), as_json)
+    _report(
+        promote_prompt(state(ctx).workspace(settings_only=True), name, version, to, reason), as_json
+    )
 
 
 @app.command("rollback")
@@ -152,7 +154,7 @@ def rollback(
     """Move an alias back to the version it pointed at before its last move (audited)."""
     from releaser.api.prompts import rollback_prompt
 
-    _report(rollback_prompt(state(ctx).workspace(), name, alias, reason), as_json)
+    _report(rollback_prompt(state(ctx).workspace(settings_only=True), name, alias, reason), as_json)
 
 
 def _report(change: AliasChange, as_json: bool) -> None:
@@ -181,7 +183,7 @@ def history(
     from releaser.api.prompts import history_rows
     from releaser.cli.output import emit_json, say, table
 
-    rows = history_rows(state(ctx).workspace(), name)
+    rows = history_rows(state(ctx).workspace(settings_only=True), name)
     if as_json:
         emit_json(rows)
         return

@@ -13,9 +13,10 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -29,9 +30,12 @@ from releaser.config._common import (
     SLUG_PATTERN,
     Issue,
 )
-from releaser.config.models import Config, Service, rollout_group_context
+from releaser.config.settings import WorkspaceSettings
 from releaser.core.canonical import content_hash
 from releaser.errors import ConfigError, ConfigProblem, WorkspaceError
+
+if TYPE_CHECKING:
+    from releaser.config.models import Config, Service
 
 __all__ = [
     "CONFIG_NAME",
@@ -39,6 +43,7 @@ __all__ = [
     "config_json_schema",
     "find_config",
     "load_config",
+    "load_settings",
     "parse_config",
 ]
 
@@ -47,6 +52,9 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 MAX_VALUE_CHARS = 40
 
 Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+# libyaml's parser when PyYAML was built with it (about ten times faster); same nodes and marks.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Friendlier words for the patterns the models use.
 _PATTERN_TEXT: dict[str, tuple[str, str]] = {
@@ -80,6 +88,27 @@ def find_config(start: Path) -> Path:
 
 def load_config(path: Path) -> Config:
     """Load and validate ``path``; ConfigError lists every problem found, with lines."""
+    return parse_config(_read_text(path), str(path))
+
+
+def load_settings(path: Path) -> WorkspaceSettings:
+    """Load only the workspace-wide keys of ``path`` (store, mlflow, prompts).
+
+    The other keys are not validated: a prompt command works while a service's
+    section is being fixed. ConfigError lists every problem in these keys.
+    """
+    text = _read_text(path)
+    return _validate(WorkspaceSettings, text, str(path))
+
+
+def parse_config(text: str, file: str = CONFIG_NAME) -> Config:
+    """Validate YAML ``text`` as a config; ``file`` only names it in problems."""
+    from releaser.config.models import Config, rollout_group_context
+
+    return _validate(Config, text, file, context=rollout_group_context)
+
+
+def _read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -89,18 +118,23 @@ def load_config(path: Path) -> Config:
     except OSError as exc:
         raise WorkspaceError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         problem = ConfigProblem(str(path), line, "", "the file is not UTF-8 text")
         raise ConfigError([problem]) from None
-    return parse_config(text, str(path))
 
 
-def parse_config(text: str, file: str = CONFIG_NAME) -> Config:
-    """Validate YAML ``text`` as a config; ``file`` only names it in problems."""
+def _validate(
+    model: type[M],
+    text: str,
+    file: str,
+    *,
+    context: Callable[[Any], dict[str, Any]] | None = None,
+) -> M:
+    """Parse YAML ``text`` and validate it as ``model``, every problem located by line."""
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _LOADER(text)
         try:
             node = loader.get_single_node()
             duplicates = _duplicate_keys(node, file) if node is not None else []
@@ -134,19 +168,21 @@ def parse_config(text: str, file: str = CONFIG_NAME) -> Config:
         )
     problems = list(duplicates)
     try:
-        config = Config.model_validate(data, context=rollout_group_context(data))
+        result = model.model_validate(data, context=context(data) if context else None)
     except ValidationError as exc:
         lines = _LineIndex(node)
-        errors = _drop_missing_misspelt(exc.errors())
-        problems += [p for err in errors for p in _problems(err, lines, file)]
+        errors = _drop_missing_misspelt(exc.errors(), model)
+        problems += [p for err in errors for p in _problems(err, lines, file, model)]
     if problems:
         problems.sort(key=lambda p: (p.line is None, p.line or 0, p.path))
         raise ConfigError(problems)
-    return config
+    return result
 
 
 def config_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``releaser.yaml``, for editors and ``releaser schema``."""
+    from releaser.config.models import Config
+
     schema = Config.model_json_schema(by_alias=True)
     _close_pattern_maps(schema)
     return {"$schema": SCHEMA_DIALECT, **schema, "title": "releaser.yaml"}
@@ -275,21 +311,21 @@ def _dotted(path: Loc) -> str:
 # --- from pydantic errors to problems -----------------------------------------------------
 
 
-def _problems(err: Any, lines: _LineIndex, file: str) -> list[ConfigProblem]:
+def _problems(err: Any, lines: _LineIndex, file: str, root: type[BaseModel]) -> list[ConfigProblem]:
     """One ConfigProblem per pydantic error (several for a bundle of cross-field issues)."""
-    path, leaf, key_error = _clean_loc(tuple(err["loc"]))
+    path, leaf, key_error = _clean_loc(tuple(err["loc"]), root)
     ctx = err.get("ctx") or {}
     kind = err["type"]
     if kind == ISSUES_ERROR:
         issues: list[Issue] = list(ctx.get("issues", ()))
         out = []
         for issue in issues:
-            sub, _, _ = _clean_loc(tuple(err["loc"]) + issue.loc)
+            sub, _, _ = _clean_loc(tuple(err["loc"]) + issue.loc, root)
             out.append(_locate(lines, file, sub, issue.message, issue.hint, on_key=False))
         return out
     if kind == "extra_forbidden":
         key = str(path[-1])
-        allowed = _allowed_keys(tuple(err["loc"])[:-1])
+        allowed = _allowed_keys(tuple(err["loc"])[:-1], root)
         close = _closest_key(key, allowed)
         hint = (
             f"did you mean '{close}'?"
@@ -313,7 +349,7 @@ def _closest_key(key: str, allowed: list[str]) -> str | None:
     return prefixed[0] if len(prefixed) == 1 else None
 
 
-def _drop_missing_misspelt(errors: list[Any]) -> list[Any]:
+def _drop_missing_misspelt(errors: list[Any], root: type[BaseModel]) -> list[Any]:
     """Leave out "missing 'slos'" when the same mapping has an unknown key 'slo'.
 
     The unknown key's own problem already says "did you mean 'slos'?".
@@ -322,7 +358,7 @@ def _drop_missing_misspelt(errors: list[Any]) -> list[Any]:
     for err in errors:
         if err["type"] == "extra_forbidden":
             loc = tuple(err["loc"])
-            close = _closest_key(str(loc[-1]), _allowed_keys(loc[:-1]))
+            close = _closest_key(str(loc[-1]), _allowed_keys(loc[:-1], root))
             if close is not None:
                 meant.add((*loc[:-1], close))
     return [e for e in errors if not (e["type"] == "missing" and tuple(e["loc"]) in meant)]
@@ -379,13 +415,13 @@ def _shorten(value: Any) -> str:
 # --- walking the models along a pydantic loc -----------------------------------------------
 
 
-def _clean_loc(loc: Loc) -> tuple[Loc, Any, bool]:
+def _clean_loc(loc: Loc, root: type[BaseModel]) -> tuple[Loc, Any, bool]:
     """Drop pydantic's union and validator tags from ``loc``, using aliases for fields.
 
     Returns the path as the file spells it, the annotation found at its end
     (for literal choices) and whether the error is about a mapping key.
     """
-    tp: Any = Config
+    tp: Any = root
     out: list[str | int] = []
     for i, part in enumerate(loc):
         tp = _unwrap(tp)
@@ -424,9 +460,9 @@ def _field(model: type[BaseModel], part: str | int) -> tuple[str, Any] | None:
     return None
 
 
-def _allowed_keys(loc: Loc) -> list[str]:
-    """Field names (aliases preferred) of the model at ``loc``."""
-    tp: Any = Config
+def _allowed_keys(loc: Loc, root: type[BaseModel]) -> list[str]:
+    """Field names (aliases preferred) of the model at ``loc`` below ``root``."""
+    tp: Any = root
     for part in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):

@@ -91,6 +91,12 @@ from releaser.config.service import (
     Slos,
     default_rollout_plan,
 )
+from releaser.config.settings import (
+    STORE_DESCRIPTION,
+    MlflowSettings,
+    PromptSettings,
+    StoreUrl,
+)
 
 
 class Owner(_Model):
@@ -205,32 +211,6 @@ class UserGroup(_Model):
 # --- registries ---------------------------------------------------------------------------
 
 
-class MlflowSettings(_Model):
-    """Where the MLflow tracking server and model registry are."""
-
-    tracking_uri: str = Field(
-        min_length=1,
-        description="MLflow tracking URI, e.g. http://mlflow:5000 or sqlite:///mlflow.db.",
-    )
-    registry_uri: str | None = Field(
-        default=None, description="Model registry URI when it differs from the tracking URI."
-    )
-    artifact_location: str | None = Field(
-        default=None, description="Default artifact location for runs releaser creates."
-    )
-
-
-class PromptSettings(_Model):
-    """Where prompt templates are versioned."""
-
-    backend: Literal["mlflow", "file"] = Field(
-        default="mlflow", description="mlflow: the MLflow prompt registry; file: YAML files."
-    )
-    path: str = Field(
-        default="prompts", description="Folder of the file backend, relative to releaser.yaml."
-    )
-
-
 class GithubSettings(_Model):
     """What releaser mirrors to GitHub (active only with GITHUB_TOKEN and GITHUB_REPOSITORY)."""
 
@@ -281,12 +261,7 @@ class Config(_Model):
     github: GithubSettings | None = Field(
         default=None, description="GitHub mirroring (deployments, gate statuses, PR comments)."
     )
-    store: str | None = Field(
-        default=None,
-        description="State store URL (sqlite:///path or postgresql://...); $RELEASER_STORE "
-        "wins. Never put a password here: give a DSN with a password through "
-        "$RELEASER_STORE instead.",
-    )
+    store: StoreUrl | None = Field(default=None, description=STORE_DESCRIPTION)
     services: dict[Slug, Service] = Field(
         min_length=1, description="The services this repo releases, by name."
     )
@@ -295,17 +270,6 @@ class Config(_Model):
     @classmethod
     def _by_level(cls, value: list[EscalationContact]) -> list[EscalationContact]:
         return sorted(value, key=lambda c: c.level)
-
-    @field_validator("store")
-    @classmethod
-    def _no_password(cls, value: str | None) -> str | None:
-        if value is not None and re.search(r"://[^/@\s]*:[^/@\s]*@", value):
-            raise problem(
-                "the store URL contains a password",
-                hint="remove the password from releaser.yaml and set RELEASER_STORE in the "
-                "environment (a CI secret) instead",
-            )
-        return value
 
     @model_validator(mode="after")
     def _groups_exist(self) -> Config:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,63 @@ def test_help_runs_without_heavy_modules() -> None:
     ).stdout
     assert "HEAVY [] CODE 0" in out
     assert "release" in out and "audit" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "group"),
+    [
+        (["prompt", "promote", "x", "2"], "prompt"),
+        (["-v", "--store", "sqlite:///s.db", "prompt", "list"], "prompt"),
+        (["--config", "rollout", "rollout", "status"], "rollout"),  # the option's value is skipped
+        (["-c", "x.yaml", "audit", "verify"], "audit"),
+        (["rollback", "svc"], None),  # a top-level command
+        (["--help", "prompt"], None),
+        (["--version"], None),
+        (["promt", "list"], None),  # unknown: everything is built, click says what exists
+        ([], None),
+    ],
+)
+def test_invoked_group(args: list[str], group: str | None) -> None:
+    from releaser.cli.app import invoked_group
+
+    assert invoked_group(args) == group
+
+
+def test_a_prompt_command_builds_only_its_group() -> None:
+    # `releaser prompt promote` must start fast: no other command module, no service models.
+    probe = (
+        "import json, sys\n"
+        "from releaser.cli.app import build_command\n"
+        "cmd = build_command(['prompt', 'promote', 'x', '1'])\n"
+        "full = build_command(['--help'])\n"
+        "print(json.dumps([sorted(cmd.commands), sorted(full.commands), sorted(sys.modules)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout
+    only, everything, modules = json.loads(out.strip().splitlines()[-1])
+    assert "prompt" in only and not {"rollout", "release", "rollback", "serve"} & set(only)
+    assert {"prompt", "rollout", "release", "rollback", "serve", "github"} <= set(everything)
+    # Built after the prompt-only command, the full one still has every group.
+    assert len(everything) > len(only)
+    assert "releaser.cli.rollout_cmds" in modules  # imported by the second build only
+
+
+def test_settings_only_workspace_skips_the_service_models(tmp_path: Path) -> None:
+    from releaser.config.template import render_init_template
+
+    text = render_init_template("demo", "case-triage")
+    (tmp_path / "releaser.yaml").write_text(text, encoding="utf-8")
+    probe = (
+        "import json, sys\n"
+        "from releaser.api.workspace import open_workspace\n"
+        f"ws = open_workspace({str(tmp_path)!r}, settings_only=True)\n"
+        "print(json.dumps([ws.settings.prompts.backend, sorted(sys.modules)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout
+    backend, modules = json.loads(out.strip().splitlines()[-1])
+    assert backend == "mlflow"
+    assert "releaser.config.models" not in modules
+    assert "releaser.config.service" not in modules

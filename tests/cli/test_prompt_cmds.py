@@ -182,3 +182,66 @@ def test_unknown_version_lists_what_exists(prompt_ws: Path, cli) -> None:
     assert res.code == 2 and "1" in res.err
     res = cli("prompt", "show", "triage-summary@staging")
     assert res.code == 2
+
+
+def _file_backend(root: Path) -> Path:
+    cfg = root / "releaser.yaml"
+    text = cfg.read_text(encoding="utf-8")
+    assert "backend: mlflow" in text
+    cfg.write_text(text.replace("backend: mlflow", "backend: file", 1), encoding="utf-8")
+    return cfg
+
+
+def test_prompt_commands_work_while_a_service_section_is_broken(prompt_ws: Path, cli) -> None:
+    # A prompt rollback must not wait for someone to fix an unrelated part of the file.
+    cfg = _file_backend(prompt_ws)
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.replace("services:\n", "services:\n  Bad_Name: 3\n", 1), encoding="utf-8")
+    res = cli("validate")
+    assert res.code == 2 and "services" in res.err
+
+    v1 = _spec(prompt_ws, "triage-summary", "Summarise.", "first", "v1.yaml")
+    v2 = _spec(prompt_ws, "triage-summary", "Summarise briefly.", "second", "v2.yaml")
+    assert cli("prompt", "register", str(v1)).code == 0
+    assert cli("prompt", "register", str(v2)).code == 0
+    assert (prompt_ws / "prompts" / "triage-summary").is_dir()
+    for version in ("1", "2"):
+        res = cli(
+            "prompt",
+            "promote",
+            "triage-summary",
+            version,
+            "--to",
+            "production",
+            "--reason",
+            f"v{version}",
+        )
+        assert res.code == 0, res.err
+    res = cli("prompt", "rollback", "triage-summary", "--alias", "production", "--reason", "x")
+    assert res.code == 0 and "v2 -> v1" in res.out
+
+
+def test_broken_prompt_settings_are_reported_with_their_line(prompt_ws: Path, cli) -> None:
+    cfg = _file_backend(prompt_ws)
+    lines = cfg.read_text(encoding="utf-8").splitlines()
+    line_no = next(i for i, line in enumerate(lines, 1) if "backend: file" in line)
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("backend: file", "backend: files", 1),
+        encoding="utf-8",
+    )
+    v1 = _spec(prompt_ws, "triage-summary", "Summarise.", "first", "v1.yaml")
+    res = cli("prompt", "register", str(v1))
+    assert res.code == 2
+    assert f"releaser.yaml:{line_no}" in res.err and "prompts.backend" in res.err
+    assert "did you mean 'file'?" in res.err and "Traceback" not in res.err
+    assert not (prompt_ws / "prompts").exists()
+    assert not (prompt_ws / ".releaser").exists()
+
+    # The same rule as the whole file: no password in a configured store URL.
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("backend: files", "backend: file", 1)
+        + "store: postgresql://ops:s3cret@db.internal/releaser\n",
+        encoding="utf-8",
+    )
+    res = cli("prompt", "list")
+    assert res.code == 2 and "password" in res.err and "s3cret" not in res.err

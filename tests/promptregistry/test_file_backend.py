@@ -208,3 +208,31 @@ def test_open_backend_from_uri(tmp_path: Path) -> None:
     assert backend.url == (tmp_path / "reg").as_uri()
     with pytest.raises(PromptRegistryError, match="cannot tell which backend"):
         open_backend("just-a-word")
+
+
+def test_another_folder_name_and_its_uri(tmp_path: Path, make_spec: SpecMaker) -> None:
+    backend = FilePromptBackend(tmp_path, folder="llm-prompts")
+    backend.register(make_spec("greet"))
+    assert all_files(tmp_path) == ["llm-prompts/greet/1.yaml"]
+    assert backend.url == f"{tmp_path.as_uri()}?folder=llm-prompts"
+    reopened = open_backend(backend.url)
+    assert isinstance(reopened, FilePromptBackend)
+    assert (
+        reopened.get("greet", version=1).content_hash
+        == backend.get("greet", version=1).content_hash
+    )
+    assert FilePromptBackend(tmp_path).list_names() == []  # the default folder is another one
+
+
+@pytest.mark.parametrize("folder", ["", ".", "..", "a/b"])
+def test_folder_is_one_directory_name(tmp_path: Path, folder: str) -> None:
+    with pytest.raises(ValueError, match="one directory name"):
+        FilePromptBackend(tmp_path, folder=folder)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("query", ["?folder=a%2Fb", "?dir=x", "?folder=a&folder=b"])
+def test_bad_file_uri_query_is_refused(tmp_path: Path, query: str) -> None:
+    with pytest.raises(PromptRegistryError, match="file URI"):
+        open_backend(tmp_path.as_uri() + query)
+    assert list(tmp_path.iterdir()) == []
