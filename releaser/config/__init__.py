@@ -45,36 +45,12 @@ if TYPE_CHECKING:
         default_rollout_plan,
     )
 
-_FROM_MODELS = frozenset(
-    {
-        "ApprovalRule",
-        "AttributeRule",
-        "ChecklistItem",
-        "Config",
-        "DatasetSpec",
-        "EscalationContact",
-        "EvalSuite",
-        "Guardrails",
-        "ModelSpec",
-        "NonRegression",
-        "Owner",
-        "PhaseCriteria",
-        "PhaseGates",
-        "PromptSpec",
-        "RolloutPlan",
-        "RolloutStep",
-        "ScorerSpec",
-        "Service",
-        "Slos",
-        "UserGroup",
-        "default_rollout_plan",
-    }
-)
-
 
 def __getattr__(name: str) -> Any:
-    if name in _FROM_MODELS:
-        return getattr(importlib.import_module("releaser.config.models"), name)
+    if not name.startswith("_"):
+        models = importlib.import_module("releaser.config.models")
+        if name in models.__all__:
+            return getattr(models, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

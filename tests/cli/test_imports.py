@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,12 +26,17 @@ HEAVY = [
 ]
 
 
-def _loaded_after(code: str) -> set[str]:
-    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+def _probe(code: str) -> Any:
+    """Run ``code`` in a fresh interpreter; it prints JSON last, which is returned."""
     out = subprocess.run(
-        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
-    return {m.split(".")[0] for m in json.loads(out.strip().splitlines()[-1])}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _loaded_after(code: str) -> set[str]:
+    modules = _probe(f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))")
+    return {m.split(".")[0] for m in modules}
 
 
 @pytest.mark.parametrize(
@@ -92,10 +98,7 @@ def test_a_prompt_command_builds_only_its_group() -> None:
         "full = build_command(['--help'])\n"
         "print(json.dumps([sorted(cmd.commands), sorted(full.commands), sorted(sys.modules)]))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
-    ).stdout
-    only, everything, modules = json.loads(out.strip().splitlines()[-1])
+    only, everything, modules = _probe(probe)
     assert "prompt" in only and not {"rollout", "release", "rollback", "serve"} & set(only)
     assert {"prompt", "rollout", "release", "rollback", "serve", "github"} <= set(everything)
     # Built after the prompt-only command, the full one still has every group.
@@ -114,10 +117,7 @@ def test_settings_only_workspace_skips_the_service_models(tmp_path: Path) -> Non
         f"ws = open_workspace({str(tmp_path)!r}, settings_only=True)\n"
         "print(json.dumps([ws.settings.prompts.backend, sorted(sys.modules)]))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
-    ).stdout
-    backend, modules = json.loads(out.strip().splitlines()[-1])
+    backend, modules = _probe(probe)
     assert backend == "mlflow"
     assert "releaser.config.models" not in modules
     assert "releaser.config.service" not in modules
