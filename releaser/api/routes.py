@@ -17,21 +17,11 @@ __all__ = ["build_route", "route_write"]
 
 
 def _group_defs(ws: Workspace, names: list[str]) -> dict[str, GroupDef]:
-    out: dict[str, GroupDef] = {}
-    for name in names:
-        group = ws.config.groups[name]
-        rules: list[tuple[str, str, str | list[str]]] = []
-        for rule in group.rules:
-            for op, value in (
-                ("equals", rule.equals),
-                ("in", rule.in_),
-                ("matches", rule.matches),
-                ("ends_with", rule.ends_with),
-            ):
-                if value is not None:
-                    rules.append((rule.attribute, op, value))
-        out[name] = GroupDef(allow=list(group.allow), rules=rules, rules_match="all")
-    return out
+    groups = ws.config.groups
+    return {
+        name: GroupDef(allow=list(groups[name].allow), rules=groups[name].rule_triples())
+        for name in names
+    }
 
 
 def _artifacts(release: Release) -> ReleaseArtifacts:

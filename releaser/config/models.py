@@ -8,8 +8,6 @@ at the exact line of every one.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import (
@@ -19,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from releaser.core.bucketing import GroupRule
 from releaser.errors import NotFound
 
 __all__ = [
@@ -164,18 +163,12 @@ class AttributeRule(_Model):
     def _values(self) -> tuple[object, ...]:
         return (self.equals, self.in_, self.matches, self.ends_with)
 
-    def applies_to(self, attributes: Mapping[str, str]) -> bool:
-        """Whether ``attributes`` satisfy this rule (a missing attribute never does)."""
-        value = attributes.get(self.attribute)
-        if value is None:
-            return False
-        if self.equals is not None:
-            return value == self.equals
-        if self.in_ is not None:
-            return value in self.in_
-        if self.matches is not None:
-            return re.search(self.matches, value) is not None
-        return self.ends_with is not None and value.endswith(self.ends_with)
+    def operator(self) -> tuple[str, str | list[str]]:
+        """``(op, value)`` of the one operator this rule uses."""
+        for op, value in zip(_OPERATORS, self._values(), strict=True):
+            if isinstance(value, str | list):
+                return op, value
+        raise AssertionError("validated: a rule has exactly one operator")
 
 
 class UserGroup(_Model):
@@ -201,11 +194,13 @@ class UserGroup(_Model):
             )
         return self
 
-    def contains(self, unit_id: str, attributes: Mapping[str, str]) -> bool:
-        """Whether a unit belongs: it is allow-listed, or every rule holds."""
-        if unit_id in self.allow:
-            return True
-        return bool(self.rules) and all(rule.applies_to(attributes) for rule in self.rules)
+    def rule_triples(self) -> list[tuple[str, str, str | list[str]]]:
+        """Each rule as ``(attribute, op, value)``, the form routers compile."""
+        return [(rule.attribute, *rule.operator()) for rule in self.rules]
+
+    def compile(self) -> GroupRule:
+        """The membership test routers evaluate (one implementation, in core)."""
+        return GroupRule.build(allow=self.allow, rules=self.rule_triples())
 
 
 # --- registries ---------------------------------------------------------------------------

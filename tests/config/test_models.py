@@ -274,12 +274,19 @@ def test_group_membership() -> None:
             ],
         }
     )
-    assert group.contains("u-1", {})
-    assert group.contains("u-2", {"email": "a@example.org", "council": "c-2"})
-    assert not group.contains("u-2", {"email": "a@example.org", "council": "c-3"})
-    assert not group.contains("u-2", {"council": "c-1"})
+    rule_set = group.compile()  # what routers evaluate
+    assert rule_set.contains("u-1", {})
+    assert rule_set.contains("u-2", {"email": "a@example.org", "council": "c-2"})
+    assert not rule_set.contains("u-2", {"email": "a@example.org", "council": "c-3"})
+    assert not rule_set.contains("u-2", {"council": "c-1"})
+    assert group.rule_triples() == [
+        ("email", "ends_with", "@example.org"),
+        ("council", "in", ["c-1", "c-2"]),
+    ]
     rule = AttributeRule.model_validate({"attribute": "team", "matches": "^ops-"})
-    assert rule.applies_to({"team": "ops-night"}) and not rule.applies_to({"team": "dev-ops-x"})
+    assert rule.operator() == ("matches", "^ops-")
+    ops = UserGroup(rules=[rule]).compile()
+    assert ops.contains("x", {"team": "ops-night"}) and not ops.contains("x", {"team": "dev-ops-x"})
     assert AttributeRule(attribute="t", in_=["a"]).in_ == ["a"]
     with pytest.raises(ValidationError):
         UserGroup.model_validate({"description": "nobody"})

@@ -33,7 +33,7 @@ def test_template_loads_with_the_example_content(tmp_path: Path) -> None:
         "data-protection",
     }
     assert [c.level for c in cfg.escalation] == [1, 2]
-    assert cfg.groups["staff"].contains("anyone", {"email": "jo@example.org"})
+    assert cfg.groups["staff"].compile().contains("anyone", {"email": "jo@example.org"})
     assert cfg.groups["pilot-councils"].allow
     assert cfg.mlflow is None  # commented out in the example
     svc = cfg.service(EXAMPLE_SERVICE)
