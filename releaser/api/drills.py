@@ -5,12 +5,12 @@ service record, live rollout and route) from the real store into a fresh
 sqlite store in a temporary folder, starts a router SDK in another process on
 that copy, then runs the same rollback code operations would run. The
 time-to-revert is measured from the rollback call to the moment the other
-process serves the target release to every probed unit id, which is what
-users feel. Side effects outside the store (MLflow and prompt aliases,
-deploy targets, GitHub) are not rehearsed: the drill lists what they would
-do. The result is recorded in the real store (kind ``drill``) with an audit
-event, so runbooks can show the last drill; nothing else in the real store
-changes.
+process serves the target release to every probed unit id with no rollout
+left (variant ``stable``), which is what users feel. Side effects outside
+the store (MLflow and prompt aliases, deploy targets, GitHub) are not
+rehearsed: the drill lists what they would do. The result is recorded in
+the real store (kind ``drill``) with an audit event, so runbooks can show
+the last drill; nothing else in the real store changes.
 """
 
 from __future__ import annotations
@@ -54,7 +54,13 @@ _PROBE = textwrap.dedent(
     ids = [f"drill-unit-{i}" for i in range(n)]
     with Router(url, refresh_interval_ms=10) as router:
         def on_target():
-            return all(router.assign(service, u, {}).release_id == target for u in ids)
+            # Reverted: every unit gets the target with no rollout left ("stable"), which
+            # also holds at steps that reach only named groups (no probed id in the cohort).
+            for u in ids:
+                a = router.assign(service, u, {})
+                if a.release_id != target or a.variant != "stable":
+                    return False
+            return True
         print("ready", int(on_target()), flush=True)
         deadline = time.monotonic() + float(sys.argv[5])
         while time.monotonic() < deadline:
@@ -188,7 +194,7 @@ def run_drill(
         try:
             ready = _probe_line(probe)
             if ready[:2] != ["ready", "0"]:
-                detail = "before the switch the probe already saw the target release"
+                detail = "before the switch the probe already saw the target release, stable"
             scratch = replace(ws, store_url=url, _store=None, _models=None, _prompts=None)
             try:
                 t0 = time.monotonic()

@@ -190,6 +190,9 @@ def test_drill_rehearses_on_a_copy_times_the_revert_and_leaves_the_service_alone
     r2 = json.loads(cli("release", "create", SERVICE, "--json").out)["release"]["id"]
     assert cli("gate", SERVICE, "--release", r2).code == 0
     assert cli("rollout", "start", SERVICE, "--release", r2).code == 0
+    # The first step reaches named groups only (0% of everyone else): still rehearsable.
+    rec = json.loads(cli("drill", SERVICE, "--json").out)
+    assert rec["ok"] and rec["kind"] == "mid-rollout", rec
     _to_step(root, "canary-25")
     ws = open_workspace(root)
     before = (service_state(ws, SERVICE), ws.store.get("route", SERVICE))
@@ -213,7 +216,7 @@ def test_drill_rehearses_on_a_copy_times_the_revert_and_leaves_the_service_alone
     finally:
         ws.close()
     events = json.loads(cli("audit", "log", "--json").out)
-    assert [e["action"] for e in events].count("drill") == 1
+    assert [e["action"] for e in events].count("drill") == 2
     assert cli("audit", "verify").code == 0
     res = cli("drill", SERVICE)
     assert res.code == 0 and "time-to-revert" in res.out and "not rehearsed" in res.out
