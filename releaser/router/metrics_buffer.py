@@ -3,11 +3,12 @@
 ``add`` costs a lock, a dict look-up and a few integer increments: plain counters per
 ``(rollout_id, step, variant)``, a list of latency bin counts (the fixed histogram layout of
 :mod:`releaser.core.stats_aggregates`) and the count, sum and sum of squares of quality
-scores. ``flush`` swaps the counters out, adds them to whatever an earlier failed flush
-kept, and writes them as :class:`~releaser.store.base.MetricDelta` batches in one
-``store.add_metrics`` call. On failure the counts stay pending for the next flush; past
-``max_pending_keys`` distinct keys the oldest are dropped (and counted) so an outage cannot
-grow memory without bound.
+scores. ``flush`` swaps the counters out and writes them as a batch of
+:class:`~releaser.store.base.MetricDelta` under a fresh batch id. A batch whose write
+failed is re-sent unchanged, under the same id, before anything newer, so the store adds
+it exactly once even when the failure hid a commit that landed. Counts that could not be
+written wait for the next flush; past ``max_pending_keys`` distinct keys the oldest are
+dropped (and counted) so an outage cannot grow memory without bound.
 
 Slow-request counts are not kept here: they need the rollout's threshold, and the
 histogram already answers "how many requests took longer than X".
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import uuid
 from dataclasses import dataclass
 
 from releaser.core.stats_aggregates import (
@@ -105,6 +107,29 @@ class BufferCounts:
     """Requests whose counts were dropped because flushes kept failing."""
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Deltas written (or to be re-sent) as one unit under one id."""
+
+    batch_id: str
+    deltas: list[MetricDelta]
+
+    @classmethod
+    def of(cls, tallies: dict[_Key, _Tally]) -> _Batch:
+        """A new batch, under a fresh id, of the tallies that counted requests."""
+        deltas = [
+            MetricDelta(rollout_id, step, variant, tally.stats())
+            for (rollout_id, step, variant), tally in tallies.items()
+            if tally.requests
+        ]
+        return cls(uuid.uuid4().hex, deltas)
+
+    @property
+    def requests(self) -> int:
+        """Requests counted in the batch."""
+        return sum(d.stats.requests for d in self.deltas)
+
+
 class MetricsBuffer:
     """Thread-safe counters per (rollout_id, step, variant), flushed to a store."""
 
@@ -115,6 +140,8 @@ class MetricsBuffer:
         # id(assignment) -> (assignment, its tally): the request path's look-up
         self._by_assignment: dict[int, tuple[Assignment, _Tally]] = {}
         self._pending: dict[_Key, _Tally] = {}
+        # the last batch whose write failed: re-sent as it is, under its id
+        self._unconfirmed: _Batch | None = None
         self._max_pending_keys = max(1, max_pending_keys)
         self._flushed = 0
         self._clamped = 0
@@ -220,18 +247,25 @@ class MetricsBuffer:
         """Counters of what was recorded, clamped, rejected and dropped."""
         with self._lock:
             unflushed = sum(t.requests for t in self._tallies.values())
+            unconfirmed = self._unconfirmed.requests if self._unconfirmed is not None else 0
             return BufferCounts(
                 flushed_requests=self._flushed,
-                pending_requests=unflushed + sum(t.requests for t in self._pending.values()),
+                pending_requests=unflushed
+                + unconfirmed
+                + sum(t.requests for t in self._pending.values()),
                 clamped_scores=self._clamped,
                 rejected_values=self._rejected,
                 dropped_requests=self._dropped,
             )
 
     def flush(self, store: Store) -> int:
-        """Write everything counted so far in one ``add_metrics`` call; returns deltas written.
+        """Write everything counted so far to the store; returns the deltas written.
 
-        Store errors propagate after the counts are put back for the next flush.
+        Each batch carries an id. A batch whose write failed is kept as it was and
+        re-sent first, with the same id, by the next flush: if its commit had in
+        fact landed (a connection lost after COMMIT), the store recognises the id
+        and adds nothing, so no request is counted twice. Counts recorded meanwhile
+        go in a batch of their own. Store errors propagate with everything kept.
         """
         with self._flush_lock:
             with self._lock:
@@ -244,30 +278,48 @@ class MetricsBuffer:
                     pending[key] = tally
                 else:
                     kept.absorb(tally)
-            if not pending:
-                return 0
-            batch = [
-                MetricDelta(rollout_id, step, variant, tally.stats())
-                for (rollout_id, step, variant), tally in pending.items()
-                if tally.requests
-            ]
+            written = 0
             try:
-                if batch:
-                    store.add_metrics(batch)
+                if self._unconfirmed is not None:
+                    written += self._send(store, self._unconfirmed)
+                if pending:
+                    self._unconfirmed = _Batch.of(pending)
+                    self._pending = {}
+                    written += self._send(store, self._unconfirmed)
             except BaseException:
                 self._bound_pending()
                 raise
-            self._pending = {}
-            self._flushed += sum(t.requests for t in pending.values())
-            return len(batch)
+            return written
+
+    def _send(self, store: Store, batch: _Batch) -> int:
+        """Write ``batch`` (flush lock held); it stays unconfirmed if this raises."""
+        if batch.deltas:
+            store.add_metrics(batch.deltas, batch_id=batch.batch_id)
+        self._unconfirmed = None
+        self._flushed += batch.requests
+        return len(batch.deltas)
 
     def _bound_pending(self) -> None:
-        """Drop the oldest pending counters past the cap (flush lock held)."""
-        excess = len(self._pending) - self._max_pending_keys
+        """Drop the oldest kept counters past the cap (flush lock held).
+
+        The unfinished batch's deltas are the oldest. Dropping some of them keeps
+        its id: if the original write landed, the re-send is skipped as a whole
+        (its counts are in); if not, what is left is added once.
+        """
+        unconfirmed = self._unconfirmed
+        held = len(self._pending) + (len(unconfirmed.deltas) if unconfirmed else 0)
+        excess = held - self._max_pending_keys
         if excess <= 0:
             return
         dropped = 0
-        for key in list(self._pending)[:excess]:
+        left = excess
+        if unconfirmed is not None:
+            cut = min(left, len(unconfirmed.deltas))
+            dropped += sum(d.stats.requests for d in unconfirmed.deltas[:cut])
+            kept = unconfirmed.deltas[cut:]
+            self._unconfirmed = _Batch(unconfirmed.batch_id, kept) if kept else None
+            left -= cut
+        for key in list(self._pending)[:left]:
             dropped += self._pending.pop(key).requests
         with self._lock:
             self._dropped += dropped
@@ -283,7 +335,10 @@ class MetricsBuffer:
         """Forget the counters kept from failed flushes; returns the requests dropped."""
         with self._flush_lock:
             dropped = sum(t.requests for t in self._pending.values())
+            if self._unconfirmed is not None:
+                dropped += self._unconfirmed.requests
             self._pending = {}
+            self._unconfirmed = None
         with self._lock:
             self._dropped += dropped
         return dropped

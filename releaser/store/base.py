@@ -112,8 +112,13 @@ class Store(Protocol):
         """
         ...
 
-    def add_metrics(self, batch: Sequence[MetricDelta]) -> None:
+    def add_metrics(self, batch: Sequence[MetricDelta], *, batch_id: str | None = None) -> bool:
         """Add a batch of metric deltas to the stored aggregates, in one transaction.
+
+        With ``batch_id``, a batch is added at most once: a writer that never saw
+        its commit confirmed (a dropped connection) re-sends the same batch with
+        the same id, and the store returns False, adding nothing, if it already
+        has it. Ids are remembered for a week. Returns True when it added the batch.
 
         Each delta is added (counts, sums, latency bins) to the aggregate of its
         (rollout, step, variant), so concurrent flushers never lose a count.

@@ -19,13 +19,35 @@ from releaser.errors import BadInput, ReleaserError
 from releaser.store.base import METRIC_VARIANTS, MetricDelta
 
 __all__ = [
+    "BATCH_ID_RETENTION_S",
     "PreparedMetric",
+    "check_batch_id",
     "find_threshold_conflict",
     "metric_upserts",
     "prepare_metrics",
     "stats_from_rows",
     "threshold_conflict",
 ]
+
+
+BATCH_ID_RETENTION_S = 7 * 24 * 3600
+"""How long a batch id is remembered: longer than any outage a router retries through."""
+_MAX_BATCH_ID = 128
+
+
+def check_batch_id(batch_id: object) -> str:
+    """``batch_id`` if it is a usable id (1-128 printable ASCII characters); BadInput otherwise."""
+    if (
+        not isinstance(batch_id, str)
+        or not 0 < len(batch_id) <= _MAX_BATCH_ID
+        or not batch_id.isascii()
+        or not batch_id.isprintable()
+    ):
+        raise BadInput(
+            f"metric batch id {batch_id!r} is not 1-{_MAX_BATCH_ID} printable ASCII characters",
+            hint="use a fresh uuid4().hex per batch, and the same one when re-sending it",
+        )
+    return batch_id
 
 
 # Counts above this are a bug upstream, not traffic; it also keeps sums inside 64-bit columns.

@@ -17,6 +17,9 @@ Tables (both backends):
   merged by additive upserts.
 - ``rollout_latency_bins(rollout_id, step, variant, bin, count)`` (v2): the latency
   histogram, one row per non-empty bin, merged the same way.
+- ``metric_batches(batch_id, applied_at)`` (v3): ids of metric batches already added
+  (unix seconds, database clock), so a router re-sending a batch whose commit it never
+  saw confirmed does not count it twice; kept for ``BATCH_ID_RETENTION_S``.
 """
 
 from __future__ import annotations
@@ -101,6 +104,17 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        3,
+        "metric batch ids: a re-sent batch is added once",
+        (
+            """CREATE TABLE metric_batches (
+                batch_id TEXT NOT NULL PRIMARY KEY,
+                applied_at INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            "CREATE INDEX metric_batches_applied ON metric_batches (applied_at)",
+        ),
+    ),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -162,6 +176,17 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
                 count BIGINT NOT NULL CHECK (count >= 0),
                 PRIMARY KEY (rollout_id, step, variant, bin)
             )""",
+        ),
+    ),
+    Migration(
+        3,
+        "metric batch ids: a re-sent batch is added once",
+        (
+            """CREATE TABLE metric_batches (
+                batch_id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+                applied_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX metric_batches_applied ON metric_batches (applied_at)",
         ),
     ),
 )

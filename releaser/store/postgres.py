@@ -36,7 +36,9 @@ from releaser.store._reads import AuditReads
 from releaser.store._writes import conflict_error, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
+    BATCH_ID_RETENTION_S,
     PreparedMetric,
+    check_batch_id,
     find_threshold_conflict,
     metric_upserts,
     prepare_metrics,
@@ -216,18 +218,38 @@ class PostgresStore(AuditReads):
                 self._close_listener()
             self._listen_lock.release()
 
-    def add_metrics(self, batch: Sequence[MetricDelta]) -> None:
-        """Add metric deltas to the stored aggregates in one transaction (not audited)."""
+    def add_metrics(self, batch: Sequence[MetricDelta], *, batch_id: str | None = None) -> bool:
+        """Add metric deltas to the stored aggregates in one transaction (not audited).
+
+        Returns False, adding nothing, when ``batch_id`` was added before.
+        """
         prepared = prepare_metrics(batch)
+        if batch_id is not None:
+            check_batch_id(batch_id)
         if not prepared:
-            return
+            return True
         bin_rows = [row for p in prepared for row in p.bin_rows()]
         with self._transaction() as cur:
+            if batch_id is not None:
+                cur.execute(
+                    "INSERT INTO metric_batches (batch_id, applied_at) "
+                    "VALUES (%s, extract(epoch FROM now())::bigint) "
+                    "ON CONFLICT (batch_id) DO NOTHING",
+                    (batch_id,),
+                )
+                if cur.rowcount == 0:
+                    return False
+                cur.execute(
+                    "DELETE FROM metric_batches "
+                    "WHERE applied_at < extract(epoch FROM now())::bigint - %s",
+                    (BATCH_ID_RETENTION_S,),
+                )
             cur.execute(_METRICS_UPSERT, _columns([p.row() for p in prepared], 10))
             if cur.rowcount != len(prepared):
                 raise find_threshold_conflict(prepared, lambda p: _stored_threshold(cur, p))
             if bin_rows:
                 cur.execute(_BIN_UPSERT, _columns(bin_rows, 5))
+        return True
 
     def read_metrics(self, rollout_id: str) -> dict[tuple[int, str], VariantStats]:
         """The cumulative aggregates of one rollout by (step, variant), from one snapshot."""

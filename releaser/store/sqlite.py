@@ -31,7 +31,9 @@ from releaser.store._reads import AuditReads
 from releaser.store._writes import conflict_error, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
+    BATCH_ID_RETENTION_S,
     PreparedMetric,
+    check_batch_id,
     find_threshold_conflict,
     metric_upserts,
     prepare_metrics,
@@ -50,6 +52,8 @@ _METRICS_UPSERT, _BIN_UPSERT = metric_upserts(
     "VALUES (?, ?, ?, ?, ?)",
 )
 _RECORD_COLUMNS = "kind, key, version, value, updated_at"
+# Unix seconds by the database clock (unixepoch() needs sqlite 3.38).
+_NOW_S = "CAST(strftime('%s', 'now') AS INTEGER)"
 # The class defines a method named ``list``; this alias keeps annotations unambiguous.
 _Rows = list[tuple[Any, ...]]
 
@@ -176,16 +180,34 @@ class SqliteStore(AuditReads):
                 return token
             time.sleep(min(POLL_INTERVAL_S, remaining))
 
-    def add_metrics(self, batch: Sequence[MetricDelta]) -> None:
-        """Add metric deltas to the stored aggregates in one transaction (not audited)."""
+    def add_metrics(self, batch: Sequence[MetricDelta], *, batch_id: str | None = None) -> bool:
+        """Add metric deltas to the stored aggregates in one transaction (not audited).
+
+        Returns False, adding nothing, when ``batch_id`` was added before.
+        """
         prepared = prepare_metrics(batch)
+        if batch_id is not None:
+            check_batch_id(batch_id)
         if not prepared:
-            return
+            return True
         with self._immediate() as conn:
+            if batch_id is not None:
+                cur = conn.execute(
+                    f"INSERT INTO metric_batches (batch_id, applied_at) VALUES (?, {_NOW_S}) "
+                    "ON CONFLICT (batch_id) DO NOTHING",
+                    (batch_id,),
+                )
+                if cur.rowcount == 0:
+                    return False
+                conn.execute(
+                    f"DELETE FROM metric_batches WHERE applied_at < {_NOW_S} - ?",
+                    (BATCH_ID_RETENTION_S,),
+                )
             cur = conn.executemany(_METRICS_UPSERT, [p.row() for p in prepared])
             if cur.rowcount != len(prepared):
                 raise find_threshold_conflict(prepared, lambda p: _stored_threshold(conn, p))
             conn.executemany(_BIN_UPSERT, [row for p in prepared for row in p.bin_rows()])
+        return True
 
     def read_metrics(self, rollout_id: str) -> dict[tuple[int, str], VariantStats]:
         """The cumulative aggregates of one rollout by (step, variant), from one snapshot."""

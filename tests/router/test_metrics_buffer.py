@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from releaser.core.stats_aggregates import LATENCY_BINS, LatencyHistogram, VariantStats, latency_bin
+from releaser.errors import ExternalUnavailable
 from releaser.router import Assignment, Router
 from releaser.router.metrics_buffer import MetricsBuffer
 from releaser.store.base import Store
@@ -122,7 +123,8 @@ def test_failed_flush_keeps_counts_for_the_next_one(
     buffer.add(CANDIDATE, latency_ms=2.0)
     buffer.add(BASELINE, error=True)
     assert buffer.counts().pending_requests == 5
-    assert buffer.flush(sqlite_store) == 2
+    # The failed batch (one delta) is re-sent under its id, then the newer counts (two).
+    assert buffer.flush(sqlite_store) == 3
     stored = sqlite_store.read_metrics("ro-1")
     assert stored[(2, "candidate")].requests == 4
     assert stored[(2, "baseline")].errors == 1
@@ -168,3 +170,58 @@ def test_concurrent_recording_loses_nothing(sqlite_store: Store) -> None:
     total = sum(s.requests for s in stored.values())
     assert total == 4 * per_thread
     assert all(s.quality_count == s.requests for s in stored.values())
+
+
+class _LostConfirmation:
+    """Fault injection around a real store: the next write commits, then reports a failure.
+
+    What a router sees when the connection drops after COMMIT reached the database.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.fail_next = True
+
+    def add_metrics(self, batch, *, batch_id=None):  # type: ignore[no-untyped-def]
+        added = self.store.add_metrics(batch, batch_id=batch_id)
+        if self.fail_next:
+            self.fail_next = False
+            raise ExternalUnavailable("connection lost during COMMIT")
+        return added
+
+
+def test_a_batch_whose_commit_was_not_confirmed_is_counted_once(
+    backend: StoreBackend, store: Store
+) -> None:
+    buffer = MetricsBuffer()
+    for _ in range(5):
+        buffer.add(CANDIDATE, latency_ms=2.0)
+    buffer.add(BASELINE, error=True)
+    flaky = _LostConfirmation(store)
+    with pytest.raises(ExternalUnavailable):
+        buffer.flush(flaky)  # type: ignore[arg-type]
+    assert store.read_metrics("ro-1")[(2, "candidate")].requests == 5  # it did land
+    buffer.add(CANDIDATE, latency_ms=3.0)
+    assert buffer.counts().pending_requests == 7  # the router cannot know it landed
+    buffer.flush(flaky)  # type: ignore[arg-type]
+    stored = store.read_metrics("ro-1")
+    assert stored[(2, "candidate")].requests == 6  # 5 once, then the new one
+    assert stored[(2, "baseline")].requests == 1
+    assert buffer.counts().pending_requests == 0
+    assert buffer.counts().flushed_requests == 7
+
+
+def test_capping_trims_an_unconfirmed_batch_without_double_counting(
+    sqlite_backend: StoreBackend, sqlite_store: Store
+) -> None:
+    buffer = MetricsBuffer(max_pending_keys=1)
+    buffer.add(BASELINE)
+    buffer.add(CANDIDATE)
+    flaky = _LostConfirmation(sqlite_store)
+    with pytest.raises(ExternalUnavailable):
+        buffer.flush(flaky)  # type: ignore[arg-type]
+    # Both keys landed; the cap trimmed the kept copy to one key, under the same id.
+    assert buffer.counts().dropped_requests == 1
+    buffer.flush(sqlite_store)
+    stored = sqlite_store.read_metrics("ro-1")
+    assert (stored[(2, "baseline")].requests, stored[(2, "candidate")].requests) == (1, 1)

@@ -119,6 +119,36 @@ class TestMetrics:
             )
         assert store.read_metrics("ro") == {}
 
+    def test_a_batch_id_is_added_once(self, store: Store) -> None:
+        batch = [
+            MetricDelta("ro", 0, "candidate", stats()),
+            MetricDelta("ro", 0, "baseline", stats()),
+        ]
+        assert store.add_metrics(batch, batch_id="b-1") is True
+        once = everything(store, "ro")
+        assert store.add_metrics(batch, batch_id="b-1") is False  # a re-send
+        assert everything(store, "ro") == once
+        assert store.add_metrics(batch, batch_id="b-2") is True
+        assert store.read_metrics("ro")[(0, "candidate")] == merged(stats(), stats())
+        assert store.add_metrics(batch) is True  # no id: always added
+        assert store.read_metrics("ro")[(0, "candidate")].requests == 9
+
+    def test_a_refused_batch_does_not_use_up_its_id(self, store: Store) -> None:
+        good = MetricDelta("ro", 0, "candidate", stats())
+        bad = MetricDelta("ro", -1, "candidate", stats())
+        with pytest.raises(BadInput):
+            store.add_metrics([good, bad], batch_id="b-1")
+        assert store.read_metrics("ro") == {}
+        assert store.add_metrics([good], batch_id="b-1") is True
+        assert store.read_metrics("ro")[(0, "candidate")].requests == 3
+
+    @pytest.mark.parametrize("batch_id", ["", "x" * 129, "tab\there", "ünï", 7])
+    def test_bad_batch_ids_are_refused(self, store: Store, batch_id: Any) -> None:
+        before = everything(store, "ro")
+        with pytest.raises(BadInput, match="batch id"):
+            store.add_metrics([MetricDelta("ro", 0, "baseline", stats())], batch_id=batch_id)
+        assert everything(store, "ro") == before
+
     @pytest.mark.parametrize(
         ("delta", "match"),
         [

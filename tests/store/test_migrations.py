@@ -13,7 +13,7 @@ from releaser.store.migrations import SQLITE_MIGRATIONS, Migration, pending_migr
 from . import _workers
 from .conftest import Backend, draft, insert, shipped
 
-METRICS_TABLES = ("rollout_metrics", "rollout_latency_bins")
+METRICS_TABLES = ("rollout_metrics", "rollout_latency_bins", "metric_batches")
 
 
 def extra(backend: Backend) -> Migration:
@@ -46,7 +46,7 @@ def versions(backend: Backend) -> list[int]:
 class TestMigrations:
     def test_fresh_store_gets_every_table(self, backend: Backend) -> None:
         backend.open().close()
-        assert versions(backend) == [m.version for m in shipped(backend)] == [1, 2]
+        assert versions(backend) == [m.version for m in shipped(backend)] == [1, 2, 3]
         for table in ("records", "audit_events", "audit_head", "schema_version", *METRICS_TABLES):
             assert table_exists(backend, table)
 
@@ -85,21 +85,23 @@ class TestMigrations:
 
         upgraded = backend.open()
         try:
-            assert versions(backend) == [1, 2]
+            assert versions(backend) == [1, 2, 3]
             assert upgraded.list("release") + upgraded.list("rollout") == records_before
             assert list(upgraded.events()) == events_before
             assert upgraded.audit_head() == head_before
             result = verify_chain(upgraded.raw_events(), head=upgraded.audit_head())
             assert result.ok and result.count == 3, result.problem
             # The new tables work, and the old state keeps moving.
-            upgraded.add_metrics([MetricDelta("svc", 1, "candidate", VariantStats(requests=3))])
+            delta = MetricDelta("svc", 1, "candidate", VariantStats(requests=3))
+            assert upgraded.add_metrics([delta], batch_id="b-1")
+            assert not upgraded.add_metrics([delta], batch_id="b-1")
             assert upgraded.read_metrics("svc") == {(1, "candidate"): VariantStats(requests=3)}
             upgraded.commit([Write("rollout", "svc", {"step": 2}, 2)], draft())
             assert verify_chain(upgraded.raw_events(), head=upgraded.audit_head()).count == 4
         finally:
             upgraded.close()
         backend.open().close()  # reopening applies nothing more
-        assert versions(backend) == [1, 2]
+        assert versions(backend) == [1, 2, 3]
 
     def test_failed_step_leaves_no_trace(self, backend: Backend) -> None:
         backend.open().close()
@@ -128,4 +130,4 @@ def test_versions_must_run_one_two_three() -> None:
         pending_migrations((*SQLITE_MIGRATIONS, skipping), 0, url="x")
     assert pending_migrations((*SQLITE_MIGRATIONS, following), last, url="x") == [following]
     assert pending_migrations(SQLITE_MIGRATIONS, last, url="x") == []
-    assert pending_migrations(SQLITE_MIGRATIONS, 1, url="x") == [SQLITE_MIGRATIONS[1]]
+    assert pending_migrations(SQLITE_MIGRATIONS, 1, url="x") == list(SQLITE_MIGRATIONS[1:])

@@ -117,6 +117,7 @@ def test_tables_live_in_the_search_path_schema(pg: PostgresBackend, pg_store: St
     assert [r[0] for r in rows] == [
         "audit_events",
         "audit_head",
+        "metric_batches",
         "records",
         "rollout_latency_bins",
         "rollout_metrics",
