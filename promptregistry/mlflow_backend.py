@@ -11,8 +11,10 @@ to the version this backend reports):
   MLflow as ``model_config`` when MLflow's schema accepts them (for its UI)
 - author, content_hash -> version tags ``promptregistry.author`` / ``.content_hash``
 - aliases             -> MLflow prompt aliases
-- alias history       -> a prompt-level tag ``promptregistry.alias_history.<alias>``
-  holding a JSON list of the last moves
+- alias history       -> one prompt-level tag per move,
+  ``promptregistry.alias_history.<alias>.<microseconds since epoch>-<random>``, holding
+  that move as JSON: writers never rewrite a shared value, so concurrent moves lose no
+  entry; the newest ``HISTORY_KEEP`` per alias are kept
 
 Every call goes through one ``MlflowClient`` built with explicit tracking and
 registry URIs (never the process-wide defaults), and reads use the client's
@@ -25,7 +27,9 @@ from ``model_config``.
 from __future__ import annotations
 
 import json
+import re
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -58,7 +62,8 @@ TAG_METADATA = "promptregistry.metadata"
 TAG_AUTHOR = "promptregistry.author"
 TAG_HASH = "promptregistry.content_hash"
 TAG_HISTORY = "promptregistry.alias_history."
-HISTORY_KEEP = 100  # MLflow tag values are limited (100k chars); keep the most recent moves
+HISTORY_KEEP = 100  # moves kept per alias (one tag each); older ones are deleted
+_HISTORY_SUFFIX = re.compile(r"^[0-9]{20}-[0-9a-f]{8}$")
 _PAGE = 1000
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
 
@@ -278,14 +283,17 @@ class MlflowPromptBackend:
         )
 
     def alias_history(self, name: str, alias: str) -> list[AliasChange]:
-        """Moves of ``alias`` recorded in the prompt's history tag, oldest first."""
-        raw = self._prompt(name).tags.get(TAG_HISTORY + alias)
-        if not raw:
-            return []
-        try:
-            return [AliasChange.model_validate(item) for item in json.loads(raw)]
-        except (ValueError, TypeError) as exc:
-            raise InvalidPrompt(f"alias history of {name!r}@{alias} is unreadable: {exc}") from None
+        """Moves of ``alias`` recorded in the prompt's history tags, oldest first."""
+        tags = self._prompt(name).tags
+        changes: list[AliasChange] = []
+        for key in _history_keys(tags, alias):
+            try:
+                changes.append(AliasChange.model_validate(json.loads(tags[key])))
+            except (ValueError, TypeError) as exc:
+                raise InvalidPrompt(
+                    f"alias history of {name!r}@{alias} is unreadable (tag {key}): {exc}"
+                ) from None
+        return changes
 
     # writing
 
@@ -397,12 +405,25 @@ class MlflowPromptBackend:
         return change
 
     def _append_history(self, change: AliasChange) -> None:
-        # read-modify-write of one tag: concurrent moves of the same alias may lose a history
-        # entry (never the alias itself); releaser keeps the authoritative audit trail
-        history = self.alias_history(change.name, change.alias)
-        history.append(change)
-        value = json.dumps([c.model_dump(mode="json") for c in history[-HISTORY_KEEP:]])
-        self._call(self._client.set_prompt_tag, change.name, TAG_HISTORY + change.alias, value)
+        # One new tag per move: concurrent writers never overwrite each other's entries.
+        stamp = int(change.at.timestamp() * 1_000_000)
+        key = f"{TAG_HISTORY}{change.alias}.{stamp:020d}-{uuid.uuid4().hex[:8]}"
+        value = json.dumps(change.model_dump(mode="json"))
+        self._call(self._client.set_prompt_tag, change.name, key, value)
+        keys = _history_keys(self._prompt(change.name).tags, change.alias)
+        for old in keys[:-HISTORY_KEEP]:
+            try:
+                self._call(self._client.delete_prompt_tag, change.name, old)
+            except _Missing:
+                pass  # another writer trimmed it first
+
+
+def _history_keys(tags: dict[str, str], alias: str) -> list[str]:
+    """The history tag keys of ``alias``, oldest first (their suffix sorts by time)."""
+    prefix = f"{TAG_HISTORY}{alias}."
+    return sorted(
+        key for key in tags if key.startswith(prefix) and _HISTORY_SUFFIX.match(key[len(prefix) :])
+    )
 
 
 def _model_config(parameters: dict[str, Any]) -> dict[str, Any] | None:

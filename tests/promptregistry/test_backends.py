@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
 
@@ -282,6 +283,34 @@ class TestAliases:
         assert history[0].at <= history[1].at <= history[2].at
         assert [c.to_version for c in backend.alias_history(name, "staging")] == [3]
         assert backend.alias_history(name, "canary") == []
+
+    def test_concurrent_alias_moves_all_reach_the_history(
+        self, backend: PromptBackend, name: str, make_spec: SpecMaker
+    ) -> None:
+        threads, moves = 4, 3
+        for i in range(threads * moves):
+            backend.register(make_spec(name, f"{i} {{{{ who }}}}"))
+        errors: list[BaseException] = []
+
+        def mover(t: int) -> None:
+            try:
+                for i in range(moves):
+                    # every move targets a version nobody else targets: each one is a change
+                    version = 1 + t * moves + i
+                    backend.set_alias(name, "production", version, reason=f"t{t}-{i}")
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=mover, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=120)
+        assert not errors, errors
+        history = backend.alias_history(name, "production")
+        reasons = sorted(c.reason for c in history)
+        assert reasons == sorted(f"t{t}-{i}" for t in range(threads) for i in range(moves))
+        assert backend.aliases(name)["production"] in {c.to_version for c in history}
 
     def test_setting_the_same_target_is_a_no_op(
         self, backend: PromptBackend, name: str, make_spec: SpecMaker

@@ -141,6 +141,34 @@ def test_edited_tags_are_detected(
         mlflow_sqlite_backend.get(name, version=1)
 
 
+def test_history_is_one_tag_per_move_and_keeps_the_newest(
+    mlflow_sqlite_backend: MlflowPromptBackend,
+    name: str,
+    make_spec: SpecMaker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow import MlflowClient
+
+    from promptregistry import mlflow_backend
+
+    monkeypatch.setattr(mlflow_backend, "HISTORY_KEEP", 2)
+    for i in range(4):
+        mlflow_sqlite_backend.register(make_spec(name, f"{i} {{{{ who }}}}"))
+    for version in (1, 2, 3, 4):
+        mlflow_sqlite_backend.set_alias(name, "production", version, reason=f"to {version}")
+    mlflow_sqlite_backend.set_alias(name, "prod", 1)  # a prefix of the other alias's name
+    history = mlflow_sqlite_backend.alias_history(name, "production")
+    assert [(c.from_version, c.to_version) for c in history] == [(2, 3), (3, 4)]
+    assert [c.to_version for c in mlflow_sqlite_backend.alias_history(name, "prod")] == [1]
+    client = MlflowClient(registry_uri=mlflow_sqlite_backend.registry_uri)
+    tags = client.get_prompt(name).tags
+    kept = [k for k in tags if k.startswith("promptregistry.alias_history.production.")]
+    assert len(kept) == 2
+    client.set_prompt_tag(name, kept[0], "{not json")
+    with pytest.raises(InvalidPrompt, match="unreadable"):
+        mlflow_sqlite_backend.alias_history(name, "production")
+
+
 def test_name_taken_by_a_model_is_refused(
     mlflow_sqlite_backend: MlflowPromptBackend, name: str, make_spec: SpecMaker
 ) -> None:
