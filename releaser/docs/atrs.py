@@ -6,7 +6,9 @@ decision-making process; tool specification with model and data
 specifications; risks, mitigations and impact assessments). releaser fills
 the fields it knows from the release state and ``releaser.yaml`` and names
 its source; every other field stays empty and is listed as a gap for the
-team to complete. Nothing is inferred beyond the recorded facts.
+team to complete. Nothing is inferred beyond the recorded facts. The ``ref``
+numbers order the fields within this record; they are not the template's own
+cell references, so the record tells readers to copy values by field name.
 """
 
 from __future__ import annotations
