@@ -7,17 +7,19 @@ whichever backend ran it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from releaser.core.audit import EventDraft
+from releaser.core.audit import EventDraft, RawEvent, chain_hash
 from releaser.core.canonical import canonical_json
 from releaser.errors import BadInput, StateConflict
 from releaser.store.base import Write
 
 __all__ = [
     "PreparedWrite",
+    "append_event",
+    "apply_writes",
     "conflict_error",
     "encode_event",
     "prepare_writes",
@@ -92,3 +94,59 @@ def conflict_error(kind: str, key: str, expected: int, actual: int | None) -> St
         hint="someone else committed first and nothing was written; "
         "re-read the current state and retry if the change still applies",
     )
+
+
+class _Cursor(Protocol):
+    """What both DB-API cursors give back from ``execute`` (sqlite3 and psycopg 3)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+
+Execute = Callable[[str, tuple[Any, ...]], _Cursor]
+"""``execute(sql, params)`` inside the backend's open transaction."""
+
+
+def apply_writes(
+    execute: Execute, writes: Sequence[PreparedWrite], at: str, *, ph: str, json_value: str
+) -> None:
+    """Apply each compare-and-swap write; StateConflict (naming both versions) for a loser.
+
+    ``ph`` is the backend's placeholder and ``json_value`` the SQL for a JSON value
+    parameter (``?``, or ``%s::jsonb``). The caller rolls the transaction back on error.
+    """
+    insert = (
+        "INSERT INTO records (kind, key, version, value, updated_at) "
+        f"VALUES ({ph}, {ph}, 1, {json_value}, {ph}) ON CONFLICT (kind, key) DO NOTHING"
+    )
+    update = (
+        f"UPDATE records SET version = version + 1, value = {json_value}, updated_at = {ph} "
+        f"WHERE kind = {ph} AND key = {ph} AND version = {ph}"
+    )
+    current = f"SELECT version FROM records WHERE kind = {ph} AND key = {ph}"
+    for w in writes:
+        if w.expected_version == 0:
+            cur = execute(insert, (w.kind, w.key, w.value_json, at))
+        else:
+            cur = execute(update, (w.value_json, at, w.kind, w.key, w.expected_version))
+        if cur.rowcount != 1:
+            row = execute(current, (w.kind, w.key)).fetchone()
+            actual = None if row is None else int(row[0])
+            raise conflict_error(w.kind, w.key, w.expected_version, actual)
+
+
+def append_event(
+    execute: Execute, head: tuple[Any, Any], payload: str, subject: str, *, ph: str
+) -> RawEvent:
+    """Chain ``payload`` after ``head`` (seq, hash), insert it and move the head."""
+    seq, prev = int(head[0]) + 1, str(head[1])
+    raw = RawEvent(seq, prev, chain_hash(seq, prev, payload), payload)
+    execute(
+        "INSERT INTO audit_events (seq, prev_hash, hash, payload, subject) "
+        f"VALUES ({ph}, {ph}, {ph}, {ph}, {ph})",
+        (raw.seq, raw.prev_hash, raw.hash, raw.payload, subject),
+    )
+    execute(f"UPDATE audit_head SET seq = {ph}, hash = {ph} WHERE id = 1", (raw.seq, raw.hash))
+    return raw

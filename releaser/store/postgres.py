@@ -29,11 +29,11 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from releaser.core.audit import AuditEvent, EventDraft, RawEvent, chain_hash
+from releaser.core.audit import AuditEvent, EventDraft
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import BadInput, ExternalUnavailable, ReleaserError
 from releaser.store._reads import AuditReads
-from releaser.store._writes import conflict_error, encode_event, prepare_writes
+from releaser.store._writes import append_event, apply_writes, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
     BATCH_ID_RETENTION_S,
@@ -143,37 +143,8 @@ class PostgresStore(AuditReads):
                     f"the state store {self._url} has no audit head row",
                     hint="the schema was altered by hand; restore it from a backup",
                 )
-            for w in prepared:
-                if w.expected_version == 0:
-                    cur.execute(
-                        "INSERT INTO records (kind, key, version, value, updated_at) "
-                        "VALUES (%s, %s, 1, %s::jsonb, %s) ON CONFLICT (kind, key) DO NOTHING",
-                        (w.kind, w.key, w.value_json, event.at),
-                    )
-                else:
-                    cur.execute(
-                        "UPDATE records SET version = version + 1, value = %s::jsonb, "
-                        "updated_at = %s WHERE kind = %s AND key = %s AND version = %s",
-                        (w.value_json, event.at, w.kind, w.key, w.expected_version),
-                    )
-                if cur.rowcount != 1:
-                    cur.execute(
-                        "SELECT version FROM records WHERE kind = %s AND key = %s",
-                        (w.kind, w.key),
-                    )
-                    row = cur.fetchone()
-                    actual = None if row is None else int(row[0])
-                    raise conflict_error(w.kind, w.key, w.expected_version, actual)
-            seq = int(head[0]) + 1
-            raw = RawEvent(seq, str(head[1]), chain_hash(seq, str(head[1]), payload), payload)
-            cur.execute(
-                "INSERT INTO audit_events (seq, prev_hash, hash, payload, subject) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (raw.seq, raw.prev_hash, raw.hash, raw.payload, event.subject),
-            )
-            cur.execute(
-                "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (raw.seq, raw.hash)
-            )
+            apply_writes(cur.execute, prepared, event.at, ph="%s", json_value="%s::jsonb")
+            raw = append_event(cur.execute, head, payload, event.subject, ph="%s")
             # Delivered to listeners only when (and if) the transaction commits.
             # The channel is shared by every schema in the database: the payload names ours.
             cur.execute(

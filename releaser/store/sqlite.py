@@ -24,11 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from releaser.core.audit import AuditEvent, EventDraft, RawEvent, chain_hash
+from releaser.core.audit import AuditEvent, EventDraft
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import ExternalUnavailable, ReleaserError
 from releaser.store._reads import AuditReads
-from releaser.store._writes import conflict_error, encode_event, prepare_writes
+from releaser.store._writes import append_event, apply_writes, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
     BATCH_ID_RETENTION_S,
@@ -134,37 +134,9 @@ class SqliteStore(AuditReads):
         prepared = prepare_writes(writes)
         payload = encode_event(event)
         with self._immediate() as conn:
-            for w in prepared:
-                if w.expected_version == 0:
-                    cur = conn.execute(
-                        "INSERT INTO records (kind, key, version, value, updated_at) "
-                        "VALUES (?, ?, 1, ?, ?) ON CONFLICT (kind, key) DO NOTHING",
-                        (w.kind, w.key, w.value_json, event.at),
-                    )
-                else:
-                    cur = conn.execute(
-                        "UPDATE records SET version = version + 1, value = ?, "
-                        "updated_at = ? WHERE kind = ? AND key = ? AND version = ?",
-                        (w.value_json, event.at, w.kind, w.key, w.expected_version),
-                    )
-                if cur.rowcount != 1:
-                    row = conn.execute(
-                        "SELECT version FROM records WHERE kind = ? AND key = ?", (w.kind, w.key)
-                    ).fetchone()
-                    actual = None if row is None else int(row[0])
-                    raise conflict_error(w.kind, w.key, w.expected_version, actual)
-            head_seq, head_hash = conn.execute(
-                "SELECT seq, hash FROM audit_head WHERE id = 1"
-            ).fetchone()
-            raw = _next_event(int(head_seq), str(head_hash), payload)
-            conn.execute(
-                "INSERT INTO audit_events (seq, prev_hash, hash, payload, subject) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (raw.seq, raw.prev_hash, raw.hash, raw.payload, event.subject),
-            )
-            conn.execute(
-                "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (raw.seq, raw.hash)
-            )
+            apply_writes(conn.execute, prepared, event.at, ph="?", json_value="?")
+            head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            raw = append_event(conn.execute, head, payload, event.subject, ph="?")
         return AuditEvent.from_raw(raw)
 
     def wait_for_change(self, last_token: int, timeout_s: float) -> int:
@@ -374,8 +346,3 @@ def _stored_threshold(conn: sqlite3.Connection, p: PreparedMetric) -> float | No
         (p.rollout_id, p.step, p.variant),
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
-
-
-def _next_event(head_seq: int, head_hash: str, payload: str) -> RawEvent:
-    seq = head_seq + 1
-    return RawEvent(seq, head_hash, chain_hash(seq, head_hash, payload), payload)
