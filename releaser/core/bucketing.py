@@ -166,7 +166,8 @@ class AttributeRule:
         elif not isinstance(value, str):
             raise BadInput(f"rule on {self.attribute!r}: {op!r} needs a single string")
         elif op == "equals":
-            test = value.__eq__
+            # Not value.__eq__: that answers NotImplemented (truthy) for a non-str value.
+            test = frozenset((value,)).__contains__
         elif op == "ends_with":
             # A C-level callable: a Python closure would cost a frame on every request.
             test = re.compile(re.escape(value) + r"\Z").search
@@ -295,8 +296,7 @@ def in_cohort(
     threshold = cohort.threshold
     if threshold == 0:
         return False
-    if threshold == BUCKETS:
-        return True
+    # No shortcut at 100%: an id with no UTF-8 form is refused at every percentage.
     return bucket(seed, unit_id) < threshold
 
 
@@ -341,8 +341,7 @@ def cohort_matcher(
                         return True
         if threshold == 0:
             return False
-        if threshold == BUCKETS:
-            return True
+        # No shortcut at 100%: an id with no UTF-8 form is refused at every percentage.
         try:
             data = unit_id.encode("utf-8")
         except (AttributeError, UnicodeEncodeError):

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from xxhash import xxh64_intdigest
 
-from releaser.core.bucketing import BUCKETS, GroupRule, bucketer
+from releaser.core.bucketing import BUCKETS, bucketer, cohort_matcher
 from releaser.core.routing import ROUTE_KIND, ServiceRoute
 from releaser.errors import BadInput, ReleaserError
 from releaser.store.base import Record, Store
@@ -110,56 +110,31 @@ def _percent_only(
 
 
 def _with_groups(
-    prefix: bytes,
-    threshold: int,
-    groups: tuple[GroupRule, ...],
+    matches: Callable[[str, Mapping[str, str]], bool],
     baseline: Assignment,
     candidate: Assignment,
 ) -> Decide:
-    hash64 = xxh64_intdigest
-    buckets = BUCKETS
-    allow: frozenset[str] = frozenset().union(*(g.allow for g in groups))
-    # (all rules must hold?, ((attribute, test), ...)) for each group that has rules
-    rule_groups = tuple(
-        (g.rules_match == "all", tuple((r.attribute, r.test) for r in g.rules))
-        for g in groups
-        if g.rules
-    )
-
-    def in_rule_groups(attributes: Mapping[str, str]) -> bool:
-        try:
-            for match_all, tests in rule_groups:
-                if match_all:
-                    for attribute, test in tests:
-                        actual = attributes.get(attribute)
-                        if actual is None or not test(actual):
-                            break
-                    else:
-                        return True
-                else:
-                    for attribute, test in tests:
-                        actual = attributes.get(attribute)
-                        if actual is not None and test(actual):
-                            return True
-        except Exception:
-            # Malformed attributes (a non-str value, a non-mapping) match no group; the
-            # unit keeps its bucket, so it stays sticky.
-            return False
-        return False
+    """Decide with the core's cohort matcher (groups first, then the bucket); never raise."""
 
     def decide(unit_id: Any, attributes: Mapping[str, str] | None = None) -> Assignment:
         if not isinstance(unit_id, str) or not unit_id:
             return baseline
-        if unit_id in allow or (attributes and rule_groups and in_rule_groups(attributes)):
-            return candidate
         try:
-            if hash64(prefix + unit_id.encode()) % buckets < threshold:
-                return candidate
-        except UnicodeEncodeError:  # a lone surrogate: not a usable id
+            return candidate if matches(unit_id, attributes or _NO_ATTRIBUTES) else baseline
+        except Exception:
             pass
-        return baseline
+        # Malformed attributes (not a mapping, a value no rule can test) match no group:
+        # the unit keeps its bucket, so it stays sticky. An id that cannot be hashed
+        # (a lone surrogate) gets the baseline.
+        try:
+            return candidate if matches(unit_id, _NO_ATTRIBUTES) else baseline
+        except Exception:
+            return baseline
 
     return decide
+
+
+_NO_ATTRIBUTES: Mapping[str, str] = {}
 
 
 def _seed_prefix(seed: int) -> bytes:
@@ -185,13 +160,13 @@ def compile_route(route: ServiceRoute, record_version: int = 0) -> CompiledRoute
             f"the route of {service!r} names undefined groups: {', '.join(missing)}",
             hint=f"the rollout writer must copy every group definition (defined: {known})",
         )
-    # Sorted so the compiled form does not depend on set order.
-    groups = tuple(route.group_defs[name].compile() for name in sorted(cohort.groups))
+    groups = {name: route.group_defs[name].compile() for name in cohort.groups}
     prefix = _seed_prefix(route.seed)
     threshold = cohort.threshold
     decide: Decide
-    if any(g.allow or g.rules for g in groups):
-        decide = _with_groups(prefix, threshold, groups, baseline, candidate)
+    if any(g.allow or g.rules for g in groups.values()):
+        matches = cohort_matcher(cohort, route.seed, groups)
+        decide = _with_groups(matches, baseline, candidate)
     elif threshold == 0:
         decide = _constant(baseline)
     else:

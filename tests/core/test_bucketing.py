@@ -158,6 +158,10 @@ def test_rule_operators() -> None:
     assert not AttributeRule("region", "matches", r"^west").applies_to(attrs)
     assert AttributeRule("email", "ends_with", "@example.org").applies_to(attrs)
     assert not AttributeRule("email", "ends_with", "@example.com").applies_to(attrs)
+    # A value that is not a string never equals one (str.__eq__ would say NotImplemented,
+    # which is truthy).
+    assert not AttributeRule("plan", "equals", "pro").applies_to({"plan": 5})  # type: ignore[dict-item]
+    assert not AttributeRule("plan", "equals", "5").applies_to({"plan": 5})  # type: ignore[dict-item]
     # ends_with is literal: regex characters in the suffix mean themselves.
     assert not AttributeRule("x", "ends_with", "a.b").applies_to({"x": "zaxb"})
     assert not AttributeRule("x", "ends_with", ".org").applies_to({"x": "a.org\n"})

@@ -100,6 +100,26 @@ def test_groups_come_first_whatever_the_bucket(
         assert {router.assign("svc", u).variant for u in outside} == {"baseline"}
 
 
+def test_malformed_attributes_match_no_group_and_keep_the_bucket(
+    sqlite_backend: StoreBackend, sqlite_store: Store
+) -> None:
+    groups = {
+        "pro": GroupDef(rules=[("plan", "equals", "5")]),
+        "staff": GroupDef(rules=[("email", "ends_with", "@example.org")]),
+    }
+    put_route(sqlite_store, rollout_route(percent=25, groups=groups))
+    inside = [u for u in IDS[:400] if bucket(SEED, u) < 2500]
+    outside = [u for u in IDS[:400] if bucket(SEED, u) >= 2500]
+    malformed: list[object] = [{"plan": 5}, {"email": 7}, ["email"], "plan=5", {"plan": ["5"]}]
+    with Router(sqlite_backend.url) as router:
+        assert router.assign("svc", outside[0], {"plan": "5"}).variant == "candidate"
+        for attributes in malformed:
+            got = {router.assign("svc", u, attributes).variant for u in outside}  # type: ignore[arg-type]
+            assert got == {"baseline"}, attributes
+            got = {router.assign("svc", u, attributes).variant for u in inside}  # type: ignore[arg-type]
+            assert got == {"candidate"}, attributes
+
+
 def test_missing_unit_id_gets_the_baseline(
     sqlite_backend: StoreBackend, sqlite_store: Store
 ) -> None:
