@@ -128,13 +128,44 @@ def _num(v: float | None) -> str:
 
 
 @app.command("advance")
-def advance(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) -> None:
+def advance(
+    ctx: typer.Context,
+    service: ServiceArg,
+    if_live: Annotated[
+        bool,
+        typer.Option(
+            "--if-live",
+            help="With no rollout in progress, report 'idle' and exit 0 instead of failing "
+            "(for a CI schedule that runs whether or not a rollout is live).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Analyse live metrics and take at most one step (safe from a CI cron)."""
-    from releaser.api.rollouts import advance_rollout
+    from releaser.api.rollouts import advance_rollout, service_state
     from releaser.cli.github import append_step_summary, set_outputs
     from releaser.cli.output import emit_json, say
 
-    res = advance_rollout(state(ctx).workspace(), service)
+    ws = state(ctx).workspace()
+    if if_live:
+        ws.config.service(service)  # an unknown service is still an error
+        if service_state(ws, service).active_rollout is None:
+            why = f"{service} has no rollout in progress"
+            set_outputs({"decision": "idle", "rollout_id": "", "status": "idle"})
+            append_step_summary(f"### releaser rollout advance: {service}\n\n**idle**: {why}")
+            if as_json:
+                emit_json(
+                    {
+                        "decision": {"action": "idle", "reasons": [why]},
+                        "rollout": None,
+                        "transitioned": False,
+                        "side_effects": [],
+                    }
+                )
+            else:
+                say(f"idle: {why}")
+            return
+    res = advance_rollout(ws, service)
     d, r = res.decision, res.rollout
     set_outputs({"decision": d.action, "rollout_id": r.id, "status": r.status})
     append_step_summary(

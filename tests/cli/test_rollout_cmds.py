@@ -64,6 +64,22 @@ def test_rollout_lifecycle_through_the_cli(release_ws: ExampleWorkspace, cli, tm
     assert res.code == 0 and "aborted" in res.out
     res = cli("rollout", "advance", "case-triage")
     assert res.code == 2 and "no rollout in progress" in res.err
+    # What the scheduled workflow runs: nothing live is not a failure, and nothing moves.
+    before = cli("audit", "log", "--json").out
+    res = subprocess.run(
+        [str(_releaser()), "rollout", "advance", "case-triage", "--if-live"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**_env(), "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)},
+    )
+    assert res.returncode == 0 and "idle: case-triage has no rollout in progress" in res.stdout
+    assert out.read_text().splitlines()[-3:] == ["decision=idle", "rollout_id=", "status=idle"]
+    res = cli("rollout", "advance", "case-triage", "--if-live", "--json")
+    assert res.code == 0 and json.loads(res.out)["decision"]["action"] == "idle"
+    assert cli("audit", "log", "--json").out == before
+    res = cli("rollout", "advance", "case-triag", "--if-live")
+    assert res.code == 2 and "did you mean" in res.err
     res = cli("rollout", "status", "case-triage", "--json")
     assert json.loads(res.out)["stable"] == r1_id
     assert cli("audit", "verify").code == 0
