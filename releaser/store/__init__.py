@@ -43,6 +43,9 @@ def default_store_url(root: Path) -> str:
 def open_store(url: str) -> Store:
     """Open (creating or migrating as needed) the store at ``url``.
 
+    A new sqlite file is created only in an existing folder, or in a folder named
+    ``.releaser`` (the default location), which is created too.
+
     ``url`` is ``sqlite:///abs/path/state.db``, a plain file path (sqlite),
     ``postgresql://...`` / ``postgres://...`` or a libpq key/value DSN.
     Raises :class:`~releaser.errors.BadInput` for an unknown form and
@@ -76,4 +79,13 @@ def _sqlite_path(url: str) -> Path:
 def _open_sqlite(path: Path) -> Store:
     from releaser.store.sqlite import SqliteStore
 
+    # A new store is created in an existing folder (or the default .releaser/ folder),
+    # so a mistyped --store or RELEASER_STORE fails here instead of starting an empty
+    # store somewhere unexpected, where "nothing to roll back" would be the answer.
+    if not path.parent.exists() and path.parent.name != ".releaser":
+        raise BadInput(
+            f"the folder of the sqlite store {path} does not exist",
+            hint="check --store / RELEASER_STORE / 'store:' in releaser.yaml, "
+            "or create the folder first",
+        )
     return SqliteStore(path)

@@ -45,6 +45,7 @@ class TestSqliteUrls:
         "form", ["sqlite://{p}", "sqlite:///{p}", "{p}"], ids=["three", "four", "plain"]
     )
     def test_url_forms_name_the_same_file(self, tmp_path: Path, form: str) -> None:
+        (tmp_path / "deep").mkdir()
         path = (tmp_path / "deep" / "state.db").as_posix()
         first = open_store(f"sqlite://{path}")
         first.commit([Write("release", "r", {}, 0)], draft())
@@ -59,6 +60,7 @@ class TestSqliteUrls:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.chdir(tmp_path)
+        (tmp_path / "sub").mkdir()
         store = open_store("sub/state.db")
         store.close()
         assert store.url == f"sqlite://{(tmp_path / 'sub' / 'state.db').resolve().as_posix()}"
@@ -70,6 +72,15 @@ class TestSqliteUrls:
         with pytest.raises(BadInput) as info:
             open_store(url)
         assert info.value.hint and "sqlite:///" in info.value.hint
+
+    @pytest.mark.parametrize("form", ["sqlite://{p}", "{p}"])
+    def test_a_missing_folder_is_refused_not_created(self, tmp_path: Path, form: str) -> None:
+        # A mistyped --store must not start an empty store that answers "nothing there".
+        path = (tmp_path / "typo" / "state.db").as_posix()
+        with pytest.raises(BadInput, match="does not exist") as info:
+            open_store(form.format(p=path))
+        assert info.value.hint and "RELEASER_STORE" in info.value.hint
+        assert list(tmp_path.iterdir()) == []
 
     def test_directory_that_cannot_exist(self, tmp_path: Path) -> None:
         blocker = tmp_path / "file"
