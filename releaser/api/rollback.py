@@ -123,8 +123,10 @@ def plan_rollback(ws: Workspace, service: str, *, to: str | None = None) -> Roll
         )
     if state.stable is None:
         raise NotFound(
-            f"{service} has no stable release, so there is nothing to roll back",
-            hint=f"'releaser rollout status {service}' shows its state",
+            f"{service} has no stable release in the state store {ws.store.url}, "
+            "so there is nothing to roll back",
+            hint="if your team shares a store, set RELEASER_STORE (or --store) to it; "
+            f"'releaser rollout status {service}' shows the state",
         )
     last = state.last_rollback or {}
     if target is None:

@@ -141,8 +141,9 @@ def _active(ws: Workspace, service: str) -> tuple[ServiceState, int, ro.Rollout,
     state, version = _state_record(ws, service)
     if state.active_rollout is None:
         raise NotFound(
-            f"{service} has no rollout in progress",
-            hint=f"start one with 'releaser rollout start {service} --release ID'",
+            f"{service} has no rollout in progress (state store {ws.store.url})",
+            hint=f"start one with 'releaser rollout start {service} --release ID'; "
+            "if your team shares a store, set RELEASER_STORE (or --store) to it",
         )
     rollout, rec = _rollout_record(ws, state.active_rollout)
     return state, version, rollout, rec

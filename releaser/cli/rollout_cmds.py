@@ -90,7 +90,7 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
         return
     say(f"{service}: stable release {rep.state.stable or '(none)'}")
     if rep.rollout is None:
-        say("no rollout yet")
+        say(f"no rollout yet (state store {state(ctx).workspace().store.url})")
         return
     if rep.baseline is None:
         say(f"last rollout {rep.rollout.id}: {rep.rollout.status}")

@@ -164,6 +164,11 @@ def test_irreversible_release_refuses_without_force_and_ci_needs_yes(
     release_ws: ExampleWorkspace, cli
 ) -> None:
     root = release_ws.root
+    # Nothing released yet (or, at 3 a.m., the wrong store): the message names the store.
+    res = cli("rollback", SERVICE, "--reason", "x", "--yes", cwd=root)
+    store = open_workspace(root).store_url
+    assert res.code == 2 and "nothing to roll back" in res.err and store in res.err
+    assert "RELEASER_STORE" in res.err
     r1, _r2 = _two_releases(root, cli, irreversible=True)
     res = cli("rollback", SERVICE, "--reason", "x")
     assert res.code == 2 and "--yes" in res.err  # no terminal in tests
