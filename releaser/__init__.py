@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from releaser.api.rollout_status import rollout_status
     from releaser.api.rollouts import (
         abort_rollout,
+        advance_if_live,
         advance_rollout,
         pause_rollout,
         promote_rollout,
@@ -80,6 +81,7 @@ __all__ = [
     "__version__",
     "abort_rollout",
     "advance_phase",
+    "advance_if_live",
     "advance_rollout",
     "approvals",
     "approve",
@@ -151,6 +153,7 @@ _WHERE = {
     "Assignment": "releaser.router",
     "Router": "releaser.router",
     "abort_rollout": "releaser.api.rollouts",
+    "advance_if_live": "releaser.api.rollouts",
     "advance_rollout": "releaser.api.rollouts",
     "pause_rollout": "releaser.api.rollouts",
     "promote_rollout": "releaser.api.rollouts",

@@ -367,6 +367,18 @@ def start_rollout(
     return TransitionResult(rollout, targets)
 
 
+def advance_if_live(ws: Workspace, service: str, *, now: str | None = None) -> AdvanceResult | None:
+    """:func:`advance_rollout` when a rollout is in progress; None (nothing done) otherwise.
+
+    For schedules that run whether or not a rollout is live: an idle service is
+    not an error. An unknown service still is.
+    """
+    ws.config.service(service)
+    if service_state(ws, service).active_rollout is None:
+        return None
+    return advance_rollout(ws, service, now=now)
+
+
 def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> AdvanceResult:
     """Analyse the live metrics and take at most one step: advance, promote, roll back or hold.
 

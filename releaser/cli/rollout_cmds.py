@@ -142,30 +142,15 @@ def advance(
     as_json: JsonOpt = False,
 ) -> None:
     """Analyse live metrics and take at most one step (safe from a CI cron)."""
-    from releaser.api.rollouts import advance_rollout, service_state
+    from releaser.api.rollouts import advance_if_live, advance_rollout
     from releaser.cli.github import append_step_summary, set_outputs
     from releaser.cli.output import emit_json, say
 
     ws = state(ctx).workspace()
-    if if_live:
-        ws.config.service(service)  # an unknown service is still an error
-        if service_state(ws, service).active_rollout is None:
-            why = f"{service} has no rollout in progress"
-            set_outputs({"decision": "idle", "rollout_id": "", "status": "idle"})
-            append_step_summary(f"### releaser rollout advance: {service}\n\n**idle**: {why}")
-            if as_json:
-                emit_json(
-                    {
-                        "decision": {"action": "idle", "reasons": [why]},
-                        "rollout": None,
-                        "transitioned": False,
-                        "side_effects": [],
-                    }
-                )
-            else:
-                say(f"idle: {why}")
-            return
-    res = advance_rollout(ws, service)
+    res = advance_if_live(ws, service) if if_live else advance_rollout(ws, service)
+    if res is None:  # --if-live and nothing is live: nothing was written
+        _idle(service, as_json)
+        return
     d, r = res.decision, res.rollout
     set_outputs({"decision": d.action, "rollout_id": r.id, "status": r.status})
     append_step_summary(
@@ -186,6 +171,20 @@ def advance(
     for reason in d.reasons:
         say(f"  {reason}")
     _effects(res.side_effects)
+
+
+def _idle(service: str, as_json: bool) -> None:
+    from releaser.cli.github import append_step_summary, set_outputs
+    from releaser.cli.output import emit_json, say
+
+    why = f"{service} has no rollout in progress"
+    set_outputs({"decision": "idle", "rollout_id": "", "status": "idle"})
+    append_step_summary(f"### releaser rollout advance: {service}\n\n**idle**: {why}")
+    if as_json:
+        idle = {"action": "idle", "reasons": [why]}
+        emit_json({"decision": idle, "rollout": None, "transitioned": False, "side_effects": []})
+    else:
+        say(f"idle: {why}")
 
 
 @app.command("pause")
