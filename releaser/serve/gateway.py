@@ -70,7 +70,9 @@ class GatewaySettings:
     """Unit attribute -> request header (for the rollout's group rules)."""
     timeout_s: float = 30.0
     connect_timeout_s: float = 2.0
-    max_connections: int = 200
+    max_idle_connections: int = 200
+    """Keep-alive connections kept open per upstream between requests (not a cap on
+    concurrent requests: each request in flight has its own connection)."""
     health_path: str = "/healthz"
     metrics_path: str = "/metrics"
 
@@ -162,7 +164,7 @@ class Gateway:
             self._client = UpstreamClient(
                 connect_timeout_s=s.connect_timeout_s,
                 read_timeout_s=s.timeout_s,
-                max_idle_per_origin=s.max_connections,
+                max_idle_per_origin=s.max_idle_connections,
             )
         return self._client
 
