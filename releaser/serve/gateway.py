@@ -47,7 +47,6 @@ MAX_UNIT_ID_LENGTH = 256
 _HOP_BY_HOP = frozenset(
     {
         b"connection",
-        b"content-length",  # the upstream client sets it for the body it sends
         b"keep-alive",
         b"proxy-authenticate",
         b"proxy-authorization",
@@ -58,6 +57,9 @@ _HOP_BY_HOP = frozenset(
         b"host",
     }
 )
+# Requests also lose Content-Length: the upstream client sets it for the body it sends.
+# Responses keep it (the body is passed through unchanged), so they are not re-chunked.
+_NOT_FORWARDED_UP = _HOP_BY_HOP | {b"content-length"}
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ class Gateway:
                 if attributes is None:
                     attributes = {}
                 attributes[wanted[name]] = value.decode("latin-1")
-            if name not in _HOP_BY_HOP and not name.startswith(b"x-releaser-"):
+            if name not in _NOT_FORWARDED_UP and not name.startswith(b"x-releaser-"):
                 forward.append((name, value))  # a client cannot name its own release
         if unit_raw is None and cookie_raw is not None and self._cookie is not None:
             unit_raw = _cookie(cookie_raw, self._cookie)

@@ -227,3 +227,15 @@ def test_a_request_body_reaches_the_upstream_with_one_content_length(
     assert r.json()["echo"] == '{"text": "bins not collected"}'
     # A duplicated Content-Length is a request smuggling risk many servers reject with 400.
     assert base.last_content_lengths == ["30"]
+
+
+def test_responses_keep_the_upstreams_content_length(
+    gateway: tuple[Gateway, RunningGateway], upstreams: tuple[Upstream, Upstream]
+) -> None:
+    # Passed through unchanged, a sized body stays sized: not re-chunked by the gateway.
+    _, running = gateway
+    with httpx.Client(base_url=running.url) as client:
+        r = client.post("/predict", content=b"abc")
+    assert r.status_code == 200
+    assert r.headers.get("content-length") == str(len(r.content))
+    assert "transfer-encoding" not in r.headers
