@@ -132,6 +132,9 @@ class Gateway:
         self._no_route_warned = False
         stable = Assignment(service, None, "stable")
         self._no_route = stable
+        # The snapshot version that had no route for the service: until the snapshot
+        # changes, requests skip the router's look-up (and its NotFound).
+        self._no_route_at: int | None = None
 
     # -- ASGI -----------------------------------------------------------------------
 
@@ -199,9 +202,13 @@ class Gateway:
     # -- the proxy ----------------------------------------------------------------------
 
     def _assign(self, unit: str | None, attributes: dict[str, str] | None) -> Assignment:
+        if self._no_route_at is not None and self._no_route_at == self.router.snapshot_version:
+            return self._no_route
+        version = self.router.snapshot_version
         try:
             return self.router.assign(self.service, unit, attributes)
         except NotFound:
+            self._no_route_at = version
             if not self._no_route_warned:
                 self._no_route_warned = True
                 logger.warning(

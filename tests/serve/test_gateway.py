@@ -185,16 +185,25 @@ def test_healthz_and_metrics(gateway: tuple[Gateway, RunningGateway], router: Ro
     assert "releaser_gateway_store_reachable" in text
 
 
-def test_no_route_yet_proxies_to_the_baseline(
-    store_url: str, upstreams: tuple[Upstream, Upstream], serve_app: Any
+def test_no_route_yet_proxies_to_the_baseline_until_the_first_rollout(
+    store: Store, store_url: str, upstreams: tuple[Upstream, Upstream], serve_app: Any
 ) -> None:
     base, cand = upstreams
-    with Router(store_url) as router:
+    with Router(store_url, refresh_interval_ms=10) as router:
         running = serve_app(Gateway("unrolled", router, StaticUpstreams(base.url, cand.url)))
-        r = httpx.get(running.url + "/", headers={"X-User-Id": "u"})
-    assert r.status_code == 200 and r.json()["upstream"] == "baseline"
-    assert r.headers["x-releaser-variant"] == "stable"
-    assert "x-releaser-release" not in r.headers  # no release before the first rollout
+        for _ in range(3):
+            r = httpx.get(running.url + "/", headers={"X-User-Id": "u"})
+            assert r.status_code == 200 and r.json()["upstream"] == "baseline"
+            assert r.headers["x-releaser-variant"] == "stable"
+            assert "x-releaser-release" not in r.headers  # no release before the first rollout
+        # The first rollout reaches the gateway without a restart.
+        put_route(store, rollout_route("unrolled", percent=100.0))
+
+        def routed() -> bool:
+            got = httpx.get(running.url + "/", headers={"X-User-Id": "u"})
+            return got.headers.get("x-releaser-variant") == "candidate"
+
+        assert wait_until(routed)
 
 
 def test_store_unreachable_keeps_serving_the_last_snapshot_and_says_so(
