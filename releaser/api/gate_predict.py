@@ -176,12 +176,17 @@ def _run_model(
     latency: list[float | None] = [None] * n
     errors: list[str] = []
     cols = suite.input_columns
+    # One table for all rows, sliced per batch (cheaper than a new table per batch).
+    table = pd.DataFrame({c: [r[c] for r in golden.rows] for c in cols})
     for start in range(0, n, BATCH):
         chunk = golden.rows[start : start + BATCH]
-        frame = pd.DataFrame({c: [r[c] for r in chunk] for c in cols})
+        frame = table.iloc[start : start + BATCH]
         began = time.perf_counter()
         try:
-            out = list(model.predict(frame))
+            raw = model.predict(frame)
+            # numpy and pandas results convert to plain Python values in one C call
+            tolist = getattr(raw, "tolist", None)
+            out = tolist() if callable(tolist) else list(raw)
             if len(out) != len(chunk):
                 raise ValueError(f"predict returned {len(out)} values for {len(chunk)} rows")
         except Exception:  # noqa: BLE001 - retried row by row to find the rows that fail
