@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from releaser.errors import ConfigError
+
 if TYPE_CHECKING:
     from releaser.api.rollouts import SideEffect
     from releaser.api.workspace import Workspace
@@ -106,7 +108,16 @@ def apply_targets(ws: Workspace, change: TrafficChange) -> list[SideEffect]:
     from releaser.api.rollouts import SideEffect
 
     effects: list[SideEffect] = []
-    for target in configured_targets(ws, change.service):
+    try:
+        targets = configured_targets(ws, change.service)
+    except ConfigError as exc:
+        # Only a rollback gets here with a broken releaser.yaml (traffic has moved):
+        # the targets wait until the file is fixed.
+        first = exc.problems[0].render() if exc.problems else exc.message
+        detail = f"releaser.yaml is invalid, so deploy targets were not updated: {first}"
+        retry = f"fix releaser.yaml, then 'releaser rollback {change.service} --resume'"
+        return [SideEffect("deploy targets", "failed", detail, retry)]
+    for target in targets:
         try:
             effects.append(target.apply(change))
         except Exception as exc:  # noqa: BLE001 - a target must not undo a committed change

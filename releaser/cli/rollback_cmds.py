@@ -43,7 +43,9 @@ def rollback(
     from releaser.cli.output import emit_json, say, warn
     from releaser.errors import BadInput
 
-    ws = state(ctx).workspace()
+    # Only the workspace-wide keys must validate: a broken releaser.yaml must not stand
+    # between operations and a rollback (targets that need the file are left pending).
+    ws = state(ctx).workspace(settings_only=True)
     if resume and not reason:
         reason = "resume side effects"
     if not reason.strip():

@@ -225,3 +225,41 @@ def test_drill_rehearses_on_a_copy_times_the_revert_and_leaves_the_service_alone
     assert cli("audit", "verify").code == 0
     res = cli("drill", SERVICE)
     assert res.code == 0 and "time-to-revert" in res.out and "not rehearsed" in res.out
+
+
+def test_a_broken_releaser_yaml_does_not_block_the_rollback(
+    release_ws: ExampleWorkspace, cli
+) -> None:
+    root = release_ws.root
+    r1, r2 = _two_releases(root, cli)
+    ws = open_workspace(root)
+    promote_rollout(ws, SERVICE, reason="ship")
+    ws.close()
+    cfg = root / "releaser.yaml"
+    good = cfg.read_text()
+    cfg.write_text(good + "servces: {}\n")  # a bad merge at 3 a.m.
+    assert cli("validate").code == 2
+    res = cli("rollback", "no-such-service", "--reason", "x", "--yes")
+    assert res.code == 2 and "servces" in res.err  # the store does not know it: the file speaks
+
+    res = cli("rollback", SERVICE, "--reason", "bad release", "--yes")
+    assert res.code == 0, res.err
+    assert "traffic switched" in res.out and r1 in res.out
+    assert "deploy targets: PENDING" in res.err and "releaser.yaml is invalid" in res.err
+    ws = open_workspace(root, settings_only=True)
+    try:
+        st = service_state(ws, SERVICE)
+        assert st.stable == r1 and st.pending_effects == ["deploy targets"]
+        assert ws.models.get_alias("case-triage", "production") == 1  # needs no config
+    finally:
+        ws.close()
+
+    cfg.write_text(good)
+    res = cli("rollback", SERVICE, "--resume", "--yes")
+    assert res.code == 0 and "PENDING" not in res.err, res.err
+    ws = open_workspace(root)
+    try:
+        assert service_state(ws, SERVICE).pending_effects == []
+    finally:
+        ws.close()
+    assert cli("audit", "verify").code == 0
