@@ -19,6 +19,7 @@ from releaser.api.rollouts import (
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
 from releaser.core.stats_aggregates import VariantStats, latency_bin, latency_bin_bounds
+from releaser.errors import ConfigError
 
 if TYPE_CHECKING:
     # numpy and scipy load with the analysis: only advance and status need them.
@@ -38,14 +39,19 @@ def slow_threshold(ws: Workspace, service: str) -> float | None:
     return lower if lower >= limit else upper
 
 
-def variant_totals(ws: Workspace, rollout: ro.Rollout) -> tuple[VariantStats, VariantStats]:
-    """Cumulative baseline and candidate aggregates since the rollout began."""
+def variant_totals(
+    ws: Workspace, rollout: ro.Rollout, *, slow: bool = True
+) -> tuple[VariantStats, VariantStats]:
+    """Cumulative baseline and candidate aggregates since the rollout began.
+
+    ``slow`` counts the requests over the latency SLO (read from releaser.yaml).
+    """
     per_step = ws.store.read_metrics(rollout.id)
     totals = {"baseline": VariantStats(), "candidate": VariantStats()}
     for (_step, variant), stats in per_step.items():
         if variant in totals:
             totals[variant] = totals[variant].merge(stats)
-    threshold = slow_threshold(ws, rollout.service)
+    threshold = slow_threshold(ws, rollout.service) if slow else None
     if threshold is not None:
         for name, stats in totals.items():
             totals[name] = stats.model_copy(
@@ -91,6 +97,8 @@ class StatusReport:
     candidate: VariantStats | None
     preview: Decision | None
     in_step_s: float | None
+    problems: tuple[str, ...] = ()
+    """Why part of the report is missing (e.g. releaser.yaml does not validate)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``rollout status --json`` shape."""
@@ -115,6 +123,7 @@ class StatusReport:
             "variants": {"baseline": stats(self.baseline), "candidate": stats(self.candidate)},
             "decision_preview": self.preview.model_dump(mode="json") if self.preview else None,
             "time_in_step_s": self.in_step_s,
+            "problems": list(self.problems),
         }
 
 
@@ -129,8 +138,17 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
             last = ro.Rollout.model_validate(rec.value) if rec else None
         return StatusReport(state, last, None, None, None, None)
     rollout, _rec = _rollout_record(ws, state.active_rollout)
-    baseline, candidate = variant_totals(ws, rollout)
-    preview = decide_step(ws, state, rollout, now) if rollout.status == "running" else None
+    problems: tuple[str, ...] = ()
+    try:
+        baseline, candidate = variant_totals(ws, rollout)
+        preview = decide_step(ws, state, rollout, now) if rollout.status == "running" else None
+    except ConfigError as exc:
+        # The stored figures still show; what needs releaser.yaml (the latency SLO for
+        # slow counts, the decision preview) waits until the file validates again.
+        first = exc.problems[0].render() if exc.problems else exc.message
+        problems = (f"releaser.yaml is invalid, so there is no decision preview: {first}",)
+        baseline, candidate = variant_totals(ws, rollout, slow=False)
+        preview = None
     return StatusReport(
-        state, rollout, baseline, candidate, preview, ro.bake_elapsed_s(rollout, now)
+        state, rollout, baseline, candidate, preview, ro.bake_elapsed_s(rollout, now), problems
     )

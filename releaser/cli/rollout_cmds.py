@@ -82,12 +82,15 @@ def start(
 def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) -> None:
     """Per-variant counts, metrics, test statistics and time in step."""
     from releaser.api.rollout_status import rollout_status
-    from releaser.cli.output import emit_json, say, table
+    from releaser.cli.output import emit_json, say, table, warn
 
-    rep = rollout_status(state(ctx).workspace(), service)
+    # Settings only: the stored state shows even while releaser.yaml is broken.
+    rep = rollout_status(state(ctx).workspace(settings_only=True), service)
     if as_json:
         emit_json(rep.to_dict())
         return
+    for problem in rep.problems:
+        warn(problem)
     say(f"{service}: stable release {rep.state.stable or '(none)'}")
     if rep.rollout is None:
         say(f"no rollout yet (state store {state(ctx).workspace().store.url})")

@@ -242,6 +242,10 @@ def test_a_broken_releaser_yaml_does_not_block_the_rollback(
     res = cli("rollback", "no-such-service", "--reason", "x", "--yes")
     assert res.code == 2 and "servces" in res.err  # the store does not know it: the file speaks
 
+    # The state still shows, without what needs the file (the decision preview).
+    res = cli("rollout", "status", SERVICE, "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["stable"] == r2
     res = cli("rollback", SERVICE, "--reason", "bad release", "--yes")
     assert res.code == 0, res.err
     assert "traffic switched" in res.out and r1 in res.out

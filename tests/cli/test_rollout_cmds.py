@@ -52,7 +52,19 @@ def test_rollout_lifecycle_through_the_cli(release_ws: ExampleWorkspace, cli, tm
     status = json.loads(res.out)
     assert status["rollout"]["candidate"] == r2_id
     assert status["variants"]["candidate"]["requests"] == 0
-    assert status["decision_preview"]["action"] == "hold"
+    assert status["decision_preview"]["action"] == "hold" and status["problems"] == []
+    good = cfg.read_text()
+    cfg.write_text(good + "servces: {}\n")  # broken mid-rollout: the stored figures still show
+    res = cli("rollout", "status", "case-triage", "--json")
+    broken = json.loads(res.out)
+    assert res.code == 0 and broken["decision_preview"] is None
+    assert broken["variants"]["candidate"]["requests"] == 0
+    assert (
+        "releaser.yaml is invalid" in broken["problems"][0] and "servces" in broken["problems"][0]
+    )
+    res = cli("rollout", "status", "case-triage")
+    assert res.code == 0 and "releaser.yaml is invalid" in res.err
+    cfg.write_text(good)
 
     assert cli("rollout", "pause", "case-triage", "--reason", "investigating").code == 0
     res = cli("rollout", "advance", "case-triage")
