@@ -11,13 +11,23 @@ from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
 from releaser.core.release import Release
 from releaser.core.routing import ROUTE_KIND, GroupDef, ReleaseArtifacts, ServiceRoute
+from releaser.errors import ConfigError
 from releaser.store.base import Write
 
 __all__ = ["build_route", "route_write"]
 
 
-def _group_defs(ws: Workspace, names: list[str]) -> dict[str, GroupDef]:
-    groups = ws.config.groups
+def _group_defs(ws: Workspace, service: str, names: list[str]) -> dict[str, GroupDef]:
+    try:
+        groups = ws.config.groups
+    except ConfigError:
+        # releaser.yaml is broken: a pause or resume keeps the live step, whose group
+        # definitions the stored route already holds; anything else needs the file.
+        rec = ws.store.get(ROUTE_KIND, service)
+        stored = ServiceRoute.model_validate(rec.value).group_defs if rec else {}
+        if all(name in stored for name in names):
+            return {name: stored[name] for name in names}
+        raise
     return {
         name: GroupDef(allow=list(groups[name].allow), rules=groups[name].rule_triples())
         for name in names
@@ -53,7 +63,7 @@ def build_route(
         seed=rollout.seed,
         percent=step.percent,
         groups=list(step.groups),
-        group_defs=_group_defs(ws, step.groups),
+        group_defs=_group_defs(ws, service, list(step.groups)),
         paused=rollout.status == "paused",
         artifacts=artifacts,
         updated_at=now,

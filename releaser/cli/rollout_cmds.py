@@ -200,7 +200,8 @@ def pause(
     """Hold the live step (traffic stays as it is)."""
     from releaser.api.rollouts import pause_rollout
 
-    _result(pause_rollout(state(ctx).workspace(), service, reason=reason), as_json, "paused")
+    ws = state(ctx).workspace(settings_only=True)  # works while releaser.yaml is broken
+    _result(pause_rollout(ws, service, reason=reason), as_json, "paused")
 
 
 @app.command("resume")
@@ -213,7 +214,8 @@ def resume(
     """Continue a paused rollout."""
     from releaser.api.rollouts import resume_rollout
 
-    _result(resume_rollout(state(ctx).workspace(), service, reason=reason), as_json, "resumed")
+    ws = state(ctx).workspace(settings_only=True)  # works while releaser.yaml is broken
+    _result(resume_rollout(ws, service, reason=reason), as_json, "resumed")
 
 
 @app.command("promote")
@@ -248,4 +250,5 @@ def abort(
     """End the rollout; all traffic returns to the stable release."""
     from releaser.api.rollouts import abort_rollout
 
-    _result(abort_rollout(state(ctx).workspace(), service, reason=reason), as_json, "aborted")
+    ws = state(ctx).workspace(settings_only=True)  # works while releaser.yaml is broken
+    _result(abort_rollout(ws, service, reason=reason), as_json, "aborted")

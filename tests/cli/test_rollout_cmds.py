@@ -64,6 +64,15 @@ def test_rollout_lifecycle_through_the_cli(release_ws: ExampleWorkspace, cli, tm
     )
     res = cli("rollout", "status", "case-triage")
     assert res.code == 0 and "releaser.yaml is invalid" in res.err
+    # Pause and resume keep the step: they need only the stored state (and the group
+    # definitions the live route holds), so they work while the file is broken.
+    route_before = _route(root)
+    assert route_before["group_defs"]  # the first step reaches the 'staff' group
+    res = cli("rollout", "pause", "case-triage", "--reason", "config broken, holding")
+    assert res.code == 0, res.err
+    assert _route(root)["paused"] and _route(root)["group_defs"] == route_before["group_defs"]
+    assert cli("rollout", "resume", "case-triage").code == 0
+    assert _route(root)["group_defs"] == route_before["group_defs"]
     cfg.write_text(good)
 
     assert cli("rollout", "pause", "case-triage", "--reason", "investigating").code == 0
@@ -95,6 +104,18 @@ def test_rollout_lifecycle_through_the_cli(release_ws: ExampleWorkspace, cli, tm
     res = cli("rollout", "status", "case-triage", "--json")
     assert json.loads(res.out)["stable"] == r1_id
     assert cli("audit", "verify").code == 0
+
+
+def _route(root):
+    from releaser.api.workspace import open_workspace
+
+    ws = open_workspace(root, settings_only=True)
+    try:
+        rec = ws.store.get("route", "case-triage")
+        assert rec is not None
+        return rec.value
+    finally:
+        ws.close()
 
 
 def _releaser():
