@@ -102,6 +102,10 @@ class ConfigError(BadInput):
         body = "\n".join(f"  {p.render()}" for p in self.problems)
         super().__init__(f"{head}:\n{body}" if body else head, hint=hint)
 
+    def first(self) -> str:
+        """The first problem on one line (for reports that cannot list them all)."""
+        return self.problems[0].render() if self.problems else self.message
+
 
 class NotFound(BadInput):
     """A release, rollout or other record asked for does not exist."""

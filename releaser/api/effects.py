@@ -111,11 +111,10 @@ def apply_targets(ws: Workspace, change: TrafficChange) -> list[SideEffect]:
     try:
         targets = configured_targets(ws, change.service)
     except ConfigError as exc:
-        # Only a rollback gets here with a broken releaser.yaml (traffic has moved):
-        # the targets wait until the file is fixed.
-        first = exc.problems[0].render() if exc.problems else exc.message
-        detail = f"releaser.yaml is invalid, so deploy targets were not updated: {first}"
-        retry = f"fix releaser.yaml, then 'releaser rollback {change.service} --resume'"
+        # A rollback, pause, resume or abort ran on the stored state alone while
+        # releaser.yaml is broken (traffic has moved): the targets wait for the file.
+        detail = f"releaser.yaml is invalid, so deploy targets were not updated: {exc.first()}"
+        retry = "fix releaser.yaml; the targets follow the next traffic change"
         return [SideEffect("deploy targets", "failed", detail, retry)]
     for target in targets:
         try:

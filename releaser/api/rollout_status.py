@@ -39,37 +39,52 @@ def slow_threshold(ws: Workspace, service: str) -> float | None:
     return lower if lower >= limit else upper
 
 
-def variant_totals(
-    ws: Workspace, rollout: ro.Rollout, *, slow: bool = True
-) -> tuple[VariantStats, VariantStats]:
-    """Cumulative baseline and candidate aggregates since the rollout began.
+def variant_totals(ws: Workspace, rollout: ro.Rollout) -> tuple[VariantStats, VariantStats]:
+    """Cumulative baseline and candidate aggregates since the rollout began, slow counts
+    included (requests over the latency SLO of releaser.yaml)."""
+    return _with_slow_counts(_merged_totals(ws, rollout), slow_threshold(ws, rollout.service))
 
-    ``slow`` counts the requests over the latency SLO (read from releaser.yaml).
-    """
-    per_step = ws.store.read_metrics(rollout.id)
+
+def _merged_totals(ws: Workspace, rollout: ro.Rollout) -> tuple[VariantStats, VariantStats]:
+    """The stored per-step aggregates added up per variant (one store read)."""
     totals = {"baseline": VariantStats(), "candidate": VariantStats()}
-    for (_step, variant), stats in per_step.items():
+    for (_step, variant), stats in ws.store.read_metrics(rollout.id).items():
         if variant in totals:
             totals[variant] = totals[variant].merge(stats)
-    threshold = slow_threshold(ws, rollout.service) if slow else None
-    if threshold is not None:
-        for name, stats in totals.items():
-            totals[name] = stats.model_copy(
-                update={
-                    "slow_threshold_ms": threshold,
-                    "slow": stats.latency.count_above(threshold),
-                }
-            )
     return totals["baseline"], totals["candidate"]
 
 
-def decide_step(ws: Workspace, state: ServiceState, rollout: ro.Rollout, now: str) -> Decision:
-    """What the analysis would decide for the live step now (pure; nothing written)."""
+def _with_slow_counts(
+    totals: tuple[VariantStats, VariantStats], threshold: float | None
+) -> tuple[VariantStats, VariantStats]:
+    if threshold is None:
+        return totals
+    baseline, candidate = (
+        stats.model_copy(
+            update={"slow_threshold_ms": threshold, "slow": stats.latency.count_above(threshold)}
+        )
+        for stats in totals
+    )
+    return baseline, candidate
+
+
+def decide_step(
+    ws: Workspace,
+    state: ServiceState,
+    rollout: ro.Rollout,
+    now: str,
+    *,
+    totals: tuple[VariantStats, VariantStats] | None = None,
+) -> Decision:
+    """What the analysis would decide for the live step now (pure; nothing written).
+
+    ``totals`` are the variants' :func:`variant_totals` when the caller has them.
+    """
     from releaser.core.analysis import decide
     from releaser.core.stats_guardrails import Guardrails
     from releaser.core.stats_state import AnalysisState
 
-    baseline, candidate = variant_totals(ws, rollout)
+    baseline, candidate = totals if totals is not None else variant_totals(ws, rollout)
     step = rollout.current
     guard = Guardrails(**rollout.guardrails) if rollout.guardrails else None
     analysis = AnalysisState.model_validate(state.analysis) if state.analysis else None
@@ -139,16 +154,21 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         return StatusReport(state, last, None, None, None, None)
     rollout, _rec = _rollout_record(ws, state.active_rollout)
     problems: tuple[str, ...] = ()
+    totals = _merged_totals(ws, rollout)
     try:
-        baseline, candidate = variant_totals(ws, rollout)
-        preview = decide_step(ws, state, rollout, now) if rollout.status == "running" else None
+        threshold = slow_threshold(ws, service)
     except ConfigError as exc:
         # The stored figures still show; what needs releaser.yaml (the latency SLO for
         # slow counts, the decision preview) waits until the file validates again.
-        first = exc.problems[0].render() if exc.problems else exc.message
-        problems = (f"releaser.yaml is invalid, so there is no decision preview: {first}",)
-        baseline, candidate = variant_totals(ws, rollout, slow=False)
+        problems = (f"releaser.yaml is invalid, so there is no decision preview: {exc.first()}",)
+        baseline, candidate = totals
         preview = None
+    else:
+        baseline, candidate = _with_slow_counts(totals, threshold)
+        running = rollout.status == "running"
+        preview = (
+            decide_step(ws, state, rollout, now, totals=(baseline, candidate)) if running else None
+        )
     return StatusReport(
         state, rollout, baseline, candidate, preview, ro.bake_elapsed_s(rollout, now), problems
     )

@@ -96,8 +96,8 @@ def open_workspace(
 
     The whole file is validated now, or with ``settings_only`` just its
     workspace-wide keys (the rest on first use of ``Workspace.config``): prompt
-    commands open this way, so they start fast and keep working while another
-    part of the file is broken.
+    commands, and rollback, pause, resume, abort and status, open this way, so
+    they start fast and keep working while another part of the file is broken.
 
     The store URL is, in order: ``store_url``, ``$RELEASER_STORE``, the
     config's ``store``, then ``.releaser/state.db`` beside the config.

@@ -45,7 +45,7 @@ class CliState:
         """The workspace for this invocation, loaded once.
 
         ``settings_only`` validates just the workspace-wide keys now (see
-        :func:`~releaser.api.workspace.open_workspace`); prompt commands use it.
+        :func:`~releaser.api.workspace.open_workspace`).
         """
         if self._ws is None:
             from releaser.api.workspace import open_workspace
@@ -194,6 +194,8 @@ _GROUPS: dict[str, tuple[str, str]] = {
 }
 # Modules that add top-level commands to ``app`` when imported.
 _TOP_LEVEL_MODULES = ("rollback_cmds", "docs_cmds", "gate_cmds", "serve_cmds")
+# Sub-app name -> its typer group info, made once per process (build_command).
+_GROUP_INFOS: dict[str, Any] = {}
 # Global options that take a value (the token after them is not the command).
 _VALUE_OPTIONS = frozenset({"--config", "-c", "--store"})
 
@@ -227,7 +229,7 @@ def build_command(args: Sequence[str] | None = None) -> Any:
     if group is None:
         for module in _TOP_LEVEL_MODULES:
             importlib.import_module(f"releaser.cli.{module}")
-    infos = _group_infos()
+    infos = _GROUP_INFOS
     for name in wanted:
         if name not in infos:
             module, attr = _GROUPS[name]
@@ -237,9 +239,3 @@ def build_command(args: Sequence[str] | None = None) -> Any:
     # Always in _GROUPS order, whatever an earlier call in this process attached.
     app.registered_groups = [infos[name] for name in _GROUPS if name in wanted]
     return typer.main.get_command(app)
-
-
-def _group_infos() -> dict[str, Any]:
-    cache: dict[str, Any] = getattr(build_command, "_infos", {})
-    build_command._infos = cache  # type: ignore[attr-defined]
-    return cache

@@ -11,6 +11,7 @@ from releaser.cli.app import state
 
 if TYPE_CHECKING:
     from promptregistry import AliasChange, PromptVersion
+    from releaser.api.workspace import Workspace
 
 app = typer.Typer(help="Versioned prompts: register, promote, roll back.", no_args_is_help=True)
 
@@ -28,6 +29,12 @@ def change_dict(change: AliasChange) -> dict[str, Any]:
     return change.model_dump(mode="json")
 
 
+def _workspace(ctx: typer.Context) -> Workspace:
+    # Only the store, mlflow and prompts keys of releaser.yaml must validate: prompt
+    # commands start fast and work while another part of the file is being fixed.
+    return state(ctx).workspace(settings_only=True)
+
+
 @app.command("register")
 def register(
     ctx: typer.Context,
@@ -39,7 +46,7 @@ def register(
     from releaser.cli.github import set_outputs
     from releaser.cli.output import emit_json, say, warn
 
-    result = register_prompt(state(ctx).workspace(settings_only=True), file)
+    result = register_prompt(_workspace(ctx), file)
     for w in result.warnings:
         warn(w)
     pv = result.version
@@ -58,7 +65,7 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from releaser.api.prompts import list_prompts
     from releaser.cli.output import emit_json, say, table
 
-    rows = list_prompts(state(ctx).workspace(settings_only=True))
+    rows = list_prompts(_workspace(ctx))
     if as_json:
         emit_json(rows)
         return
@@ -89,7 +96,7 @@ def show(
     from releaser.api.prompts import get_prompt
     from releaser.cli.output import emit_json, say
 
-    pv = get_prompt(state(ctx).workspace(settings_only=True), ref)
+    pv = get_prompt(_workspace(ctx), ref)
     if as_json:
         emit_json(version_dict(pv))
         return
@@ -117,7 +124,7 @@ def diff(
     from releaser.api.prompts import diff_prompt
     from releaser.cli.output import emit_json, say
 
-    d = diff_prompt(state(ctx).workspace(settings_only=True), name, a, b)
+    d = diff_prompt(_workspace(ctx), name, a, b)
     if as_json:
         emit_json(d.model_dump(mode="json"))
         return
@@ -136,9 +143,7 @@ def promote(
     """Point an alias at a version (audited)."""
     from releaser.api.prompts import promote_prompt
 
-    _report(
-        promote_prompt(state(ctx).workspace(settings_only=True), name, version, to, reason), as_json
-    )
+    _report(promote_prompt(_workspace(ctx), name, version, to, reason), as_json)
 
 
 @app.command("rollback")
@@ -154,7 +159,7 @@ def rollback(
     """Move an alias back to the version it pointed at before its last move (audited)."""
     from releaser.api.prompts import rollback_prompt
 
-    _report(rollback_prompt(state(ctx).workspace(settings_only=True), name, alias, reason), as_json)
+    _report(rollback_prompt(_workspace(ctx), name, alias, reason), as_json)
 
 
 def _report(change: AliasChange, as_json: bool) -> None:
@@ -183,7 +188,7 @@ def history(
     from releaser.api.prompts import history_rows
     from releaser.cli.output import emit_json, say, table
 
-    rows = history_rows(state(ctx).workspace(settings_only=True), name)
+    rows = history_rows(_workspace(ctx), name)
     if as_json:
         emit_json(rows)
         return

@@ -1,9 +1,10 @@
 """Workspace-wide settings: where the store, MLflow and prompts are.
 
 These few models are all a prompt command needs, so they live apart from the
-service models: ``releaser prompt promote`` validates only this part of
-``releaser.yaml`` (quickly, and even while another part of the file is being
-fixed), while every other command validates the whole file.
+service models: the prompt commands, and the operations commands that work on
+the stored state (rollback, pause, resume, abort, status), validate only this
+part of ``releaser.yaml`` first (quickly, and even while another part of the
+file is being fixed); the rest of the file is validated when it is used.
 """
 
 from __future__ import annotations

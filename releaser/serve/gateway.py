@@ -129,9 +129,7 @@ class Gateway:
             for attribute, header in self.settings.attribute_headers.items()
         }
         self._client: UpstreamClient | None = None
-        self._no_route_warned = False
-        stable = Assignment(service, None, "stable")
-        self._no_route = stable
+        self._no_route = Assignment(service, None, "stable")
         # The snapshot version that had no route for the service: until the snapshot
         # changes, requests skip the router's look-up (and its NotFound).
         self._no_route_at: int | None = None
@@ -202,20 +200,19 @@ class Gateway:
     # -- the proxy ----------------------------------------------------------------------
 
     def _assign(self, unit: str | None, attributes: dict[str, str] | None) -> Assignment:
-        if self._no_route_at is not None and self._no_route_at == self.router.snapshot_version:
-            return self._no_route
         version = self.router.snapshot_version
+        if version == self._no_route_at:
+            return self._no_route
         try:
             return self.router.assign(self.service, unit, attributes)
         except NotFound:
-            self._no_route_at = version
-            if not self._no_route_warned:
-                self._no_route_warned = True
+            if self._no_route_at is None:  # warn once
                 logger.warning(
                     "releaser gateway: no route for %r yet (no release rolled out); "
                     "proxying to the baseline upstream",
                     self.service,
                 )
+            self._no_route_at = version
             return self._no_route
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -16,12 +16,14 @@ from pydantic import ValidationError
 
 from releaser.core.stats_aggregates import LATENCY_BINS, LatencyHistogram, VariantStats
 from releaser.errors import BadInput, ReleaserError
+from releaser.store._writes import Execute
 from releaser.store.base import METRIC_VARIANTS, MetricDelta
 
 __all__ = [
     "BATCH_ID_RETENTION_S",
     "PreparedMetric",
     "check_batch_id",
+    "claim_batch_id",
     "find_threshold_conflict",
     "metric_upserts",
     "prepare_metrics",
@@ -48,6 +50,25 @@ def check_batch_id(batch_id: object) -> str:
             hint="use a fresh uuid4().hex per batch, and the same one when re-sending it",
         )
     return batch_id
+
+
+def claim_batch_id(execute: Execute, batch_id: str, *, ph: str, now_s: str) -> bool:
+    """Record ``batch_id`` in the open transaction; False if it was added before.
+
+    ``now_s`` is the SQL for unix seconds by the database clock. Ids older than
+    :data:`BATCH_ID_RETENTION_S` are dropped on the way.
+    """
+    cur = execute(
+        f"INSERT INTO metric_batches (batch_id, applied_at) VALUES ({ph}, {now_s}) "
+        "ON CONFLICT (batch_id) DO NOTHING",
+        (batch_id,),
+    )
+    if cur.rowcount == 0:
+        return False
+    execute(
+        f"DELETE FROM metric_batches WHERE applied_at < {now_s} - {ph}", (BATCH_ID_RETENTION_S,)
+    )
+    return True
 
 
 # Counts above this are a bug upstream, not traffic; it also keeps sums inside 64-bit columns.

@@ -36,9 +36,9 @@ from releaser.store._reads import AuditReads
 from releaser.store._writes import append_event, apply_writes, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
-    BATCH_ID_RETENTION_S,
     PreparedMetric,
     check_batch_id,
+    claim_batch_id,
     find_threshold_conflict,
     metric_upserts,
     prepare_metrics,
@@ -201,20 +201,10 @@ class PostgresStore(AuditReads):
             return True
         bin_rows = [row for p in prepared for row in p.bin_rows()]
         with self._transaction() as cur:
-            if batch_id is not None:
-                cur.execute(
-                    "INSERT INTO metric_batches (batch_id, applied_at) "
-                    "VALUES (%s, extract(epoch FROM now())::bigint) "
-                    "ON CONFLICT (batch_id) DO NOTHING",
-                    (batch_id,),
-                )
-                if cur.rowcount == 0:
-                    return False
-                cur.execute(
-                    "DELETE FROM metric_batches "
-                    "WHERE applied_at < extract(epoch FROM now())::bigint - %s",
-                    (BATCH_ID_RETENTION_S,),
-                )
+            if batch_id is not None and not claim_batch_id(
+                cur.execute, batch_id, ph="%s", now_s="extract(epoch FROM now())::bigint"
+            ):
+                return False
             cur.execute(_METRICS_UPSERT, _columns([p.row() for p in prepared], 10))
             if cur.rowcount != len(prepared):
                 raise find_threshold_conflict(prepared, lambda p: _stored_threshold(cur, p))

@@ -31,9 +31,9 @@ from releaser.store._reads import AuditReads
 from releaser.store._writes import append_event, apply_writes, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
-    BATCH_ID_RETENTION_S,
     PreparedMetric,
     check_batch_id,
+    claim_batch_id,
     find_threshold_conflict,
     metric_upserts,
     prepare_metrics,
@@ -163,18 +163,10 @@ class SqliteStore(AuditReads):
         if not prepared:
             return True
         with self._immediate() as conn:
-            if batch_id is not None:
-                cur = conn.execute(
-                    f"INSERT INTO metric_batches (batch_id, applied_at) VALUES (?, {_NOW_S}) "
-                    "ON CONFLICT (batch_id) DO NOTHING",
-                    (batch_id,),
-                )
-                if cur.rowcount == 0:
-                    return False
-                conn.execute(
-                    f"DELETE FROM metric_batches WHERE applied_at < {_NOW_S} - ?",
-                    (BATCH_ID_RETENTION_S,),
-                )
+            if batch_id is not None and not claim_batch_id(
+                conn.execute, batch_id, ph="?", now_s=_NOW_S
+            ):
+                return False
             cur = conn.executemany(_METRICS_UPSERT, [p.row() for p in prepared])
             if cur.rowcount != len(prepared):
                 raise find_threshold_conflict(prepared, lambda p: _stored_threshold(conn, p))
@@ -290,17 +282,21 @@ class SqliteStore(AuditReads):
 
     def _failed(self, exc: sqlite3.Error) -> ReleaserError:
         if isinstance(exc, sqlite3.OperationalError):
-            busy = "locked" in str(exc) or "busy" in str(exc)
             return ExternalUnavailable(
                 f"the state store {self._url} failed: {exc}",
                 hint="another process held the write lock for too long; retry"
-                if busy
+                if _is_busy(exc)
                 else "check disk space and file permissions, then retry",
             )
         return ReleaserError(
             f"the state store {self._url} failed: {exc}",
             hint="the file may be damaged; check it with `releaser audit verify`",
         )
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether sqlite refused because another connection holds a lock."""
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
@@ -318,8 +314,7 @@ def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
             conn.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
-            busy = "locked" in str(exc) or "busy" in str(exc)
-            if not busy or time.monotonic() + delay > deadline:
+            if not _is_busy(exc) or time.monotonic() + delay > deadline:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
