@@ -14,7 +14,6 @@ MLflow evaluation run with the report as an artifact.
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -149,9 +148,7 @@ def _scores(
     out: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
     for metric, fn in scorers.items():
         if fn is None:  # latency: measured, not scored
-            out[metric] = np.asarray(
-                [math.nan if v is None else float(v) for v in preds.latency_ms], dtype=np.float64
-            )
+            out[metric] = np.array(preds.latency_ms, dtype=np.float64)  # None -> NaN
         else:
             out[metric] = score_rows(fn, preds.values, labels, ok)
     return out
@@ -242,48 +239,31 @@ def evaluate_release(
 
 def _log_mlflow(ws: Workspace, report: GateReport) -> tuple[str | None, str | None]:
     """Log the report as an MLflow evaluation run; (run id, warning)."""
-    try:
-        import json
-        import tempfile
-        from pathlib import Path
+    import json
 
-        client = ws.models.client
-        tracking, artifact_location = ws.mlflow_uris()
-        experiment = client.get_experiment_by_name(EXPERIMENT)
-        experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else client.create_experiment(EXPERIMENT, artifact_location=f"{artifact_location}")
-        )
-        run = client.create_run(
-            experiment_id,
+    values = {k: v for k, v in report.metrics.items() if v is not None}
+    values |= {f"baseline_{k}": v for k, v in report.baseline_metrics.items() if v is not None}
+    values["errors"] = float(report.errors)
+    try:
+        _, artifact_location = ws.mlflow_uris()
+        run_id = ws.models.log_run(
+            EXPERIMENT,
+            artifact_location=artifact_location,
             run_name=f"gate-{report.service}-{report.release_id}",
             tags={
                 "releaser.release_id": report.release_id,
                 "releaser.service": report.service,
                 "releaser.gate": "passed" if report.passed else "failed",
                 "releaser.baseline_id": report.baseline_id or "",
+                "releaser.dataset": report.dataset,
+                "releaser.dataset_md5": report.dataset_md5,
+            },
+            metrics=values,
+            files={
+                "gate_report.md": report.markdown(),
+                "gate_report.json": json.dumps(report.to_dict(), indent=2),
             },
         )
-        run_id: str = run.info.run_id
-        from mlflow.entities import Metric, Param
-
-        stamp = int(time.time() * 1000)
-        values = {k: v for k, v in report.metrics.items() if v is not None}
-        values |= {f"baseline_{k}": v for k, v in report.baseline_metrics.items() if v is not None}
-        values["errors"] = float(report.errors)
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), stamp, 0) for k, v in values.items()],
-            params=[Param("dataset", report.dataset), Param("dataset_md5", report.dataset_md5)],
-        )
-        with tempfile.TemporaryDirectory(prefix="releaser-gate-") as tmp:
-            (Path(tmp) / "gate_report.md").write_text(report.markdown(), encoding="utf-8")
-            (Path(tmp) / "gate_report.json").write_text(
-                json.dumps(report.to_dict(), indent=2), encoding="utf-8"
-            )
-            client.log_artifacts(run_id, tmp)
-        client.set_terminated(run_id)
         return run_id, None
     except Exception as exc:  # noqa: BLE001 - the store holds the evidence; MLflow mirrors it
         return None, f"could not log the gate to MLflow: {type(exc).__name__}: {exc}"

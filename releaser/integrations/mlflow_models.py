@@ -129,6 +129,7 @@ class MlflowModelRegistry:
         # Explicitly the tracking URI when unset, so MLFLOW_REGISTRY_URI can never sneak in.
         self.registry_uri = registry_uri or tracking_uri
         self._client: MlflowClient | None = None
+        self._experiments: dict[str, str] = {}  # experiment name -> id, as looked up
 
     def __repr__(self) -> str:
         return f"MlflowModelRegistry({redact_url(self.tracking_uri)!r})"
@@ -317,6 +318,89 @@ class MlflowModelRegistry:
             model = self._registered_model(client, name)
             value = dict(model.aliases or {}).get(alias)
             return int(value) if value is not None else None
+
+    def log_run(
+        self,
+        experiment: str,
+        *,
+        artifact_location: str,
+        run_name: str,
+        tags: dict[str, str],
+        metrics: dict[str, float],
+        files: dict[str, str],
+        params: dict[str, str] | None = None,
+    ) -> str:
+        """Log a finished MLflow run in ``experiment`` (created when missing); its run id.
+
+        ``files`` maps artifact names to text. Four requests: create the run with
+        its tags, log metrics (and params) in one batch, write the artifacts, mark
+        it finished; a run whose logging fails is marked FAILED. Tags cost least:
+        MLflow writes them with the run, while params take a session of their own.
+        The experiment id is remembered by this registry object; when that id
+        stops working (the experiment was deleted meanwhile) it is looked up
+        again, once.
+        """
+        with self._calling(f"logging a run in experiment {experiment!r}") as client:
+            try:
+                run = client.create_run(
+                    self._experiment_id(client, experiment, artifact_location),
+                    run_name=run_name,
+                    tags=tags,
+                )
+            except Exception:  # noqa: BLE001 - a remembered id that has gone: look it up again
+                if self._experiments.pop(experiment, None) is None:
+                    raise
+                run = client.create_run(
+                    self._experiment_id(client, experiment, artifact_location),
+                    run_name=run_name,
+                    tags=tags,
+                )
+            run_id: str = run.info.run_id
+            from mlflow.entities import Metric, Param
+
+            stamp = run.info.start_time
+            try:
+                client.log_batch(
+                    run_id,
+                    metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()],
+                    params=[Param(k, v) for k, v in (params or {}).items()],
+                )
+                repository = self._artifacts(run.info.artifact_uri)
+                with tempfile.TemporaryDirectory(prefix="releaser-run-") as tmp:
+                    for name, text in files.items():
+                        (Path(tmp) / name).write_text(text, encoding="utf-8")
+                    repository.log_artifacts(tmp)
+            except BaseException:
+                client.set_terminated(run_id, "FAILED")
+                raise
+            client.set_terminated(run_id, "FINISHED")
+            return run_id
+
+    def _experiment_id(self, client: MlflowClient, name: str, artifact_location: str) -> str:
+        known = self._experiments.get(name)
+        if known is None:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                known = client.create_experiment(name, artifact_location=artifact_location or None)
+            elif experiment.lifecycle_stage == "deleted":
+                raise ExternalUnavailable(
+                    f"the MLflow experiment {name!r} is deleted",
+                    hint=f"restore it (mlflow experiments restore --experiment-id "
+                    f"{experiment.experiment_id}) or delete it for good (mlflow gc)",
+                )
+            else:
+                known = str(experiment.experiment_id)
+            self._experiments[name] = known
+        return known
+
+    def _artifacts(self, artifact_uri: str) -> Any:
+        # The run's artifact repository from the URI create_run returned: what
+        # MlflowClient.log_artifacts builds after fetching the run again.
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
+
+        uri = add_databricks_profile_info_to_artifact_uri(artifact_uri, self.tracking_uri)  # type: ignore[no-untyped-call]
+        return get_artifact_repository(uri, tracking_uri=self.tracking_uri)
 
 
 def _is_transport_error(exc: BaseException) -> bool:

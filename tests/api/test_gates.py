@@ -98,7 +98,19 @@ def test_a_better_candidate_passes_and_is_stored_audited_and_logged(
         artifacts = {a.path for a in ws.models.client.list_artifacts(report.mlflow_run_id)}
         assert {"gate_report.md", "gate_report.json"} <= artifacts
         run = ws.models.client.get_run(report.mlflow_run_id)
+        assert run.info.status == "FINISHED"
         assert run.data.metrics["accuracy"] == pytest.approx(report.metrics["accuracy"])
+        assert run.data.metrics["baseline_accuracy"] == pytest.approx(
+            report.baseline_metrics["accuracy"]
+        )
+        assert {k: v for k, v in run.data.tags.items() if k.startswith("releaser.")} == {
+            "releaser.release_id": gated.r2,
+            "releaser.service": SERVICE,
+            "releaser.gate": "passed",
+            "releaser.baseline_id": gated.r1,
+            "releaser.dataset": report.dataset,
+            "releaser.dataset_md5": report.dataset_md5,
+        }
 
         again = run_gate(ws, SERVICE, gated.r2)
         assert again.cached and not report.cached

@@ -127,6 +127,70 @@ class TestWrites:
             _registry(workspace_copy).get_alias("nope", "champion")
 
 
+@pytest.mark.slow
+class TestLogRun:
+    @staticmethod
+    def _log(registry: MlflowModelRegistry, artifacts: str, **kw: object) -> str:
+        args: dict[str, object] = {
+            "artifact_location": artifacts,
+            "run_name": "gate-r1",
+            "tags": {"releaser.gate": "passed"},
+            "metrics": {"accuracy": 0.9, "errors": 0.0},
+            "params": {"dataset": "data/golden.csv"},
+            "files": {"gate_report.md": "# Gate\n", "gate_report.json": "{}"},
+        }
+        return registry.log_run("gates", **(args | kw))  # type: ignore[arg-type]
+
+    def test_a_finished_run_with_everything(
+        self, workspace_copy: ExampleWorkspace, tmp_path: Path
+    ) -> None:
+        registry = _registry(workspace_copy)
+        first = self._log(registry, (tmp_path / "runs").as_uri())
+        second = self._log(registry, (tmp_path / "runs").as_uri(), run_name="gate-r2")
+        client = _client(workspace_copy)
+        run = client.get_run(first)
+        assert run.info.status == "FINISHED" and run.info.end_time is not None
+        assert run.info.run_name == "gate-r1"
+        assert run.data.tags["releaser.gate"] == "passed"
+        assert run.data.metrics == {"accuracy": 0.9, "errors": 0.0}
+        assert run.data.params == {"dataset": "data/golden.csv"}
+        assert {a.path for a in client.list_artifacts(first)} == {
+            "gate_report.md",
+            "gate_report.json",
+        }
+        local = Path(run.info.artifact_uri.removeprefix("file://"))
+        assert (local / "gate_report.md").read_text() == "# Gate\n"
+        assert local.is_relative_to(tmp_path / "runs")
+        # The second run lands in the same experiment, created once.
+        assert client.get_run(second).info.experiment_id == run.info.experiment_id
+        assert len([e for e in client.search_experiments() if e.name == "gates"]) == 1
+
+    def test_an_experiment_deleted_meanwhile_is_named_with_a_hint(
+        self, workspace_copy: ExampleWorkspace, tmp_path: Path
+    ) -> None:
+        registry = _registry(workspace_copy)
+        run_id = self._log(registry, (tmp_path / "runs").as_uri())
+        client = _client(workspace_copy)
+        client.delete_experiment(client.get_run(run_id).info.experiment_id)
+        with pytest.raises(ExternalUnavailable, match="'gates' is deleted") as caught:
+            self._log(registry, (tmp_path / "runs").as_uri())
+        assert "mlflow experiments restore" in (caught.value.hint or "")
+
+    def test_artifacts_that_cannot_be_written_leave_a_failed_run(
+        self, workspace_copy: ExampleWorkspace, tmp_path: Path
+    ) -> None:
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("a file where the artifact folder should go")
+        registry = _registry(workspace_copy)
+        with pytest.raises(ExternalUnavailable, match="Not a directory"):
+            self._log(registry, blocker.as_uri())
+        client = _client(workspace_copy)
+        experiment = client.get_experiment_by_name("gates")
+        assert experiment is not None
+        (run,) = client.search_runs([experiment.experiment_id])
+        assert run.info.status == "FAILED"
+
+
 def test_registry_satisfies_the_protocol() -> None:
     registry: ModelRegistry = MlflowModelRegistry("sqlite:///unused.db")
     assert registry is not None
