@@ -71,6 +71,9 @@ class Predictions:
         }
 
 
+_PLAIN = {str, int, float, bool, type(None)}
+
+
 def _plain(value: Any) -> Any:
     """A JSON-ready Python value (numpy scalars unwrapped, anything odd as text)."""
     item = getattr(value, "item", None)
@@ -193,10 +196,11 @@ def _run_model(
             out = None
         elapsed = (time.perf_counter() - began) * 1000.0
         if out is not None:
-            for j, value in enumerate(out):
-                values[start + j] = _plain(value)
-                ok[start + j] = True
-                latency[start + j] = elapsed / len(chunk)
+            end = start + len(chunk)
+            # tolist() already gave plain values; anything else is unwrapped one by one
+            values[start:end] = out if set(map(type, out)) <= _PLAIN else [_plain(v) for v in out]
+            ok[start:end] = [True] * len(chunk)
+            latency[start:end] = [elapsed / len(chunk)] * len(chunk)
         else:
             for j in range(len(chunk)):
                 one = frame.iloc[j : j + 1]

@@ -136,11 +136,11 @@ def score_rows(
     fn: ScoreFn, predictions: Sequence[Any], labels: Sequence[Any], ok: NDArray[np.bool_]
 ) -> NDArray[np.float64]:
     """Per-row scores; rows where ``ok`` is False (predict raised) score 0.0."""
-    out = np.zeros(len(labels), dtype=np.float64)
-    for i, (pred, label) in enumerate(zip(predictions, labels, strict=True)):
-        if ok[i]:
-            out[i] = float(fn(pred, label))
-    return out
+    scores = [
+        float(fn(pred, label)) if good else 0.0
+        for pred, label, good in zip(predictions, labels, ok.tolist(), strict=True)
+    ]
+    return np.asarray(scores, dtype=np.float64)
 
 
 def aggregate(metric: str, scores: NDArray[np.float64]) -> float:
