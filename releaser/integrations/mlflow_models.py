@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -336,9 +336,9 @@ class MlflowModelRegistry:
         its tags, log metrics (and params) in one batch, write the artifacts, mark
         it finished; a run whose logging fails is marked FAILED. Tags cost least:
         MLflow writes them with the run, while params take a session of their own.
-        The experiment id is remembered by this registry object; when that id
-        stops working (the experiment was deleted meanwhile) it is looked up
-        again, once.
+        The experiment id is looked up on first use and remembered by this
+        registry object; when that id stops working (the experiment was deleted
+        meanwhile) it is looked up again, once.
         """
         with self._calling(f"logging a run in experiment {experiment!r}") as client:
             try:
@@ -371,26 +371,34 @@ class MlflowModelRegistry:
                         (Path(tmp) / name).write_text(text, encoding="utf-8")
                     repository.log_artifacts(tmp)
             except BaseException:
-                client.set_terminated(run_id, "FAILED")
+                with suppress(Exception):  # the first failure is the one to report
+                    client.set_terminated(run_id, "FAILED")
                 raise
             client.set_terminated(run_id, "FINISHED")
             return run_id
 
     def _experiment_id(self, client: MlflowClient, name: str, artifact_location: str) -> str:
         known = self._experiments.get(name)
-        if known is None:
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
+        if known is not None:
+            return known
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
                 known = client.create_experiment(name, artifact_location=artifact_location or None)
-            elif experiment.lifecycle_stage == "deleted":
+            except Exception:  # noqa: BLE001 - maybe another run created it just now
+                experiment = client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
                 raise ExternalUnavailable(
                     f"the MLflow experiment {name!r} is deleted",
                     hint=f"restore it (mlflow experiments restore --experiment-id "
                     f"{experiment.experiment_id}) or delete it for good (mlflow gc)",
                 )
-            else:
-                known = str(experiment.experiment_id)
-            self._experiments[name] = known
+            known = str(experiment.experiment_id)
+        assert known is not None
+        self._experiments[name] = known
         return known
 
     def _artifacts(self, artifact_uri: str) -> Any:

@@ -165,6 +165,28 @@ class TestLogRun:
         assert client.get_run(second).info.experiment_id == run.info.experiment_id
         assert len([e for e in client.search_experiments() if e.name == "gates"]) == 1
 
+    def test_a_run_that_loses_the_race_to_create_the_experiment_uses_the_winners(
+        self, workspace_copy: ExampleWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The interleaving two processes can produce, replayed in order with two real
+        # registries: the loser looks the experiment up and finds none, the winner then
+        # creates it (and logs its run), and the loser's create is refused as a duplicate.
+        artifacts = (tmp_path / "runs").as_uri()
+        winner, loser = _registry(workspace_copy), _registry(workspace_copy)
+        won: list[str] = []
+        real_lookup = loser.client.get_experiment_by_name
+
+        def lookup_then_lose(name: str) -> object:
+            found = real_lookup(name)
+            if found is None and not won:
+                won.append(self._log(winner, artifacts))
+            return found
+
+        monkeypatch.setattr(loser.client, "get_experiment_by_name", lookup_then_lose)
+        lost = self._log(loser, artifacts)
+        client = _client(workspace_copy)
+        assert client.get_run(lost).info.experiment_id == client.get_run(won[0]).info.experiment_id
+
     def test_an_experiment_deleted_meanwhile_is_named_with_a_hint(
         self, workspace_copy: ExampleWorkspace, tmp_path: Path
     ) -> None:
