@@ -88,7 +88,7 @@ def _compile(pattern: str) -> None:
 class _Model(BaseModel):
     """Base of every config model: unknown keys are errors, values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _duplicates(values: Iterable[str]) -> list[tuple[int, str]]:
