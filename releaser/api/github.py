@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from releaser.api.rollouts import SideEffect
     from releaser.api.workspace import Workspace
     from releaser.config.models import GithubSettings
-    from releaser.integrations.github import GitHost, GithubEnv
+    from releaser.integrations.github import GithubEnv
 
 __all__ = [
     "GithubTarget",
@@ -94,12 +94,6 @@ def _guarded(
         return SideEffect(name, "failed", scrub(f"{type(exc).__name__}: {exc}", [env.token]), retry)
 
 
-def _host(env: GithubEnv) -> GitHost:
-    from releaser.integrations.github import Github3Host
-
-    return Github3Host(env)
-
-
 def _release_sha(ws: Workspace, release_id: str, env: GithubEnv) -> str:
     """The commit a release was built from (falling back to ``$GITHUB_SHA``)."""
     from releaser.api.releases import get_release
@@ -147,7 +141,7 @@ class GithubTarget:
     def _apply(self, settings: GithubSettings, env: GithubEnv, change: TrafficChange) -> SideEffect:
         from releaser.api.rollouts import SideEffect
 
-        host = _host(env)
+        host = self.ws.github(env)
         environment = deployment_environment(settings, change.service)
         marks = _marks(change)
         if not marks:
@@ -241,7 +235,7 @@ def publish_gate(
 
     def publish() -> SideEffect:
         check_run = settings.gate_status == "check_run"
-        _host(env).publish_result(
+        ws.github(env).publish_result(
             commit,
             context=context,
             passed=passed,
@@ -290,7 +284,7 @@ def comment_on_pr(
     body = f"{marker}\n{body_md.rstrip()}\n"
 
     def comment() -> SideEffect:
-        outcome, cid = _host(env).upsert_comment(number, marker=marker, body=body)
+        outcome, cid = ws.github(env).upsert_comment(number, marker=marker, body=body)
         if outcome == "unchanged":
             return SideEffect(name, "unchanged", f"comment {cid} on #{number} is up to date")
         verb = "commented on" if outcome == "created" else "edited comment on"
@@ -369,7 +363,7 @@ def publish_release(
 
     def publish() -> SideEffect:
         data = pack.read_bytes()
-        outcome, url = _host(env).ensure_release(
+        outcome, url = ws.github(env).ensure_release(
             tag=tag,
             target=lambda: _release_sha(ws, release_id, env),
             name=f"{service} {release_id}",

@@ -13,6 +13,7 @@ from releaser.store import default_store_url, open_store
 if TYPE_CHECKING:
     from promptregistry import PromptRegistry
     from releaser.config import Config
+    from releaser.integrations.github import GitHost, GithubEnv
     from releaser.integrations.mlflow_models import MlflowModelRegistry
     from releaser.store.base import Store
 
@@ -38,6 +39,7 @@ class Workspace:
     _store: Store | None = field(default=None, repr=False)
     _models: MlflowModelRegistry | None = field(default=None, repr=False)
     _prompts: PromptRegistry | None = field(default=None, repr=False)
+    _github: dict[tuple[str, str, str], GitHost] = field(default_factory=dict, repr=False)
 
     @property
     def config(self) -> Config:
@@ -81,6 +83,17 @@ class Workspace:
 
             self._prompts = open_prompt_registry(self)
         return self._prompts
+
+    def github(self, env: GithubEnv) -> GitHost:
+        """The GitHub repository ``env`` names, one client per workspace and identity:
+        the GitHub effects of one command share its HTTP session and repository look-up."""
+        key = (env.api_url, env.repository, env.token)
+        host = self._github.get(key)
+        if host is None:
+            from releaser.integrations.github import Github3Host
+
+            host = self._github[key] = Github3Host(env)
+        return host
 
     def close(self) -> None:
         """Close the store connection, if one was opened."""

@@ -209,4 +209,7 @@ def test_gate_command_posts_its_status_and_one_pr_comment(
     [comment] = github.comments[9]  # the second run edited it
     assert f"<!-- releaser:{SERVICE} -->" in comment["body"] and rid in comment["body"]
     assert "passed=" in (tmp_path / "output.txt").read_text()
+    # The status and the comment share one session: one repository look-up per run.
+    lookups = [r for r in github.log if r.method == "GET" and r.template == "/repos/{o}/{r}"]
+    assert len(lookups) == 2
     assert_matches_recordings(github.log)
