@@ -35,7 +35,7 @@ LATENCY_BINS_PER_DECADE = 20
 LATENCY_BINS = 102
 """Bins in a latency histogram: under 1 ms, 100 log-spaced bins up to 100 s, and overflow."""
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
 
 
 def latency_bin(ms: float) -> int:
