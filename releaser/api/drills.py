@@ -195,7 +195,9 @@ def run_drill(
             ready = _probe_line(probe)
             if ready[:2] != ["ready", "0"]:
                 detail = "before the switch the probe already saw the target release, stable"
-            scratch = replace(ws, store_url=url, _store=None, _models=None, _prompts=None)
+            scratch = replace(
+                ws, store_url=url, _store=None, _models=None, _prompts=None, _github={}
+            )
             try:
                 t0 = time.monotonic()
                 rollback(

@@ -17,7 +17,6 @@ from pydantic import (
     model_validator,
 )
 
-from releaser.core.bucketing import GroupRule
 from releaser.errors import NotFound
 
 __all__ = [
@@ -197,10 +196,6 @@ class UserGroup(_Model):
     def rule_triples(self) -> list[tuple[str, str, str | list[str]]]:
         """Each rule as ``(attribute, op, value)``, the form routers compile."""
         return [(rule.attribute, *rule.operator()) for rule in self.rules]
-
-    def compile(self) -> GroupRule:
-        """The membership test routers evaluate (one implementation, in core)."""
-        return GroupRule.build(allow=self.allow, rules=self.rule_triples())
 
 
 # --- registries ---------------------------------------------------------------------------

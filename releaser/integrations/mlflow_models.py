@@ -341,20 +341,17 @@ class MlflowModelRegistry:
         meanwhile) it is looked up again, once.
         """
         with self._calling(f"logging a run in experiment {experiment!r}") as client:
+
+            def create() -> Any:
+                experiment_id = self._experiment_id(client, experiment, artifact_location)
+                return client.create_run(experiment_id, run_name=run_name, tags=tags)
+
             try:
-                run = client.create_run(
-                    self._experiment_id(client, experiment, artifact_location),
-                    run_name=run_name,
-                    tags=tags,
-                )
+                run = create()
             except Exception:  # noqa: BLE001 - a remembered id that has gone: look it up again
                 if self._experiments.pop(experiment, None) is None:
                     raise
-                run = client.create_run(
-                    self._experiment_id(client, experiment, artifact_location),
-                    run_name=run_name,
-                    tags=tags,
-                )
+                run = create()
             run_id: str = run.info.run_id
             from mlflow.entities import Metric, Param
 
