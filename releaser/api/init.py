@@ -12,7 +12,9 @@ from releaser.errors import BadInput
 __all__ = ["init_workspace", "validate_config"]
 
 CONFIG_NAME = "releaser.yaml"
-GITIGNORE_LINES = (".releaser/",)
+# The state store, and the embedded MLflow registry (used unless releaser.yaml names
+# another): machine-local files that must not make the tree, and so a release, dirty.
+GITIGNORE_LINES = (".releaser/", "/mlflow.db", "/mlflow.db-wal", "/mlflow.db-shm", "/mlruns/")
 
 
 def init_workspace(

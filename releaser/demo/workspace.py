@@ -72,6 +72,8 @@ DEMO_USER_EMAIL = "demo@releaser.invalid"
 GITIGNORE = """\
 # MLflow registry and artifacts (machine-local; the registry pins what a release used)
 /mlflow.db
+/mlflow.db-wal
+/mlflow.db-shm
 /mlruns/
 # the local DVC remote (stands in for S3/GCS/Azure in the demo)
 /.dvc-remote/
@@ -223,6 +225,9 @@ def _register_models(
     import sklearn
     from mlflow import MlflowClient
 
+    from promptregistry.mlflow_sqlite import prefer_wal
+
+    prefer_wal(ws.tracking_uri)  # as releaser's own clients do; registering commits often
     with _quiet("mlflow"):
         client = MlflowClient(tracking_uri=ws.tracking_uri, registry_uri=ws.tracking_uri)
         client.search_experiments(max_results=1)  # creates the database: logs at INFO

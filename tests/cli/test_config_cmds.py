@@ -23,6 +23,33 @@ def test_init_then_validate_in_an_empty_git_repo(tmp_path: Path, cli) -> None:
     assert "ok" in res.out and "case-triage" in res.out
 
 
+def test_init_ignores_the_embedded_registry_files(tmp_path: Path, cli) -> None:
+    repo = _git_repo(tmp_path / "svc")
+    (repo / ".gitignore").write_text("*.log")  # the user's own, without a final newline
+    assert cli("init", cwd=repo).code == 0
+    local = ["mlflow.db", "mlflow.db-wal", "mlflow.db-shm", "mlruns/1/meta.yaml"]
+    local += [".releaser/state.db"]
+    for path in [*local, "debug.log"]:
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text("x")
+    (repo / "model.db").write_text("x")  # not the registry: stays visible
+    done = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert sorted(line[3:] for line in done.stdout.splitlines()) == [
+        ".gitignore",
+        "model.db",
+        "releaser.yaml",
+    ]
+    assert cli("init", "--force", cwd=repo).code == 0  # a second init adds nothing twice
+    lines = (repo / ".gitignore").read_text().splitlines()
+    assert lines[0] == "*.log" and len(lines) == len(set(lines))
+
+
 def test_init_refuses_to_overwrite(tmp_path: Path, cli) -> None:
     repo = _git_repo(tmp_path / "svc")
     assert cli("init", cwd=repo).code == 0

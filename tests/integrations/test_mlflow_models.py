@@ -213,6 +213,30 @@ class TestLogRun:
         assert run.info.status == "FAILED"
 
 
+@pytest.mark.slow
+def test_a_sqlite_registry_in_journal_mode_is_switched_to_wal_on_first_use(
+    workspace_copy: ExampleWorkspace,
+) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    db = workspace_copy.root / "mlflow.db"
+
+    def mode(*pragma: str) -> str:
+        with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+            for statement in pragma:
+                conn.execute(statement)
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+    # As MLflow itself leaves a registry it created (the example's is WAL from the start).
+    assert mode("PRAGMA journal_mode = DELETE") == "delete"
+    registry = _registry(workspace_copy)
+    assert registry.get_alias("case-triage", "champion") == 1  # the data survives the switch
+    assert mode() == "wal"
+    registry.set_alias("case-triage", "champion", 2)
+    assert _registry(workspace_copy).get_alias("case-triage", "champion") == 2
+
+
 def test_registry_satisfies_the_protocol() -> None:
     registry: ModelRegistry = MlflowModelRegistry("sqlite:///unused.db")
     assert registry is not None
