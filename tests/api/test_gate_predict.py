@@ -1,0 +1,153 @@
+"""The predict harness on real MLflow pyfunc models: call sizes, failing rows, outputs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from releaser.api import gate_predict
+from releaser.api.gate_inputs import Golden
+from releaser.api.gate_predict import FIRST_BATCH, MAX_BATCH, _run_model, batch_size
+from releaser.config.service import EvalSuite
+
+SUITE = EvalSuite(
+    dataset="data/golden.csv",
+    predict="models:/echo@champion",
+    input_columns=["text"],
+    label_column="queue",
+    scorers=["accuracy"],
+)
+
+
+def _golden(texts: list[str]) -> Golden:
+    rows = [{"text": t, "queue": t.upper()} for t in texts]
+    return Golden("data/golden.csv", "0" * 32, "abc", rows, [r["queue"] for r in rows])
+
+
+class Echo:
+    """Upper-cases each text, one call at a time, and remembers how many rows each call had.
+
+    ``mode`` picks the output: ``series`` (a pandas Series), ``table`` (a one-column
+    DataFrame), ``column`` (an (n, 1) numpy array), ``wide`` (a two-column DataFrame).
+    Rows containing ``boom`` make the whole call raise; ``sleep`` seconds per row.
+    """
+
+    def __init__(self, mode: str = "series", sleep: float = 0.0) -> None:
+        self.mode, self.sleep = mode, sleep
+        self.calls: list[int] = []
+
+    def load_context(self, context: Any) -> None:
+        self.calls = []
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        import numpy as np
+
+        self.calls.append(len(model_input))
+        if self.sleep:
+            time.sleep(self.sleep * len(model_input))
+        texts = model_input["text"]
+        if texts.str.contains("boom").any():
+            raise ValueError(f"cannot route {texts[texts.str.contains('boom')].iloc[0]!r}")
+        upper = texts.str.upper()
+        if self.mode == "table":
+            return pd.DataFrame({"queue": upper.to_numpy()})
+        if self.mode == "column":
+            return np.array(upper.to_list(), dtype=object).reshape(-1, 1)
+        if self.mode == "wide":
+            return pd.DataFrame({"queue": upper.to_numpy(), "score": 1.0})
+        return upper
+
+
+def _pyfunc(tmp_path: Path, name: str, **kw: Any) -> Any:
+    """A real MLflow pyfunc model, saved to disk and loaded back as the gate loads one."""
+    import mlflow.pyfunc
+
+    class Model(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.echo = Echo(**kw)
+
+        def load_context(self, context: Any) -> None:
+            self.echo.load_context(context)
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+            return self.echo.predict(context, model_input, params)
+
+    path = tmp_path / name
+    mlflow.pyfunc.save_model(path, python_model=Model(), pip_requirements=[])
+    return mlflow.pyfunc.load_model(str(path))
+
+
+def _calls(model: Any) -> list[int]:
+    return list(model.unwrap_python_model().echo.calls)
+
+
+def test_first_call_is_small_then_sized_by_speed() -> None:
+    assert batch_size(0, 0.0, 1000) == FIRST_BATCH
+    assert batch_size(0, 0.0, 3) == 3  # never more than what is left
+    assert batch_size(8, 0.004, 992) == 992  # fast: all the rest in one call
+    assert batch_size(8, 0.0001, 100_000) == MAX_BATCH
+    assert batch_size(8, 8.0, 992) == 1  # a second a row: one row a call
+    assert batch_size(10, 0.5, 992) == 20  # 20 rows fit in a second at 50 ms a row
+    assert batch_size(8, 0.0, 992) == 992  # a clock too coarse to see the call
+
+
+@pytest.mark.slow
+class TestPyfunc:
+    def test_a_fast_model_gets_the_rows_in_two_calls(self, tmp_path: Path) -> None:
+        texts = [f"case {i}" for i in range(1000)]
+        model = _pyfunc(tmp_path, "echo")
+        seen: list[tuple[int, int]] = []
+        preds = _run_model(model, _golden(texts), SUITE, lambda d, n: seen.append((d, n)))
+        assert preds.values == [t.upper() for t in texts] and all(preds.ok)
+        calls = _calls(model)
+        assert calls[0] == FIRST_BATCH and sum(calls) == 1000
+        # The echo takes well under 1 ms a row even on a slow machine: one more call.
+        assert len(calls) <= 3, calls
+        assert seen[-1] == (1000, 1000) and [d for d, _ in seen] == sorted({d for d, _ in seen})
+        assert all(v is not None and v >= 0 for v in preds.latency_ms)
+
+    def test_a_slow_model_keeps_its_calls_short(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # 5 ms a row at the least (sleep never returns early): a call sized for 50 ms
+        # holds at most 10 rows, whatever the machine's speed.
+        monkeypatch.setattr(gate_predict, "BATCH_SECONDS", 0.05)
+        model = _pyfunc(tmp_path, "slow", sleep=0.005)
+        preds = _run_model(model, _golden([f"c{i}" for i in range(60)]), SUITE, None)
+        assert all(preds.ok)
+        calls = _calls(model)
+        assert sum(calls) == 60 and calls[0] == FIRST_BATCH
+        assert max(calls[1:]) <= 10, calls
+
+    def test_rows_that_raise_are_found_and_counted_the_rest_predicted(self, tmp_path: Path) -> None:
+        texts = [f"case {i}" for i in range(300)]
+        bad = [5, 6, 140, 299]
+        for i in bad:
+            texts[i] = f"boom {i}"
+        model = _pyfunc(tmp_path, "boom")
+        preds = _run_model(model, _golden(texts), SUITE, None)
+        assert [i for i, good in enumerate(preds.ok) if not good] == bad
+        assert preds.error_count == 4
+        assert preds.errors[0] == "row 5: ValueError: cannot route 'boom 5'"
+        assert [e.split(":")[0] for e in preds.errors] == [f"row {i}" for i in bad]
+        good = [i for i in range(300) if i not in bad]
+        assert all(preds.values[i] == texts[i].upper() for i in good)
+        assert all(preds.values[i] is None and preds.latency_ms[i] is None for i in bad)
+        # Halving finds each failing row in a few calls, not one call per row.
+        assert len(_calls(model)) < 100, len(_calls(model))
+
+    @pytest.mark.parametrize("mode", ["table", "column"])
+    def test_a_one_column_result_is_the_prediction(self, tmp_path: Path, mode: str) -> None:
+        texts = ["bin", "loud music", "council tax"]
+        preds = _run_model(_pyfunc(tmp_path, mode, mode=mode), _golden(texts), SUITE, None)
+        assert preds.values == ["BIN", "LOUD MUSIC", "COUNCIL TAX"] and all(preds.ok)
+
+    def test_a_table_of_several_columns_is_an_error_naming_them(self, tmp_path: Path) -> None:
+        preds = _run_model(_pyfunc(tmp_path, "wide", mode="wide"), _golden(["a", "b"]), SUITE, None)
+        assert preds.error_count == 2
+        assert "2 columns (queue, score)" in preds.errors[0]
+        assert "one value per row" in preds.errors[0]
