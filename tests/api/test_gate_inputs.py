@@ -107,3 +107,46 @@ def test_rows_are_what_csv_dict_reader_gives(dialect: str) -> None:
 def test_a_short_row_has_no_label() -> None:
     with pytest.raises(BadInput, match="line 3: the label column 'queue' is empty"):
         parse_golden("g.csv@abc", "g.csv", _csv("bin,web,waste", "loud,email"), SUITE)
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        # a quoted cell holding line breaks: the bad row starts on line 5, not 3
+        (b'text,channel,queue\n"bin\nout\nside",web,waste\nloud,email,\n', 5),
+        (b"text,channel,queue\n\nbin,web,waste\n\n\nloud,email,\n", 6),  # blank lines
+        (b"text,channel,queue\r\nbin,web,waste\r\nloud,email,\r\n", 3),  # CRLF
+    ],
+)
+def test_messages_name_the_line_the_row_starts_on(data: bytes, line: int) -> None:
+    with pytest.raises(BadInput, match=f"line {line}: the label column 'queue' is empty"):
+        parse_golden("g.csv@abc", "g.csv", data, SUITE)
+
+
+def test_json_lines_messages_count_blank_lines() -> None:
+    data = b'{"text": "a", "channel": "web", "queue": "x"}\n\n\n{"text": "b", "channel": "w"}\n'
+    with pytest.raises(BadInput, match="line 4: the label column 'queue' is empty"):
+        parse_golden("g.jsonl@abc", "g.jsonl", data, SUITE)
+
+
+def test_start_lines_match_the_rows_on_random_tables() -> None:
+    """Each row's recorded line is where csv.reader starts it (seeded random tables)."""
+    rng = random.Random(11)
+    cells = ["", "a", "x,y", "line\nbreak", "two\n\nbreaks", 'q "x"']
+    for _ in range(200):
+        lines_text: list[str] = ["text,channel,queue"]
+        expected: list[int] = []
+        for _ in range(rng.randint(0, 10)):
+            if rng.random() < 0.2:
+                lines_text.append("")  # a blank line
+                continue
+            buf = io.StringIO(newline="")
+            csv.writer(buf, lineterminator="\n").writerow(
+                [rng.choice(cells) for _ in range(rng.choice([1, 3, 3, 4]))]
+            )
+            expected.append(sum(t.count("\n") + 1 for t in lines_text) + 1)
+            lines_text.append(buf.getvalue().removesuffix("\n"))
+        text = "\n".join(lines_text) + "\n"
+        found: list[int] = []
+        rows = _csv_rows(csv.reader(io.StringIO(text, newline="")), found)
+        assert len(rows) == len(found) and found == expected, text
