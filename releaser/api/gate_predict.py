@@ -12,10 +12,10 @@ Two kinds of entry point:
   nearly all rows in one call (a model's per-call cost, about 4 ms for the
   example's scikit-learn pipeline, is paid a few times, not once per 64
   rows), and a slow one (an LLM behind a pyfunc) still moves the progress
-  bar about once a second. A call that raises is split in halves until the
-  rows that fail are found, so only those are counted as errors, in a few
-  calls per failing row. A row's latency is its call's time divided by the
-  rows in that call.
+  bar about once a second. A call that raises is split in halves, down to
+  calls of :data:`FIRST_BATCH` rows that are retried row by row, so only the
+  rows that fail are counted as errors, in a few calls per failing row. A
+  row's latency is its call's time divided by the rows in that call.
 - ``module:function``, called once per row as ``fn(prompt, inputs)`` where
   ``prompt`` is the release's first pinned prompt version (a
   ``promptregistry.PromptVersion``, or None without prompts) and ``inputs``
@@ -239,7 +239,8 @@ def _run_model(
     clock = time.perf_counter
 
     def predict(lo: int, hi: int) -> None:
-        """Rows [lo, hi) in one call; when it raises, each half on its own, left first."""
+        """Rows [lo, hi) in one call; when it raises, each half on its own (a few rows one
+        by one), left first, so failures are found in row order."""
         pending = [(lo, hi)]
         while pending:
             lo, hi = pending.pop()
@@ -247,9 +248,11 @@ def _run_model(
             try:
                 out = _outputs(model.predict(table.iloc[lo:hi]), hi - lo)
             except Exception as exc:  # noqa: BLE001 - split to find the rows that fail
-                if hi - lo > 1:
+                if hi - lo > FIRST_BATCH:
                     mid = (lo + hi) // 2
                     pending += [(mid, hi), (lo, mid)]
+                elif hi - lo > 1:  # few rows: one by one costs fewer calls than halving
+                    pending += [(i, i + 1) for i in range(hi - 1, lo - 1, -1)]
                 elif len(errors) < 5:
                     errors.append(f"row {lo}: {type(exc).__name__}: {exc}")
                 continue

@@ -151,3 +151,15 @@ class TestPyfunc:
         assert preds.error_count == 2
         assert "2 columns (queue, score)" in preds.errors[0]
         assert "one value per row" in preds.errors[0]
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_on_every_row_counts_every_row(tmp_path: Path) -> None:
+    texts = [f"boom {i}" for i in range(200)]
+    model = _pyfunc(tmp_path, "all-boom")
+    preds = _run_model(model, _golden(texts), SUITE, None)
+    assert preds.error_count == 200 and not any(preds.ok)
+    assert [e.split(":")[0] for e in preds.errors] == [f"row {i}" for i in range(5)]
+    # Halving stops at 8 rows, which are then tried one by one: about 1.3 calls a row
+    # (halving down to single rows would take two).
+    assert 200 <= len(_calls(model)) < 300, len(_calls(model))
