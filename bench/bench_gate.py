@@ -229,8 +229,8 @@ def _timed_gate(ws: Workspace, rid: str) -> float:
     return elapsed
 
 
-def _measure(label: str, raw_fn: Any, gate_fn: Any, repeats: int) -> list[float]:
-    """Interleave raw and harness runs; print the paired figures; return the ratios.
+def _measure(label: str, raw_fn: Any, gate_fn: Any, repeats: int) -> None:
+    """Interleave raw and harness runs and print the paired figures.
 
     The overhead is taken per pair (a raw loop, then run_gate, back to back), and the
     median and quartiles of those paired figures are printed, with the time run_gate
@@ -255,7 +255,6 @@ def _measure(label: str, raw_fn: Any, gate_fn: Any, repeats: int) -> list[float]
         f"{statistics.median(ratios):+.1%}, quartiles {quartiles[0]:+.1%} to "
         f"{quartiles[2]:+.1%}; without the MLflow run: median {statistics.median(bare):+.1%}"
     )
-    return ratios
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from ``model_config``.
 
 A sqlite store is switched to WAL mode before the client first opens it
 (:mod:`promptregistry.mlflow_sqlite`), which makes each alias move's commits
-about five times cheaper.
+3-5x cheaper.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class MlflowPromptBackend:
                                 f"cannot reach the MLflow server at {redact_uri(uri)}: {problem}",
                                 hint="start the tracking server or check the tracking URI",
                             )
-                        prefer_wal(uri)  # sqlite: commits ~5x faster in WAL mode
+                        prefer_wal(uri)  # sqlite: commits 3-5x cheaper in WAL mode
 
                     self._client_obj = MlflowClient(
                         tracking_uri=self.tracking_uri, registry_uri=self.registry_uri

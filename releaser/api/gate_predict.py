@@ -13,7 +13,7 @@ Two kinds of entry point:
   example's scikit-learn pipeline, is paid a few times, not once per 64
   rows), and a slow one (an LLM behind a pyfunc) still moves the progress
   bar about once a second. A call that raises is split in halves, down to
-  calls of :data:`FIRST_BATCH` rows that are retried row by row, so only the
+  calls of :data:`ONE_BY_ONE` rows that are retried row by row, so only the
   rows that fail are counted as errors, in a few calls per failing row. A
   row's latency is its call's time divided by the rows in that call.
 - ``module:function``, called once per row as ``fn(prompt, inputs)`` where
@@ -50,6 +50,7 @@ __all__ = [
     "CACHE_DIR",
     "FIRST_BATCH",
     "MAX_BATCH",
+    "ONE_BY_ONE",
     "Predictions",
     "Progress",
     "batch_size",
@@ -62,6 +63,8 @@ BATCH_SECONDS = 1.0
 """Each later call gets about this many seconds' worth of rows, at the last call's speed."""
 MAX_BATCH = 8192
 """The most rows in one call, however fast the model is."""
+ONE_BY_ONE = 8
+"""A failing call of at most this many rows is retried row by row instead of halved again."""
 CACHE_DIR = ".releaser/cache/gate"
 Progress = Callable[[int, int], None]
 """``progress(done, total)``, called as rows are predicted."""
@@ -238,17 +241,17 @@ def _run_model(
     table = pd.DataFrame({c: [r[c] for r in golden.rows] for c in cols})
     clock = time.perf_counter
 
-    def predict(lo: int, hi: int) -> None:
-        """Rows [lo, hi) in one call; when it raises, each half on its own (a few rows one
-        by one), left first, so failures are found in row order."""
-        pending = [(lo, hi)]
+    def predict(start: int, end: int) -> None:
+        """Rows [start, end) in one call; when it raises, each half on its own (a few rows
+        one by one), left first, so failures are found in row order."""
+        pending = [(start, end)]
         while pending:
             lo, hi = pending.pop()
             began = clock()
             try:
                 out = _outputs(model.predict(table.iloc[lo:hi]), hi - lo)
             except Exception as exc:  # noqa: BLE001 - split to find the rows that fail
-                if hi - lo > FIRST_BATCH:
+                if hi - lo > ONE_BY_ONE:
                     mid = (lo + hi) // 2
                     pending += [(mid, hi), (lo, mid)]
                 elif hi - lo > 1:  # few rows: one by one costs fewer calls than halving
