@@ -24,7 +24,9 @@ Two kinds of entry point:
 
 A row whose predict raises is counted, never fatal. Predictions are cached
 in ``.releaser/cache/gate/`` by (release, dataset md5, predict config), so
-re-running the gate on the same release and data does not predict again.
+re-running the gate on the same release and data does not predict again,
+except the rows that raised last time: those are predicted again (an endpoint
+that was down may be back), and the cache keeps what they give now.
 """
 
 from __future__ import annotations
@@ -227,18 +229,29 @@ def _outputs(raw: Any, rows: int) -> list[Any]:
 
 
 def _run_model(
-    model: Any, golden: Golden, suite: EvalSuite, progress: Progress | None
+    model: Any,
+    golden: Golden,
+    suite: EvalSuite,
+    progress: Progress | None,
+    only: Sequence[int] | None = None,
 ) -> Predictions:
+    """Predict the golden rows (or the rows numbered in ``only``) with a pyfunc model.
+
+    The result has one entry per predicted row, in order; messages name a row by
+    its number in the golden set.
+    """
     import pandas as pd
 
-    n = len(golden.rows)
+    picked = golden.rows if only is None else [golden.rows[i] for i in only]
+    numbers = range(len(golden.rows)) if only is None else only
+    n = len(picked)
     values: list[Any] = [None] * n
     ok = [False] * n
     latency: list[float | None] = [None] * n
     errors: list[str] = []
     cols = suite.input_columns
     # One table for all rows, sliced per call (cheaper than a new table per call).
-    table = pd.DataFrame({c: [r[c] for r in golden.rows] for c in cols})
+    table = pd.DataFrame({c: [r[c] for r in picked] for c in cols})
     clock = time.perf_counter
 
     def predict(start: int, end: int) -> None:
@@ -257,7 +270,7 @@ def _run_model(
                 elif hi - lo > 1:  # few rows: one by one costs fewer calls than halving
                     pending += [(i, i + 1) for i in range(hi - 1, lo - 1, -1)]
                 elif len(errors) < 5:
-                    errors.append(f"row {lo}: {type(exc).__name__}: {exc}")
+                    errors.append(f"row {numbers[lo]}: {type(exc).__name__}: {exc}")
                 continue
             each = (clock() - began) * 1000.0 / (hi - lo)
             values[lo:hi] = out
@@ -282,22 +295,26 @@ def _run_function(
     golden: Golden,
     columns: Sequence[str],
     progress: Progress | None,
+    only: Sequence[int] | None = None,
 ) -> Predictions:
-    n = len(golden.rows)
+    """Call ``fn`` on each golden row (or each row numbered in ``only``), as ``_run_model``."""
+    numbers = range(len(golden.rows)) if only is None else only
+    n = len(numbers)
     values: list[Any] = [None] * n
     ok = [False] * n
     latency: list[float | None] = [None] * n
     errors: list[str] = []
     clock = time.perf_counter
     step = max(1, n // 100)
-    for i, row in enumerate(golden.rows):
+    for i, number in enumerate(numbers):
+        row = golden.rows[number]
         inputs = {c: row[c] for c in columns}
         began = clock()
         try:
             value = fn(prompt, inputs)
         except Exception as exc:  # noqa: BLE001 - counted per row, never fatal
             if len(errors) < 5:
-                errors.append(f"row {i}: {type(exc).__name__}: {exc}")
+                errors.append(f"row {number}: {type(exc).__name__}: {exc}")
         else:
             latency[i] = (clock() - began) * 1000.0
             values[i] = _plain(value)
@@ -334,19 +351,43 @@ def predict_release(
     progress: Progress | None = None,
     use_cache: bool = True,
 ) -> Predictions:
-    """Predictions of ``release`` on the golden rows (from the cache when there)."""
+    """Predictions of ``release`` on the golden rows, from the cache when there.
+
+    Rows that raised in the cached run are predicted again, and only those: a
+    failure may have been passing (a timeout, an endpoint being restarted), and a
+    re-run after it is fixed must not keep reporting it.
+    """
+    n = len(golden.rows)
     path = _cache_path(ws, release, golden, suite)
-    if use_cache:
-        cached = _read_cache(path, len(golden.rows))
-        if cached is not None:
-            if progress is not None:
-                progress(len(golden.rows), len(golden.rows))
-            return cached
+    cached = _read_cache(path, n) if use_cache else None
+    if cached is not None and cached.error_count == 0:
+        if progress is not None:
+            progress(n, n)
+        return cached
+    only = None if cached is None else [i for i, good in enumerate(cached.ok) if not good]
+    if progress is not None and only is not None:
+        progress = _after(progress, n - len(only), n)  # the cached rows count as done
     fn = resolve_function(ws, release, suite)
     if fn is None:
         model = _load_pyfunc(ws, _model_uri(release, suite))
-        result = _run_model(model, golden, suite, progress)
+        result = _run_model(model, golden, suite, progress, only)
     else:
-        result = _run_function(fn, _prompt(ws, release), golden, suite.input_columns, progress)
+        prompt = _prompt(ws, release)
+        result = _run_function(fn, prompt, golden, suite.input_columns, progress, only)
+    if cached is not None and only is not None:
+        result = _merge(cached, only, result)
     _write_cache(path, result)
     return result
+
+
+def _after(progress: Progress, offset: int, total: int) -> Progress:
+    return lambda done, _part: progress(offset + done, total)
+
+
+def _merge(cached: Predictions, only: Sequence[int], fresh: Predictions) -> Predictions:
+    """The cached predictions with the rows numbered in ``only`` replaced by ``fresh``."""
+    values, ok, latency = list(cached.values), list(cached.ok), list(cached.latency_ms)
+    for j, i in enumerate(only):
+        values[i], ok[i], latency[i] = fresh.values[j], fresh.ok[j], fresh.latency_ms[j]
+    # Every row that raised before was tried again, so the fresh messages are all there is.
+    return Predictions(values, ok, latency, list(fresh.errors))

@@ -140,6 +140,17 @@ class TestPyfunc:
         # Halving finds each failing row in a few calls, not one call per row.
         assert len(_calls(model)) < 100, len(_calls(model))
 
+    def test_only_the_rows_asked_for_are_predicted_named_by_their_golden_row(
+        self, tmp_path: Path
+    ) -> None:
+        texts = [f"case {i}" for i in range(40)]
+        texts[17] = "boom 17"
+        model = _pyfunc(tmp_path, "some")
+        preds = _run_model(model, _golden(texts), SUITE, None, only=[3, 17, 30])
+        assert sum(_calls(model)) >= 3 and max(_calls(model)) <= 3
+        assert preds.values == ["CASE 3", None, "CASE 30"] and preds.ok == [True, False, True]
+        assert preds.errors == ["row 17: ValueError: cannot route 'boom 17'"]
+
     @pytest.mark.parametrize("mode", ["table", "column"])
     def test_a_one_column_result_is_the_prediction(self, tmp_path: Path, mode: str) -> None:
         texts = ["bin", "loud music", "council tax"]

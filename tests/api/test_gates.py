@@ -244,6 +244,58 @@ def test_rows_whose_predict_raises_are_counted_and_fail_the_gate(
     assert "RuntimeError: upstream timeout" in report.failures[0]
 
 
+FLAKY = '''
+"""The keyword router behind an endpoint: while ``endpoint-down`` exists, cases about a
+flat time out. Every call is counted in ``calls.txt``."""
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def predict(prompt, inputs):
+    with (HERE / "calls.txt").open("a", encoding="utf-8") as fh:
+        fh.write("call\\n")
+    text = inputs["text"].lower()
+    if "flat" in text and (HERE / "endpoint-down").exists():
+        raise TimeoutError("endpoint did not answer in 30 s")
+    return "housing" if "flat" in text else "waste"
+'''
+
+
+def test_rows_that_raised_are_predicted_again_on_a_rerun_and_only_those(
+    gated: Gated, tmp_path: Path
+) -> None:
+    root, rid = _function_release(
+        gated, tmp_path, {"predict: rules:predict": "predict: flaky_endpoint:predict"}
+    )
+    (root / "flaky_endpoint.py").write_text(textwrap.dedent(FLAKY), encoding="utf-8")
+    (root / "endpoint-down").touch()
+    calls = root / "calls.txt"
+    flats = sum("flat" in r.lower() for r in _golden_texts(root))
+    ws = open_workspace(root)
+    try:
+        down = run_gate(ws, SERVICE, rid)
+        assert not down.passed and down.errors == flats > 0
+        assert "TimeoutError: endpoint did not answer" in down.failures[0]
+        first = len(calls.read_text().splitlines())
+        assert first == 2 * 600  # candidate and baseline, every row
+
+        (root / "endpoint-down").unlink()
+        back = run_gate(ws, SERVICE, rid)
+        # Only the rows that raised were predicted again (for both releases), and they
+        # count now: no error is left, and the run is not reported as cached.
+        assert len(calls.read_text().splitlines()) - first == 2 * flats
+        assert back.errors == 0 and not back.cached
+        assert back.mlflow_run_id != down.mlflow_run_id
+        assert not any(c["name"] == "errors" and not c["passed"] for c in back.checks)
+
+        again = run_gate(ws, SERVICE, rid)
+        assert len(calls.read_text().splitlines()) - first == 2 * flats  # all cached now
+        assert again.cached and again.metrics == back.metrics
+    finally:
+        ws.close()
+
+
 def _golden_texts(root: Path) -> list[str]:
     import csv
 
