@@ -57,6 +57,9 @@ class GateReport(BaseModel):
     rows: int
     errors: int = Field(description="Rows whose predict raised.")
     error_examples: list[str] = Field(default_factory=list)
+    baseline_errors: int = Field(
+        default=0, description="Rows whose predict raised for the baseline (not compared)."
+    )
     metrics: dict[str, float | None] = Field(description="The candidate's metrics.")
     baseline_metrics: dict[str, float | None] = Field(default_factory=dict)
     checks: list[dict[str, Any]] = Field(default_factory=list)
@@ -80,7 +83,12 @@ class GateReport(BaseModel):
             "",
             f"- baseline: {base}",
             f"- golden set: `{self.dataset}` md5 `{self.dataset_md5}` ({self.rows} rows)",
-            f"- rows whose predict raised: {self.errors}",
+            f"- rows whose predict raised: {self.errors}"
+            + (
+                f" (baseline: {self.baseline_errors}, left out of the comparison)"
+                if self.baseline_errors
+                else ""
+            ),
             f"- run at {self.at}" + (" (cached predictions)" if self.cached else ""),
             "",
         ]
@@ -214,6 +222,8 @@ def evaluate_release(
         slice_min_rows=suite.slice_min_rows,
         errors=cand.error_count,
         error_examples=cand.errors,
+        baseline_ok=base_preds.ok if base_preds else None,
+        baseline_error_examples=base_preds.errors if base_preds else (),
     )
     return GateReport(
         service=service,
@@ -228,11 +238,13 @@ def evaluate_release(
         rows=len(golden.rows),
         errors=cand.error_count,
         error_examples=cand.errors,
+        baseline_errors=base_preds.error_count if base_preds else 0,
         metrics=_clean(outcome.metrics),
         baseline_metrics=_clean(outcome.baseline_metrics),
         checks=outcome.checks,
         slices=outcome.slices,
         failures=outcome.failures,
+        warnings=outcome.warnings,
         cached=cand.cached and (base_preds is None or base_preds.cached),
     )
 
@@ -270,7 +282,16 @@ def _log_mlflow(ws: Workspace, report: GateReport) -> tuple[str | None, str | No
 
 
 def _same_outcome(a: GateReport, b: GateReport) -> bool:
-    fields = ("baseline_id", "dataset_md5", "passed", "metrics", "checks", "slices", "errors")
+    fields = (
+        "baseline_id",
+        "dataset_md5",
+        "passed",
+        "metrics",
+        "checks",
+        "slices",
+        "errors",
+        "baseline_errors",
+    )
     return b.cached and all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
@@ -298,9 +319,8 @@ def run_gate(
         run_id, warning = previous.mlflow_run_id, None
     else:
         run_id, warning = _log_mlflow(ws, report)
-    report = report.model_copy(
-        update={"mlflow_run_id": run_id, "warnings": [warning] if warning else []}
-    )
+    warnings = [*report.warnings, *([warning] if warning else [])]
+    report = report.model_copy(update={"mlflow_run_id": run_id, "warnings": warnings})
     key = _key(service, release.id)
     for _attempt in range(3):
         existing = ws.store.get(GATE_KIND, key)

@@ -8,6 +8,10 @@ the checks, per-slice results and human-readable failures. Pure: no I/O.
 Rules:
 
 - **errors**: any row whose predict raised fails the gate (with the count).
+- **baseline rows that raised** are left out of every comparison with the
+  baseline (non-regression, slices, the baseline's metrics), with a warning
+  giving the count: scored as wrong, they would make the baseline look worse
+  and let a regression through. Compared on no row at all, non-regression fails.
 - **threshold**: the metric must reach its threshold (latency: stay at or under it).
 - **non_regression**: the paired bootstrap interval of ``candidate - baseline``
   must rule out a drop larger than ``max_drop`` (see :mod:`releaser.core.bootstrap`).
@@ -53,6 +57,7 @@ class GateOutcome:
     checks: list[dict[str, Any]] = field(default_factory=list)
     slices: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -98,12 +103,33 @@ def evaluate_gate(
     slice_min_rows: int = 20,
     errors: int = 0,
     error_examples: Sequence[str] = (),
+    baseline_ok: Sequence[bool] | None = None,
+    baseline_error_examples: Sequence[str] = (),
 ) -> GateOutcome:
-    """Judge the candidate's per-row scores (and the baseline's) against the suite's rules."""
+    """Judge the candidate's per-row scores (and the baseline's) against the suite's rules.
+
+    ``baseline_ok`` marks the rows the baseline answered (None: all of them); the
+    comparison with the baseline is made on those rows only.
+    """
     metrics = {m: aggregate(m, s) for m, s in candidate.items()}
-    base_metrics = {m: aggregate(m, s) for m, s in (baseline or {}).items()}
-    out = GateOutcome({m: v for m, v in metrics.items()}, {m: v for m, v in base_metrics.items()})
     rows = len(next(iter(candidate.values()))) if candidate else 0
+    compared = candidate
+    warnings: list[str] = []
+    if baseline is not None and baseline_ok is not None and not all(baseline_ok):
+        keep = np.asarray(baseline_ok, dtype=bool)
+        first = f" (first: {baseline_error_examples[0]})" if baseline_error_examples else ""
+        warnings.append(
+            f"the baseline's predict raised on {int((~keep).sum())} of {rows} rows{first}; "
+            f"the comparison with the baseline uses the {int(keep.sum())} rows it answered"
+        )
+        compared = {m: s[keep] for m, s in candidate.items()}
+        baseline = {m: s[keep] for m, s in baseline.items()}
+        slice_columns = {
+            c: [v for v, k in zip(vals, keep.tolist(), strict=True) if k]
+            for c, vals in slice_columns.items()
+        }
+    base_metrics = {m: aggregate(m, s) for m, s in (baseline or {}).items()}
+    out = GateOutcome(metrics, base_metrics, warnings=warnings)
 
     check = _check("errors", "threshold", "errors", float(errors), 0.0, errors == 0)
     check["detail"] = f"{errors} of {rows} rows raised in predict"
@@ -124,11 +150,11 @@ def evaluate_gate(
             out.failures.append(f"{metric} {_fmt(metric, value)} is {word} {_fmt(metric, limit)}")
 
     if non_regression is not None and baseline is not None:
-        _non_regression(out, candidate, baseline, non_regression)
+        _non_regression(out, compared, baseline, non_regression)
 
     if slice_columns:
         _slices(
-            out, candidate, baseline, primary_metric, slice_columns, slice_max_drop, slice_min_rows
+            out, compared, baseline, primary_metric, slice_columns, slice_max_drop, slice_min_rows
         )
     return out
 
@@ -162,7 +188,13 @@ def _non_regression(
         f"allowed drop {rule.max_drop:g}"
     )
     out.checks.append(check)
-    if not ok:
+    if ci.n == 0:
+        check["detail"] = "no row answered by both releases: nothing to compare"
+        out.failures.append(
+            f"{metric} cannot be compared with the baseline: the baseline's predict raised "
+            "on every row"
+        )
+    elif not ok:
         out.failures.append(
             f"{metric} may have regressed against the baseline: change {ci.delta:+.4f}, "
             f"{pct} CI [{ci.low:+.4f}, {ci.high:+.4f}] does not rule out a drop larger than "

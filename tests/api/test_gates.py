@@ -277,6 +277,14 @@ def test_rows_that_raised_are_predicted_again_on_a_rerun_and_only_those(
         down = run_gate(ws, SERVICE, rid)
         assert not down.passed and down.errors == flats > 0
         assert "TimeoutError: endpoint did not answer" in down.failures[0]
+        # The baseline timed out on the same rows: they are left out of the comparison.
+        assert down.baseline_errors == flats
+        assert any(
+            w.startswith(f"the baseline's predict raised on {flats} of 600 rows (first: row ")
+            and w.endswith(f"uses the {600 - flats} rows it answered")
+            for w in down.warnings
+        ), down.warnings
+        assert f"- rows whose predict raised: {flats} (baseline: {flats}," in down.markdown()
         first = len(calls.read_text().splitlines())
         assert first == 2 * 600  # candidate and baseline, every row
 
@@ -285,7 +293,8 @@ def test_rows_that_raised_are_predicted_again_on_a_rerun_and_only_those(
         # Only the rows that raised were predicted again (for both releases), and they
         # count now: no error is left, and the run is not reported as cached.
         assert len(calls.read_text().splitlines()) - first == 2 * flats
-        assert back.errors == 0 and not back.cached
+        assert back.errors == 0 and back.baseline_errors == 0 and not back.cached
+        assert not back.warnings
         assert back.mlflow_run_id != down.mlflow_run_id
         assert not any(c["name"] == "errors" and not c["passed"] for c in back.checks)
 

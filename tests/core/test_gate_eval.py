@@ -81,3 +81,53 @@ def test_latency_is_judged_lower_is_better() -> None:
     )
     assert [c["passed"] for c in out.checks] == [True, True, False]
     assert "latency may have regressed" in out.failures[0]
+
+
+def _worse_candidate_and_a_baseline_that_raised() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """600 rows: the candidate loses 8% of the baseline's right answers; the baseline's
+    predict raised on about 30% of the rows (scored 0.0, as the harness scores them)."""
+    rng = np.random.default_rng(11)
+    base = (rng.random(600) < 0.92).astype(float)
+    cand = base.copy()
+    cand[(base == 1.0) & (rng.random(600) < 0.08)] = 0.0
+    raised = rng.random(600) < 0.3
+    return cand, np.where(raised, 0.0, base), raised
+
+
+def test_baseline_rows_that_raised_are_left_out_of_the_comparison() -> None:
+    cand, base, raised = _worse_candidate_and_a_baseline_that_raised()
+    slices = {"user_group": ["pilot"] * 100 + ["public"] * 500}
+    # Scored as wrong, the baseline's failed rows let the regression through:
+    assert _judge({"accuracy": cand}, {"accuracy": base}, slices).passed
+    out = _judge(
+        {"accuracy": cand},
+        {"accuracy": base},
+        slices,
+        baseline_ok=(~raised).tolist(),
+        baseline_error_examples=["row 3: TimeoutError: no answer"],
+    )
+    kept = int((~raised).sum())
+    assert not out.passed
+    assert {c["name"]: c["passed"] for c in out.checks}["accuracy non-regression"] is False
+    assert out.warnings == [
+        f"the baseline's predict raised on {600 - kept} of 600 rows (first: row 3: "
+        f"TimeoutError: no answer); the comparison with the baseline uses the {kept} rows "
+        "it answered"
+    ]
+    # The candidate is judged on every row; the baseline on the rows it answered.
+    assert out.metrics["accuracy"] == cand.mean()
+    assert out.baseline_metrics["accuracy"] == base[~raised].mean()
+    pilot = next(s for s in out.slices if s["value"] == "pilot")
+    assert pilot["n"] == int((~raised[:100]).sum())
+    assert pilot["candidate"] == round(float(cand[:100][~raised[:100]].mean()), 6)
+
+
+def test_a_baseline_that_raised_on_every_row_cannot_pass_non_regression() -> None:
+    cand, base, _raised = _worse_candidate_and_a_baseline_that_raised()
+    out = _judge({"accuracy": cand}, {"accuracy": base}, {}, baseline_ok=[False] * 600)
+    check = next(c for c in out.checks if c["kind"] == "non_regression")
+    assert not out.passed and not check["passed"]
+    assert check["detail"] == "no row answered by both releases: nothing to compare"
+    assert out.failures == [
+        "accuracy cannot be compared with the baseline: the baseline's predict raised on every row"
+    ]
