@@ -22,7 +22,10 @@ Two kinds of entry point:
   a dict of the row's input columns. The function is imported from the
   workspace (its root is on ``sys.path``).
 
-A row whose predict raises is counted, never fatal. Predictions are cached
+A row whose predict raises is counted, never fatal. After the suite's
+``max_consecutive_errors`` rows in a row have raised (an endpoint that is down,
+each row waiting out a timeout), the release's remaining rows are not predicted:
+they are counted as such, and the gate fails. Predictions are cached
 in ``.releaser/cache/gate/`` by (release, dataset md5, predict config), so
 re-running the gate on the same release and data does not predict again,
 except the rows that raised last time: those are predicted again (an endpoint
@@ -80,12 +83,14 @@ class Predictions:
     ok: list[bool]
     latency_ms: list[float | None]
     errors: list[str]
+    not_predicted: int = 0
+    """Rows left unpredicted (not ``ok``) after too many errors in a row."""
     cached: bool = False
 
     @property
     def error_count(self) -> int:
         """Rows whose predict raised."""
-        return sum(1 for o in self.ok if not o)
+        return sum(1 for o in self.ok if not o) - self.not_predicted
 
     def to_json(self) -> dict[str, Any]:
         """The cached form."""
@@ -94,6 +99,7 @@ class Predictions:
             "ok": self.ok,
             "latency_ms": self.latency_ms,
             "errors": self.errors,
+            "not_predicted": self.not_predicted,
         }
 
 
@@ -127,6 +133,7 @@ def _read_cache(path: Path, rows: int) -> Predictions | None:
             [bool(v) for v in data["ok"]],
             list(data["latency_ms"]),
             list(data["errors"]),
+            int(data.get("not_predicted", 0)),
             cached=True,
         )
     except (OSError, ValueError, KeyError, TypeError):
@@ -253,10 +260,14 @@ def _run_model(
     # One table for all rows, sliced per call (cheaper than a new table per call).
     table = pd.DataFrame({c: [r[c] for r in picked] for c in cols})
     clock = time.perf_counter
+    limit = suite.max_consecutive_errors
+    in_a_row = 0  # rows that raised since the last row predicted, in row order
 
-    def predict(start: int, end: int) -> None:
+    def predict(start: int, end: int) -> int | None:
         """Rows [start, end) in one call; when it raises, each half on its own (a few rows
-        one by one), left first, so failures are found in row order."""
+        one by one), left first, so failures are found in row order. Returns the row
+        after the one that made ``limit`` errors in a row, or None."""
+        nonlocal in_a_row
         pending = [(start, end)]
         while pending:
             lo, hi = pending.pop()
@@ -269,24 +280,30 @@ def _run_model(
                     pending += [(mid, hi), (lo, mid)]
                 elif hi - lo > 1:  # few rows: one by one costs fewer calls than halving
                     pending += [(i, i + 1) for i in range(hi - 1, lo - 1, -1)]
-                elif len(errors) < 5:
-                    errors.append(f"row {numbers[lo]}: {type(exc).__name__}: {exc}")
+                else:
+                    if len(errors) < 5:
+                        errors.append(f"row {numbers[lo]}: {type(exc).__name__}: {exc}")
+                    in_a_row += 1
+                    if limit is not None and in_a_row >= limit:
+                        return hi
                 continue
             each = (clock() - began) * 1000.0 / (hi - lo)
             values[lo:hi] = out
             ok[lo:hi] = [True] * (hi - lo)
             latency[lo:hi] = [each] * (hi - lo)
+            in_a_row = 0
+        return None
 
-    done, last_rows, last_seconds = 0, 0, 0.0
-    while done < n:
+    done, last_rows, last_seconds, stopped = 0, 0, 0.0, None
+    while done < n and stopped is None:
         size = batch_size(last_rows, last_seconds, n - done)
         began = clock()
-        predict(done, done + size)
+        stopped = predict(done, done + size)
         last_rows, last_seconds = size, clock() - began
-        done += size
+        done = n if stopped is not None else done + size
         if progress is not None:
             progress(done, n)
-    return Predictions(values, ok, latency, errors)
+    return Predictions(values, ok, latency, errors, n - stopped if stopped is not None else 0)
 
 
 def _run_function(
@@ -296,6 +313,7 @@ def _run_function(
     columns: Sequence[str],
     progress: Progress | None,
     only: Sequence[int] | None = None,
+    limit: int | None = None,
 ) -> Predictions:
     """Call ``fn`` on each golden row (or each row numbered in ``only``), as ``_run_model``."""
     numbers = range(len(golden.rows)) if only is None else only
@@ -306,6 +324,7 @@ def _run_function(
     errors: list[str] = []
     clock = time.perf_counter
     step = max(1, n // 100)
+    in_a_row, not_predicted = 0, 0
     for i, number in enumerate(numbers):
         row = golden.rows[number]
         inputs = {c: row[c] for c in columns}
@@ -315,15 +334,20 @@ def _run_function(
         except Exception as exc:  # noqa: BLE001 - counted per row, never fatal
             if len(errors) < 5:
                 errors.append(f"row {number}: {type(exc).__name__}: {exc}")
+            in_a_row += 1
+            if limit is not None and in_a_row >= limit:
+                not_predicted = n - i - 1
+                break
         else:
             latency[i] = (clock() - began) * 1000.0
             values[i] = _plain(value)
             ok[i] = True
+            in_a_row = 0
         if progress is not None and (i + 1) % step == 0:
             progress(i + 1, n)
     if progress is not None:
         progress(n, n)
-    return Predictions(values, ok, latency, errors)
+    return Predictions(values, ok, latency, errors, not_predicted)
 
 
 def _prompt(ws: Workspace, release: Release) -> Any:
@@ -373,7 +397,8 @@ def predict_release(
         result = _run_model(model, golden, suite, progress, only)
     else:
         prompt = _prompt(ws, release)
-        result = _run_function(fn, prompt, golden, suite.input_columns, progress, only)
+        columns, limit = suite.input_columns, suite.max_consecutive_errors
+        result = _run_function(fn, prompt, golden, columns, progress, only, limit)
     if cached is not None and only is not None:
         result = _merge(cached, only, result)
     _write_cache(path, result)
@@ -389,5 +414,5 @@ def _merge(cached: Predictions, only: Sequence[int], fresh: Predictions) -> Pred
     values, ok, latency = list(cached.values), list(cached.ok), list(cached.latency_ms)
     for j, i in enumerate(only):
         values[i], ok[i], latency[i] = fresh.values[j], fresh.ok[j], fresh.latency_ms[j]
-    # Every row that raised before was tried again, so the fresh messages are all there is.
-    return Predictions(values, ok, latency, list(fresh.errors))
+    # Every row without a prediction was tried again, so the fresh counts are all there is.
+    return Predictions(values, ok, latency, list(fresh.errors), fresh.not_predicted)

@@ -57,8 +57,12 @@ class GateReport(BaseModel):
     rows: int
     errors: int = Field(description="Rows whose predict raised.")
     error_examples: list[str] = Field(default_factory=list)
+    not_predicted: int = Field(
+        default=0, description="Rows left unpredicted after too many errors in a row."
+    )
     baseline_errors: int = Field(
-        default=0, description="Rows whose predict raised for the baseline (not compared)."
+        default=0,
+        description="Rows the baseline gave no prediction for (left out of the comparison).",
     )
     metrics: dict[str, float | None] = Field(description="The candidate's metrics.")
     baseline_metrics: dict[str, float | None] = Field(default_factory=dict)
@@ -84,6 +88,7 @@ class GateReport(BaseModel):
             f"- baseline: {base}",
             f"- golden set: `{self.dataset}` md5 `{self.dataset_md5}` ({self.rows} rows)",
             f"- rows whose predict raised: {self.errors}"
+            + (f", not predicted: {self.not_predicted}" if self.not_predicted else "")
             + (
                 f" (baseline: {self.baseline_errors}, left out of the comparison)"
                 if self.baseline_errors
@@ -224,6 +229,8 @@ def evaluate_release(
         error_examples=cand.errors,
         baseline_ok=base_preds.ok if base_preds else None,
         baseline_error_examples=base_preds.errors if base_preds else (),
+        not_predicted=cand.not_predicted,
+        stopped_after=suite.max_consecutive_errors,
     )
     return GateReport(
         service=service,
@@ -238,7 +245,8 @@ def evaluate_release(
         rows=len(golden.rows),
         errors=cand.error_count,
         error_examples=cand.errors,
-        baseline_errors=base_preds.error_count if base_preds else 0,
+        not_predicted=cand.not_predicted,
+        baseline_errors=sum(not o for o in base_preds.ok) if base_preds else 0,
         metrics=_clean(outcome.metrics),
         baseline_metrics=_clean(outcome.baseline_metrics),
         checks=outcome.checks,
@@ -290,6 +298,7 @@ def _same_outcome(a: GateReport, b: GateReport) -> bool:
         "checks",
         "slices",
         "errors",
+        "not_predicted",
         "baseline_errors",
     )
     return b.cached and all(getattr(a, f) == getattr(b, f) for f in fields)

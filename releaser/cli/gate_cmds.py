@@ -83,6 +83,7 @@ def _human(report: GateReport) -> None:
     say(
         f"  baseline {base}; golden set {report.dataset} ({report.rows} rows, md5 "
         f"{report.dataset_md5[:12]}); predict errors {report.errors}"
+        + (f", {report.not_predicted} rows not predicted" if report.not_predicted else "")
         + (f" (baseline {report.baseline_errors})" if report.baseline_errors else "")
         + ("; cached predictions" if report.cached else "")
     )

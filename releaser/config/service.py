@@ -182,6 +182,13 @@ class EvalSuite(_Model):
     slice_min_rows: int = Field(
         default=20, ge=1, description="Slices with fewer rows are reported but not judged."
     )
+    max_consecutive_errors: int | None = Field(
+        default=20,
+        ge=1,
+        description="Stop predicting a release after this many rows in a row raise (an "
+        "endpoint that is down); the rows left are not predicted and the gate fails. "
+        "null: predict every row.",
+    )
 
     @model_validator(mode="after")
     def _metrics_known(self) -> EvalSuite:

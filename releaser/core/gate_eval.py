@@ -7,7 +7,8 @@ the checks, per-slice results and human-readable failures. Pure: no I/O.
 
 Rules:
 
-- **errors**: any row whose predict raised fails the gate (with the count).
+- **errors**: any row whose predict raised fails the gate (with the count), and so
+  does any row left unpredicted because too many rows in a row raised.
 - **baseline rows that raised** are left out of every comparison with the
   baseline (non-regression, slices, the baseline's metrics), with a warning
   giving the count: scored as wrong, they would make the baseline look worse
@@ -105,11 +106,15 @@ def evaluate_gate(
     error_examples: Sequence[str] = (),
     baseline_ok: Sequence[bool] | None = None,
     baseline_error_examples: Sequence[str] = (),
+    not_predicted: int = 0,
+    stopped_after: int | None = None,
 ) -> GateOutcome:
     """Judge the candidate's per-row scores (and the baseline's) against the suite's rules.
 
     ``baseline_ok`` marks the rows the baseline answered (None: all of them); the
-    comparison with the baseline is made on those rows only.
+    comparison with the baseline is made on those rows only. ``not_predicted``
+    candidate rows were never tried, predicting having stopped after
+    ``stopped_after`` errors in a row.
     """
     metrics = {m: aggregate(m, s) for m, s in candidate.items()}
     rows = len(next(iter(candidate.values()))) if candidate else 0
@@ -119,7 +124,7 @@ def evaluate_gate(
         keep = np.asarray(baseline_ok, dtype=bool)
         first = f" (first: {baseline_error_examples[0]})" if baseline_error_examples else ""
         warnings.append(
-            f"the baseline's predict raised on {int((~keep).sum())} of {rows} rows{first}; "
+            f"the baseline did not answer {int((~keep).sum())} of {rows} rows{first}; "
             f"the comparison with the baseline uses the {int(keep.sum())} rows it answered"
         )
         compared = {m: s[keep] for m, s in candidate.items()}
@@ -131,12 +136,20 @@ def evaluate_gate(
     base_metrics = {m: aggregate(m, s) for m, s in (baseline or {}).items()}
     out = GateOutcome(metrics, base_metrics, warnings=warnings)
 
-    check = _check("errors", "threshold", "errors", float(errors), 0.0, errors == 0)
-    check["detail"] = f"{errors} of {rows} rows raised in predict"
+    missing = errors + not_predicted
+    check = _check("errors", "threshold", "errors", float(missing), 0.0, missing == 0)
+    check["detail"] = f"{errors} of {rows} rows raised in predict" + (
+        f", {not_predicted} not predicted" if not_predicted else ""
+    )
     out.checks.append(check)
     if errors:
         first = f" (first: {error_examples[0]})" if error_examples else ""
         out.failures.append(f"{errors} of {rows} rows raised an error in predict{first}")
+    if not_predicted:
+        out.failures.append(
+            f"{not_predicted} of {rows} rows were not predicted: predicting stopped after "
+            f"{stopped_after} rows in a row raised"
+        )
 
     for metric, limit in thresholds.items():
         value = metrics.get(metric, math.nan)

@@ -168,9 +168,38 @@ class TestPyfunc:
 def test_a_model_that_fails_on_every_row_counts_every_row(tmp_path: Path) -> None:
     texts = [f"boom {i}" for i in range(200)]
     model = _pyfunc(tmp_path, "all-boom")
-    preds = _run_model(model, _golden(texts), SUITE, None)
-    assert preds.error_count == 200 and not any(preds.ok)
+    every_row = SUITE.model_copy(update={"max_consecutive_errors": None})
+    preds = _run_model(model, _golden(texts), every_row, None)
+    assert preds.error_count == 200 and not any(preds.ok) and preds.not_predicted == 0
     assert [e.split(":")[0] for e in preds.errors] == [f"row {i}" for i in range(5)]
     # Halving stops at 8 rows, which are then tried one by one: about 1.3 calls a row
     # (halving down to single rows would take two).
     assert 200 <= len(_calls(model)) < 300, len(_calls(model))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("good_rows", [0, 13])
+def test_a_model_stops_after_errors_in_a_row_and_counts_the_rest(
+    tmp_path: Path, good_rows: int
+) -> None:
+    # ``good_rows`` predictable rows first, then a model failing on every row after them.
+    texts = [f"case {i}" for i in range(good_rows)] + [f"boom {i}" for i in range(500)]
+    model = _pyfunc(tmp_path, f"down-{good_rows}")
+    progress: list[tuple[int, int]] = []
+    limit = SUITE.max_consecutive_errors
+    assert limit == 20
+    preds = _run_model(model, _golden(texts), SUITE, lambda d, n: progress.append((d, n)))
+    assert preds.ok[:good_rows] == [True] * good_rows and not any(preds.ok[good_rows:])
+    assert preds.error_count == limit
+    assert preds.not_predicted == len(texts) - good_rows - limit
+    assert [e.split(":")[0] for e in preds.errors] == [f"row {good_rows + i}" for i in range(5)]
+    assert progress[-1] == (len(texts), len(texts))
+    # About 1.3 calls per failing row to find them, then no more calls.
+    assert len(_calls(model)) < 40, _calls(model)
+
+
+def test_errors_in_a_row_reset_when_a_row_is_predicted(tmp_path: Path) -> None:
+    # 19 failing rows, one good one, 19 failing: never 20 in a row, so all are tried.
+    texts = [f"boom {i}" for i in range(19)] + ["fine"] + [f"boom b{i}" for i in range(19)]
+    preds = _run_model(_pyfunc(tmp_path, "reset"), _golden(texts), SUITE, None)
+    assert preds.error_count == 38 and preds.not_predicted == 0 and preds.ok[19]

@@ -246,7 +246,7 @@ def test_rows_whose_predict_raises_are_counted_and_fail_the_gate(
 
 FLAKY = '''
 """The keyword router behind an endpoint: while ``endpoint-down`` exists, cases about a
-flat time out. Every call is counted in ``calls.txt``."""
+flat time out (every case, when the file says ``all``). Calls are counted in ``calls.txt``."""
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -256,7 +256,8 @@ def predict(prompt, inputs):
     with (HERE / "calls.txt").open("a", encoding="utf-8") as fh:
         fh.write("call\\n")
     text = inputs["text"].lower()
-    if "flat" in text and (HERE / "endpoint-down").exists():
+    down = HERE / "endpoint-down"
+    if down.exists() and ("flat" in text or down.read_text() == "all"):
         raise TimeoutError("endpoint did not answer in 30 s")
     return "housing" if "flat" in text else "waste"
 '''
@@ -280,7 +281,7 @@ def test_rows_that_raised_are_predicted_again_on_a_rerun_and_only_those(
         # The baseline timed out on the same rows: they are left out of the comparison.
         assert down.baseline_errors == flats
         assert any(
-            w.startswith(f"the baseline's predict raised on {flats} of 600 rows (first: row ")
+            w.startswith(f"the baseline did not answer {flats} of 600 rows (first: row ")
             and w.endswith(f"uses the {600 - flats} rows it answered")
             for w in down.warnings
         ), down.warnings
@@ -301,6 +302,37 @@ def test_rows_that_raised_are_predicted_again_on_a_rerun_and_only_those(
         again = run_gate(ws, SERVICE, rid)
         assert len(calls.read_text().splitlines()) - first == 2 * flats  # all cached now
         assert again.cached and again.metrics == back.metrics
+    finally:
+        ws.close()
+
+
+def test_an_endpoint_that_is_down_stops_predicting_after_errors_in_a_row(
+    gated: Gated, tmp_path: Path
+) -> None:
+    root, rid = _function_release(
+        gated, tmp_path, {"predict: rules:predict": "predict: flaky_all:predict"}
+    )
+    (root / "flaky_all.py").write_text(textwrap.dedent(FLAKY), encoding="utf-8")
+    (root / "endpoint-down").write_text("all", encoding="utf-8")
+    calls = root / "calls.txt"
+    ws = open_workspace(root)
+    try:
+        down = run_gate(ws, SERVICE, rid)
+        # 20 rows in a row (the default) for each release, not 600 timeouts each.
+        assert len(calls.read_text().splitlines()) == 2 * 20
+        assert not down.passed and down.errors == 20 and down.not_predicted == 580
+        assert down.failures[1] == (
+            "580 of 600 rows were not predicted: predicting stopped after 20 rows in a row raised"
+        )
+        errors = next(c for c in down.checks if c["name"] == "errors")
+        assert errors["value"] == 600 and errors["detail"].endswith(", 580 not predicted")
+        assert down.baseline_errors == 600
+        assert "- rows whose predict raised: 20, not predicted: 580" in down.markdown()
+
+        (root / "endpoint-down").unlink()
+        back = run_gate(ws, SERVICE, rid)
+        assert back.errors == back.not_predicted == back.baseline_errors == 0
+        assert len(calls.read_text().splitlines()) == 2 * 20 + 2 * 600
     finally:
         ws.close()
 

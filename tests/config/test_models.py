@@ -176,12 +176,20 @@ def _eval(**overrides: Any) -> dict[str, Any]:
         ({"scorers": [{"name": "custom", "function": "not a ref"}]}, "String should match"),
         ({"predict": "predict.py"}, "String should match"),
         ({"scorers": [42]}, "expected a name, got 42"),
+        ({"max_consecutive_errors": 0}, "greater than or equal to 1"),
     ],
 )
 def test_eval_suite_rules(overrides: dict[str, Any], expected: str) -> None:
     with pytest.raises(ValidationError) as exc:
         Service.model_validate(_eval(**overrides))
     assert expected in messages(exc)
+
+
+def test_predicting_stops_after_20_errors_in_a_row_unless_told_otherwise() -> None:
+    default = Service.model_validate(_eval())
+    assert default.eval is not None and default.eval.max_consecutive_errors == 20
+    every_row = Service.model_validate(_eval(max_consecutive_errors=None))
+    assert every_row.eval is not None and every_row.eval.max_consecutive_errors is None
 
 
 def test_numeric_tolerance_scorer_takes_a_tolerance() -> None:

@@ -110,7 +110,7 @@ def test_baseline_rows_that_raised_are_left_out_of_the_comparison() -> None:
     assert not out.passed
     assert {c["name"]: c["passed"] for c in out.checks}["accuracy non-regression"] is False
     assert out.warnings == [
-        f"the baseline's predict raised on {600 - kept} of 600 rows (first: row 3: "
+        f"the baseline did not answer {600 - kept} of 600 rows (first: row 3: "
         f"TimeoutError: no answer); the comparison with the baseline uses the {kept} rows "
         "it answered"
     ]
