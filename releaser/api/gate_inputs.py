@@ -16,7 +16,7 @@ import io
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +27,14 @@ from releaser.core.refs import DatasetRef
 from releaser.core.release import Release
 from releaser.core.scorers import BUILTIN_SCORERS, ScoreFn, numeric_tolerance, regex_match
 from releaser.core.scorers import to_number as _to_number
-from releaser.errors import ArtifactNotFound, BadInput, ConfigError, ConfigProblem
+from releaser.errors import ArtifactNotFound, BadInput, ConfigError, ConfigProblem, WorkspaceError
 
 if TYPE_CHECKING:
     from releaser.api.workspace import Workspace
 
 __all__ = [
     "Golden",
+    "check_pinned_code",
     "eval_suite",
     "golden_ref",
     "load_golden",
@@ -310,6 +311,53 @@ def import_function(
             "give 'module:function' naming a function defined in that module",
         )
     return fn  # type: ignore[no-any-return]
+
+
+def check_pinned_code(
+    ws: Workspace, release: Release, functions: Iterable[Callable[..., Any] | None]
+) -> list[str]:
+    """Refuse workspace modules behind these functions that differ from the release's commit.
+
+    ``module:function`` entry points are imported from the working tree. A module
+    edited since the release was made would be judged as that release, and its
+    new answers mixed with the release's cached ones. Modules from outside the
+    workspace (installed packages) are not the release's code and are not checked.
+    Returns warnings: a release recorded from a dirty tree, or a commit this clone
+    does not have, cannot be checked.
+    """
+    root = ws.root.resolve()
+    files: dict[Path, None] = {}
+    for fn in functions:
+        module = sys.modules.get(getattr(fn, "__module__", None) or "")
+        source = getattr(module, "__file__", None)
+        if fn is None or not source:
+            continue
+        path = Path(source).resolve()
+        if path.is_relative_to(root):
+            files[path] = None
+    if not files:
+        return []
+    names = ", ".join(p.relative_to(root).as_posix() for p in files)
+    code = release.content.code
+    if code.dirty:
+        return [
+            f"release {release.id} was made from a dirty working tree, so the gate cannot "
+            f"check that {names} is the code it pins"
+        ]
+    from releaser.integrations.git_repo import changed_since
+
+    try:
+        changed = changed_since(root, code.sha, list(files))
+    except WorkspaceError as exc:
+        return [f"cannot check that {names} is the code release {release.id} pins: {exc}"]
+    if changed:
+        raise BadInput(
+            f"{', '.join(changed)} changed since release {release.id} was made (commit "
+            f"{code.sha[:12]}): the gate would judge code the release does not pin",
+            hint="commit the change and create a new release to gate it, or restore the file "
+            f"(git checkout {code.sha[:12]} -- {' '.join(changed)})",
+        )
+    return []
 
 
 def resolve_scorers(ws: Workspace, service: str, suite: EvalSuite) -> dict[str, ScoreFn | None]:

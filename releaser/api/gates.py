@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.api.context import current_actor, utc_now
-from releaser.api.gate_inputs import eval_suite, load_golden, resolve_scorers
+from releaser.api.gate_inputs import check_pinned_code, eval_suite, load_golden, resolve_scorers
 from releaser.api.gate_predict import Predictions, Progress, predict_release, resolve_function
 from releaser.api.releases import get_release, get_service_release
 from releaser.core.audit import EventDraft
@@ -198,7 +198,8 @@ def evaluate_release(
         )
     # Everything that can be wrong with the input is found before anything is predicted.
     scorers = resolve_scorers(ws, service, suite)
-    resolve_function(ws, release, suite)
+    custom = [scorers[s.metric] for s in suite.scorers if s.name == "custom"]
+    code_warnings = check_pinned_code(ws, release, [resolve_function(ws, release, suite), *custom])
     golden = load_golden(ws.root, release, suite)
     baseline = _baseline(ws, release)
     total = len(golden.rows) * (2 if baseline is not None else 1)
@@ -252,7 +253,7 @@ def evaluate_release(
         checks=outcome.checks,
         slices=outcome.slices,
         failures=outcome.failures,
-        warnings=outcome.warnings,
+        warnings=[*code_warnings, *outcome.warnings],
         cached=cand.cached and (base_preds is None or base_preds.cached),
     )
 

@@ -15,7 +15,14 @@ from releaser.errors import BadInput, WorkspaceError
 if TYPE_CHECKING:
     from git import Repo
 
-__all__ = ["STATE_DIR", "code_ref", "open_repo", "resolve_commit", "strip_credentials"]
+__all__ = [
+    "STATE_DIR",
+    "changed_since",
+    "code_ref",
+    "open_repo",
+    "resolve_commit",
+    "strip_credentials",
+]
 
 STATE_DIR = ".releaser"
 """Folder of the workspace's own state (the sqlite store); never makes a tree dirty."""
@@ -124,3 +131,40 @@ def code_ref(root: Path) -> CodeRef:
         )
     finally:
         repo.close()
+
+
+def changed_since(root: Path, sha: str, files: list[Path]) -> list[str]:
+    """Which of ``files`` (under ``root``) differ from commit ``sha``, as paths from ``root``.
+
+    A file counts as changed when its bytes differ from the commit's blob as git
+    would check it out (eol and other filters applied), or when the commit does
+    not have it, unless git ignores it (an installed package in a virtualenv
+    inside the workspace is not the repository's code). WorkspaceError when the
+    commit cannot be read (not in this clone, say a shallow one). Plain ``git``
+    processes, one per file: gitpython is not needed.
+    """
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, check=False)
+
+    try:
+        if git("cat-file", "-e", f"{sha}^{{commit}}").returncode != 0:
+            raise WorkspaceError(
+                f"commit {sha[:12]} is not in the git clone at {root}",
+                hint="fetch it (a shallow clone may not have it: git fetch --unshallow)",
+            )
+        changed: list[str] = []
+        for path in files:
+            rel = path.relative_to(root).as_posix()
+            blob = git("cat-file", "--filters", f"{sha}:./{rel}")
+            if blob.returncode == 0:
+                if blob.stdout != path.read_bytes():
+                    changed.append(rel)
+            elif git("check-ignore", "-q", rel).returncode != 0:
+                changed.append(rel)  # not in the commit, and not ignored: new since
+        return changed
+    except OSError as exc:
+        raise WorkspaceError(
+            f"git could not be run in {root}: {exc}", hint="install git and put it on PATH"
+        ) from exc

@@ -18,7 +18,7 @@ import pytest
 
 from releaser.api.audit import audit_log
 from releaser.api.gates import last_gate, require_gates, run_gate
-from releaser.api.releases import create_release
+from releaser.api.releases import create_release, get_release
 from releaser.api.rollouts import service_state, start_rollout
 from releaser.api.workspace import open_workspace
 from releaser.demo.gates_story import (
@@ -206,10 +206,14 @@ def score(prediction, label):
 '''
 
 
-def _function_release(gated: Gated, tmp_path: Path, edit: dict[str, str]) -> tuple[Path, str]:
-    """A copy whose service predicts with ``rules:predict``; ``edit`` rewrites releaser.yaml."""
+def _function_release(
+    gated: Gated, tmp_path: Path, edit: dict[str, str], files: dict[str, str] | None = None
+) -> tuple[Path, str]:
+    """A copy whose service predicts with ``rules:predict``; ``edit`` rewrites releaser.yaml,
+    ``files`` are more modules (name -> text), committed with it."""
     root = _copy(gated, tmp_path)
-    (root / "rules.py").write_text(textwrap.dedent(RULES), encoding="utf-8")
+    for name, text in {"rules.py": RULES, **(files or {})}.items():
+        (root / name).write_text(textwrap.dedent(text), encoding="utf-8")
     cfg = root / "releaser.yaml"
     text = cfg.read_text(encoding="utf-8").replace(
         "predict: models:/case-triage@champion", "predict: rules:predict"
@@ -267,9 +271,11 @@ def test_rows_that_raised_are_predicted_again_on_a_rerun_and_only_those(
     gated: Gated, tmp_path: Path
 ) -> None:
     root, rid = _function_release(
-        gated, tmp_path, {"predict: rules:predict": "predict: flaky_endpoint:predict"}
+        gated,
+        tmp_path,
+        {"predict: rules:predict": "predict: flaky_endpoint:predict"},
+        {"flaky_endpoint.py": FLAKY},
     )
-    (root / "flaky_endpoint.py").write_text(textwrap.dedent(FLAKY), encoding="utf-8")
     (root / "endpoint-down").touch()
     calls = root / "calls.txt"
     flats = sum("flat" in r.lower() for r in _golden_texts(root))
@@ -310,9 +316,11 @@ def test_an_endpoint_that_is_down_stops_predicting_after_errors_in_a_row(
     gated: Gated, tmp_path: Path
 ) -> None:
     root, rid = _function_release(
-        gated, tmp_path, {"predict: rules:predict": "predict: flaky_all:predict"}
+        gated,
+        tmp_path,
+        {"predict: rules:predict": "predict: flaky_all:predict"},
+        {"flaky_all.py": FLAKY},
     )
-    (root / "flaky_all.py").write_text(textwrap.dedent(FLAKY), encoding="utf-8")
     (root / "endpoint-down").write_text("all", encoding="utf-8")
     calls = root / "calls.txt"
     ws = open_workspace(root)
@@ -335,6 +343,55 @@ def test_an_endpoint_that_is_down_stops_predicting_after_errors_in_a_row(
         assert len(calls.read_text().splitlines()) == 2 * 20 + 2 * 600
     finally:
         ws.close()
+
+
+def test_a_predict_module_edited_after_the_release_is_refused_and_nothing_is_written(
+    gated: Gated, tmp_path: Path
+) -> None:
+    # A module name of its own: ``rules`` is already imported, from another copy.
+    root, rid = _function_release(
+        gated, tmp_path, {"predict: rules:predict": "predict: edited:predict"}, {"edited.py": RULES}
+    )
+    rules = root / "edited.py"
+    rules.write_text(rules.read_text().replace("upstream timeout", "fixed?"), encoding="utf-8")
+    ws = open_workspace(root)
+    try:
+        seq_before = ws.store.audit_head()[0]
+        sha = get_release(ws, rid).content.code.sha
+        with pytest.raises(BadInput) as err:
+            run_gate(ws, SERVICE, rid)
+        assert str(err.value) == (
+            f"edited.py changed since release {rid} was made (commit {sha[:12]}): the gate "
+            "would judge code the release does not pin"
+        )
+        assert (
+            err.value.hint is not None and f"git checkout {sha[:12]} -- edited.py" in err.value.hint
+        )
+        assert ws.store.audit_head()[0] == seq_before and last_gate(ws, SERVICE, rid) is None
+        assert not (root / ".releaser" / "cache" / "gate").exists() or not any(
+            p.name.startswith(rid) for p in (root / ".releaser" / "cache" / "gate").iterdir()
+        )
+    finally:
+        ws.close()
+
+
+def test_a_release_made_from_a_dirty_tree_is_gated_with_a_warning(
+    gated: Gated, tmp_path: Path
+) -> None:
+    root, _rid = _function_release(
+        gated, tmp_path, {"predict: rules:predict": "predict: dirty:predict"}, {"dirty.py": RULES}
+    )
+    (root / "dirty.py").write_text(RULES.replace("flat", "house"), encoding="utf-8")
+    ws = open_workspace(root)
+    try:
+        rid = create_release(ws, SERVICE, allow_dirty=True).release.id
+        report = run_gate(ws, SERVICE, rid)
+    finally:
+        ws.close()
+    assert report.warnings[0] == (
+        f"release {rid} was made from a dirty working tree, so the gate cannot check that "
+        "dirty.py is the code it pins"
+    )
 
 
 def _golden_texts(root: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""code_ref on real git repositories: clean, dirty, detached, not a repo, no commits."""
+"""code_ref on real git repositories: clean, dirty, detached, not a repo, no commits;
+changed_since: which files differ from a commit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from releaser.errors import BadInput, WorkspaceError
-from releaser.integrations.git_repo import code_ref, resolve_commit, strip_credentials
+from releaser.integrations.git_repo import (
+    changed_since,
+    code_ref,
+    resolve_commit,
+    strip_credentials,
+)
 
 MakeRepo = Callable[..., Path]
 RunGit = Callable[..., str]
@@ -144,3 +150,41 @@ def test_resolve_commit_accepts_branches_and_rejects_unknown_revs(
     assert resolve_commit(root, head[:8]) == head
     with pytest.raises(BadInput, match="not a commit"):
         resolve_commit(root, "no-such-branch")
+
+
+def test_changed_since_names_edited_and_new_files_not_ignored_ones(
+    make_repo: MakeRepo, run_git: RunGit
+) -> None:
+    root = make_repo()
+    pkg = root / "svc"
+    pkg.mkdir()
+    for name in ("predict.py", "score.py", "crlf.py"):
+        (pkg / name).write_bytes(
+            b"def f():\r\n    return 1\r\n" if name == "crlf.py" else b"x = 1\n"
+        )
+    (root / ".gitattributes").write_text("*.py text eol=crlf\n", encoding="utf-8")
+    (root / ".gitignore").write_text(".venv/\n", encoding="utf-8")
+    run_git(root, "add", "-A")
+    run_git(root, "commit", "-qm", "code")
+    sha = run_git(root, "rev-parse", "HEAD")
+    (root / ".venv").mkdir()
+    installed = root / ".venv" / "lib.py"
+    installed.write_text("y = 2\n", encoding="utf-8")
+    new = pkg / "new.py"
+    new.write_text("z = 3\n", encoding="utf-8")
+    files = [pkg / "predict.py", pkg / "score.py", pkg / "crlf.py", new, installed]
+    # predict.py and score.py were committed with LF and check out as CRLF (eol=crlf):
+    # as checked out they are unchanged, and so is crlf.py; the ignored file is not code.
+    for name in ("predict.py", "score.py"):
+        (pkg / name).write_bytes(b"x = 1\r\n")
+    assert changed_since(root, sha, files) == ["svc/new.py"]
+    (pkg / "score.py").write_bytes(b"x = 2\r\n")
+    assert changed_since(root, sha, files) == ["svc/score.py", "svc/new.py"]
+    # From a subfolder of the repository, paths are given from that folder.
+    assert changed_since(pkg, sha, [pkg / "score.py", pkg / "predict.py"]) == ["score.py"]
+
+
+def test_changed_since_a_commit_the_clone_lacks_is_a_workspace_error(make_repo: MakeRepo) -> None:
+    root = make_repo()
+    with pytest.raises(WorkspaceError, match="commit 0123456789ab is not in the git clone"):
+        changed_since(root, "0123456789ab" * 3 + "0123", [root / "README.md"])
