@@ -202,10 +202,9 @@ def _non_regression(
     )
     out.checks.append(check)
     if ci.n == 0:
-        check["detail"] = "no row answered by both releases: nothing to compare"
+        check["detail"] = "the baseline answered no row: nothing to compare"
         out.failures.append(
-            f"{metric} cannot be compared with the baseline: the baseline's predict raised "
-            "on every row"
+            f"{metric} cannot be compared with the baseline: the baseline answered no row"
         )
     elif not ok:
         out.failures.append(

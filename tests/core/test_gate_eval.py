@@ -127,7 +127,7 @@ def test_a_baseline_that_raised_on_every_row_cannot_pass_non_regression() -> Non
     out = _judge({"accuracy": cand}, {"accuracy": base}, {}, baseline_ok=[False] * 600)
     check = next(c for c in out.checks if c["kind"] == "non_regression")
     assert not out.passed and not check["passed"]
-    assert check["detail"] == "no row answered by both releases: nothing to compare"
+    assert check["detail"] == "the baseline answered no row: nothing to compare"
     assert out.failures == [
-        "accuracy cannot be compared with the baseline: the baseline's predict raised on every row"
+        "accuracy cannot be compared with the baseline: the baseline answered no row"
     ]
