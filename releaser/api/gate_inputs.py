@@ -328,9 +328,9 @@ def check_pinned_code(
     root = ws.root.resolve()
     files: dict[Path, None] = {}
     for fn in functions:
-        module = sys.modules.get(getattr(fn, "__module__", None) or "")
+        module = sys.modules.get(getattr(fn, "__module__", None) or "") if fn else None
         source = getattr(module, "__file__", None)
-        if fn is None or not source:
+        if not source:
             continue
         path = Path(source).resolve()
         if path.is_relative_to(root):

@@ -265,6 +265,8 @@ def _log_mlflow(ws: Workspace, report: GateReport) -> tuple[str | None, str | No
     values = {k: v for k, v in report.metrics.items() if v is not None}
     values |= {f"baseline_{k}": v for k, v in report.baseline_metrics.items() if v is not None}
     values["errors"] = float(report.errors)
+    values["not_predicted"] = float(report.not_predicted)
+    values["baseline_errors"] = float(report.baseline_errors)
     try:
         _, artifact_location = ws.mlflow_uris()
         run_id = ws.models.log_run(

@@ -103,6 +103,8 @@ def test_a_better_candidate_passes_and_is_stored_audited_and_logged(
         assert run.data.metrics["baseline_accuracy"] == pytest.approx(
             report.baseline_metrics["accuracy"]
         )
+        counts = ("errors", "not_predicted", "baseline_errors")
+        assert {k: run.data.metrics[k] for k in counts} == dict.fromkeys(counts, 0.0)
         assert {k: v for k, v in run.data.tags.items() if k.startswith("releaser.")} == {
             "releaser.release_id": gated.r2,
             "releaser.service": SERVICE,
