@@ -8,7 +8,9 @@ Two kinds of entry point:
   go to the model as a table of the input columns, in calls sized by how
   fast the model is: the first call takes :data:`FIRST_BATCH` rows, and each
   later one as many rows as the last call's speed says fit in
-  :data:`BATCH_SECONDS` (at most :data:`MAX_BATCH`). A fast model so gets
+  :data:`BATCH_SECONDS` (at most :data:`MAX_BATCH`); when an earlier gate run
+  measured this model's speed, the first call is sized by that instead. A fast
+  model so gets
   nearly all rows in one call (a model's per-call cost, about 4 ms for the
   example's scikit-learn pipeline, is paid a few times, not once per 64
   rows), and a slow one (an LLM behind a pyfunc) still moves the progress
@@ -59,6 +61,7 @@ __all__ = [
     "Predictions",
     "Progress",
     "batch_size",
+    "model_uri",
     "predict_release",
 ]
 
@@ -91,6 +94,12 @@ class Predictions:
     def error_count(self) -> int:
         """Rows whose predict raised."""
         return sum(1 for o in self.ok if not o) - self.not_predicted
+
+    @property
+    def ms_per_row(self) -> float | None:
+        """The mean predict time of the rows predicted (their calls' time over their rows)."""
+        known = [v for v, good in zip(self.latency_ms, self.ok, strict=True) if good and v]
+        return sum(known) / len(known) if known else None
 
     def to_json(self) -> dict[str, Any]:
         """The cached form."""
@@ -152,6 +161,11 @@ def _write_cache(path: Path, predictions: Predictions) -> None:
         tmp.replace(path)
     except OSError:
         pass  # a cache that cannot be written only costs time on the next run
+
+
+def model_uri(release: Release, suite: EvalSuite) -> str | None:
+    """The model URI the gate loads for ``release`` (None for a ``module:function``)."""
+    return _model_uri(release, suite) if suite.predict.startswith("models:/") else None
 
 
 def _model_uri(release: Release, suite: EvalSuite) -> str:
@@ -241,11 +255,13 @@ def _run_model(
     suite: EvalSuite,
     progress: Progress | None,
     only: Sequence[int] | None = None,
+    ms_per_row: float | None = None,
 ) -> Predictions:
     """Predict the golden rows (or the rows numbered in ``only``) with a pyfunc model.
 
     The result has one entry per predicted row, in order; messages name a row by
-    its number in the golden set.
+    its number in the golden set. ``ms_per_row``, the model's speed measured by an
+    earlier run, sizes the first call as later ones are sized.
     """
     import pandas as pd
 
@@ -295,6 +311,8 @@ def _run_model(
         return None
 
     done, last_rows, last_seconds, stopped = 0, 0, 0.0, None
+    if ms_per_row is not None and ms_per_row > 0:
+        last_rows, last_seconds = 1, ms_per_row / 1000.0
     while done < n and stopped is None:
         size = batch_size(last_rows, last_seconds, n - done)
         began = clock()
@@ -374,12 +392,14 @@ def predict_release(
     *,
     progress: Progress | None = None,
     use_cache: bool = True,
+    ms_per_row: float | None = None,
 ) -> Predictions:
     """Predictions of ``release`` on the golden rows, from the cache when there.
 
     Rows that raised in the cached run are predicted again, and only those: a
     failure may have been passing (a timeout, an endpoint being restarted), and a
-    re-run after it is fixed must not keep reporting it.
+    re-run after it is fixed must not keep reporting it. ``ms_per_row`` is the
+    model's speed as an earlier gate run measured it, if known (see ``_run_model``).
     """
     n = len(golden.rows)
     path = _cache_path(ws, release, golden, suite)
@@ -394,7 +414,7 @@ def predict_release(
     fn = resolve_function(ws, release, suite)
     if fn is None:
         model = _load_pyfunc(ws, _model_uri(release, suite))
-        result = _run_model(model, golden, suite, progress, only)
+        result = _run_model(model, golden, suite, progress, only, ms_per_row)
     else:
         prompt = _prompt(ws, release)
         columns, limit = suite.input_columns, suite.max_consecutive_errors

@@ -21,7 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.api.context import current_actor, utc_now
 from releaser.api.gate_inputs import check_pinned_code, eval_suite, load_golden, resolve_scorers
-from releaser.api.gate_predict import Predictions, Progress, predict_release, resolve_function
+from releaser.api.gate_predict import (
+    Predictions,
+    Progress,
+    model_uri,
+    predict_release,
+    resolve_function,
+)
 from releaser.api.releases import get_release, get_service_release
 from releaser.core.audit import EventDraft
 from releaser.core.gate_eval import NonRegressionRule, evaluate_gate
@@ -69,6 +75,11 @@ class GateReport(BaseModel):
     checks: list[dict[str, Any]] = Field(default_factory=list)
     slices: list[dict[str, Any]] = Field(default_factory=list)
     failures: list[str] = Field(default_factory=list)
+    ms_per_row: dict[str, float] = Field(
+        default_factory=dict,
+        description="Predict time a row (ms) by model URI, for the candidate and the "
+        "baseline: later gate runs size their first predict call by it.",
+    )
     cached: bool = Field(default=False, description="Predictions came from the cache.")
     mlflow_run_id: str | None = None
     warnings: list[str] = Field(default_factory=list)
@@ -154,6 +165,17 @@ def _baseline(ws: Workspace, release: Release) -> Release | None:
     return get_release(ws, stable)
 
 
+def _speeds(ws: Workspace, release: Release | None) -> dict[str, float]:
+    """The predict speeds (ms a row by model URI) the release's last gate run measured."""
+    if release is None:
+        return {}
+    record = ws.store.get(GATE_KIND, _key(release.service, release.id))
+    speeds = record.value.get("ms_per_row") if record else None
+    if not isinstance(speeds, dict):
+        return {}
+    return {str(k): float(v) for k, v in speeds.items() if isinstance(v, int | float) and v > 0}
+
+
 def _scores(
     preds: Predictions, labels: list[Any], scorers: dict[str, Any]
 ) -> dict[str, np.ndarray[Any, np.dtype[np.float64]]]:
@@ -209,12 +231,33 @@ def evaluate_release(
             return None
         return lambda done, _n: progress(offset + done, total)
 
-    cand = predict_release(ws, release, golden, suite, progress=part(0), use_cache=use_cache)
+    # Each model's speed as measured by the last gate run of the baseline, then of the
+    # release: the first predict call is sized by it rather than kept small.
+    speeds = {**_speeds(ws, baseline), **_speeds(ws, release)}
+    cand_uri = model_uri(release, suite)
+    cand = predict_release(
+        ws,
+        release,
+        golden,
+        suite,
+        progress=part(0),
+        use_cache=use_cache,
+        ms_per_row=speeds.get(cand_uri or ""),
+    )
+    measured = {cand_uri: cand.ms_per_row}
     base_preds: Predictions | None = None
     if baseline is not None:
+        base_uri = model_uri(baseline, suite)
         base_preds = predict_release(
-            ws, baseline, golden, suite, progress=part(len(golden.rows)), use_cache=use_cache
+            ws,
+            baseline,
+            golden,
+            suite,
+            progress=part(len(golden.rows)),
+            use_cache=use_cache,
+            ms_per_row=speeds.get(base_uri or ""),
         )
+        measured[base_uri] = base_preds.ms_per_row
     cand_scores = _scores(cand, golden.labels, scorers)
     base_scores = _scores(base_preds, golden.labels, scorers) if base_preds else None
     outcome = evaluate_gate(
@@ -254,6 +297,7 @@ def evaluate_release(
         slices=outcome.slices,
         failures=outcome.failures,
         warnings=[*code_warnings, *outcome.warnings],
+        ms_per_row={u: float(f"{v:.4g}") for u, v in measured.items() if u and v is not None},
         cached=cand.cached and (base_preds is None or base_preds.cached),
     )
 

@@ -140,6 +140,20 @@ class TestPyfunc:
         # Halving finds each failing row in a few calls, not one call per row.
         assert len(_calls(model)) < 100, len(_calls(model))
 
+    def test_a_speed_measured_before_sizes_the_first_call(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        texts = [f"case {i}" for i in range(1000)]
+        fast = _pyfunc(tmp_path, "hinted")
+        preds = _run_model(fast, _golden(texts), SUITE, None, ms_per_row=0.01)
+        assert _calls(fast) == [1000] and all(preds.ok)  # 1 s holds 100,000 such rows
+        assert preds.ms_per_row is not None and preds.ms_per_row > 0
+        # A slow model's known speed keeps even its first call short: 50 ms at 5 ms a row.
+        monkeypatch.setattr(gate_predict, "BATCH_SECONDS", 0.05)
+        slow = _pyfunc(tmp_path, "slow-hinted", sleep=0.005)
+        _run_model(slow, _golden(texts[:30]), SUITE, None, ms_per_row=5.0)
+        assert _calls(slow)[0] == 10 and max(_calls(slow)) <= 10, _calls(slow)
+
     def test_only_the_rows_asked_for_are_predicted_named_by_their_golden_row(
         self, tmp_path: Path
     ) -> None:

@@ -81,6 +81,11 @@ def test_a_better_candidate_passes_and_is_stored_audited_and_logged(
         assert report.passed, report.failures
         assert report.baseline_id == gated.r1
         assert report.rows == 600 and report.errors == 0
+        # Both models' speeds are recorded, for the next run's first predict call.
+        release, stable = (get_release(ws, r).content.model for r in (gated.r2, gated.r1))
+        assert release is not None and stable is not None
+        assert set(report.ms_per_row) == {release.model_uri, stable.model_uri}
+        assert all(v > 0 for v in report.ms_per_row.values())
         # Model v2 beats the pilot's v1, and the interval says so (it excludes no change).
         assert report.metrics["accuracy"] > report.baseline_metrics["accuracy"] + 0.01
         nr = next(c for c in report.checks if c["kind"] == "non_regression")
