@@ -15,11 +15,13 @@ import importlib
 import io
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from releaser.config.service import EvalSuite
@@ -284,14 +286,66 @@ def importable_from(root: Path) -> Iterator[None]:
             sys.path.remove(entry)
 
 
+_LOADED: dict[str, tuple[str, int, int]] = {}
+"""Workspace modules as ``import_function`` imported them: name -> (file, mtime_ns, size)."""
+
+
+def _source(module: ModuleType) -> tuple[str, int, int] | None:
+    source = getattr(module, "__file__", None)
+    if not source:
+        return None
+    try:
+        stat = os.stat(source)
+    except OSError:
+        return None
+    return str(Path(source).resolve()), stat.st_mtime_ns, stat.st_size
+
+
+def _stale(root: Path, name: str, module: ModuleType) -> bool:
+    """Whether an already imported module is not the workspace's module as it is now.
+
+    So it is when its file is in the workspace and changed since it was imported
+    here (or was imported elsewhere), or when it comes from outside the workspace
+    while the workspace has a module of that name (another workspace's copy).
+    """
+    source = _source(module)
+    if source is None:
+        return False
+    if Path(source[0]).is_relative_to(root):
+        return _LOADED.get(name) != source
+    top = name.split(".", 1)[0]
+    return (root / top).is_dir() or (root / f"{top}.py").is_file()
+
+
+def _import_fresh(root: Path, name: str) -> ModuleType:
+    """``name`` imported as the workspace has it now: a long-lived process (a notebook,
+    a test session) may hold an older or another workspace's copy, which is dropped
+    (with its package) and imported again."""
+    module = sys.modules.get(name)
+    if module is not None and _stale(root, name, module):
+        top = name.split(".", 1)[0]
+        for key in [k for k in sys.modules if k == top or k.startswith(f"{top}.")]:
+            del sys.modules[key]
+        importlib.invalidate_caches()
+    module = importlib.import_module(name)
+    source = _source(module)
+    if source is not None and Path(source[0]).is_relative_to(root):
+        _LOADED[name] = source
+    return module
+
+
 def import_function(
     ws: Workspace, service: str, reference: str, where: str, what: str
 ) -> Callable[..., Any]:
-    """``module:function`` imported (from the workspace root too); ConfigError when it is not."""
+    """``module:function`` imported (from the workspace root too); ConfigError when it is not.
+
+    A workspace module is imported as the workspace has it now, even when this
+    process imported an older copy before (see ``_import_fresh``).
+    """
     module_name, _, name = reference.partition(":")
     with importable_from(ws.root):
         try:
-            module = importlib.import_module(module_name)
+            module = _import_fresh(ws.root.resolve(), module_name)
         except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
             raise config_error(
                 ws,

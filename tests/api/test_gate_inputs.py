@@ -1,14 +1,19 @@
-"""Golden set checks: one clear error naming the file, line and column, before any predict."""
+"""Golden set checks: one clear error naming the file, line and column, before any predict;
+workspace modules imported as the workspace has them now."""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from releaser.api.gate_inputs import _csv_rows, parse_golden
+from releaser.api.gate_inputs import _csv_rows, _import_fresh, importable_from, parse_golden
 from releaser.config.service import EvalSuite
 from releaser.errors import BadInput
 
@@ -150,3 +155,49 @@ def test_start_lines_match_the_rows_on_random_tables() -> None:
         found: list[int] = []
         rows = _csv_rows(csv.reader(io.StringIO(text, newline="")), found)
         assert len(rows) == len(found) and found == expected, text
+
+
+@pytest.fixture
+def fresh_names() -> Iterator[None]:
+    """Modules these tests import are forgotten afterwards."""
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    stat = path.stat()  # a new mtime even within the file system's clock tick
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+
+def _answer(root: Path, name: str) -> str:
+    with importable_from(root):
+        return str(_import_fresh(root.resolve(), name).answer())
+
+
+def test_a_module_edited_or_from_another_workspace_is_imported_again(
+    tmp_path: Path, fresh_names: None
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write(a / "gate_mod_x.py", "def answer():\n    return 'a'\n")
+    _write(b / "gate_mod_x.py", "def answer():\n    return 'b'\n")
+    assert _answer(a, "gate_mod_x") == "a"
+    assert _answer(b, "gate_mod_x") == "b"  # not workspace a's copy
+    _write(b / "gate_mod_x.py", "def answer():\n    return 'b, edited'\n")
+    assert _answer(b, "gate_mod_x") == "b, edited"
+    module = sys.modules["gate_mod_x"]
+    assert _answer(b, "gate_mod_x") == "b, edited" and sys.modules["gate_mod_x"] is module
+
+
+def test_a_package_from_another_workspace_is_dropped_whole(
+    tmp_path: Path, fresh_names: None
+) -> None:
+    for ws in ("a", "b"):
+        _write(tmp_path / ws / "gate_pkg_y" / "__init__.py", "")
+        _write(tmp_path / ws / "gate_pkg_y" / "predict.py", f"def answer():\n    return {ws!r}\n")
+    assert _answer(tmp_path / "a", "gate_pkg_y.predict") == "a"
+    assert _answer(tmp_path / "b", "gate_pkg_y.predict") == "b"
+    assert sys.modules["gate_pkg_y"].__file__ == str(tmp_path / "b" / "gate_pkg_y" / "__init__.py")

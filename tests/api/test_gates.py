@@ -378,6 +378,10 @@ def test_a_predict_module_edited_after_the_release_is_refused_and_nothing_is_wri
         assert not (root / ".releaser" / "cache" / "gate").exists() or not any(
             p.name.startswith(rid) for p in (root / ".releaser" / "cache" / "gate").iterdir()
         )
+        # Restored, the pinned code runs: not the edited copy this process imported.
+        subprocess.run(["git", "checkout", "--", "edited.py"], cwd=root, check=True)
+        report = run_gate(ws, SERVICE, rid)
+        assert "RuntimeError: upstream timeout" in report.failures[0]
     finally:
         ws.close()
 
