@@ -48,12 +48,38 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 ServiceArg = Annotated[str, typer.Argument(help="Service name from releaser.yaml.")]
 
 
+PROGRESS_EVERY = 10.0
+"""Without a terminal (a CI log), a progress line at most this often, in seconds."""
+
+
+def _progress_lines() -> Any:
+    """A progress callback for logs: a line on stderr every :data:`PROGRESS_EVERY` s, so a
+    slow gate (an LLM behind the predict) shows it is moving; a fast one prints none."""
+    import sys
+    import time
+
+    began = last = time.monotonic()
+
+    def update(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if done < total and now - last >= PROGRESS_EVERY:
+            last = now
+            print(
+                f"predicting: {done} of {total} rows ({done / total:.0%}), {now - began:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return update
+
+
 def _progress_bar() -> tuple[Any, Any]:
-    """A rich progress bar on a TTY (stderr); (callback, closer), or (None, None)."""
+    """A rich progress bar on a TTY (stderr), or progress lines in a log; (callback, closer)."""
     import sys
 
     if not (sys.stderr.isatty() and os.environ.get("TERM") != "dumb"):
-        return None, None
+        return _progress_lines(), None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 

@@ -39,10 +39,27 @@ def test_gate_passes_writes_reports_and_github_outputs(
     assert json.loads(report.with_suffix(".json").read_text())["passed"] is True
     assert "passed=true" in outputs.read_text() and f"release_id={rid}" in outputs.read_text()
 
+    assert "predicting:" not in res.err  # quicker than a progress line's interval
+
     res = cli("gate", "run", SERVICE, "--release", rid, "--json")
     data = json.loads(res.out)
     assert res.code == 0 and data["cached"] is True and data["release_id"] == rid
     assert {"checks", "slices", "metrics", "failures", "dataset_md5"} <= set(data)
+
+
+def test_without_a_terminal_progress_is_logged_in_lines(
+    release_ws: ExampleWorkspace, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from releaser.cli import gate_cmds
+
+    monkeypatch.setattr(gate_cmds, "PROGRESS_EVERY", 0.0)  # a line at every step
+    rid = _release(cli, release_ws.root)
+    res = cli("gate", SERVICE, "--release", rid)
+    assert res.code == 0, res.err
+    lines = [line for line in res.err.splitlines() if line.startswith("predicting: ")]
+    assert lines and lines[0].startswith("predicting: 8 of 600 rows (1%), ")
+    done = [int(line.split()[1]) for line in lines]
+    assert done == sorted(done) and all(d < 600 for d in done)
 
 
 def test_a_failing_gate_exits_1_naming_the_failure(
