@@ -355,7 +355,7 @@ def test_an_endpoint_that_is_down_stops_predicting_after_errors_in_a_row(
 def test_a_predict_module_edited_after_the_release_is_refused_and_nothing_is_written(
     gated: Gated, tmp_path: Path
 ) -> None:
-    # A module name of its own: ``rules`` is already imported, from another copy.
+    # A module name of its own, so that what earlier tests imported does not matter.
     root, rid = _function_release(
         gated, tmp_path, {"predict: rules:predict": "predict: edited:predict"}, {"edited.py": RULES}
     )
