@@ -18,7 +18,8 @@ Two kinds of entry point:
   calls of :data:`ONE_BY_ONE` rows that are retried row by row, so only the
   rows that fail are counted as errors, in a few calls per failing row. A
   row's latency is its call's time divided by the rows in that call.
-- ``module:function``, called once per row as ``fn(prompt, inputs)`` where
+- ``module:function``, called once per row (within the suite's
+  ``predict_timeout``, if set) as ``fn(prompt, inputs)`` where
   ``prompt`` is the release's first pinned prompt version (a
   ``promptregistry.PromptVersion``, or None without prompts) and ``inputs``
   a dict of the row's input columns. The function is imported from the
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -324,6 +326,33 @@ def _run_model(
     return Predictions(values, ok, latency, errors, n - stopped if stopped is not None else 0)
 
 
+def _within(fn: Callable[..., Any], seconds: float) -> Callable[..., Any]:
+    """``fn`` run on a worker thread, waited for ``seconds`` at most: a call that has not
+    returned by then raises TimeoutError here and is left running (a daemon thread, so
+    it cannot keep the process from exiting)."""
+
+    def call(*args: Any) -> Any:
+        done: list[tuple[bool, Any]] = []
+
+        def work() -> None:
+            try:
+                done.append((True, fn(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                done.append((False, exc))
+
+        worker = threading.Thread(target=work, name="releaser-gate-predict", daemon=True)
+        worker.start()
+        worker.join(seconds)
+        if not done:
+            raise TimeoutError(f"predict took longer than {seconds:g} s (predict_timeout)")
+        returned, value = done[0]
+        if returned:
+            return value
+        raise value
+
+    return call
+
+
 def _run_function(
     fn: Callable[..., Any],
     prompt: Any,
@@ -332,8 +361,12 @@ def _run_function(
     progress: Progress | None,
     only: Sequence[int] | None = None,
     limit: int | None = None,
+    timeout: float | None = None,
 ) -> Predictions:
-    """Call ``fn`` on each golden row (or each row numbered in ``only``), as ``_run_model``."""
+    """Call ``fn`` on each golden row (or each row numbered in ``only``), as ``_run_model``;
+    a call past ``timeout`` seconds counts as raised."""
+    if timeout is not None:
+        fn = _within(fn, timeout)
     numbers = range(len(golden.rows)) if only is None else only
     n = len(numbers)
     values: list[Any] = [None] * n
@@ -418,7 +451,9 @@ def predict_release(
     else:
         prompt = _prompt(ws, release)
         columns, limit = suite.input_columns, suite.max_consecutive_errors
-        result = _run_function(fn, prompt, golden, columns, progress, only, limit)
+        result = _run_function(
+            fn, prompt, golden, columns, progress, only, limit, suite.predict_timeout
+        )
     if cached is not None and only is not None:
         result = _merge(cached, only, result)
     _write_cache(path, result)

@@ -182,6 +182,13 @@ class EvalSuite(_Model):
     slice_min_rows: int = Field(
         default=20, ge=1, description="Slices with fewer rows are reported but not judged."
     )
+    predict_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a module:function predict may take on one row; a row that "
+        "takes longer counts as raised (TimeoutError) and its call is left behind. "
+        "null: no limit.",
+    )
     max_consecutive_errors: int | None = Field(
         default=20,
         ge=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from releaser.api import gate_predict
 from releaser.api.gate_inputs import Golden
-from releaser.api.gate_predict import FIRST_BATCH, MAX_BATCH, _run_model, batch_size
+from releaser.api.gate_predict import FIRST_BATCH, MAX_BATCH, _run_function, _run_model, batch_size
 from releaser.config.service import EvalSuite
 
 SUITE = EvalSuite(
@@ -217,3 +218,30 @@ def test_errors_in_a_row_reset_when_a_row_is_predicted(tmp_path: Path) -> None:
     texts = [f"boom {i}" for i in range(19)] + ["fine"] + [f"boom b{i}" for i in range(19)]
     preds = _run_model(_pyfunc(tmp_path, "reset"), _golden(texts), SUITE, None)
     assert preds.error_count == 38 and preds.not_predicted == 0 and preds.ok[19]
+
+
+def test_a_function_past_its_timeout_counts_as_raised_and_the_rest_go_on() -> None:
+    answer = threading.Event()  # an endpoint that never answers, until the test ends
+
+    def predict(prompt: Any, inputs: dict[str, Any]) -> str:
+        text = str(inputs["text"])
+        if text.startswith("hang"):
+            answer.wait(60)
+            return "too late"
+        if text == "boom":
+            raise ValueError("no route")
+        return text.upper()
+
+    texts = ["a", "hang 1", "b", "boom", "hang 2", "c"]
+    try:
+        preds = _run_function(predict, None, _golden(texts), ["text"], None, timeout=1.0)
+    finally:
+        answer.set()
+    assert preds.ok == [True, False, True, False, False, True]
+    assert [preds.values[i] for i in (0, 2, 5)] == ["A", "B", "C"]
+    assert preds.errors == [
+        "row 1: TimeoutError: predict took longer than 1 s (predict_timeout)",
+        "row 3: ValueError: no route",  # raised inside the worker, reported as raised
+        "row 4: TimeoutError: predict took longer than 1 s (predict_timeout)",
+    ]
+    assert preds.error_count == 3 and preds.not_predicted == 0

@@ -352,6 +352,45 @@ def test_an_endpoint_that_is_down_stops_predicting_after_errors_in_a_row(
         ws.close()
 
 
+HANGS_ONCE = '''
+"""An endpoint whose first call never answers."""
+import threading
+
+CALLS = []
+
+
+def predict(prompt, inputs):
+    CALLS.append(inputs["text"])
+    if len(CALLS) == 1:
+        threading.Event().wait(60)
+    return "housing"
+'''
+
+
+def test_a_row_past_the_predict_timeout_counts_as_raised(gated: Gated, tmp_path: Path) -> None:
+    root, rid = _function_release(
+        gated,
+        tmp_path,
+        {
+            "predict: rules:predict": "predict: hangs_once:predict",
+            "      slice_max_drop: 0.05\n": (
+                "      slice_max_drop: 0.05\n      predict_timeout: 0.5\n"
+            ),
+        },
+        {"hangs_once.py": HANGS_ONCE},
+    )
+    ws = open_workspace(root)
+    try:
+        report = run_gate(ws, SERVICE, rid)
+    finally:
+        ws.close()
+    assert report.errors == 1 and report.not_predicted == 0
+    assert report.failures[0] == (
+        "1 of 600 rows raised an error in predict (first: row 0: TimeoutError: predict took "
+        "longer than 0.5 s (predict_timeout))"
+    )
+
+
 def test_a_predict_module_edited_after_the_release_is_refused_and_nothing_is_written(
     gated: Gated, tmp_path: Path
 ) -> None:

@@ -177,6 +177,7 @@ def _eval(**overrides: Any) -> dict[str, Any]:
         ({"predict": "predict.py"}, "String should match"),
         ({"scorers": [42]}, "expected a name, got 42"),
         ({"max_consecutive_errors": 0}, "greater than or equal to 1"),
+        ({"predict_timeout": 0}, "greater than 0"),
     ],
 )
 def test_eval_suite_rules(overrides: dict[str, Any], expected: str) -> None:
