@@ -383,12 +383,9 @@ def check_pinned_code(
     files: dict[Path, None] = {}
     for fn in functions:
         module = sys.modules.get(getattr(fn, "__module__", None) or "") if fn else None
-        source = getattr(module, "__file__", None)
-        if not source:
-            continue
-        path = Path(source).resolve()
-        if path.is_relative_to(root):
-            files[path] = None
+        source = _source(module) if module is not None else None
+        if source is not None and Path(source[0]).is_relative_to(root):
+            files[Path(source[0])] = None
     if not files:
         return []
     names = ", ".join(p.relative_to(root).as_posix() for p in files)

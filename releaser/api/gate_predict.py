@@ -10,11 +10,10 @@ Two kinds of entry point:
   later one as many rows as the last call's speed says fit in
   :data:`BATCH_SECONDS` (at most :data:`MAX_BATCH`); when an earlier gate run
   measured this model's speed, the first call is sized by that instead. A fast
-  model so gets
-  nearly all rows in one call (a model's per-call cost, about 4 ms for the
-  example's scikit-learn pipeline, is paid a few times, not once per 64
-  rows), and a slow one (an LLM behind a pyfunc) still moves the progress
-  bar about once a second. A call that raises is split in halves, down to
+  model so gets nearly all rows in one call (a model's per-call cost, about
+  4 ms for the example's scikit-learn pipeline, is paid a few times, not once
+  per 64 rows), and a slow one (an LLM behind a pyfunc) still moves the
+  progress bar about once a second. A call that raises is split in halves, down to
   calls of :data:`ONE_BY_ONE` rows that are retried row by row, so only the
   rows that fail are counted as errors, in a few calls per failing row. A
   row's latency is its call's time divided by the rows in that call.
@@ -93,9 +92,14 @@ class Predictions:
     cached: bool = False
 
     @property
+    def unanswered(self) -> int:
+        """Rows without a prediction: their predict raised, or they were not predicted."""
+        return sum(1 for o in self.ok if not o)
+
+    @property
     def error_count(self) -> int:
         """Rows whose predict raised."""
-        return sum(1 for o in self.ok if not o) - self.not_predicted
+        return self.unanswered - self.not_predicted
 
     @property
     def ms_per_row(self) -> float | None:
@@ -357,16 +361,15 @@ def _run_function(
     fn: Callable[..., Any],
     prompt: Any,
     golden: Golden,
-    columns: Sequence[str],
+    suite: EvalSuite,
     progress: Progress | None,
     only: Sequence[int] | None = None,
-    limit: int | None = None,
-    timeout: float | None = None,
 ) -> Predictions:
     """Call ``fn`` on each golden row (or each row numbered in ``only``), as ``_run_model``;
-    a call past ``timeout`` seconds counts as raised."""
-    if timeout is not None:
-        fn = _within(fn, timeout)
+    a call past the suite's ``predict_timeout`` counts as raised."""
+    if suite.predict_timeout is not None:
+        fn = _within(fn, suite.predict_timeout)
+    columns, limit = suite.input_columns, suite.max_consecutive_errors
     numbers = range(len(golden.rows)) if only is None else only
     n = len(numbers)
     values: list[Any] = [None] * n
@@ -449,11 +452,7 @@ def predict_release(
         model = _load_pyfunc(ws, _model_uri(release, suite))
         result = _run_model(model, golden, suite, progress, only, ms_per_row)
     else:
-        prompt = _prompt(ws, release)
-        columns, limit = suite.input_columns, suite.max_consecutive_errors
-        result = _run_function(
-            fn, prompt, golden, columns, progress, only, limit, suite.predict_timeout
-        )
+        result = _run_function(fn, _prompt(ws, release), golden, suite, progress, only)
     if cached is not None and only is not None:
         result = _merge(cached, only, result)
     _write_cache(path, result)

@@ -234,30 +234,25 @@ def evaluate_release(
     # Each model's speed as measured by the last gate run of the baseline, then of the
     # release: the first predict call is sized by it rather than kept small.
     speeds = {**_speeds(ws, baseline), **_speeds(ws, release)}
-    cand_uri = model_uri(release, suite)
-    cand = predict_release(
-        ws,
-        release,
-        golden,
-        suite,
-        progress=part(0),
-        use_cache=use_cache,
-        ms_per_row=speeds.get(cand_uri or ""),
-    )
-    measured = {cand_uri: cand.ms_per_row}
-    base_preds: Predictions | None = None
-    if baseline is not None:
-        base_uri = model_uri(baseline, suite)
-        base_preds = predict_release(
+    measured: dict[str, float] = {}
+
+    def predict(rel: Release, offset: int) -> Predictions:
+        uri = model_uri(rel, suite)
+        preds = predict_release(
             ws,
-            baseline,
+            rel,
             golden,
             suite,
-            progress=part(len(golden.rows)),
+            progress=part(offset),
             use_cache=use_cache,
-            ms_per_row=speeds.get(base_uri or ""),
+            ms_per_row=speeds.get(uri or ""),
         )
-        measured[base_uri] = base_preds.ms_per_row
+        if uri is not None and preds.ms_per_row is not None:
+            measured[uri] = float(f"{preds.ms_per_row:.4g}")
+        return preds
+
+    cand = predict(release, 0)
+    base_preds = predict(baseline, len(golden.rows)) if baseline is not None else None
     cand_scores = _scores(cand, golden.labels, scorers)
     base_scores = _scores(base_preds, golden.labels, scorers) if base_preds else None
     outcome = evaluate_gate(
@@ -290,14 +285,14 @@ def evaluate_release(
         errors=cand.error_count,
         error_examples=cand.errors,
         not_predicted=cand.not_predicted,
-        baseline_errors=sum(not o for o in base_preds.ok) if base_preds else 0,
+        baseline_errors=base_preds.unanswered if base_preds else 0,
         metrics=_clean(outcome.metrics),
         baseline_metrics=_clean(outcome.baseline_metrics),
         checks=outcome.checks,
         slices=outcome.slices,
         failures=outcome.failures,
         warnings=[*code_warnings, *outcome.warnings],
-        ms_per_row={u: float(f"{v:.4g}") for u, v in measured.items() if u and v is not None},
+        ms_per_row=measured,
         cached=cand.cached and (base_preds is None or base_preds.cached),
     )
 

@@ -234,7 +234,8 @@ def test_a_function_past_its_timeout_counts_as_raised_and_the_rest_go_on() -> No
 
     texts = ["a", "hang 1", "b", "boom", "hang 2", "c"]
     try:
-        preds = _run_function(predict, None, _golden(texts), ["text"], None, timeout=1.0)
+        within = SUITE.model_copy(update={"predict_timeout": 1.0})
+        preds = _run_function(predict, None, _golden(texts), within, None)
     finally:
         answer.set()
     assert preds.ok == [True, False, True, False, False, True]
