@@ -28,10 +28,15 @@ A row whose predict raises is counted, never fatal. After the suite's
 ``max_consecutive_errors`` rows in a row have raised (an endpoint that is down,
 each row waiting out a timeout), the release's remaining rows are not predicted:
 they are counted as such, and the gate fails. Predictions are cached
-in ``.releaser/cache/gate/`` by (release, dataset md5, predict config), so
-re-running the gate on the same release and data does not predict again,
-except the rows that raised last time: those are predicted again (an endpoint
-that was down may be back), and the cache keeps what they give now.
+by (release, dataset md5, predict config): in ``.releaser/cache/gate/`` as
+soon as a release's rows are predicted, and in the store (record kind
+:data:`PREDICTIONS_KIND`, written by ``run_gate`` with the gate's report), so a
+CI runner that starts from a fresh checkout finds them too. Re-running the
+gate on the same release and data does not predict again, and a candidate's
+gate does not predict its baseline again when the baseline's own gate stored
+its predictions on the same golden set, except the rows that raised last time:
+those are predicted again (an endpoint that was down may be back), and the
+cache keeps what they give now.
 """
 
 from __future__ import annotations
@@ -59,9 +64,11 @@ __all__ = [
     "FIRST_BATCH",
     "MAX_BATCH",
     "ONE_BY_ONE",
+    "PREDICTIONS_KIND",
     "Predictions",
     "Progress",
     "batch_size",
+    "cache_key",
     "model_uri",
     "predict_release",
 ]
@@ -75,6 +82,10 @@ MAX_BATCH = 8192
 ONE_BY_ONE = 8
 """A failing call of at most this many rows is retried row by row instead of halved again."""
 CACHE_DIR = ".releaser/cache/gate"
+PREDICTIONS_KIND = "gate_predictions"
+"""Store records of predictions, keyed by :func:`cache_key`."""
+MAX_STORED_BYTES = 32 * 1024 * 1024
+"""Predictions larger than this (as JSON) stay in the local cache only."""
 Progress = Callable[[int, int], None]
 """``progress(done, total)``, called as rows are predicted."""
 
@@ -90,6 +101,8 @@ class Predictions:
     not_predicted: int = 0
     """Rows left unpredicted (not ``ok``) after too many errors in a row."""
     cached: bool = False
+    stored: bool = False
+    """These are the store's predictions, as the store holds them."""
 
     @property
     def unanswered(self) -> int:
@@ -106,6 +119,11 @@ class Predictions:
         """The mean predict time of the rows predicted (their calls' time over their rows)."""
         known = [v for v, good in zip(self.latency_ms, self.ok, strict=True) if good and v]
         return sum(known) / len(known) if known else None
+
+    def json_size(self) -> int:
+        """About how many bytes :meth:`to_json` takes as UTF-8 JSON (at most 4 a character)."""
+        text = sum(len(v) if v.isascii() else 4 * len(v) for v in self.values if isinstance(v, str))
+        return text + 32 * len(self.values) + sum(len(e) for e in self.errors)
 
     def to_json(self) -> dict[str, Any]:
         """The cached form."""
@@ -134,15 +152,33 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _cache_path(ws: Workspace, release: Release, golden: Golden, suite: EvalSuite) -> Path:
+def cache_key(release: Release, golden: Golden, suite: EvalSuite) -> str:
+    """What a release's predictions on a golden set are cached under (file and store)."""
     spec = json.dumps([suite.predict, suite.input_columns], sort_keys=True)
     tag = hashlib.sha256(spec.encode()).hexdigest()[:12]
-    return ws.root / CACHE_DIR / f"{release.id}-{golden.md5}-{tag}.json"
+    return f"{release.id}-{golden.md5}-{tag}"
+
+
+def _cache_path(ws: Workspace, key: str) -> Path:
+    return ws.root / CACHE_DIR / f"{key}.json"
 
 
 def _read_cache(path: Path, rows: int) -> Predictions | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return _from_json(data, rows)
+
+
+def _read_stored(ws: Workspace, key: str, rows: int) -> Predictions | None:
+    record = ws.store.get(PREDICTIONS_KIND, key)
+    return _from_json(record.value, rows, stored=True) if record is not None else None
+
+
+def _from_json(data: Any, rows: int, *, stored: bool = False) -> Predictions | None:
+    """Cached predictions of ``rows`` rows, or None when ``data`` is not that."""
+    try:
         cached = Predictions(
             list(data["values"]),
             [bool(v) for v in data["ok"]],
@@ -150,8 +186,9 @@ def _read_cache(path: Path, rows: int) -> Predictions | None:
             list(data["errors"]),
             int(data.get("not_predicted", 0)),
             cached=True,
+            stored=stored,
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
     return cached if len(cached.values) == rows == len(cached.ok) else None
 
@@ -430,7 +467,8 @@ def predict_release(
     use_cache: bool = True,
     ms_per_row: float | None = None,
 ) -> Predictions:
-    """Predictions of ``release`` on the golden rows, from the cache when there.
+    """Predictions of ``release`` on the golden rows, from the cache when there (the
+    local file, else the store).
 
     Rows that raised in the cached run are predicted again, and only those: a
     failure may have been passing (a timeout, an endpoint being restarted), and a
@@ -438,8 +476,14 @@ def predict_release(
     model's speed as an earlier gate run measured it, if known (see ``_run_model``).
     """
     n = len(golden.rows)
-    path = _cache_path(ws, release, golden, suite)
+    path = _cache_path(ws, cache_key(release, golden, suite))
     cached = _read_cache(path, n) if use_cache else None
+    if use_cache and (cached is None or cached.unanswered):
+        # The store may hold more: another runner's gate predicted this release after
+        # this machine's run (or this machine never ran it).
+        stored = _read_stored(ws, path.stem, n)
+        if stored is not None and (cached is None or stored.unanswered < cached.unanswered):
+            cached = stored
     if cached is not None and cached.error_count == 0:
         if progress is not None:
             progress(n, n)

@@ -22,8 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from releaser.api.context import current_actor, utc_now
 from releaser.api.gate_inputs import check_pinned_code, eval_suite, load_golden, resolve_scorers
 from releaser.api.gate_predict import (
+    MAX_STORED_BYTES,
+    PREDICTIONS_KIND,
     Predictions,
     Progress,
+    cache_key,
     model_uri,
     predict_release,
     resolve_function,
@@ -80,7 +83,9 @@ class GateReport(BaseModel):
         description="Predict time a row (ms) by model URI, for the candidate and the "
         "baseline: later gate runs size their first predict call by it.",
     )
-    cached: bool = Field(default=False, description="Predictions came from the cache.")
+    cached: bool = Field(
+        default=False, description="Predictions came from the cache (local or the store)."
+    )
     mlflow_run_id: str | None = None
     warnings: list[str] = Field(default_factory=list)
 
@@ -211,6 +216,13 @@ def evaluate_release(
     ws: Workspace, release: Release, *, progress: Progress | None = None, use_cache: bool = True
 ) -> GateReport:
     """Score ``release`` and judge it, without storing anything (``run_gate`` stores)."""
+    return _evaluate(ws, release, progress, use_cache)[0]
+
+
+def _evaluate(
+    ws: Workspace, release: Release, progress: Progress | None, use_cache: bool
+) -> tuple[GateReport, dict[str, Predictions]]:
+    """The report, and the predictions it was judged on by their cache key."""
     service = release.service
     suite = eval_suite(ws, release)
     if suite is None:
@@ -235,6 +247,7 @@ def evaluate_release(
     # release: the first predict call is sized by it rather than kept small.
     speeds = {**_speeds(ws, baseline), **_speeds(ws, release)}
     measured: dict[str, float] = {}
+    predicted: dict[str, Predictions] = {}
 
     def predict(rel: Release, offset: int) -> Predictions:
         uri = model_uri(rel, suite)
@@ -249,6 +262,7 @@ def evaluate_release(
         )
         if uri is not None and preds.ms_per_row is not None:
             measured[uri] = float(f"{preds.ms_per_row:.4g}")
+        predicted[cache_key(rel, golden, suite)] = preds
         return preds
 
     cand = predict(release, 0)
@@ -271,7 +285,7 @@ def evaluate_release(
         not_predicted=cand.not_predicted,
         stopped_after=suite.max_consecutive_errors,
     )
-    return GateReport(
+    report = GateReport(
         service=service,
         release_id=release.id,
         baseline_id=baseline.id if baseline else None,
@@ -295,6 +309,7 @@ def evaluate_release(
         ms_per_row=measured,
         cached=cand.cached and (base_preds is None or base_preds.cached),
     )
+    return report, predicted
 
 
 def _log_mlflow(ws: Workspace, report: GateReport) -> tuple[str | None, str | None]:
@@ -346,6 +361,45 @@ def _same_outcome(a: GateReport, b: GateReport) -> bool:
     return b.cached and all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
+def _storable(
+    predicted: dict[str, Predictions],
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The predictions to store (JSON-ready: all but those the store holds already and
+    those it cannot hold), and a warning for each one it cannot hold."""
+    storable: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    for key, preds in predicted.items():
+        if preds.stored:
+            continue
+        size = preds.json_size()
+        why = None
+        if size > MAX_STORED_BYTES:
+            why = (
+                f"about {size / 2**20:.0f} MB as JSON, over the store's limit of "
+                f"{MAX_STORED_BYTES // 2**20} MB"
+            )
+        elif any(isinstance(v, float) and not math.isfinite(v) for v in preds.values):
+            why = "a prediction is NaN or infinite, which the store's JSON cannot hold"
+        if why is None:
+            storable[key] = preds.to_json()
+        else:
+            warnings.append(
+                f"the predictions {key} stay in this machine's cache only, not in the store "
+                f"({why}): a gate run elsewhere predicts them again"
+            )
+    return storable, warnings
+
+
+def _prediction_writes(ws: Workspace, storable: dict[str, dict[str, Any]]) -> list[Write]:
+    """Writes for the predictions the store does not hold as they are."""
+    writes = []
+    for key, value in storable.items():
+        existing = ws.store.get(PREDICTIONS_KIND, key)
+        if existing is None or existing.value != value:
+            writes.append(Write(PREDICTIONS_KIND, key, value, existing.version if existing else 0))
+    return writes
+
+
 def _key(service: str, release_id: str) -> str:
     return f"{service}/{release_id}"
 
@@ -360,7 +414,8 @@ def run_gate(
     """
     ws.config.service(service)
     release = get_service_release(ws, service, release_id)
-    report = evaluate_release(ws, release, progress=progress)
+    report, predicted = _evaluate(ws, release, progress, True)
+    storable, unstored = _storable(predicted)
     previous = last_gate(ws, service, release.id)
     run_id: str | None
     warning: str | None
@@ -370,7 +425,7 @@ def run_gate(
         run_id, warning = previous.mlflow_run_id, None
     else:
         run_id, warning = _log_mlflow(ws, report)
-    warnings = [*report.warnings, *([warning] if warning else [])]
+    warnings = [*report.warnings, *unstored, *([warning] if warning else [])]
     report = report.model_copy(update={"mlflow_run_id": run_id, "warnings": warnings})
     key = _key(service, release.id)
     for _attempt in range(3):
@@ -395,7 +450,7 @@ def run_gate(
         )
         write = Write(GATE_KIND, key, report.to_dict(), existing.version if existing else 0)
         try:
-            ws.store.commit([write], event)
+            ws.store.commit([write, *_prediction_writes(ws, storable)], event)
             return report
         except StateConflict:
             continue  # another gate run on the same release committed first: record ours after

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from releaser.api.audit import audit_log
+from releaser.api.gate_predict import PREDICTIONS_KIND
 from releaser.api.gates import last_gate, require_gates, run_gate
 from releaser.api.releases import create_release, get_release
 from releaser.api.rollouts import service_state, start_rollout
@@ -507,5 +508,128 @@ def test_an_unimportable_predict_function_is_a_config_error(gated: Gated, tmp_pa
         assert problem.path == "services.case-triage.eval.predict"
         assert "module 'rules' has no function 'predikt'" in problem.message
         assert last_gate(ws, SERVICE, rid) is None
+    finally:
+        ws.close()
+
+
+def _predictions_record(ws_root: Path, rid: str) -> list[str]:
+    """Keys of the stored predictions of release ``rid``."""
+    ws = open_workspace(ws_root)
+    try:
+        return [r.key for r in ws.store.list(PREDICTIONS_KIND, prefix=f"{rid}-")]
+    finally:
+        ws.close()
+
+
+def test_predictions_are_stored_with_the_report_for_runners_without_the_local_cache(
+    gated: Gated, tmp_path: Path
+) -> None:
+    """A CI runner starts from a fresh checkout: it shares the store, not the local cache."""
+    root, rid = _function_release(
+        gated,
+        tmp_path,
+        {"predict: rules:predict": "predict: stored_endpoint:predict"},
+        {"stored_endpoint.py": FLAKY},
+    )
+    calls = root / "calls.txt"
+    fresh_checkout = lambda: shutil.rmtree(root / ".releaser" / "cache", ignore_errors=True)  # noqa: E731
+    (root / "endpoint-down").touch()
+    flats = sum("flat" in r.lower() for r in _golden_texts(root))
+    ws = open_workspace(root)
+    try:
+        down = run_gate(ws, SERVICE, rid)
+        assert down.errors == down.baseline_errors == flats > 0
+        assert len(calls.read_text().splitlines()) == 2 * 600
+        # Both releases' predictions went into the store with the report, errors included
+        # (keyed by release, golden md5 and predict config: the baseline's own gate stored
+        # its model's predictions under another config).
+        (key,) = _predictions_record(root, rid)
+        config = key.rsplit("-", 1)[1]
+        assert [k.endswith(config) for k in _predictions_record(root, gated.r1)].count(True) == 1
+        stale = tmp_path / "cache-with-the-errors"
+        shutil.copytree(root / ".releaser" / "cache", stale)
+
+        # Another runner, once the endpoint is back: only the rows that raised are
+        # predicted again, as on the machine that has the cache.
+        fresh_checkout()
+        (root / "endpoint-down").unlink()
+        back = run_gate(ws, SERVICE, rid)
+        assert len(calls.read_text().splitlines()) == 2 * 600 + 2 * flats
+        assert back.errors == back.baseline_errors == 0 and not back.cached
+
+        # The first machine's cache still holds the outage's errors, but the store has
+        # every row now: it predicts nothing either.
+        shutil.rmtree(root / ".releaser" / "cache")
+        shutil.copytree(stale, root / ".releaser" / "cache")
+        assert run_gate(ws, SERVICE, rid).cached
+        assert len(calls.read_text().splitlines()) == 2 * 600 + 2 * flats
+
+        # And a runner after that predicts nothing: the store holds every row now, and
+        # the same verdict on the same predictions is not logged to MLflow twice.
+        fresh_checkout()
+        again = run_gate(ws, SERVICE, rid)
+        assert len(calls.read_text().splitlines()) == 2 * 600 + 2 * flats
+        assert again.cached and again.metrics == back.metrics
+        assert again.mlflow_run_id == back.mlflow_run_id
+
+        # A new candidate with the same predict config: its baseline's predictions on
+        # this golden set are in the store, so only the candidate's rows are predicted.
+        with (root / ".gitignore").open("a", encoding="utf-8") as fh:
+            fh.write("calls.txt\n")
+        subprocess.run(["git", "commit", "-qam", "ignore the call log"], cwd=root, check=True)
+        rid2 = create_release(ws, SERVICE).release.id
+        fresh_checkout()
+        second = run_gate(ws, SERVICE, rid2)
+        assert second.baseline_id == gated.r1 and second.baseline_errors == 0
+        assert second.metrics == again.metrics and not second.cached
+        assert len(calls.read_text().splitlines()) == 2 * 600 + 2 * flats + 600
+    finally:
+        ws.close()
+
+
+NAN_PREDICT = '''
+"""A scoring endpoint that answers NaN for cases about bins."""
+
+
+def predict(prompt, inputs):
+    return float("nan") if "bin" in inputs["text"].lower() else "housing"
+'''
+
+
+def test_predictions_the_store_cannot_hold_stay_in_the_local_cache_with_a_warning(
+    gated: Gated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, rid = _function_release(
+        gated,
+        tmp_path,
+        {"predict: rules:predict": "predict: nan_endpoint:predict"},
+        {"nan_endpoint.py": NAN_PREDICT},
+    )
+    ws = open_workspace(root)
+    try:
+        report = run_gate(ws, SERVICE, rid)
+        # The gate is judged and stored all the same; only the predictions are not.
+        assert last_gate(ws, SERVICE, rid) == report
+        assert _predictions_record(root, rid) == []
+        # Neither the candidate's nor the baseline's: both answered NaN on some rows.
+        warned = [w for w in report.warnings if "stay in this machine's cache" in w]
+        assert [w.split()[2].split("-")[0] for w in warned] == [rid, gated.r1]
+        assert all(
+            w.endswith(
+                "(a prediction is NaN or infinite, which the store's JSON cannot hold): a "
+                "gate run elsewhere predicts them again"
+            )
+            for w in warned
+        )
+        assert run_gate(ws, SERVICE, rid).cached  # the local cache has them
+
+        # Predictions over the size limit are kept out of the store the same way.
+        monkeypatch.setattr("releaser.api.gates.MAX_STORED_BYTES", 1024)
+        shutil.rmtree(root / ".releaser" / "cache")
+        big = run_gate(ws, SERVICE, rid)
+        assert any("MB as JSON, over the store's limit of 0 MB" in w for w in big.warnings)
+        assert len([w for w in big.warnings if "over the store's limit" in w]) == 2
+        # The baseline has only the predictions its own gate stored (with its model).
+        assert len(_predictions_record(root, gated.r1)) == 1
     finally:
         ws.close()
