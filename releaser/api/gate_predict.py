@@ -15,8 +15,12 @@ Two kinds of entry point:
   per 64 rows), and a slow one (an LLM behind a pyfunc) still moves the
   progress bar about once a second. A call that raises is split in halves, down to
   calls of :data:`ONE_BY_ONE` rows that are retried row by row, so only the
-  rows that fail are counted as errors, in a few calls per failing row. A
-  row's latency is its call's time divided by the rows in that call.
+  rows that fail are counted as errors, in a few calls per failing row. With the
+  suite's ``predict_timeout``, a call of k rows may take k times that: one that
+  takes longer counts as raised (TimeoutError), is left running, and its rows
+  are retried one by one at once (halving it would wait out the timeout again
+  at every level). A row's latency is its call's time divided by the rows in
+  that call.
 - ``module:function``, called once per row (within the suite's
   ``predict_timeout``, if set) as ``fn(prompt, inputs)`` where
   ``prompt`` is the release's first pinned prompt version (a
@@ -319,8 +323,13 @@ def _run_model(
     # One table for all rows, sliced per call (cheaper than a new table per call).
     table = pd.DataFrame({c: [r[c] for r in picked] for c in cols})
     clock = time.perf_counter
-    limit = suite.max_consecutive_errors
+    limit, timeout = suite.max_consecutive_errors, suite.predict_timeout
     in_a_row = 0  # rows that raised since the last row predicted, in row order
+
+    def call(rows: Any) -> Any:
+        if timeout is None:
+            return model.predict(rows)
+        return _within(model.predict, timeout * len(rows))(rows)
 
     def predict(start: int, end: int) -> int | None:
         """Rows [start, end) in one call; when it raises, each half on its own (a few rows
@@ -332,9 +341,9 @@ def _run_model(
             lo, hi = pending.pop()
             began = clock()
             try:
-                out = _outputs(model.predict(table.iloc[lo:hi]), hi - lo)
+                out = _outputs(call(table.iloc[lo:hi]), hi - lo)
             except Exception as exc:  # noqa: BLE001 - split to find the rows that fail
-                if hi - lo > ONE_BY_ONE:
+                if hi - lo > ONE_BY_ONE and not isinstance(exc, TimeoutError):
                     mid = (lo + hi) // 2
                     pending += [(mid, hi), (lo, mid)]
                 elif hi - lo > 1:  # few rows: one by one costs fewer calls than halving

@@ -185,9 +185,9 @@ class EvalSuite(_Model):
     predict_timeout: float | None = Field(
         default=None,
         gt=0,
-        description="Seconds a module:function predict may take on one row; a row that "
-        "takes longer counts as raised (TimeoutError) and its call is left behind. "
-        "null: no limit.",
+        description="Seconds a predict may take on one row (a model's call on k rows: k "
+        "times that); a call that takes longer counts as raised (TimeoutError) and is left "
+        "behind, and a model's rows in it are tried one by one. null: no limit.",
     )
     max_consecutive_errors: int | None = Field(
         default=20,

@@ -246,3 +246,61 @@ def test_a_function_past_its_timeout_counts_as_raised_and_the_rest_go_on() -> No
         "row 4: TimeoutError: predict took longer than 1 s (predict_timeout)",
     ]
     assert preds.error_count == 3 and preds.not_predicted == 0
+
+
+class Hangs(Echo):
+    """An endpoint that never answers for cases containing ``hang``."""
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        if model_input["text"].str.contains("hang").any():
+            self.calls.append(len(model_input))
+            threading.Event().wait(60)
+        return super().predict(context, model_input, params)
+
+
+def _hanging_pyfunc(tmp_path: Path) -> Any:
+    import mlflow.pyfunc
+
+    class Model(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.echo = Hangs()
+
+        def load_context(self, context: Any) -> None:
+            self.echo.load_context(context)
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+            return self.echo.predict(context, model_input, params)
+
+    path = tmp_path / "hangs"
+    mlflow.pyfunc.save_model(path, python_model=Model(), pip_requirements=[])
+    return mlflow.pyfunc.load_model(str(path))
+
+
+@pytest.mark.slow
+class TestPyfuncTimeout:
+    SUITE = SUITE.model_copy(update={"predict_timeout": 0.1})
+
+    def test_a_call_past_the_timeout_is_left_and_its_rows_tried_one_by_one(
+        self, tmp_path: Path
+    ) -> None:
+        texts = [f"case {i}" for i in range(40)]
+        texts[3] = "hang 3"
+        model = _hanging_pyfunc(tmp_path)
+        preds = _run_model(model, _golden(texts), self.SUITE, None)
+        # The first call (8 rows) hung: its rows one by one, then the rest.
+        calls = _calls(model)
+        assert calls[: 1 + FIRST_BATCH] == [FIRST_BATCH] + [1] * FIRST_BATCH, calls
+        assert sum(calls[1 + FIRST_BATCH :]) == 40 - FIRST_BATCH
+        assert [i for i, good in enumerate(preds.ok) if not good] == [3]
+        assert preds.errors == [
+            "row 3: TimeoutError: predict took longer than 0.1 s (predict_timeout)"
+        ]
+        assert all(preds.values[i] == texts[i].upper() for i in range(40) if i != 3)
+
+    def test_an_endpoint_that_hangs_on_every_row_stops_after_errors_in_a_row(
+        self, tmp_path: Path
+    ) -> None:
+        model = _hanging_pyfunc(tmp_path)
+        preds = _run_model(model, _golden([f"hang {i}" for i in range(500)]), self.SUITE, None)
+        assert preds.error_count == 20 and preds.not_predicted == 480
+        assert len(_calls(model)) < 30  # not one timeout per golden row
