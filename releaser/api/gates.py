@@ -405,16 +405,23 @@ def _key(service: str, release_id: str) -> str:
 
 
 def run_gate(
-    ws: Workspace, service: str, release_id: str, *, progress: Progress | None = None
+    ws: Workspace,
+    service: str,
+    release_id: str,
+    *,
+    progress: Progress | None = None,
+    use_cache: bool = True,
 ) -> GateReport:
     """Run the eval gate on a release; store the report as evidence and log it to MLflow.
 
     Returns the report whether it passed or not (the CLI turns a failure into
     exit code 1). Bad input raises before anything is predicted or written.
+    ``use_cache=False`` predicts every row of both releases again; the store then
+    keeps the new predictions.
     """
     ws.config.service(service)
     release = get_service_release(ws, service, release_id)
-    report, predicted = _evaluate(ws, release, progress, True)
+    report, predicted = _evaluate(ws, release, progress, use_cache)
     storable, unstored = _storable(predicted)
     previous = last_gate(ws, service, release.id)
     run_id: str | None

@@ -161,6 +161,14 @@ def run(
         Path | None,
         typer.Option("--output", "-o", help="Write the Markdown report here (and JSON beside it)."),
     ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Predict every row again, ignoring cached and stored predictions (an "
+            "endpoint whose model changed behind the same URL); the new ones replace them.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a release on its golden set; exit 0 if it passes, 1 if it fails."""
@@ -173,7 +181,9 @@ def run(
 
     update, stop = _progress_bar()
     try:
-        report = run_gate(state(ctx).workspace(), service, release, progress=update)
+        report = run_gate(
+            state(ctx).workspace(), service, release, progress=update, use_cache=not no_cache
+        )
     finally:
         if stop is not None:
             stop()

@@ -46,6 +46,13 @@ def test_gate_passes_writes_reports_and_github_outputs(
     assert res.code == 0 and data["cached"] is True and data["release_id"] == rid
     assert {"checks", "slices", "metrics", "failures", "dataset_md5"} <= set(data)
 
+    # --no-cache predicts again: a new evaluation, logged as a new MLflow run.
+    res = cli("gate", SERVICE, "--release", rid, "--no-cache", "--json")
+    fresh = json.loads(res.out)
+    assert res.code == 0 and fresh["cached"] is False
+    assert fresh["mlflow_run_id"] != data["mlflow_run_id"]
+    assert fresh["metrics"] == data["metrics"]
+
 
 def test_without_a_terminal_progress_is_logged_in_lines(
     release_ws: ExampleWorkspace, cli, monkeypatch: pytest.MonkeyPatch
