@@ -11,9 +11,9 @@
       is unknown and its first call is small, as on a release's first gate; the
       baseline's speed is known from its own gate run. Also printed: a re-gate of the
       same release (both speeds known: one call per release, as in the raw loop), and a
-      release's first gate as it usually runs: the baseline's predictions on this golden
-      set are in the store from its own gate run, so only the candidate is predicted (the
-      raw loop still predicts both: by hand, you would).
+      release's first gate while the golden set is unchanged: the baseline's predictions
+      on it are in the store from its own gate run, so only the candidate is predicted
+      (the raw loop still predicts both: by hand, you would).
    b. a ``module:function`` predict that waits 2 ms per row, standing in for a model
       server or LLM call; "raw" calls it once per row.
    "harness" is ``run_gate`` end to end (golden read, prediction, scoring, bootstrap,
@@ -323,8 +323,9 @@ def main() -> None:
         )
         _timed_gate(ws, r2, [r2])  # the baseline's predictions go back into the store
         _measure(
-            "1a a release's first gate as usual: the baseline's predictions read from the "
-            "store (only the candidate predicted), against the raw loop predicting both",
+            "1a a release's first gate, golden set unchanged: the baseline's predictions "
+            "read from the store (only the candidate predicted), against the raw loop "
+            "predicting both",
             lambda rid: _raw_model_loop(ws, [rid, r1]),
             lambda rid: _timed_gate(ws, rid, []),
             repeats=31,
