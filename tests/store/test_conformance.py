@@ -68,6 +68,20 @@ class TestRecords:
         assert record is not None
         assert record.value == value
 
+    def test_floats_round_trip_exactly(self, store: Store) -> None:
+        # The gate compares stored predictions with its own to skip rewriting them:
+        # a float must come back as the same float. (Not above 1e16: PostgreSQL's jsonb
+        # prints a numeric without an exponent, so 7.2e+246 comes back as an int.)
+        import random
+
+        rng = random.Random(7)
+        floats = [rng.random() * 10.0 ** rng.randint(-300, 15) for _ in range(2000)]
+        floats += [5e-324, 9.999999999999998e15, 0.6097571249767952, 1 / 3, -2.5e-7]
+        insert(store, "release", "f", {"latency_ms": floats})
+        record = store.get("release", "f")
+        assert record is not None
+        assert record.value["latency_ms"] == floats
+
     def test_cas_update_bumps_version_and_time(self, store: Store) -> None:
         insert(store, "rollout", "svc", {"step": 0})
         store.commit([Write("rollout", "svc", {"step": 1}, 1)], draft(at="2025-06-01T00:00:00Z"))
