@@ -222,7 +222,8 @@ def evaluate_release(
 def _evaluate(
     ws: Workspace, release: Release, progress: Progress | None, use_cache: bool
 ) -> tuple[GateReport, dict[str, Predictions]]:
-    """The report, and the predictions it was judged on by their cache key."""
+    """The report, and the predictions it was judged on by their cache key (none when the
+    suite keeps them out of the store)."""
     service = release.service
     suite = eval_suite(ws, release)
     if suite is None:
@@ -262,7 +263,8 @@ def _evaluate(
         )
         if uri is not None and preds.ms_per_row is not None:
             measured[uri] = float(f"{preds.ms_per_row:.4g}")
-        predicted[cache_key(rel, golden, suite)] = preds
+        if suite.store_predictions:
+            predicted[cache_key(rel, golden, suite)] = preds
         return preds
 
     cand = predict(release, 0)

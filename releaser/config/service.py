@@ -196,6 +196,12 @@ class EvalSuite(_Model):
         "endpoint that is down); the rows left are not predicted and the gate fails. "
         "null: predict every row.",
     )
+    store_predictions: bool = Field(
+        default=True,
+        description="Keep the predictions in the state store with the gate's report, for "
+        "CI runners and later candidates' gates; false keeps them in this machine's cache "
+        "only (model outputs that must not go into a shared database).",
+    )
 
     @model_validator(mode="after")
     def _metrics_known(self) -> EvalSuite:

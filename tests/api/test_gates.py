@@ -633,3 +633,26 @@ def test_predictions_the_store_cannot_hold_stay_in_the_local_cache_with_a_warnin
         assert len(_predictions_record(root, gated.r1)) == 1
     finally:
         ws.close()
+
+
+def test_a_suite_can_keep_its_predictions_out_of_the_store(gated: Gated, tmp_path: Path) -> None:
+    private = "      slice_max_drop: 0.05\n      store_predictions: false\n"
+    root, rid = _function_release(
+        gated,
+        tmp_path,
+        {
+            "predict: rules:predict": "predict: private_endpoint:predict",
+            "      slice_max_drop: 0.05\n": private,
+        },
+        {"private_endpoint.py": FLAKY},
+    )
+    before = _predictions_record(root, gated.r1)
+    ws = open_workspace(root)
+    try:
+        report = run_gate(ws, SERVICE, rid)
+        assert last_gate(ws, SERVICE, rid) == report and report.errors == 0
+        assert not any("store" in w for w in report.warnings)
+        assert run_gate(ws, SERVICE, rid).cached  # this machine's cache has them
+    finally:
+        ws.close()
+    assert _predictions_record(root, rid) == [] and _predictions_record(root, gated.r1) == before
