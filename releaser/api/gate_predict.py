@@ -332,8 +332,9 @@ def _run_model(
         return _within(model.predict, timeout * len(rows))(rows)
 
     def predict(start: int, end: int) -> int | None:
-        """Rows [start, end) in one call; when it raises, each half on its own (a few rows
-        one by one), left first, so failures are found in row order. Returns the row
+        """Rows [start, end) in one call; when it raises, each half on its own (a few rows,
+        or a call that timed out, one by one), left first, so failures are found in row
+        order. Returns the row
         after the one that made ``limit`` errors in a row, or None."""
         nonlocal in_a_row
         pending = [(start, end)]
