@@ -334,8 +334,7 @@ def _run_model(
     def predict(start: int, end: int) -> int | None:
         """Rows [start, end) in one call; when it raises, each half on its own (a few rows,
         or a call that timed out, one by one), left first, so failures are found in row
-        order. Returns the row
-        after the one that made ``limit`` errors in a row, or None."""
+        order. Returns the row after the one that made ``limit`` errors in a row, or None."""
         nonlocal in_a_row
         pending = [(start, end)]
         while pending:
@@ -486,12 +485,13 @@ def predict_release(
     model's speed as an earlier gate run measured it, if known (see ``_run_model``).
     """
     n = len(golden.rows)
-    path = _cache_path(ws, cache_key(release, golden, suite))
+    key = cache_key(release, golden, suite)
+    path = _cache_path(ws, key)
     cached = _read_cache(path, n) if use_cache else None
     if use_cache and (cached is None or cached.unanswered):
         # The store may hold more: another runner's gate predicted this release after
         # this machine's run (or this machine never ran it).
-        stored = _read_stored(ws, path.stem, n)
+        stored = _read_stored(ws, key, n)
         if stored is not None and (cached is None or stored.unanswered < cached.unanswered):
             cached = stored
     if cached is not None and cached.error_count == 0:

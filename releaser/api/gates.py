@@ -36,7 +36,7 @@ from releaser.core.audit import EventDraft
 from releaser.core.gate_eval import NonRegressionRule, evaluate_gate
 from releaser.core.scorers import score_rows
 from releaser.errors import BadInput, CheckFailed, StateConflict
-from releaser.store.base import Write
+from releaser.store.base import Record, Write
 
 if TYPE_CHECKING:
     from releaser.api.workspace import Workspace
@@ -170,11 +170,14 @@ def _baseline(ws: Workspace, release: Release) -> Release | None:
     return get_release(ws, stable)
 
 
-def _speeds(ws: Workspace, release: Release | None) -> dict[str, float]:
-    """The predict speeds (ms a row by model URI) the release's last gate run measured."""
+def _gate_record(ws: Workspace, release: Release | None) -> Record | None:
     if release is None:
-        return {}
-    record = ws.store.get(GATE_KIND, _key(release.service, release.id))
+        return None
+    return ws.store.get(GATE_KIND, _key(release.service, release.id))
+
+
+def _speeds(record: Record | None) -> dict[str, float]:
+    """The predict speeds (ms a row by model URI) a stored gate run measured."""
     speeds = record.value.get("ms_per_row") if record else None
     if not isinstance(speeds, dict):
         return {}
@@ -216,14 +219,18 @@ def evaluate_release(
     ws: Workspace, release: Release, *, progress: Progress | None = None, use_cache: bool = True
 ) -> GateReport:
     """Score ``release`` and judge it, without storing anything (``run_gate`` stores)."""
-    return _evaluate(ws, release, progress, use_cache)[0]
+    return _evaluate(ws, release, progress, use_cache, _gate_record(ws, release))[0]
 
 
 def _evaluate(
-    ws: Workspace, release: Release, progress: Progress | None, use_cache: bool
+    ws: Workspace,
+    release: Release,
+    progress: Progress | None,
+    use_cache: bool,
+    previous: Record | None,
 ) -> tuple[GateReport, dict[str, Predictions]]:
     """The report, and the predictions it was judged on by their cache key (none when the
-    suite keeps them out of the store)."""
+    suite keeps them out of the store). ``previous`` is the release's stored gate record."""
     service = release.service
     suite = eval_suite(ws, release)
     if suite is None:
@@ -246,7 +253,7 @@ def _evaluate(
 
     # Each model's speed as measured by the last gate run of the baseline, then of the
     # release: the first predict call is sized by it rather than kept small.
-    speeds = {**_speeds(ws, baseline), **_speeds(ws, release)}
+    speeds = {**_speeds(_gate_record(ws, baseline)), **_speeds(previous)}
     measured: dict[str, float] = {}
     predicted: dict[str, Predictions] = {}
 
@@ -423,9 +430,10 @@ def run_gate(
     """
     ws.config.service(service)
     release = get_service_release(ws, service, release_id)
-    report, predicted = _evaluate(ws, release, progress, use_cache)
+    record = _gate_record(ws, release)
+    report, predicted = _evaluate(ws, release, progress, use_cache, record)
     storable, unstored = _storable(predicted)
-    previous = last_gate(ws, service, release.id)
+    previous = GateReport.model_validate(record.value) if record else None
     run_id: str | None
     warning: str | None
     if previous is not None and previous.mlflow_run_id and _same_outcome(previous, report):

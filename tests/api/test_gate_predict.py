@@ -63,13 +63,16 @@ class Echo:
         return upper
 
 
-def _pyfunc(tmp_path: Path, name: str, **kw: Any) -> Any:
-    """A real MLflow pyfunc model, saved to disk and loaded back as the gate loads one."""
+def _pyfunc(tmp_path: Path, name: str, echo: type[Echo] | None = None, **kw: Any) -> Any:
+    """A real MLflow pyfunc model, saved to disk and loaded back as the gate loads one;
+    ``echo`` (default :class:`Echo`) answers its calls."""
     import mlflow.pyfunc
+
+    answers = echo or Echo
 
     class Model(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         def __init__(self) -> None:
-            self.echo = Echo(**kw)
+            self.echo = answers(**kw)
 
         def load_context(self, context: Any) -> None:
             self.echo.load_context(context)
@@ -258,24 +261,6 @@ class Hangs(Echo):
         return super().predict(context, model_input, params)
 
 
-def _hanging_pyfunc(tmp_path: Path) -> Any:
-    import mlflow.pyfunc
-
-    class Model(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.echo = Hangs()
-
-        def load_context(self, context: Any) -> None:
-            self.echo.load_context(context)
-
-        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
-            return self.echo.predict(context, model_input, params)
-
-    path = tmp_path / "hangs"
-    mlflow.pyfunc.save_model(path, python_model=Model(), pip_requirements=[])
-    return mlflow.pyfunc.load_model(str(path))
-
-
 @pytest.mark.slow
 class TestPyfuncTimeout:
     SUITE = SUITE.model_copy(update={"predict_timeout": 0.1})
@@ -285,7 +270,7 @@ class TestPyfuncTimeout:
     ) -> None:
         texts = [f"case {i}" for i in range(40)]
         texts[3] = "hang 3"
-        model = _hanging_pyfunc(tmp_path)
+        model = _pyfunc(tmp_path, "hangs", Hangs)
         preds = _run_model(model, _golden(texts), self.SUITE, None)
         # The first call (8 rows) hung: its rows one by one, then the rest.
         calls = _calls(model)
@@ -300,7 +285,7 @@ class TestPyfuncTimeout:
     def test_an_endpoint_that_hangs_on_every_row_stops_after_errors_in_a_row(
         self, tmp_path: Path
     ) -> None:
-        model = _hanging_pyfunc(tmp_path)
+        model = _pyfunc(tmp_path, "hangs", Hangs)
         preds = _run_model(model, _golden([f"hang {i}" for i in range(500)]), self.SUITE, None)
         assert preds.error_count == 20 and preds.not_predicted == 480
         assert len(_calls(model)) < 30  # not one timeout per golden row
