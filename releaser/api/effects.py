@@ -2,11 +2,11 @@
 
 The store is the source of truth. After each committed traffic change
 (rollout start, step, promotion, rollback, abort, pause, resume) the use case
-hands a :class:`TrafficChange` to every target configured for the service;
-each target applies it idempotently and returns one
-:class:`~releaser.api.rollouts.SideEffect`. A target never raises: a failure
-is reported with the command that finishes it, and it never decides the
-outcome of the transition.
+hands a :class:`~releaser.core.effects.TrafficChange` to every target configured
+for the service (through the journal, :mod:`releaser.api.journal`); each target
+applies it idempotently and returns one :class:`~releaser.core.effects.SideEffect`.
+A target never raises: a failure is reported with the command that finishes
+it, and it never decides the outcome of the transition.
 
 Targets are found by :func:`configured_targets`; a service with none costs
 nothing (no import of docker, github3 or anything heavy).
@@ -14,13 +14,12 @@ nothing (no import of docker, github3 or anything heavy).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from releaser.core.effects import ChangeStatus, SideEffect, TrafficChange
 from releaser.errors import ConfigError
 
 if TYPE_CHECKING:
-    from releaser.api.rollouts import SideEffect
     from releaser.api.workspace import Workspace
 
 __all__ = [
@@ -30,36 +29,8 @@ __all__ = [
     "apply_targets",
     "configured_targets",
     "prepare_targets",
+    "targets_configured",
 ]
-
-ChangeStatus = Literal["in_progress", "paused", "promoted", "rolled_back", "aborted", "stable"]
-"""Where the service's traffic stands after the change."""
-
-
-@dataclass(frozen=True)
-class TrafficChange:
-    """One committed change of who serves a service's traffic.
-
-    ``stable`` is the release serving everyone outside the candidate's cohort
-    (after the change); ``candidate`` the release being rolled out, if any;
-    ``percent`` the candidate's share of everyone else at the live step (0-100;
-    named groups come on top); ``status`` where the rollout stands.
-    """
-
-    service: str
-    action: str
-    status: ChangeStatus
-    stable: str | None
-    candidate: str | None
-    rollout_id: str | None
-    step: str | None
-    percent: float | None
-    reason: str
-    at: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return asdict(self)
 
 
 @runtime_checkable
@@ -73,19 +44,35 @@ class EffectTarget(Protocol):
         ...
 
 
+def _wanted(ws: Workspace, service: str) -> tuple[bool, bool]:
+    """(a docker target, a GitHub deployments mirror) for ``service``; ConfigError if broken."""
+    spec = ws.config.services.get(service)
+    docker = spec is not None and spec.deploy is not None and spec.deploy.target == "docker"
+    github = False
+    if ws.config.github is not None and ws.config.github.deployments:
+        from releaser.api.github import github_active
+
+        github = github_active(ws) is not None
+    return docker, github
+
+
+def targets_configured(ws: Workspace, service: str) -> bool:
+    """Whether ``service`` has any target to apply changes to (imports none of them)."""
+    return any(_wanted(ws, service))
+
+
 def configured_targets(ws: Workspace, service: str) -> list[EffectTarget]:
     """The targets configured for ``service``, in the order they are applied."""
     targets: list[EffectTarget] = []
-    spec = ws.config.services.get(service)
-    if spec is not None and spec.deploy is not None and spec.deploy.target == "docker":
+    docker, github = _wanted(ws, service)
+    if docker:
         from releaser.integrations.docker_target import DockerTarget
 
         targets.append(DockerTarget(ws, service))
-    if ws.config.github is not None and ws.config.github.deployments:
-        from releaser.api.github import GithubTarget, github_active
+    if github:
+        from releaser.api.github import GithubTarget
 
-        if github_active(ws) is not None:
-            targets.append(GithubTarget(ws))
+        targets.append(GithubTarget(ws))
     return targets
 
 
@@ -105,8 +92,6 @@ def prepare_targets(ws: Workspace, service: str, releases: dict[str, str]) -> No
 
 def apply_targets(ws: Workspace, change: TrafficChange) -> list[SideEffect]:
     """Apply ``change`` to every configured target; one side effect each, never raising."""
-    from releaser.api.rollouts import SideEffect
-
     effects: list[SideEffect] = []
     try:
         targets = configured_targets(ws, change.service)
@@ -114,7 +99,7 @@ def apply_targets(ws: Workspace, change: TrafficChange) -> list[SideEffect]:
         # A rollback, pause, resume or abort ran on the stored state alone while
         # releaser.yaml is broken (traffic has moved): the targets wait for the file.
         detail = f"releaser.yaml is invalid, so deploy targets were not updated: {exc.first()}"
-        retry = "fix releaser.yaml; the targets follow the next traffic change"
+        retry = f"fix releaser.yaml, then run 'releaser reconcile {change.service}'"
         return [SideEffect("deploy targets", "failed", detail, retry)]
     for target in targets:
         try:

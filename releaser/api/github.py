@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 from releaser.store.redact import scrub
 
 if TYPE_CHECKING:
-    from releaser.api.effects import TrafficChange
-    from releaser.api.rollouts import SideEffect
     from releaser.api.workspace import Workspace
     from releaser.config.models import GithubSettings
+    from releaser.core.effects import SideEffect, TrafficChange
     from releaser.integrations.github import GithubEnv
 
 __all__ = [
@@ -82,7 +81,7 @@ def _guarded(
     fn: Callable[[], SideEffect],
 ) -> SideEffect:
     """Run ``fn``; any failure becomes a ``failed`` effect scrubbed of the token."""
-    from releaser.api.rollouts import SideEffect
+    from releaser.core.effects import SideEffect
     from releaser.errors import ReleaserError
 
     try:
@@ -129,7 +128,7 @@ class GithubTarget:
 
     def apply(self, change: TrafficChange) -> SideEffect:
         """Bring the deployments of ``change.service`` in line with ``change``."""
-        from releaser.api.rollouts import SideEffect
+        from releaser.core.effects import SideEffect
 
         active = github_active(self.ws, self.environ)
         if active is None or not active[0].deployments:
@@ -139,7 +138,7 @@ class GithubTarget:
         return _guarded(self.name, retry, env, lambda: self._apply(settings, env, change))
 
     def _apply(self, settings: GithubSettings, env: GithubEnv, change: TrafficChange) -> SideEffect:
-        from releaser.api.rollouts import SideEffect
+        from releaser.core.effects import SideEffect
 
         host = self.ws.github(env)
         environment = deployment_environment(settings, change.service)
@@ -219,7 +218,7 @@ def publish_gate(
     A commit status carries a one-line description and links to the workflow
     run; a check run carries ``summary_md`` in full.
     """
-    from releaser.api.rollouts import SideEffect
+    from releaser.core.effects import SideEffect
 
     name = "github gate"
     active = github_active(ws, environ)
@@ -269,7 +268,7 @@ def comment_on_pr(
     in ``$GITHUB_REF`` (refs/pull/N/merge) or the event payload; outside a pull
     request this is skipped.
     """
-    from releaser.api.rollouts import SideEffect
+    from releaser.core.effects import SideEffect
     from releaser.integrations.github import pr_number_from_env
 
     name = "github comment"
@@ -351,7 +350,7 @@ def publish_release(
     Idempotent: the tag ``SERVICE-RELEASE_ID`` identifies the release and the
     pack is uploaded only when no asset of that name is there yet.
     """
-    from releaser.api.rollouts import SideEffect
+    from releaser.core.effects import SideEffect
 
     name = "github release"
     active = github_active(ws, environ)
@@ -399,8 +398,8 @@ def sync_service(
     NotFound for an unknown service; GitHub failures come back as effects.
     """
     from releaser.api.context import utc_now
-    from releaser.api.effects import ChangeStatus, TrafficChange
-    from releaser.api.rollouts import SideEffect, _change, _rollout_record, service_state
+    from releaser.api.rollouts import _change, _rollout_record, service_state
+    from releaser.core.effects import ChangeStatus, SideEffect, TrafficChange
     from releaser.errors import NotFound
 
     ws.config.service(service)

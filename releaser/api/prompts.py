@@ -1,23 +1,30 @@
 """Prompts through ``promptregistry``, with every alias move in releaser's audit chain.
 
-The prompt registry is the source of truth for prompt versions and aliases;
-releaser's store records each alias move (who, when, from, to, why) as an
-audit event plus a ``prompt_alias`` record, and serves that history back to
-the registry so ``rollback`` knows where an alias was before.
+The prompt registry is the source of truth for prompt versions and aliases.
+``promote_prompt`` and ``rollback_prompt`` record each move (who, when, from,
+to, why) in the journal and the audit chain first, with compare-and-swap on
+the alias, and only then move it in the backend (:mod:`releaser.api.journal`):
+a move that dies half-way is finished by the next command on that alias, and
+two racing moves cannot both win. The same history is served back to the
+registry so ``rollback`` knows where an alias was before.
+
+A ``production`` alias that a service's stable release pins belongs to that
+release: moving it by hand is refused, with the release route as the hint,
+unless the move is a deliberate, recorded override (see :func:`promote_prompt`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from releaser.api import journal
 from releaser.api.context import current_actor
 from releaser.api.workspace import Workspace, open_workspace
-from releaser.core.audit import EventDraft
 from releaser.core.refs import PromptRef
 from releaser.errors import (
     ArtifactNotFound,
@@ -26,7 +33,7 @@ from releaser.errors import (
     ReleaserError,
     StateConflict,
 )
-from releaser.store.base import Store, Write
+from releaser.store.base import Store
 
 if TYPE_CHECKING:
     from promptregistry import AliasChange, PromptDiff, PromptRegistry, PromptVersion
@@ -53,7 +60,8 @@ __all__ = [
 ]
 
 PROMPT_ALIAS_KIND = "prompt_alias"
-ALIAS_ACTION = "prompt.alias"
+"""Records written before the journal; moves now live under ``effect/prompt:NAME@ALIAS``."""
+ALIAS_ACTION = journal.PROMPT_ALIAS_ACTION
 
 
 @contextmanager
@@ -102,29 +110,37 @@ def _subject(name: str) -> str:
 
 
 def _record_alias_move(store: Store, change: AliasChange) -> None:
-    """Write the ``prompt_alias`` record and its audit event in one transaction."""
-    key = f"{change.name}@{change.alias}"
-    actor = current_actor()
+    """Record a move made through the registry directly (library use) after it happened.
+
+    releaser's own commands record a move before making it (:func:`promote_prompt`);
+    code that calls ``ws.prompts.promote`` itself still gets the move audited and
+    journalled (as done) here.
+    """
+    key = journal.prompt_key(change.name, change.alias)
+    at = change.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     for _attempt in range(3):
-        current = store.get(PROMPT_ALIAS_KIND, key)
-        write = Write(
-            PROMPT_ALIAS_KIND,
-            key,
-            {"name": change.name, "alias": change.alias, "version": change.to_version},
-            current.version if current else 0,
-        )
-        event = EventDraft(
-            actor=change.actor,
-            action=ALIAS_ACTION,
-            subject=_subject(change.name),
-            at=change.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            before={"alias": change.alias, "version": change.from_version},
-            after={"alias": change.alias, "version": change.to_version},
+        intents = journal.Intents()
+        if change.to_version is None:
+            return  # a deleted alias owes nothing; the backend keeps its own history
+        intents.alias(
+            "prompt",
+            change.name,
+            change.to_version,
+            store.get(journal.EFFECT_KIND, key),
+            change.from_version,
+            service=None,
+            cause=f"prompt.{change.action}",
             reason=change.reason,
-            context={**actor.context, "move": change.action},
+            at=at,
+            move=change.action,
+            alias=change.alias,
         )
+        if not intents.writes:
+            return
+        write = intents.writes[0]
+        write.value.update(status="done", done_at=at)
         try:
-            store.commit([write], event)
+            store.commit(intents.writes, intents.events[0])
             return
         except StateConflict:
             continue  # another process recorded a move of the same alias: re-read
@@ -280,18 +296,184 @@ def _version_or_alias(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def promote_prompt(ws: Workspace, name: str, version: int, alias: str, reason: str) -> AliasChange:
-    """Point ``alias`` at ``version``; the move is audited with ``reason``."""
+def promote_prompt(
+    ws: Workspace,
+    name: str,
+    version: int,
+    alias: str,
+    reason: str,
+    *,
+    expect_current: int | None = None,
+    override: bool = False,
+) -> AliasChange:
+    """Point ``alias`` at ``version``: recorded and audited first, then moved.
+
+    ``expect_current`` makes the move conditional on where the alias points now
+    (StateConflict otherwise). A ``production`` alias pinned by a service's
+    stable release is refused (BadInput, naming the release route) unless
+    ``override``: then the move is recorded as a deliberate override, which
+    ``reconcile`` reports and leaves, until the service's next promotion or
+    rollback sets the alias again.
+    """
     _need_reason(reason)
-    with prompt_errors():
-        return ws.prompts.promote(name, version, alias, reason, current_actor().name)
+    return _move(
+        ws, name, alias, reason, "promote", lambda _current: version, expect_current, override
+    )
 
 
-def rollback_prompt(ws: Workspace, name: str, alias: str, reason: str) -> AliasChange:
-    """Move ``alias`` back to where it pointed before its last move; audited."""
+def rollback_prompt(
+    ws: Workspace,
+    name: str,
+    alias: str,
+    reason: str,
+    *,
+    expect_current: int | None = None,
+    override: bool = False,
+) -> AliasChange:
+    """Move ``alias`` back to where it pointed before its last move; audited first.
+
+    ``expect_current`` and ``override`` as for :func:`promote_prompt`.
+    """
     _need_reason(reason)
+    from promptregistry import previous_target
+
+    def target(current: int | None) -> int:
+        if current is None:
+            raise ArtifactNotFound(
+                f"{name} has no alias {alias!r} to roll back",
+                hint=f"'releaser prompt show {name}' lists its aliases",
+            )
+        found = previous_target(alias_history(ws.store, name, alias), current)
+        if found is None:
+            raise ArtifactNotFound(
+                f"alias {alias!r} of {name!r} (now v{current}) has no earlier version to roll "
+                "back to",
+                hint=f"promote a specific version instead: 'releaser prompt promote {name} "
+                f"VERSION --to {alias} --reason ...'",
+            )
+        return found
+
+    return _move(ws, name, alias, reason, "rollback", target, expect_current, override)
+
+
+def _move(
+    ws: Workspace,
+    name: str,
+    alias: str,
+    reason: str,
+    move: Literal["promote", "rollback"],
+    target: Callable[[int | None], int],
+    expect_current: int | None,
+    override: bool,
+) -> AliasChange:
+    """Intent before effect for one prompt alias: settle, check, record (CAS), move, mark."""
+    from promptregistry import AliasChange, validate_alias
+
+    key = journal.prompt_key(name, alias)
     with prompt_errors():
-        return ws.prompts.rollback(name, alias, reason, current_actor().name)
+        validate_alias(alias)
+        journal.settle(ws, keys=[key])  # a move of this alias that is still owed lands first
+        rec = ws.store.get(journal.EFFECT_KIND, key)
+        current = ws.prompts.aliases(name).get(alias)
+        if expect_current is not None and current != expect_current:
+            where = "unset" if current is None else f"v{current}"
+            raise StateConflict(
+                f"{name}@{alias} is {where}, not v{expect_current} as expected; nothing moved",
+                hint=f"'releaser prompt history {name}' shows who moved it; run again with "
+                "the version it has now if the move still applies",
+            )
+        version = target(current)
+        ws.prompts.get(name, version=version)  # PromptNotFound, listing versions, if missing
+    actor = current_actor()
+    now = datetime.now(UTC)
+    at = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    change = AliasChange(
+        name=name,
+        alias=alias,
+        from_version=current,
+        to_version=version,
+        reason=reason,
+        actor=actor.name,
+        at=now,
+        action=move,
+    )
+    if not change.changed:
+        return change
+    extra = _override(ws, name, alias, version, current, override, reason, actor.name, at)
+    intents = journal.Intents()
+    intents.alias(
+        "prompt",
+        name,
+        version,
+        rec,
+        current,
+        service=None,
+        cause=f"prompt.{move}",
+        reason=reason,
+        at=at,
+        move=move,
+        alias=alias,
+        extra=extra,
+    )
+    try:
+        ws.store.commit(intents.writes, intents.events[0], also=intents.events[1:])
+    except StateConflict as exc:
+        raise StateConflict(
+            f"{name}@{alias} was moved by another command at the same time; nothing of this "
+            "one was recorded or moved",
+            hint=f"'releaser prompt history {name}' shows the move that won; run again if "
+            "this one still applies",
+        ) from exc
+    failed = [e for e in journal.settle(ws, keys=[key]) if e.status == "failed"]
+    if failed:
+        raise ExternalUnavailable(
+            f"the move of {name}@{alias} to v{version} is recorded but the prompt backend "
+            f"did not take it: {failed[0].detail}",
+            hint="run the same command again to finish it (it is owed, and any later "
+            "command on this alias finishes it first)",
+        )
+    return change
+
+
+def _override(
+    ws: Workspace,
+    name: str,
+    alias: str,
+    version: int,
+    current: int | None,
+    override: bool,
+    reason: str,
+    actor: str,
+    at: str,
+) -> dict[str, Any] | None:
+    """Refuse a hand move of a release-pinned alias, or describe it as a recorded override."""
+    if alias != journal.PRODUCTION_ALIAS:
+        return None
+    pins = [pin for pin in journal.release_pins(ws, name) if pin[2] != version]
+    if not pins:
+        return None
+    service, release, pinned = pins[0]
+    if not override:
+        raise BadInput(
+            f"{name}@{alias} belongs to the stable release {release} of {service}, which pins "
+            f"v{pinned}; moving it by hand would serve v{version} under a release that says "
+            f"v{pinned}",
+            hint=f"ship v{version} as a release: point the service's prompt at it, then "
+            f"'releaser release create {service}', 'releaser gate {service} --release ID' and "
+            f"'releaser rollout start {service} --release ID'; or pass --override to move it "
+            "anyway as a recorded override that reconcile reports and leaves",
+        )
+    return {
+        "override": {
+            "service": service,
+            "release": release,
+            "pinned": pinned,
+            "by": actor,
+            "reason": reason,
+            "at": at,
+            "from": current,
+        }
+    }
 
 
 def _need_reason(reason: str) -> None:

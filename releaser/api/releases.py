@@ -10,7 +10,13 @@ from releaser.api.workspace import Workspace
 from releaser.config import config_hash
 from releaser.core.audit import EventDraft
 from releaser.core.refs import DatasetRef, ModelRef, PromptRef
-from releaser.core.release import FieldChange, Release, ReleaseContent, diff_content
+from releaser.core.release import (
+    RELEASE_RECORD,
+    FieldChange,
+    Release,
+    ReleaseContent,
+    diff_content,
+)
 from releaser.errors import BadInput, NotFound, StateConflict, WorkspaceError
 from releaser.store.base import Write
 
@@ -24,7 +30,7 @@ __all__ = [
     "list_releases",
 ]
 
-RELEASE_KIND = "release"
+RELEASE_KIND = RELEASE_RECORD
 MODEL_TAG = "releaser.release_id"
 MIN_PREFIX = 4
 

@@ -1,11 +1,14 @@
 """One-command rollback, and reconcile: the simplest and most reliable path in the tool.
 
 The traffic switch is one store commit (service record, rollout record and
-routing record together, with compare-and-swap, plus the audit event). It
-needs nothing but the store: MLflow is not imported and not called before
-traffic is back. Side effects follow, each idempotent and reported on its
-own; any that fail are recorded as pending on the service and finished by
-``releaser rollback --resume`` or ``releaser reconcile``.
+routing record together, with compare-and-swap, plus the audit event) that
+also writes the side effects it owes into the journal: the ``production``
+aliases after a promotion, the deploy targets. It needs nothing but the
+store: MLflow is not imported and not called before traffic is back. The
+owed effects are applied after it, each idempotent and reported on its own;
+one that fails, or a process killed before them, leaves them owed, and any
+later ``rollback``, ``reconcile`` or rollout command on the service finishes
+them.
 """
 
 from __future__ import annotations
@@ -13,25 +16,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from releaser.api import journal
 from releaser.api.context import current_actor, utc_now
-from releaser.api.effects import TrafficChange, apply_targets
+from releaser.api.journal import PRODUCTION_ALIAS
 from releaser.api.releases import get_release
 from releaser.api.rollouts import (
-    PRODUCTION_ALIAS,
-    SERVICE_KIND,
+    ROLLOUT_KIND,
     ServiceState,
-    SideEffect,
+    _change,
     _commit,
     _rollout_record,
     _state_record,
     back_to_stable,
+    owed_by,
 )
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
+from releaser.core.effects import SideEffect
 from releaser.core.release import Release
 from releaser.errors import BadInput, NotFound
-from releaser.store.base import Write
+from releaser.store.base import Record, Write
 
 __all__ = [
     "Drift",
@@ -166,10 +171,14 @@ def rollback(
     """Send all of ``service``'s traffic back to its last known-good release.
 
     Mid-rollout this aborts to the baseline; after a full promotion it
-    returns to the previous known-good release (or ``to``). Running it again
-    is harmless: the plan is ``already`` and nothing is written; side effects
-    left pending by an earlier run (or all of them, with ``resume``) are redone.
+    returns to the previous known-good release (or ``to``). The switch and the
+    side effects it owes are one commit; the effects are applied after it
+    (unless ``side_effects`` is off: they stay owed). Running it again is
+    harmless: the plan is ``already`` and nothing is switched, but whatever an
+    earlier run still owes (killed, or a side effect failed) is finished.
+    ``resume`` is accepted for the same and changes nothing more.
     """
+    del resume  # a re-run always finishes what is owed
     if not reason.strip():
         raise BadInput("a reason is required", hint="pass --reason 'what went wrong'")
     plan = plan_rollback(ws, service, to=to)
@@ -179,21 +188,37 @@ def rollback(
             "so rolling it back may not restore the old behaviour",
             hint=f"pause instead ('releaser rollout pause {service}'), or pass --force",
         )
-    if dry_run:
-        return RollbackResult(plan, switched=False, dry_run=True)
     now = now or utc_now()
-    if plan.kind != "already":
-        _switch(ws, plan, reason, now)
-    elif not (resume or _state_record(ws, service)[0].pending_effects):
-        # Already rolled back with nothing left to finish: a harmless, fast no-op.
-        return RollbackResult(plan, switched=False)
-    effects = _side_effects(ws, plan, reason, now) if side_effects else []
-    _record_effects(ws, service, effects, now)
-    return RollbackResult(plan, switched=plan.kind != "already", side_effects=effects)
+    if dry_run:
+        return RollbackResult(plan, False, True, _planned(ws, plan, reason, now))
+    if plan.kind == "already":
+        effects = journal.settle(ws, service=service) if side_effects else []
+        return RollbackResult(plan, switched=False, side_effects=effects)
+    _switch(ws, _switch_of(ws, plan, reason, now))
+    effects = journal.settle(ws, service=service) if side_effects else []
+    return RollbackResult(plan, switched=True, side_effects=effects)
 
 
-def _switch(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> None:
-    """The traffic switch: one atomic store commit (side effects follow separately)."""
+@dataclass(frozen=True)
+class _Switch:
+    """The writes of a rollback's traffic switch, ready to commit (or to show)."""
+
+    state: ServiceState
+    state_version: int
+    rollout: ro.Rollout | None
+    rollout_version: int | None
+    stable: str
+    rolled_back: str | None
+    aliases: tuple[Release, Release | None] | None
+    extra: list[Write]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    reason: str
+    now: str
+
+
+def _switch_of(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> _Switch:
+    """Work out the switch's records from the store (nothing written)."""
     state, version = _state_record(ws, plan.service)
     actor = current_actor().name
     if plan.kind == "mid-rollout":
@@ -201,22 +226,21 @@ def _switch(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> None:
         rollout, rec = _rollout_record(ws, plan.rollout_id)
         new = ro.roll_back(rollout, now=now, reasons=[f"manual rollback: {reason}"], actor=actor)
         new_state = back_to_stable(state, rollout.candidate, reason, now)
-        record = new_state.last_rollback
-        _commit(
-            ws,
-            state=new_state,
-            state_version=version,
-            rollout=new,
-            rollout_version=rec.version,
-            stable=state.stable,
-            action="rollback",
-            now=now,
-            reason=reason,
-            before={"candidate": plan.from_release, "step": rollout.current.name},
-            after=record,
-            mirror=False,
+        return _Switch(
+            new_state,
+            version,
+            new,
+            rec.version,
+            plan.to_release,
+            None,
+            None,
+            [],
+            {"candidate": plan.from_release, "step": rollout.current.name},
+            new_state.last_rollback or {},
+            reason,
+            now,
         )
-        return
+    assert plan.from_release is not None
     record = {
         "from": plan.from_release,
         "to": plan.to_release,
@@ -228,75 +252,77 @@ def _switch(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> None:
     new_state = state.model_copy(
         update={"stable": plan.to_release, "known_good": known, "last_rollback": record}
     )
+    # The rollout that promoted the release going away records the rollback too, so
+    # the rollout history, rollouts.md and the timeline show it.
+    extra = []
+    promoted = _promoting_rollout(ws, plan.service, plan.from_release)
+    if promoted is not None:
+        undone = ro.undo_promotion(
+            ro.Rollout.model_validate(promoted.value),
+            now=now,
+            reasons=[f"rollback after promotion: {reason}"],
+            actor=actor,
+        )
+        extra.append(Write(ROLLOUT_KIND, promoted.key, undone.to_value(), promoted.version))
+    return _Switch(
+        new_state,
+        version,
+        None,
+        None,
+        plan.to_release,
+        plan.from_release,
+        (get_release(ws, plan.to_release), get_release(ws, plan.from_release)),
+        extra,
+        {"stable": plan.from_release},
+        record,
+        reason,
+        now,
+    )
+
+
+def _promoting_rollout(ws: Workspace, service: str, release_id: str) -> Record | None:
+    """The latest rollout of ``service`` that promoted ``release_id``, if any."""
+    found = [
+        rec
+        for rec in ws.store.list(ROLLOUT_KIND, prefix=f"{service}-")
+        if rec.value.get("service") == service
+        and rec.value.get("candidate") == release_id
+        and rec.value.get("status") == "promoted"
+    ]
+    return max(found, key=lambda r: (r.value.get("ended_at") or "", r.key)) if found else None
+
+
+def _switch(ws: Workspace, sw: _Switch) -> None:
+    """The traffic switch: one atomic store commit, with the side effects it owes."""
     _commit(
         ws,
-        state=new_state,
-        state_version=version,
-        rollout=None,
-        rollout_version=None,
-        stable=plan.to_release,
+        state=sw.state,
+        state_version=sw.state_version,
+        rollout=sw.rollout,
+        rollout_version=sw.rollout_version,
+        stable=sw.stable,
         action="rollback",
-        now=now,
-        reason=reason,
-        before={"stable": plan.from_release},
-        after=record,
-        rolled_back=plan.from_release,
-        mirror=False,
+        now=sw.now,
+        reason=sw.reason,
+        before=sw.before,
+        after=sw.after,
+        rolled_back=sw.rolled_back,
+        aliases=sw.aliases,
+        extra=sw.extra,
+        settle=False,
     )
 
 
-def _side_effects(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> list[SideEffect]:
-    """Point the production aliases at the release now serving, then the targets (idempotent)."""
-    from releaser.api.aliases import move_production_aliases
-
-    retry = f"releaser rollback {plan.service} --resume"
-    aliases = [
-        SideEffect(e.name, e.status, e.detail, retry if e.status == "failed" else None)
-        for e in move_production_aliases(ws, get_release(ws, plan.to_release))
-    ]
-    change = TrafficChange(
-        service=plan.service,
-        action="rollback",
-        status="rolled_back",
-        stable=plan.to_release,
-        candidate=plan.from_release,
-        rollout_id=plan.rollout_id,
-        step=None,
-        percent=0.0,
-        reason=reason,
-        at=now,
-    )
-    targets = [
-        SideEffect(e.name, e.status, e.detail, retry if e.status == "failed" else None)
-        for e in apply_targets(ws, change)
-    ]
-    return [*aliases, *targets]
-
-
-def _record_effects(ws: Workspace, service: str, effects: list[SideEffect], now: str) -> None:
-    """Keep the list of pending side effects on the service record (audited when it changes)."""
-    state, version = _state_record(ws, service)
-    pending = [e.name for e in effects if e.status == "failed"]
-    if pending == state.pending_effects:
-        return
-    ws.store.commit(
-        [
-            Write(
-                SERVICE_KIND,
-                service,
-                state.model_copy(update={"pending_effects": pending}).model_dump(mode="json"),
-                version,
-            )
-        ],
-        EventDraft(
-            actor=current_actor().name,
-            action="rollback.side-effects",
-            subject=f"service:{service}",
-            at=now,
-            before={"pending": state.pending_effects},
-            after={"pending": pending, "effects": [e.__dict__ for e in effects]},
-        ),
-    )
+def _planned(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> list[SideEffect]:
+    """Exactly the side effects the real run would apply: the switch's, then any owed."""
+    owed = journal.owed(ws, service=plan.service)
+    if plan.kind == "already":
+        return journal.planned(owed)
+    sw = _switch_of(ws, plan, reason, now)
+    change = _change(plan.service, "rollback", sw.stable, sw.rollout, sw.rolled_back, reason, now)
+    intents = owed_by(ws, change, sw.aliases)
+    rest = [r for r in owed if r.key not in intents.values]
+    return [*intents.planned(), *journal.planned(rest)]
 
 
 @dataclass(frozen=True)
@@ -306,6 +332,37 @@ class Drift:
     alias: str
     expected: int
     actual: int | None
+    kind: Literal["model", "prompt"] = "model"
+    name: str = ""
+    override: bool = False
+    """A prompt alias promoted on purpose over the release's pin (left where it is)."""
+
+
+def _drift(ws: Workspace, release: Release) -> list[Drift]:
+    """The production aliases of ``release`` that point elsewhere (reads MLflow and prompts)."""
+    from releaser.api.prompts import prompt_errors
+
+    drift: list[Drift] = []
+    m = release.content.model
+    if m is not None:
+        actual = ws.models.get_alias(m.name, PRODUCTION_ALIAS)
+        if actual != m.version:
+            label = f"model {m.name}@{PRODUCTION_ALIAS}"
+            drift.append(Drift(label, m.version, actual, "model", m.name))
+    with prompt_errors():
+        for p in release.content.prompts:
+            actual_p = ws.prompts.aliases(p.name).get(PRODUCTION_ALIAS)
+            if actual_p == p.version:
+                continue
+            rec = ws.store.get(journal.EFFECT_KIND, journal.prompt_key(p.name, PRODUCTION_ALIAS))
+            override = (
+                rec is not None
+                and bool(rec.value.get("override"))
+                and rec.value.get("version") == actual_p
+            )
+            label = f"prompt {p.name}@{PRODUCTION_ALIAS}"
+            drift.append(Drift(label, p.version, actual_p, "prompt", p.name, override))
+    return drift
 
 
 def reconcile(
@@ -313,47 +370,56 @@ def reconcile(
 ) -> tuple[list[Drift], list[SideEffect]]:
     """Compare the production aliases with the stable release; move them back unless ``fix`` is off.
 
-    Drift means an alias was moved outside releaser (or a side effect never
-    finished). Both are reported; with ``fix`` the aliases are moved and the
-    pending list on the service is cleared.
+    Drift is an alias that does not point where the stable release says: moved
+    outside releaser, or a move still owed. A prompt alias promoted on purpose
+    over the release's pin (``prompt promote --override``) is reported as an
+    override and left where it is. With ``fix``, what the journal owes is
+    applied first, then any other drift is recorded (a ``reconcile`` event with
+    each move) and moved back. Without it, the owed effects are returned as
+    ``planned``.
     """
     state: ServiceState = _state_record(ws, service)[0]
     if state.stable is None:
         raise NotFound(f"{service} has no stable release yet; nothing to reconcile")
     release = get_release(ws, state.stable)
-    drift: list[Drift] = []
-    from releaser.api.prompts import prompt_errors
-
-    m = release.content.model
-    if m is not None:
-        actual = ws.models.get_alias(m.name, PRODUCTION_ALIAS)
-        if actual != m.version:
-            drift.append(Drift(f"model {m.name}@{PRODUCTION_ALIAS}", m.version, actual))
-    with prompt_errors():
-        for p in release.content.prompts:
-            actual_p = ws.prompts.aliases(p.name).get(PRODUCTION_ALIAS)
-            if actual_p != p.version:
-                drift.append(Drift(f"prompt {p.name}@{PRODUCTION_ALIAS}", p.version, actual_p))
-    effects: list[SideEffect] = []
-    if fix:
-        from releaser.api.aliases import move_production_aliases
-
+    if not fix:
+        return _drift(ws, release), journal.planned(journal.owed(ws, service=service))
+    effects = journal.settle(ws, service=service)
+    drift = _drift(ws, release)
+    moved = [d for d in drift if not d.override]
+    if moved:
         now = utc_now()
-        effects = move_production_aliases(ws, release)
-        if state.active_rollout is None:
-            # Mid-rollout the targets follow the rollout's own transitions instead.
-            change = TrafficChange(
-                service,
-                "reconcile",
-                "stable",
-                state.stable,
-                None,
-                None,
-                None,
-                None,
-                "reconcile",
-                now,
+        intents = journal.Intents()
+        for d in moved:
+            key = (journal.model_key if d.kind == "model" else journal.prompt_key)(
+                d.name, PRODUCTION_ALIAS
             )
-            effects += apply_targets(ws, change)
-        _record_effects(ws, service, effects, now)
+            intents.alias(
+                d.kind,
+                d.name,
+                d.expected,
+                ws.store.get(journal.EFFECT_KIND, key),
+                d.actual,
+                service=service,
+                cause="reconcile",
+                reason=f"reconcile: back to release {release.id}",
+                at=now,
+                extra={"release": release.id} if d.kind == "prompt" else None,
+            )
+        actor = current_actor()
+        ws.store.commit(
+            intents.writes,
+            EventDraft(
+                actor=actor.name,
+                action="reconcile",
+                subject=f"service:{service}",
+                at=now,
+                before={"drift": [d.__dict__ for d in moved]},
+                after={"stable": release.id},
+                reason="aliases found away from the stable release",
+                context=actor.context,
+            ),
+            also=intents.events,
+        )
+        effects += journal.settle(ws, service=service)
     return drift, effects

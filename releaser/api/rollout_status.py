@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from releaser.api import journal
 from releaser.api.context import utc_now
 from releaser.api.rollouts import (
     ROLLOUT_KIND,
@@ -18,6 +19,7 @@ from releaser.api.rollouts import (
 )
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
+from releaser.core.effects import SideEffect
 from releaser.core.stats_aggregates import VariantStats, latency_bin, latency_bin_bounds
 from releaser.errors import ConfigError
 
@@ -114,6 +116,8 @@ class StatusReport:
     in_step_s: float | None
     problems: tuple[str, ...] = ()
     """Why part of the report is missing (e.g. releaser.yaml does not validate)."""
+    owed: tuple[SideEffect, ...] = ()
+    """Side effects a committed change still owes (status ``planned``, with the command)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``rollout status --json`` shape."""
@@ -138,6 +142,8 @@ class StatusReport:
             "variants": {"baseline": stats(self.baseline), "candidate": stats(self.candidate)},
             "decision_preview": self.preview.model_dump(mode="json") if self.preview else None,
             "time_in_step_s": self.in_step_s,
+            "last_rollback": self.state.last_rollback,
+            "owed_effects": [e.__dict__ for e in self.owed],
             "problems": list(self.problems),
         }
 
@@ -146,12 +152,13 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
     """The service's stable release and, if a rollout is live, its metrics and tests (no writes)."""
     now = now or utc_now()
     state, _ = _state_record(ws, service)
+    owed = tuple(journal.planned(journal.owed(ws, service=service)))
     if state.active_rollout is None:
         last = None
         if state.rollouts:
             rec = ws.store.get(ROLLOUT_KIND, f"{service}-{state.rollouts}")
             last = ro.Rollout.model_validate(rec.value) if rec else None
-        return StatusReport(state, last, None, None, None, None)
+        return StatusReport(state, last, None, None, None, None, owed=owed)
     rollout, _rec = _rollout_record(ws, state.active_rollout)
     problems: tuple[str, ...] = ()
     totals = _merged_totals(ws, rollout)
@@ -170,5 +177,12 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
             decide_step(ws, state, rollout, now, totals=(baseline, candidate)) if running else None
         )
     return StatusReport(
-        state, rollout, baseline, candidate, preview, ro.bake_elapsed_s(rollout, now), problems
+        state,
+        rollout,
+        baseline,
+        candidate,
+        preview,
+        ro.bake_elapsed_s(rollout, now),
+        problems,
+        owed,
     )

@@ -2,10 +2,12 @@
 
 Every transition is one store commit that rewrites, with compare-and-swap,
 the rollout record, the service record and the service's routing record, and
-appends one audit event carrying the evidence. Routers see the new routing
-record within their refresh interval. Side effects outside the store (MLflow
-and prompt aliases on promotion) follow the commit, are idempotent and are
-reported one by one; they never decide the outcome.
+appends one audit event carrying the evidence. The same commit writes the side
+effects the transition owes (MLflow and prompt aliases on promotion, deploy
+targets and GitHub on every change) into the journal (:mod:`releaser.api.journal`),
+pending; they are applied after it, idempotently, reported one by one, and
+never decide the outcome. Routers see the new routing record within their
+refresh interval.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from releaser.api import journal
 from releaser.api.context import current_actor, utc_now
-from releaser.api.effects import ChangeStatus, TrafficChange, apply_targets, prepare_targets
+from releaser.api.effects import prepare_targets
+from releaser.api.journal import PRODUCTION_ALIAS
 from releaser.api.releases import get_release, get_service_release
 from releaser.api.routes import build_route, route_write
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
+from releaser.core.effects import ChangeStatus, SideEffect, TrafficChange
+from releaser.core.release import Release
 from releaser.errors import BadInput, ConfigError, NotFound
 from releaser.store.base import Record, Write
 
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PRODUCTION_ALIAS",
     "AdvanceResult",
+    "LiveCheck",
     "ServiceState",
     "SideEffect",
     "TransitionResult",
@@ -44,10 +51,8 @@ __all__ = [
     "start_rollout",
 ]
 
-SERVICE_KIND = "service"
-ROLLOUT_KIND = "rollout"
-PRODUCTION_ALIAS = "production"
-"""The MLflow model alias and prompt alias releaser points at the stable release."""
+ROLLOUT_KIND = ro.ROLLOUT_RECORD
+SERVICE_KIND = ro.SERVICE_RECORD
 
 
 class ServiceState(BaseModel):
@@ -65,18 +70,10 @@ class ServiceState(BaseModel):
         default=None, description="The last return to a known-good release (cleared on promotion)."
     )
     pending_effects: list[str] = Field(
-        default_factory=list, description="Side effects of the last switch still to finish."
+        default_factory=list,
+        description="No longer written: owed side effects live in the journal (kept so "
+        "records written before it still read).",
     )
-
-
-@dataclass(frozen=True)
-class SideEffect:
-    """One effect outside the store, with its outcome and how to finish it if it failed."""
-
-    name: str
-    status: Literal["done", "unchanged", "failed", "skipped"]
-    detail: str = ""
-    retry: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,8 +144,10 @@ def back_to_stable(state: ServiceState, candidate: str, reason: str, now: str) -
 def _active(ws: Workspace, service: str) -> tuple[ServiceState, int, ro.Rollout, Record]:
     state, version = _state_record(ws, service)
     if state.active_rollout is None:
+        finished = journal.settle(ws, service=service)
+        owed = f"; finished {len(finished)} side effect(s) the last change owed" if finished else ""
         raise NotFound(
-            f"{service} has no rollout in progress (state store {ws.store.url})",
+            f"{service} has no rollout in progress (state store {ws.store.url}){owed}",
             hint=f"start one with 'releaser rollout start {service} --release ID'; "
             "if your team shares a store, set RELEASER_STORE (or --store) to it",
         )
@@ -170,17 +169,27 @@ def _commit(
     before: Any,
     after: Any,
     rolled_back: str | None = None,
-    mirror: bool = True,
+    aliases: tuple[Release, Release | None] | None = None,
+    extra: list[Write] | None = None,
+    settle: bool = True,
 ) -> list[SideEffect]:
-    """Commit one traffic change, then (with ``mirror``) apply it to the external targets."""
+    """Commit one traffic change with the side effects it owes, then (``settle``) apply them.
+
+    ``aliases`` is (release, the release it replaces) when the ``production``
+    aliases move with the change (a promotion, a rollback after one); ``extra``
+    are more records the same commit writes.
+    """
     actor = current_actor()
     writes = [Write(SERVICE_KIND, state.service, state.model_dump(mode="json"), state_version)]
     if rollout is not None and rollout_version is not None:
         writes.append(Write(ROLLOUT_KIND, rollout.id, rollout.to_value(), rollout_version))
     writes.append(route_write(ws, build_route(ws, state.service, stable, rollout, now)))
+    writes += extra or []
+    change = _change(state.service, action, stable, rollout, rolled_back, reason, now)
+    intents = owed_by(ws, change, aliases)
     subject = f"rollout:{rollout.id}" if rollout else f"service:{state.service}"
     ws.store.commit(
-        writes,
+        [*writes, *intents.writes],
         EventDraft(
             actor=actor.name,
             action=action,
@@ -191,12 +200,29 @@ def _commit(
             reason=reason,
             context=actor.context,
         ),
+        also=intents.events,
     )
-    if not mirror:
-        return []
-    return apply_targets(
-        ws, _change(state.service, action, stable, rollout, rolled_back, reason, now)
-    )
+    return journal.settle(ws, service=state.service) if settle else []
+
+
+def owed_by(
+    ws: Workspace, change: TrafficChange, aliases: tuple[Release, Release | None] | None
+) -> journal.Intents:
+    """The side effects ``change`` owes: the targets, and the aliases when they move."""
+    intents = journal.Intents()
+    if aliases is not None:
+        release, replaced = aliases
+        intents.release_aliases(
+            ws,
+            release,
+            replaced=replaced,
+            cause=change.action,
+            reason=change.reason or change.action,
+            at=change.at,
+            move="rollback" if change.status == "rolled_back" else "promote",
+        )
+    intents.targets(ws, change)
+    return intents
 
 
 def _change(
@@ -277,6 +303,7 @@ def start_rollout(
     """
     now = now or utc_now()
     release = get_service_release(ws, service, release_ref)
+    journal.settle(ws, service=service)  # what an earlier change owes lands first
     state, version = _state_record(ws, service)
     if state.active_rollout is not None:
         raise BadInput(
@@ -301,7 +328,7 @@ def start_rollout(
                 "last_rollback": None,
             }
         )
-        targets = _commit(
+        effects = _commit(
             ws,
             state=new_state,
             state_version=version,
@@ -313,10 +340,8 @@ def start_rollout(
             reason=reason or "first deployment",
             before={"stable": None},
             after={"stable": release.id},
+            aliases=(release, None),
         )
-        from releaser.api.aliases import move_production_aliases
-
-        effects = [*move_production_aliases(ws, release), *targets]
         placeholder = ro.start(
             rollout_id=f"{service}-initial",
             service=service,
@@ -374,15 +399,27 @@ def start_rollout(
     return TransitionResult(rollout, targets)
 
 
-def advance_if_live(ws: Workspace, service: str, *, now: str | None = None) -> AdvanceResult | None:
-    """:func:`advance_rollout` when a rollout is in progress; None (nothing done) otherwise.
+LiveCheck = Literal["idle", "paused"]
+"""Why :func:`advance_if_live` did nothing: no rollout in progress, or one held paused."""
 
-    For schedules that run whether or not a rollout is live: an idle service is
-    not an error. An unknown service still is.
+
+def advance_if_live(
+    ws: Workspace, service: str, *, now: str | None = None
+) -> AdvanceResult | LiveCheck:
+    """:func:`advance_rollout` when a rollout is running; ``idle`` or ``paused`` otherwise.
+
+    For schedules that run whether or not a rollout is live: an idle service, or a
+    rollout operators hold paused, is not an error (side effects a change still
+    owes are finished all the same). An unknown service still is.
     """
     ws.config.service(service)
-    if service_state(ws, service).active_rollout is None:
-        return None
+    state = service_state(ws, service)
+    if state.active_rollout is None:
+        journal.settle(ws, service=service)
+        return "idle"
+    if _rollout_record(ws, state.active_rollout)[0].status == "paused":
+        journal.settle(ws, service=service)
+        return "paused"
     return advance_rollout(ws, service, now=now)
 
 
@@ -393,6 +430,7 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
     hold writes only the updated test state, and a finished rollout is refused.
     """
     now = now or utc_now()
+    journal.settle(ws, service=service)  # what an earlier change owes lands first
     state, version, rollout, rec = _active(ws, service)
     if rollout.status == "paused":
         raise ro.IllegalTransition(
@@ -515,11 +553,12 @@ def _finish_promotion(
         reason=reason,
         before={"stable": old.baseline},
         after={**(evidence or {}), "stable": new.candidate},
+        aliases=(
+            get_release(ws, new.candidate),
+            get_release(ws, old.baseline) if old.baseline else None,
+        ),
     )
-    from releaser.api.aliases import move_production_aliases
-
-    aliases = move_production_aliases(ws, get_release(ws, new.candidate))
-    return TransitionResult(new, [*aliases, *targets])
+    return TransitionResult(new, targets)
 
 
 def _simple(
@@ -599,6 +638,9 @@ def promote_rollout(
     """Promote the candidate now, skipping the remaining steps (forced, audited)."""
     _need_reason(reason)
     now = now or utc_now()
+    done = _already_promoted(ws, service)
+    if done is not None:
+        return TransitionResult(done, journal.settle(ws, service=service))
     state, version, rollout, rec = _active(ws, service)
     new = ro.promote(rollout, now=now, reason=reason, actor=current_actor().name)
     return _finish_promotion(
@@ -613,6 +655,22 @@ def promote_rollout(
         "rollout.promote-forced",
         reason,
     )
+
+
+def _already_promoted(ws: Workspace, service: str) -> ro.Rollout | None:
+    """The service's last rollout when it was promoted and is still what serves; else None.
+
+    A re-run of a promotion that committed (the process died before its side
+    effects) then finishes what it owes instead of failing for want of a rollout.
+    """
+    state = service_state(ws, service)
+    if state.active_rollout is not None or not state.rollouts:
+        return None
+    rec = ws.store.get(ROLLOUT_KIND, f"{service}-{state.rollouts}")
+    if rec is None:
+        return None
+    last = ro.Rollout.model_validate(rec.value)
+    return last if last.status == "promoted" and last.candidate == state.stable else None
 
 
 def _need_reason(reason: str) -> None:

@@ -16,7 +16,7 @@ import typer
 from releaser.cli.app import state
 
 if TYPE_CHECKING:
-    from releaser.api.rollouts import SideEffect
+    from releaser.core.effects import SideEffect
 
 app = typer.Typer(
     help="GitHub mirrors: deployments, PR comments, releases (needs GITHUB_TOKEN).",

@@ -17,6 +17,21 @@ app = typer.Typer(help="Versioned prompts: register, promote, roll back.", no_ar
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log).")]
+ExpectOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--expect-current",
+        help="Move only if the alias points at this version now (exit 4 otherwise).",
+    ),
+]
+OverrideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--override",
+        help="Move a production alias that a stable release pins: recorded as a deliberate "
+        "override, which reconcile reports and leaves until the service's next release change.",
+    ),
+]
 
 
 def version_dict(pv: PromptVersion) -> dict[str, Any]:
@@ -138,12 +153,23 @@ def promote(
     version: Annotated[int, typer.Argument(help="Version to point the alias at.")],
     to: Annotated[str, typer.Option("--to", help="Alias to move, e.g. production.")],
     reason: ReasonOpt,
+    expect_current: ExpectOpt = None,
+    override: OverrideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Point an alias at a version (audited)."""
+    """Point an alias at a version (recorded and audited first, then moved)."""
     from releaser.api.prompts import promote_prompt
 
-    _report(promote_prompt(_workspace(ctx), name, version, to, reason), as_json)
+    change = promote_prompt(
+        _workspace(ctx),
+        name,
+        version,
+        to,
+        reason,
+        expect_current=expect_current,
+        override=override,
+    )
+    _report(change, as_json)
 
 
 @app.command("rollback")
@@ -154,12 +180,17 @@ def rollback(
     reason: Annotated[
         str, typer.Option("--reason", help="Why (recorded in the audit log).")
     ] = "rollback",
+    expect_current: ExpectOpt = None,
+    override: OverrideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Move an alias back to the version it pointed at before its last move (audited)."""
     from releaser.api.prompts import rollback_prompt
 
-    _report(rollback_prompt(_workspace(ctx), name, alias, reason), as_json)
+    change = rollback_prompt(
+        _workspace(ctx), name, alias, reason, expect_current=expect_current, override=override
+    )
+    _report(change, as_json)
 
 
 def _report(change: AliasChange, as_json: bool) -> None:

@@ -71,7 +71,7 @@ def rollback(
     if as_json:
         emit_json(result.to_dict())
     elif dry_run:
-        say(f"dry run: would {result.plan.describe()}; nothing changed")
+        say(f"dry run: {result.plan.describe()}; nothing changed")
     elif not result.switched:
         say(f"{result.plan.describe()}; traffic already there (nothing switched)")
     else:
@@ -80,6 +80,8 @@ def rollback(
         for e in result.side_effects:
             if e.status == "failed":
                 warn(f"{e.name}: PENDING ({e.detail}); finish it with: {e.retry}")
+            elif e.status == "planned":
+                say(f"  would apply {e.name}: {e.detail}")
             else:
                 say(f"  {e.name}: {e.status}" + (f" ({e.detail})" if e.detail else ""))
 
@@ -89,7 +91,10 @@ def reconcile(
     ctx: typer.Context,
     service: Annotated[str, typer.Argument(help="Service name from releaser.yaml.")],
     check: Annotated[
-        bool, typer.Option("--check", help="Only report drift; exit 1 if there is any.")
+        bool,
+        typer.Option(
+            "--check", help="Only report drift and owed side effects; exit 1 if there are any."
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -103,13 +108,22 @@ def reconcile(
             {"drift": [d.__dict__ for d in drift], "side_effects": [e.__dict__ for e in effects]}
         )
     else:
-        if not drift:
+        if not [d for d in drift if not d.override]:
             say(f"{service}: aliases match the stable release")
         for d in drift:
-            warn(f"drift: {d.alias} points at {d.actual}, stable release pins {d.expected}")
+            if d.override:
+                say(
+                    f"override: {d.alias} points at {d.actual} by a recorded hand promotion "
+                    f"(the stable release pins {d.expected}); left as it is"
+                )
+            else:
+                warn(f"drift: {d.alias} points at {d.actual}, stable release pins {d.expected}")
         for e in effects:
-            say(f"  {e.name}: {e.status}" + (f" ({e.detail})" if e.detail else ""))
-    if check and drift:
+            if e.status == "planned":
+                warn(f"owed: {e.name} ({e.detail}); finish it with: {e.retry}")
+            else:
+                say(f"  {e.name}: {e.status}" + (f" ({e.detail})" if e.detail else ""))
+    if check and ([d for d in drift if not d.override] or effects):
         raise typer.Exit(1)
 
 

@@ -92,11 +92,19 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
     for problem in rep.problems:
         warn(problem)
     say(f"{service}: stable release {rep.state.stable or '(none)'}")
+    for e in rep.owed:
+        warn(f"owed: {e.name} ({e.detail}) is recorded but not applied; finish it with: {e.retry}")
     if rep.rollout is None:
         say(f"no rollout yet (state store {state(ctx).workspace().store.url})")
         return
     if rep.baseline is None:
         say(f"last rollout {rep.rollout.id}: {rep.rollout.status}")
+        back = rep.state.last_rollback
+        if back:
+            say(
+                f"last rollback ({back.get('kind')}): {back.get('from')} -> {back.get('to')} "
+                f"at {back.get('at')}: {back.get('reason')}"
+            )
         return
     r = rep.rollout
     minutes = (rep.in_step_s or 0) / 60
@@ -138,8 +146,9 @@ def advance(
         bool,
         typer.Option(
             "--if-live",
-            help="With no rollout in progress, report 'idle' and exit 0 instead of failing "
-            "(for a CI schedule that runs whether or not a rollout is live).",
+            help="With no rollout in progress, report 'idle' (or 'paused' for a paused "
+            "rollout) and exit 0 instead of failing (for a CI schedule that runs whether or "
+            "not a rollout is live).",
         ),
     ] = False,
     as_json: JsonOpt = False,
@@ -151,8 +160,8 @@ def advance(
 
     ws = state(ctx).workspace()
     res = advance_if_live(ws, service) if if_live else advance_rollout(ws, service)
-    if res is None:  # --if-live and nothing is live: nothing was written
-        _idle(service, as_json)
+    if isinstance(res, str):  # --if-live, and nothing running: no step was taken
+        _idle(service, res, as_json)
         return
     d, r = res.decision, res.rollout
     set_outputs({"decision": d.action, "rollout_id": r.id, "status": r.status})
@@ -176,18 +185,25 @@ def advance(
     _effects(res.side_effects)
 
 
-def _idle(service: str, as_json: bool) -> None:
+def _idle(service: str, why: str, as_json: bool) -> None:
+    """--if-live found nothing to do: ``idle`` (no rollout) or ``paused`` (held by operators)."""
     from releaser.cli.github import append_step_summary, set_outputs
     from releaser.cli.output import emit_json, say
 
-    why = f"{service} has no rollout in progress"
-    set_outputs({"decision": "idle", "rollout_id": "", "status": "idle"})
-    append_step_summary(f"### releaser rollout advance: {service}\n\n**idle**: {why}")
+    text = {
+        "idle": f"{service} has no rollout in progress",
+        "paused": f"the rollout of {service} is paused; 'releaser rollout resume {service}' "
+        "continues it",
+    }[why]
+    set_outputs({"decision": why, "rollout_id": "", "status": why})
+    append_step_summary(f"### releaser rollout advance: {service}\n\n**{why}**: {text}")
     if as_json:
-        idle = {"action": "idle", "reasons": [why]}
-        emit_json({"decision": idle, "rollout": None, "transitioned": False, "side_effects": []})
+        decision = {"action": why, "reasons": [text]}
+        emit_json(
+            {"decision": decision, "rollout": None, "transitioned": False, "side_effects": []}
+        )
     else:
-        say(f"idle: {why}")
+        say(f"{why}: {text}")
 
 
 @app.command("pause")

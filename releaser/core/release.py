@@ -16,6 +16,7 @@ from releaser.core.refs import CodeRef, DatasetRef, ModelRef, PromptRef
 
 __all__ = [
     "RELEASE_ID_LENGTH",
+    "RELEASE_RECORD",
     "FieldChange",
     "Release",
     "ReleaseContent",
@@ -23,6 +24,8 @@ __all__ = [
     "release_id",
 ]
 
+RELEASE_RECORD = "release"
+"""The store kind under which releases are kept, by id."""
 RELEASE_ID_LENGTH = 16
 """Hex characters of the content hash kept as the id (64 bits: collisions are negligible)."""
 

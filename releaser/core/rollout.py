@@ -7,8 +7,11 @@ States::
     running | paused --roll_back--> rolled_back
     running | paused --abort--> aborted
     running | paused --promote (forced)--> promoted
+    promoted --undo_promotion (a rollback after it)--> rolled_back
 
-``promoted``, ``rolled_back`` and ``aborted`` are final. Every function takes
+``promoted``, ``rolled_back`` and ``aborted`` are final: no step is taken
+after them. A rollback after a promotion is still recorded on the rollout
+that promoted, so its history tells the whole story. Every function takes
 ``now`` (an ISO UTC string) from its caller and returns a new Rollout; an
 illegal transition raises :class:`IllegalTransition` and changes nothing.
 Cohorts are cumulative: a step reaches every group named by it *or any
@@ -27,6 +30,8 @@ from releaser.errors import BadInput
 
 __all__ = [
     "FINAL",
+    "ROLLOUT_RECORD",
+    "SERVICE_RECORD",
     "DecisionRecord",
     "IllegalTransition",
     "Rollout",
@@ -40,7 +45,13 @@ __all__ = [
     "resume",
     "roll_back",
     "start",
+    "undo_promotion",
 ]
+
+ROLLOUT_RECORD = "rollout"
+"""The store kind under which rollouts are kept, by id."""
+SERVICE_RECORD = "service"
+"""The store kind of a service's state (stable release, live rollout), by service name."""
 
 RolloutStatus = Literal["running", "paused", "promoted", "rolled_back", "aborted"]
 FINAL: frozenset[str] = frozenset({"promoted", "rolled_back", "aborted"})
@@ -285,4 +296,12 @@ def promote(r: Rollout, *, now: str, reason: str, actor: str = "") -> Rollout:
             "forced": True,
             "decisions": _decide(r, now, "promote-forced", [reason], actor),
         }
+    )
+
+
+def undo_promotion(r: Rollout, *, now: str, reasons: list[str], actor: str = "") -> Rollout:
+    """Record that the release this rollout promoted was rolled back after the promotion."""
+    _need(r, {"promoted"}, "record a rollback after the promotion of")
+    return r.model_copy(
+        update={"status": "rolled_back", "decisions": _decide(r, now, "rollback", reasons, actor)}
     )

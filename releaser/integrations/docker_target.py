@@ -30,11 +30,10 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+from releaser.core.effects import SideEffect, TrafficChange
 from releaser.errors import BadInput, ExternalUnavailable
 
 if TYPE_CHECKING:
-    from releaser.api.effects import TrafficChange
-    from releaser.api.rollouts import SideEffect
     from releaser.api.workspace import Workspace
     from releaser.config.deploy import ContainerSpec
     from releaser.core.release import Release
@@ -321,8 +320,6 @@ class DockerTarget:
 
     def apply(self, change: TrafficChange) -> SideEffect:
         """Run the stable (and live candidate) containers, remove the rest; never raises."""
-        from releaser.api.rollouts import SideEffect
-
         retry = f"releaser containers up {self.service}"
         try:
             keep: dict[str, str] = {}

@@ -3,7 +3,8 @@
 The store holds versioned records (``kind``/``key`` -> JSON value + version)
 and the append-only audit chain. A state transition is one call to
 :meth:`Store.commit`: one transaction that applies every write with
-compare-and-swap on its version and appends exactly one audit event. Of
+compare-and-swap on its version and appends its audit event (one, or a few
+that belong together). Of
 several writers racing from the same version exactly one wins; the others get
 :class:`~releaser.errors.StateConflict` and nothing of theirs is written.
 """
@@ -81,8 +82,14 @@ class Store(Protocol):
         """Records of ``kind`` whose key starts with ``prefix``, ordered by key."""
         ...
 
-    def commit(self, writes: Sequence[Write], event: EventDraft) -> AuditEvent:
-        """Apply ``writes`` with compare-and-swap and append ``event``, atomically."""
+    def commit(
+        self, writes: Sequence[Write], event: EventDraft, *, also: Sequence[EventDraft] = ()
+    ) -> AuditEvent:
+        """Apply ``writes`` with compare-and-swap and append ``event``, atomically.
+
+        ``also`` are further events chained after ``event`` in the same transaction
+        (e.g. each alias move a traffic switch owes); the first event is returned.
+        """
         ...
 
     def events(

@@ -130,10 +130,13 @@ class PostgresStore(AuditReads):
         )
         return [_record(row) for row in rows]
 
-    def commit(self, writes: Sequence[Write], event: EventDraft) -> AuditEvent:
-        """Apply ``writes`` with compare-and-swap and append ``event``, in one transaction."""
+    def commit(
+        self, writes: Sequence[Write], event: EventDraft, *, also: Sequence[EventDraft] = ()
+    ) -> AuditEvent:
+        """Apply ``writes`` with compare-and-swap and append ``event`` (then ``also``), in one
+        transaction."""
         prepared = prepare_writes(writes)
-        payload = encode_event(event)
+        payloads = [(encode_event(e), e.subject) for e in (event, *also)]
         with self._transaction() as cur:
             # The head row lock orders all writers; it is held until COMMIT.
             cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
@@ -144,14 +147,18 @@ class PostgresStore(AuditReads):
                     hint="the schema was altered by hand; restore it from a backup",
                 )
             apply_writes(cur.execute, prepared, event.at, ph="%s", json_value="%s::jsonb")
-            raw = append_event(cur.execute, head, payload, event.subject, ph="%s")
+            first = None
+            for payload, subject in payloads:
+                raw = append_event(cur.execute, head, payload, subject, ph="%s")
+                head, first = (raw.seq, raw.hash), first or raw
             # Delivered to listeners only when (and if) the transaction commits.
             # The channel is shared by every schema in the database: the payload names ours.
             cur.execute(
                 "SELECT pg_notify(%s, current_schema() || ':' || %s)",
                 (NOTIFY_CHANNEL, str(raw.seq)),
             )
-        return AuditEvent.from_raw(raw)
+        assert first is not None
+        return AuditEvent.from_raw(first)
 
     def wait_for_change(self, last_token: int, timeout_s: float) -> int:
         """Block until the change token differs from ``last_token``; wakes on NOTIFY.

@@ -129,15 +129,22 @@ class SqliteStore(AuditReads):
         )
         return [_record(row) for row in rows]
 
-    def commit(self, writes: Sequence[Write], event: EventDraft) -> AuditEvent:
-        """Apply ``writes`` with compare-and-swap and append ``event``, in one transaction."""
+    def commit(
+        self, writes: Sequence[Write], event: EventDraft, *, also: Sequence[EventDraft] = ()
+    ) -> AuditEvent:
+        """Apply ``writes`` with compare-and-swap and append ``event`` (then ``also``), in one
+        transaction."""
         prepared = prepare_writes(writes)
-        payload = encode_event(event)
+        payloads = [(encode_event(e), e.subject) for e in (event, *also)]
         with self._immediate() as conn:
             apply_writes(conn.execute, prepared, event.at, ph="?", json_value="?")
             head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            raw = append_event(conn.execute, head, payload, event.subject, ph="?")
-        return AuditEvent.from_raw(raw)
+            first = None
+            for payload, subject in payloads:
+                raw = append_event(conn.execute, head, payload, subject, ph="?")
+                head, first = (raw.seq, raw.hash), first or raw
+        assert first is not None
+        return AuditEvent.from_raw(first)
 
     def wait_for_change(self, last_token: int, timeout_s: float) -> int:
         """Poll :meth:`change_token` every 5 ms until it differs from ``last_token``.

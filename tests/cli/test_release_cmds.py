@@ -38,7 +38,8 @@ def test_create_show_list_diff_verify(
 
     res = cli("audit", "log", "--json")
     actions = [e["action"] for e in json.loads(res.out)]
-    assert actions == ["prompt.alias", "release.create"]
+    # The demo's prompt promotion: its move recorded, then marked applied.
+    assert actions == ["prompt.alias", "effects.applied", "release.create"]
     assert json.loads(res.out)[-1]["actor"] == "tester"
     res = cli("audit", "verify")
     assert res.code == 0 and "ok" in res.out
@@ -49,16 +50,20 @@ def test_tampered_store_fails_verify_naming_the_entry(release_ws: ExampleWorkspa
     db = release_ws.root / ".releaser" / "state.db"
     con = sqlite3.connect(db)
     with con:
+        [(seq,)] = con.execute(
+            "SELECT seq FROM audit_events WHERE payload LIKE '%release.create%'"
+        ).fetchall()
         con.execute(
             "UPDATE audit_events SET payload = "
-            "replace(payload, 'release.create', 'release.crea7e') WHERE seq = 2"
+            "replace(payload, 'release.create', 'release.crea7e') WHERE seq = ?",
+            (seq,),
         )
     con.close()
     res = cli("audit", "verify")
     assert res.code == 1
-    assert "entry 2" in res.err
+    assert f"entry {seq}" in res.err
     res = cli("audit", "verify", "--json")
-    assert res.code == 1 and json.loads(res.out)["bad_seq"] == 2
+    assert res.code == 1 and json.loads(res.out)["bad_seq"] == seq
 
 
 def test_bad_inputs_exit_2_without_traceback(release_ws: ExampleWorkspace, cli) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from releaser.api import journal
 from releaser.api.rollouts import promote_rollout, service_state
 from releaser.api.workspace import open_workspace
 from releaser.demo.traffic import advance_to_step
@@ -138,23 +139,25 @@ def test_mlflow_down_still_switches_traffic_and_leaves_the_alias_pending(
     res = cli("rollback", SERVICE, "--reason", "mlflow outage drill", "--yes")
     assert res.code == 0, res.err
     assert "traffic switched" in res.out
-    assert "PENDING" in res.err and "--resume" in res.err
+    assert "PENDING" in res.err and f"releaser reconcile {SERVICE}" in res.err
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     ws = open_workspace(root)
     try:
         st = service_state(ws, SERVICE)
-        assert st.stable == r1 and st.pending_effects
+        owed = journal.owed(ws, service=SERVICE)
+        assert st.stable == r1 and [r.key for r in owed] == ["model:case-triage@production"]
+        assert "Connection refused" in owed[0].value["error"]
         assert ws.models.get_alias("case-triage", "production") == 2  # not moved yet
     finally:
         ws.close()
     res = cli("reconcile", SERVICE, "--check")
-    assert res.code == 1 and "drift" in res.err
+    assert res.code == 1 and "drift" in res.err and "owed: MLflow alias" in res.err
     res = cli("rollback", SERVICE, "--resume")
     assert res.code == 0, res.err
     ws = open_workspace(root)
     try:
         assert ws.models.get_alias("case-triage", "production") == 1
-        assert service_state(ws, SERVICE).pending_effects == []
+        assert journal.owed(ws, service=SERVICE) == []
     finally:
         ws.close()
     assert cli("reconcile", SERVICE, "--check").code == 0
@@ -253,7 +256,8 @@ def test_a_broken_releaser_yaml_does_not_block_the_rollback(
     ws = open_workspace(root, settings_only=True)
     try:
         st = service_state(ws, SERVICE)
-        assert st.stable == r1 and st.pending_effects == ["deploy targets"]
+        owed = [r.key for r in journal.owed(ws, service=SERVICE)]
+        assert st.stable == r1 and owed == [f"targets:{SERVICE}"]
         assert ws.models.get_alias("case-triage", "production") == 1  # needs no config
     finally:
         ws.close()
@@ -263,7 +267,7 @@ def test_a_broken_releaser_yaml_does_not_block_the_rollback(
     assert res.code == 0 and "PENDING" not in res.err, res.err
     ws = open_workspace(root)
     try:
-        assert service_state(ws, SERVICE).pending_effects == []
+        assert journal.owed(ws, service=SERVICE) == []
     finally:
         ws.close()
     assert cli("audit", "verify").code == 0

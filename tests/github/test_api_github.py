@@ -359,7 +359,7 @@ def test_github_failure_leaves_the_step_done_and_warns_with_the_retry_command(
     )
     assert res.code == 0, res.err
     assert EXPECTED[mode] in res.err, res.err
-    assert f"releaser github sync {SERVICE}" in res.err
+    assert f"releaser reconcile {SERVICE}" in res.err  # the journal finishes it
     assert TOKEN not in res.out + res.err
     pack = tmp_path / "handover.zip"
     pack.write_bytes(b"PK\x05\x06" + bytes(18))

@@ -146,7 +146,7 @@ def test_one_click_rollback_succeeds_while_github_is_down_and_resumes(
     github.failure = Failure(401, "Bad credentials")
     res = cli("rollback", SERVICE, "--reason", "errors up", "--yes", cwd=root)
     assert res.code == 0, res.err
-    assert "rejected the token" in res.err and f"releaser rollback {SERVICE} --resume" in res.err
+    assert "rejected the token" in res.err and f"releaser reconcile {SERVICE}" in res.err
     assert TOKEN not in res.out + res.err
 
     github.failure = None
