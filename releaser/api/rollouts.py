@@ -566,7 +566,11 @@ def _simple(
 ) -> TransitionResult:
     now = now or utc_now()
     state, version, rollout, rec = _active(ws, service)
-    new = fn(rollout, now)
+    try:
+        new = fn(rollout, now)
+    except ro.IllegalTransition:
+        journal.settle(ws, service=service)  # a re-run (already paused...) still converges
+        raise
     new_state = state
     if new.final:
         new_state = back_to_stable(state, rollout.candidate, reason, now)
