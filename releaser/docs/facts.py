@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
+from releaser.api import journal
 from releaser.api.releases import get_release
 from releaser.api.rollouts import ROLLOUT_KIND, service_state
 from releaser.api.workspace import Workspace
@@ -262,7 +263,9 @@ def collect_facts(
             "known_good": list(state.known_good),
             "rollouts": state.rollouts,
             "last_rollback": state.last_rollback,
-            "pending_effects": list(state.pending_effects),
+            "pending_effects": [
+                f"{e.name} ({e.detail})" for e in journal.planned(journal.owed(ws, service=service))
+            ],
         },
         "owners": owners,
         "escalation": escalation,
@@ -324,8 +327,8 @@ def _limitations(facts: dict[str, Any]) -> list[str]:
     if facts["state"]["pending_effects"]:
         pending = ", ".join(facts["state"]["pending_effects"])
         out.append(
-            f"Side effects of the last switch are still pending ({pending}): "
-            f"finish them with 'releaser rollback {service} --resume'."
+            f"Side effects of a committed change are still owed ({pending}): "
+            f"finish them with 'releaser reconcile {service}'."
         )
     if not facts["slos"].get("quality_score"):
         out.append(

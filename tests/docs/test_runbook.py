@@ -145,6 +145,31 @@ def test_after_a_promotion_the_command_returns_to_the_previous_release(rollout_c
         ws.close()
 
 
+def test_owed_side_effects_are_named_with_the_command_that_finishes_them(
+    rollout_copy, cli
+) -> None:
+    from releaser.api.rollback import rollback
+    from releaser.api.rollouts import promote_rollout
+
+    root = rollout_copy.root
+    ws = open_workspace(root)
+    try:
+        promote_rollout(ws, SERVICE, reason="bake complete elsewhere")
+        # Killed between its commit and its side effects: the switch is in, the aliases owed.
+        rollback(ws, SERVICE, reason="errors up", side_effects=False)
+        text = render_runbook(ws, SERVICE)
+    finally:
+        ws.close()
+    assert "still owed (MLflow alias case-triage@production (v2 -> v1))" in text, text
+    assert f"finish them with 'releaser reconcile {SERVICE}'" in text
+    assert cli("reconcile", SERVICE, cwd=root).code == 0
+    ws = open_workspace(root)
+    try:
+        assert "still owed" not in render_runbook(ws, SERVICE)
+    finally:
+        ws.close()
+
+
 def test_an_unknown_service_is_one_clear_error(mid_rollout, cli) -> None:
     result = cli("runbook", "case-triag", cwd=mid_rollout.root)
     assert result.code == 2
