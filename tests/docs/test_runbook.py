@@ -145,9 +145,7 @@ def test_after_a_promotion_the_command_returns_to_the_previous_release(rollout_c
         ws.close()
 
 
-def test_owed_side_effects_are_named_with_the_command_that_finishes_them(
-    rollout_copy, cli
-) -> None:
+def test_owed_side_effects_are_named_with_the_command_that_finishes_them(rollout_copy, cli) -> None:
     from releaser.api.rollback import rollback
     from releaser.api.rollouts import promote_rollout
 
