@@ -20,6 +20,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,6 +92,9 @@ class DrillRecord(BaseModel):
     )
     switch_ms: float | None = Field(description="The atomic store write of the switch.")
     ids_checked: int
+    store: str = Field(
+        default="sqlite", description="The kind of store rehearsed on: the team's own kind."
+    )
     actor: str
     audit_verified: bool = Field(description="The scratch copy's audit chain verified after.")
     not_rehearsed: list[str] = Field(
@@ -127,6 +132,24 @@ def _copy_state(ws: Workspace, service: str, scratch_url: str) -> None:
         )
     finally:
         scratch.close()
+
+
+@contextmanager
+def _scratch(ws: Workspace) -> Iterator[tuple[str, str]]:
+    """(URL, kind) of an empty scratch store of the workspace's own kind, removed after.
+
+    A team on PostgreSQL rehearses on PostgreSQL (a scratch schema on the same
+    server), so the time-to-revert it records is the one a real rollback meets.
+    """
+    url = ws.store_url.strip()
+    if url.startswith(("postgresql://", "postgres://")) or ("://" not in url and "=" in url):
+        from releaser.store.postgres import scratch_schema
+
+        with scratch_schema(url, prefix="releaser_drill") as dsn:
+            yield dsn, "postgresql"
+        return
+    with tempfile.TemporaryDirectory(prefix="releaser-drill-") as tmp:
+        yield f"sqlite:///{(Path(tmp) / 'state.db').as_posix()}", "sqlite"
 
 
 def _start_probe(url: str, service: str, target: str) -> subprocess.Popen[str]:
@@ -184,8 +207,7 @@ def run_drill(
 
     not_rehearsed += [t.name for t in configured_targets(ws, service)]
 
-    with tempfile.TemporaryDirectory(prefix="releaser-drill-") as tmp:
-        url = f"sqlite:///{(Path(tmp) / 'state.db').as_posix()}"
+    with _scratch(ws) as (url, store_kind):
         _copy_state(ws, service, url)
         probe = _start_probe(url, service, plan.to_release)
         ttr: float | None = None
@@ -225,6 +247,7 @@ def run_drill(
         time_to_revert_ms=None if ttr is None else round(ttr, 1),
         switch_ms=None if switch_ms is None else round(switch_ms, 1),
         ids_checked=PROBE_IDS,
+        store=store_kind,
         actor=current_actor().name,
         audit_verified=audit_ok,
         not_rehearsed=not_rehearsed,

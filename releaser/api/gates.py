@@ -34,6 +34,7 @@ from releaser.api.gate_predict import (
 from releaser.api.releases import get_release, get_service_release
 from releaser.core.audit import EventDraft
 from releaser.core.gate_eval import NonRegressionRule, evaluate_gate
+from releaser.core.release import GATE_RECORD, gate_key
 from releaser.core.scorers import score_rows
 from releaser.errors import BadInput, CheckFailed, StateConflict
 from releaser.store.base import Record, Write
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GATE_KIND", "GateReport", "last_gate", "require_gates", "run_gate"]
 
-GATE_KIND = "gate"
+GATE_KIND = GATE_RECORD
 EXPERIMENT = "releaser-gates"
 
 
@@ -409,8 +410,7 @@ def _prediction_writes(ws: Workspace, storable: dict[str, dict[str, Any]]) -> li
     return writes
 
 
-def _key(service: str, release_id: str) -> str:
-    return f"{service}/{release_id}"
+_key = gate_key
 
 
 def run_gate(

@@ -34,7 +34,7 @@ from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
 from releaser.core.effects import SideEffect
-from releaser.core.release import Release
+from releaser.core.release import GATE_RECORD, Release, gate_key
 from releaser.errors import BadInput, NotFound
 from releaser.store.base import Record, Write
 
@@ -171,7 +171,8 @@ def rollback(
     """Send all of ``service``'s traffic back to its last known-good release.
 
     Mid-rollout this aborts to the baseline; after a full promotion it
-    returns to the previous known-good release (or ``to``). The switch and the
+    returns to the previous known-good release (or ``to``: a known-good release
+    or one that passed its gate, unless ``force``). The switch and the
     side effects it owes are one commit; the effects are applied after it
     (unless ``side_effects`` is off: they stay owed). Running it again is
     harmless: the plan is ``already`` and nothing is switched, but whatever an
@@ -188,6 +189,8 @@ def rollback(
             "so rolling it back may not restore the old behaviour",
             hint=f"pause instead ('releaser rollout pause {service}'), or pass --force",
         )
+    if to is not None and plan.kind == "after-promotion" and not force:
+        _may_return_to(ws, plan)
     now = now or utc_now()
     if dry_run:
         return RollbackResult(plan, False, True, _planned(ws, plan, reason, now))
@@ -197,6 +200,25 @@ def rollback(
     _switch(ws, _switch_of(ws, plan, reason, now))
     effects = journal.settle(ws, service=service) if side_effects else []
     return RollbackResult(plan, switched=True, side_effects=effects)
+
+
+def _may_return_to(ws: Workspace, plan: RollbackPlan) -> None:
+    """Refuse ``--to`` a release that never served as stable and did not pass its gate."""
+    state = _state_record(ws, plan.service)[0]
+    target = plan.to_release
+    if target in state.known_good:
+        return
+    gate = ws.store.get(GATE_RECORD, gate_key(plan.service, target))
+    if gate is not None and gate.value.get("passed") is True:
+        return
+    why = "failed its eval gate" if gate is not None else "has not been through the eval gate"
+    raise BadInput(
+        f"release {target} never served {plan.service} as a known-good stable release and "
+        f"{why}: rolling back to it would put an unproven release in front of everyone",
+        hint="pick a known-good release ('releaser rollout status "
+        f"{plan.service} --json' lists known_good), or pass --force with a --reason to "
+        "return to it anyway (audited)",
+    )
 
 
 @dataclass(frozen=True)
@@ -248,7 +270,8 @@ def _switch_of(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> _Swi
         "reason": reason,
         "kind": plan.kind,
     }
-    known = [r for r in state.known_good if r != plan.from_release]
+    known = [r for r in state.known_good if r not in (plan.from_release, plan.to_release)]
+    known.append(plan.to_release)  # it serves as stable now (last, as the stable always is)
     new_state = state.model_copy(
         update={"stable": plan.to_release, "known_good": known, "last_rollback": record}
     )

@@ -28,7 +28,7 @@ from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
 from releaser.core.effects import ChangeStatus, SideEffect, TrafficChange
 from releaser.core.release import Release
-from releaser.errors import BadInput, ConfigError, NotFound
+from releaser.errors import BadInput, ConfigError, NotFound, WorkspaceError
 from releaser.store.base import Record, Write
 
 if TYPE_CHECKING:
@@ -101,10 +101,20 @@ def _state_record(ws: Workspace, service: str) -> tuple[ServiceState, int]:
     rec = ws.store.get(SERVICE_KIND, service)
     try:
         ws.config.service(service)
-    except ConfigError:
-        # A broken releaser.yaml does not block what needs only the stored state of a
-        # service the store knows (a rollback at 3 a.m.); anything that needs the
-        # file still meets the error when it reads it.
+    except (ConfigError, WorkspaceError):
+        # A broken (or, with --store, absent) releaser.yaml does not block what needs
+        # only the stored state of a service the store knows (a rollback at 3 a.m.);
+        # anything that needs the file still meets the error when it reads it.
+        if rec is None and ws.degraded is not None:
+            import difflib
+
+            known = [r.key for r in ws.store.list(SERVICE_KIND)]
+            close = difflib.get_close_matches(service, known, n=1)
+            raise NotFound(
+                f"the state store {ws.store.url} has no service {service!r}"
+                + (f"; did you mean {close[0]!r}?" if close else ""),
+                hint=f"services it knows: {', '.join(known) or 'none'}",
+            ) from None
         if rec is None:
             raise
     if rec is None:
@@ -621,10 +631,23 @@ def resume_rollout(
 
 
 def abort_rollout(
-    ws: Workspace, service: str, *, reason: str, now: str | None = None
+    ws: Workspace, service: str, *, reason: str, now: str | None = None, force: bool = False
 ) -> TransitionResult:
-    """End the rollout without a verdict; all traffic goes back to the stable release."""
+    """End the rollout without a verdict; all traffic goes back to the stable release.
+
+    A candidate marked ``irreversible`` is refused unless ``force``, as ``rollback`` does:
+    aborting sends its users back to a release that may not read what it wrote.
+    """
     _need_reason(reason)
+    state = service_state(ws, service)
+    if state.active_rollout is not None and not force:
+        candidate = _rollout_record(ws, state.active_rollout)[0].candidate
+        if get_release(ws, candidate).content.config.get("irreversible"):
+            raise BadInput(
+                f"release {candidate} is marked irreversible (e.g. it migrated data), so "
+                "aborting its rollout may not restore the old behaviour",
+                hint=f"pause instead ('releaser rollout pause {service}'), or pass --force",
+            )
     actor = current_actor().name
     return _simple(
         ws,

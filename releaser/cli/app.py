@@ -41,18 +41,27 @@ class CliState:
     verbose: bool = False
     _ws: Workspace | None = None
 
-    def workspace(self, *, settings_only: bool = False) -> Workspace:
+    def workspace(self, *, settings_only: bool = False, store_only: bool = False) -> Workspace:
         """The workspace for this invocation, loaded once.
 
-        ``settings_only`` validates just the workspace-wide keys now (see
-        :func:`~releaser.api.workspace.open_workspace`).
+        ``settings_only`` validates just the workspace-wide keys now; ``store_only``
+        also works from the store alone when releaser.yaml cannot be read, or from a
+        folder without one given ``--store`` (see
+        :func:`~releaser.api.workspace.open_workspace`); a warning says so.
         """
         if self._ws is None:
             from releaser.api.workspace import open_workspace
 
             self._ws = open_workspace(
-                self.config, store_url=self.store, settings_only=settings_only
+                self.config,
+                store_url=self.store,
+                settings_only=settings_only or store_only,
+                store_only=store_only,
             )
+            if self._ws.degraded:
+                from releaser.cli.output import warn
+
+                warn(self._ws.degraded)
         return self._ws
 
 

@@ -43,9 +43,10 @@ def rollback(
     from releaser.cli.output import emit_json, say, warn
     from releaser.errors import BadInput
 
-    # Only the workspace-wide keys must validate: a broken releaser.yaml must not stand
-    # between operations and a rollback (targets that need the file are left pending).
-    ws = state(ctx).workspace(settings_only=True)
+    # A broken releaser.yaml (even one git left conflict markers in) must not stand between
+    # operations and a rollback: it runs from the store alone, and what needs the file
+    # (aliases, deploy targets) stays owed until it is fixed.
+    ws = state(ctx).workspace(store_only=True)
     if resume and not reason:
         reason = "resume side effects"
     if not reason.strip():
@@ -156,8 +157,8 @@ def drill(
         emit_json(record.model_dump(mode="json"))
     else:
         say(
-            f"drill ({record.kind}) on a scratch copy: {record.from_release} -> "
-            f"{record.to_release}; the live service was not touched"
+            f"drill ({record.kind}) on a scratch copy in a {record.store} store: "
+            f"{record.from_release} -> {record.to_release}; the live service was not touched"
         )
         if record.time_to_revert_ms is not None:
             say(

@@ -84,8 +84,8 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
     from releaser.api.rollout_status import rollout_status
     from releaser.cli.output import emit_json, say, table, warn
 
-    # Settings only: the stored state shows even while releaser.yaml is broken.
-    rep = rollout_status(state(ctx).workspace(settings_only=True), service)
+    # From the store alone: the stored state shows even while releaser.yaml is broken.
+    rep = rollout_status(state(ctx).workspace(store_only=True), service)
     if as_json:
         emit_json(rep.to_dict())
         return
@@ -95,7 +95,7 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
     for e in rep.owed:
         warn(f"owed: {e.name} ({e.detail}) is recorded but not applied; finish it with: {e.retry}")
     if rep.rollout is None:
-        say(f"no rollout yet (state store {state(ctx).workspace().store.url})")
+        say(f"no rollout yet (state store {state(ctx).workspace(store_only=True).store.url})")
         return
     if rep.baseline is None:
         say(f"last rollout {rep.rollout.id}: {rep.rollout.status}")
@@ -216,7 +216,7 @@ def pause(
     """Hold the live step (traffic stays as it is)."""
     from releaser.api.rollouts import pause_rollout
 
-    ws = state(ctx).workspace(settings_only=True)  # works while releaser.yaml is broken
+    ws = state(ctx).workspace(store_only=True)  # works while releaser.yaml is broken
     _result(pause_rollout(ws, service, reason=reason), as_json, "paused")
 
 
@@ -230,7 +230,7 @@ def resume(
     """Continue a paused rollout."""
     from releaser.api.rollouts import resume_rollout
 
-    ws = state(ctx).workspace(settings_only=True)  # works while releaser.yaml is broken
+    ws = state(ctx).workspace(store_only=True)  # works while releaser.yaml is broken
     _result(resume_rollout(ws, service, reason=reason), as_json, "resumed")
 
 
@@ -261,10 +261,13 @@ def abort(
     ctx: typer.Context,
     service: ServiceArg,
     reason: Annotated[str, typer.Option(help="Why (audited).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Abort a rollout whose candidate is irreversible.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """End the rollout; all traffic returns to the stable release."""
     from releaser.api.rollouts import abort_rollout
 
-    ws = state(ctx).workspace(settings_only=True)  # works while releaser.yaml is broken
-    _result(abort_rollout(ws, service, reason=reason), as_json, "aborted")
+    ws = state(ctx).workspace(store_only=True)  # works while releaser.yaml is broken
+    _result(abort_rollout(ws, service, reason=reason, force=force), as_json, "aborted")

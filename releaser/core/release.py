@@ -15,17 +15,21 @@ from releaser.core.canonical import content_hash
 from releaser.core.refs import CodeRef, DatasetRef, ModelRef, PromptRef
 
 __all__ = [
+    "GATE_RECORD",
     "RELEASE_ID_LENGTH",
     "RELEASE_RECORD",
     "FieldChange",
     "Release",
     "ReleaseContent",
     "diff_content",
+    "gate_key",
     "release_id",
 ]
 
 RELEASE_RECORD = "release"
 """The store kind under which releases are kept, by id."""
+GATE_RECORD = "gate"
+"""The store kind of a release's gate report (its evidence), keyed by :func:`gate_key`."""
 RELEASE_ID_LENGTH = 16
 """Hex characters of the content hash kept as the id (64 bits: collisions are negligible)."""
 
@@ -46,6 +50,11 @@ class ReleaseContent(BaseModel):
     def canonical(self) -> dict[str, Any]:
         """The JSON-ready dict the id is computed from."""
         return self.model_dump(mode="json")
+
+
+def gate_key(service: str, release_id: str) -> str:
+    """The key of a release's gate report."""
+    return f"{service}/{release_id}"
 
 
 def release_id(content: ReleaseContent) -> str:

@@ -20,6 +20,7 @@ imports it only when a PostgreSQL URL is opened.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,7 +28,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from releaser.core.audit import AuditEvent, EventDraft
 from releaser.core.stats_aggregates import VariantStats
@@ -47,7 +49,7 @@ from releaser.store.metrics import (
 from releaser.store.migrations import POSTGRES_MIGRATIONS, Migration, pending_migrations
 from releaser.store.redact import redact_url, scrub
 
-__all__ = ["BATCH_SIZE", "NOTIFY_CHANNEL", "PostgresStore"]
+__all__ = ["BATCH_SIZE", "NOTIFY_CHANNEL", "PostgresStore", "scratch_schema"]
 
 NOTIFY_CHANNEL = "releaser_changes"
 BATCH_SIZE = 10_000
@@ -366,6 +368,34 @@ class PostgresStore(AuditReads):
 
     def _scrub(self, exc: BaseException) -> str:
         return scrub(str(exc).strip(), getattr(self, "_secrets", []))
+
+
+@contextmanager
+def scratch_schema(dsn: str, *, prefix: str = "releaser_scratch") -> Iterator[str]:
+    """A new, empty schema in ``dsn``'s database for the life of the block; yields its DSN.
+
+    For rehearsals (``releaser drill``) on the team's own kind of store: the same
+    server, the same network path, a schema of its own, dropped afterwards.
+    """
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    password = str(conninfo_to_dict(dsn).get("password") or "")
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    except psycopg.Error as exc:
+        raise ExternalUnavailable(
+            f"cannot make a scratch schema in the state store {redact_url(dsn)}: "
+            f"{scrub(str(exc).strip(), [password])}",
+            hint="the drill needs CREATE on the store's database for a schema it drops "
+            "afterwards; grant it to the drill's role, or check that the server is up",
+        ) from None
+    try:
+        yield make_conninfo(dsn, options=f"-csearch_path={schema}")
+    finally:
+        try:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        finally:
+            conn.close()
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
