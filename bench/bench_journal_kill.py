@@ -11,13 +11,13 @@ snapshot of the store, the MLflow registry and the prompts:
 - ``advance``: ``rollout advance --if-live`` at the last step, which promotes;
 - ``prompt-promote``: ``prompt promote`` of version 1 onto the ``candidate`` alias.
 
-Each trial restores its snapshot, starts the command and sends SIGKILL after a
-random delay: half uniform over the command's uninterrupted run time, a quarter
-normal around its first commit (sd 15 ms) and a quarter uniform over the
-400 ms right after that commit, when the switch is in the store and nothing
-outside has moved yet. The commit time is found in calibration runs by
-watching the store's change token. After each kill a plain re-run of the same
-command must exit 0, and then:
+Each trial restores its snapshot, starts the command and sends SIGKILL: for a
+quarter of the trials at a uniform point before its first commit, for a
+quarter normal around it (sd 15 ms; both timed from the start, the commit time
+found in calibration runs), and for half after the commit is seen in the store
+(the harness watches its change token), uniform over what the run has left:
+the switch is in the store and the side effects are on their way. After each
+kill a plain re-run of the same command must exit 0, and then:
 
 - the MLflow model alias and the prompts' ``production`` aliases are where the
   store's stable release pins them (``prompt-promote``: the alias it moves is
@@ -479,32 +479,53 @@ def check(ws: Workspace, sc: Scenario) -> str | None:
     return None
 
 
-def delays(rng: random.Random, n: int, first: float, wall: float) -> list[float]:
-    """Half uniform over the run, a quarter around the commit, a quarter just after it."""
-    out = []
-    for i in range(n):
-        if i % 4 in (0, 2):
-            out.append(rng.uniform(0, wall))
-        elif i % 4 == 1:
-            out.append(max(0.0, rng.gauss(first, 0.015)))
+def plan(rng: random.Random, n: int, first: float, wall: float) -> list[tuple[str, float]]:
+    """(when, delay) for ``n`` kills: a quarter at a uniform point before the first commit
+    (timed from the start), a quarter normal around it (sd 15 ms, from the start), and
+    half after the commit is seen in the store, uniform over what the run has left."""
+    out: list[tuple[str, float]] = []
+    for i in range(n):  # a single kill lands after the commit, where the journal matters
+        if i % 4 == 1:
+            out.append(("start", rng.uniform(0, first)))
+        elif i % 4 == 3:
+            out.append(("start", max(0.0, rng.gauss(first, 0.015))))
         else:
-            out.append(rng.uniform(first, first + 0.4))
+            out.append(("commit", rng.uniform(0, max(0.05, wall - first))))
     return out
 
 
-def trial(ws: Workspace, sc: Scenario, delay: float) -> tuple[bool, str]:
-    """Kill one run after ``delay``; re-run; check. (killed before the end, violation or '')."""
+def trial(ws: Workspace, sc: Scenario, when: str, delay: float) -> tuple[str, str]:
+    """Kill one run; re-run; check. Returns (where the kill landed, violation or '').
+
+    The kill lands ``before-commit``, ``after-commit`` (the store changed, the
+    process had not finished) or the run had ``finished``.
+    """
     ws.restore(sc.snapshot)
-    proc = ws.start(sc.command)
-    time.sleep(delay)
-    killed = proc.poll() is None
-    if killed:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    w = ws.open()
+    try:
+        token = w.store.change_token()
+        proc = ws.start(sc.command)
+        t0 = time.monotonic()
+        if when == "commit":
+            while proc.poll() is None and w.store.change_token() == token:
+                if time.monotonic() - t0 > 120:
+                    break
+                time.sleep(0.0005)
+            time.sleep(delay)
+        else:
+            time.sleep(max(0.0, t0 + delay - time.monotonic()))
+        alive = proc.poll() is None
+        if alive:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        committed = w.store.change_token() != token
+    finally:
+        w.close()
+    landed = "finished" if not alive else ("after-commit" if committed else "before-commit")
     again = ws.run(sc.command)
     if again.returncode != 0:
-        return killed, f"the re-run exited {again.returncode}: {again.stderr.strip()[-400:]}"
-    return killed, check(ws, sc) or ""
+        return landed, f"the re-run exited {again.returncode}: {again.stderr.strip()[-400:]}"
+    return landed, check(ws, sc) or ""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -566,26 +587,29 @@ def main(argv: list[str] | None = None) -> None:
                 per[i] += 1
             for sc, n in zip(scenarios, per, strict=True):
                 first, wall = calibrate(ws, sc, args.calibrate)
-                killed = 0
-                for delay in delays(rng, n, first, wall):
-                    was_killed, problem = trial(ws, sc, delay)
-                    killed += was_killed
+                landed: Counter[str] = Counter()
+                for when, delay in plan(rng, n, first, wall):
+                    where, problem = trial(ws, sc, when, delay)
+                    landed[where] += 1
                     if problem:
                         sys.exit(
-                            f"FAIL {args.backend} {sc.name}, kill at {delay * 1000:.0f} ms: "
-                            f"{problem}"
+                            f"FAIL {args.backend} {sc.name}, kill {delay * 1000:.0f} ms after "
+                            f"the {when} ({where}): {problem}"
                         )
                 totals["runs"] += n
-                totals["killed"] += killed
+                totals.update(landed)
                 print(
                     f"{args.backend} {sc.name}: {n} kill points (first commit at "
-                    f"{first * 1000:.0f} ms, run {wall * 1000:.0f} ms); killed before the end "
-                    f"{killed}; every re-run converged",
+                    f"{first * 1000:.0f} ms, run {wall * 1000:.0f} ms); killed before the commit "
+                    f"{landed['before-commit']}, after it {landed['after-commit']}, run finished "
+                    f"first {landed['finished']}; every re-run converged",
                     flush=True,
                 )
             print(
-                f"{args.backend}: kill -9 at {totals['runs']} random points (seed {SEED}), "
-                f"{totals['killed']} killed before the end: after each, a plain re-run left the "
+                f"{args.backend}: kill -9 at {totals['runs']} random points (seed {SEED}): "
+                f"{totals['before-commit']} before the commit, {totals['after-commit']} between "
+                f"the commit and the end, {totals['finished']} after the end; after each, a plain "
+                "re-run left the "
                 "MLflow and prompt aliases where the store says, nothing owed, every move "
                 "chained in the audit log, audit verify ok, reconcile --check clean: PASS"
             )
