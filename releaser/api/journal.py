@@ -65,6 +65,7 @@ MODEL_ALIAS_ACTION = "model.alias"
 PROMPT_ALIAS_ACTION = "prompt.alias"
 APPLIED_ACTION = "effects.applied"
 _MARK_ATTEMPTS = 3
+_LAND_ATTEMPTS = 5
 
 
 def model_key(name: str, alias: str) -> str:
@@ -304,22 +305,45 @@ def settle(
 ) -> list[SideEffect]:
     """Apply every effect owed by ``service`` (or under ``keys``) and mark those that landed.
 
-    Idempotent, and safe to race: an effect another process finished or replaced
-    meanwhile is left as that process wrote it. Never raises for an effect that
-    fails: it stays pending, with its error, and is reported with the command
-    that finishes it.
+    Idempotent, and safe to race: each record is read again just before it is
+    applied and just after, and whenever another process recorded a newer move
+    of the same thing meanwhile, that newer move is what gets applied, so a
+    slow settle never leaves an older state in place of a newer one. Never
+    raises for an effect that fails: it stays pending, with its error, and is
+    reported with the command that finishes it.
     """
     records = owed(ws, service=service, keys=keys)
     if not records:
         return []
     results: list[SideEffect] = []
     outcomes: list[tuple[Record, list[SideEffect]]] = []
-    for rec in records:
-        effects = _apply(ws, rec.value)
-        results += effects
-        outcomes.append((rec, effects))
+    for listed in records:
+        landed = _land(ws, listed.key)
+        if landed is not None:
+            results += landed[1]
+            outcomes.append(landed)
     _mark(ws, outcomes, f"service:{service}" if service else f"effect:{records[0].key}")
     return results
+
+
+def _land(ws: Workspace, key: str) -> tuple[Record, list[SideEffect]] | None:
+    """Apply the newest intent under ``key``, if it is still owed; (record applied, outcomes).
+
+    The record is read before and after applying: if it changed meanwhile (another
+    process recorded a newer move, which it may already have applied), the newer
+    one is applied on top, until a pass sees no change.
+    """
+    rec = ws.store.get(EFFECT_KIND, key)
+    if rec is None or rec.value.get("status") != "pending":
+        return None  # landed (or replaced and landed) by another process meanwhile
+    effects: list[SideEffect] = []
+    for _attempt in range(_LAND_ATTEMPTS):
+        effects = _apply(ws, rec.value)
+        after = ws.store.get(EFFECT_KIND, key)
+        if after is None or after.version == rec.version:
+            break
+        rec = after
+    return rec, effects
 
 
 def _apply(ws: Workspace, value: dict[str, Any]) -> list[SideEffect]:
@@ -375,6 +399,8 @@ def _mark(ws: Workspace, outcomes: list[tuple[Record, list[SideEffect]]], subjec
         writes: list[Write] = []
         report: list[dict[str, Any]] = []
         for rec, effects in outcomes:
+            if rec.value.get("status") != "pending":
+                continue  # another process marked it; what we applied was the same state
             failed = [e for e in effects if e.status == "failed"]
             error = "; ".join(f"{e.name}: {e.detail}" for e in failed) or None
             if error is None:
@@ -408,9 +434,13 @@ def _mark(ws: Workspace, outcomes: list[tuple[Record, list[SideEffect]]], subjec
             )
             return
         except StateConflict:
-            fresh = {w.key: ws.store.get(EFFECT_KIND, w.key) for w in writes}
-            outcomes = [
-                (rec, effects)
-                for rec, effects in outcomes
-                if (cur := fresh.get(rec.key)) is not None and cur.version == rec.version
-            ]
+            # A record changed between applying it and marking it: what was applied may
+            # be older than what is recorded now, so the newest is applied again.
+            again = []
+            for rec, effects in outcomes:
+                cur = ws.store.get(EFFECT_KIND, rec.key)
+                if cur is not None and cur.version == rec.version:
+                    again.append((rec, effects))
+                elif cur is not None:
+                    again.append((cur, _apply(ws, cur.value)))
+            outcomes = [(r, e) for r, e in again if r.value.get("status") == "pending"]

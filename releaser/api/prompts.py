@@ -372,8 +372,21 @@ def _move(
     key = journal.prompt_key(name, alias)
     with prompt_errors():
         validate_alias(alias)
-        journal.settle(ws, keys=[key])  # a move of this alias that is still owed lands first
-        rec = ws.store.get(journal.EFFECT_KIND, key)
+        # A move of this alias that is still owed lands first. Another command may record
+        # one right after: then the backend does not show it yet, so settle again rather
+        # than start from a version the journal has already moved past.
+        for _attempt in range(3):
+            journal.settle(ws, keys=[key])
+            rec = ws.store.get(journal.EFFECT_KIND, key)
+            if rec is None or rec.value.get("status") != "pending":
+                break
+        else:
+            raise StateConflict(
+                f"{name}@{alias} keeps being moved by other commands; nothing of this one "
+                "was recorded or moved",
+                hint=f"'releaser prompt history {name}' shows the moves; run again when it is "
+                "quiet",
+            )
         current = ws.prompts.aliases(name).get(alias)
         if expect_current is not None and current != expect_current:
             where = "unset" if current is None else f"v{current}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
+RELEASER = Path(sys.executable).parent / "releaser"
 
 SPEC = """\
 name: {name}
@@ -245,3 +247,128 @@ def test_broken_prompt_settings_are_reported_with_their_line(prompt_ws: Path, cl
     )
     res = cli("prompt", "list")
     assert res.code == 2 and "password" in res.err and "s3cret" not in res.err
+
+
+def _versions(root: Path, cli, name: str, count: int) -> None:
+    for v in range(1, count + 1):
+        spec = _spec(root, name, f"Summarise the case, take {v}.", f"take {v}", f"v{v}.yaml")
+        res = cli("prompt", "register", str(spec), "--json")
+        assert res.code == 0 and json.loads(res.out)["version"]["version"] == v, res.err
+
+
+def _production(cli, name: str) -> int:
+    """Where the prompt backend points ``name@production`` now."""
+    res = cli("prompt", "show", f"{name}@production", "--json")
+    assert res.code == 0, res.err
+    return int(json.loads(res.out)["version"])
+
+
+def _moves(cli, name: str) -> list[tuple[int | None, int]]:
+    """The recorded moves of ``name@production``, in audit order."""
+    res = cli("prompt", "history", name, "--json")
+    assert res.code == 0, res.err
+    rows = sorted(json.loads(res.out), key=lambda r: r["seq"])
+    return [(r["from"], r["to"]) for r in rows if r["alias"] == "production"]
+
+
+def _promote(name: str, version: int, *extra: str) -> list[str]:
+    """``releaser prompt promote`` of ``name`` ``version`` to production, as a command line."""
+    return [
+        str(RELEASER),
+        *("prompt", "promote", name, str(version), "--to", "production"),
+        *("--reason", f"race for v{version}", "--json", *extra),
+    ]
+
+
+def _race(root: Path, commands: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """Start every command before waiting for any; each one's exit code and output."""
+    procs = [
+        subprocess.Popen(c, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c in commands
+    ]
+    done = []
+    for c, p in zip(commands, procs, strict=True):
+        out, err = p.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(c, p.returncode, out, err))
+    return done
+
+
+def test_racing_promotions_of_one_alias_record_and_apply_one_chain_of_moves(
+    prompt_ws: Path, cli
+) -> None:
+    name = "triage-summary"
+    _file_backend(prompt_ws)
+    _versions(prompt_ws, cli, name, 9)
+    res = cli("prompt", "promote", name, "1", "--to", "production", "--reason", "first")
+    assert res.code == 0, res.err
+
+    # Round 1: eight moves, each only if the alias is still at v1. One can win.
+    runs = _race(prompt_ws, [_promote(name, v, "--expect-current", "1") for v in range(2, 10)])
+    codes = [r.returncode for r in runs]
+    assert sorted(codes) == [0] + [4] * 7, [(r.returncode, r.stderr[-300:]) for r in runs]
+    won = json.loads(next(r.stdout for r in runs if r.returncode == 0))
+    winner = won["to_version"]
+    assert won["from_version"] == 1 and winner in range(2, 10)
+    for r in runs:
+        if r.returncode == 4:
+            assert "nothing" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert _moves(cli, name) == [(None, 1), (1, winner)]
+    assert _production(cli, name) == winner
+
+    # Round 2: eight unconditional moves. Each is recorded and applied, or refused whole;
+    # the recorded moves chain, and the last one is where the alias is.
+    runs = _race(prompt_ws, [_promote(name, v) for v in range(1, 10) if v != winner])
+    assert {r.returncode for r in runs} <= {0, 4}, [(r.returncode, r.stderr[-300:]) for r in runs]
+    assert 0 in {r.returncode for r in runs}
+    moved = [json.loads(r.stdout) for r in runs if r.returncode == 0]
+    reported = sorted(
+        (m["from_version"], m["to_version"]) for m in moved if m["from_version"] != m["to_version"]
+    )
+    moves = _moves(cli, name)[2:]
+    assert sorted(moves) == reported
+    chain = [winner] + [to for _from, to in moves]
+    assert [f for f, _to in moves] == chain[:-1], moves
+    assert _production(cli, name) == chain[-1]
+    assert cli("audit", "verify").code == 0
+
+
+def test_a_promotion_that_cannot_write_the_store_moves_nothing_and_a_retry_does(
+    prompt_ws: Path, cli
+) -> None:
+    from releaser.store.sqlite import BUSY_TIMEOUT_MS
+
+    name = "triage-summary"
+    _file_backend(prompt_ws)
+    _versions(prompt_ws, cli, name, 2)
+    res = cli("prompt", "promote", name, "1", "--to", "production", "--reason", "first")
+    assert res.code == 0, res.err
+    db = prompt_ws / ".releaser" / "state.db"
+    assert db.is_file()
+    # Another writer holds the store's write lock for longer than the busy timeout
+    # (fixed at BUSY_TIMEOUT_MS; nothing shortens it): the move must not get ahead of its record.
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    try:
+        res = subprocess.run(
+            _promote(name, 2), cwd=prompt_ws, capture_output=True, text=True, timeout=90
+        )
+        waited = time.monotonic() - started
+        assert _production(cli, name) == 1  # read while the lock is still held
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "write lock" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert waited >= BUSY_TIMEOUT_MS / 1000 - 1
+    assert _production(cli, name) == 1
+    assert _moves(cli, name) == [(None, 1)]
+
+    res = subprocess.run(
+        _promote(name, 2), cwd=prompt_ws, capture_output=True, text=True, timeout=90
+    )
+    assert res.returncode == 0, res.stderr
+    assert (json.loads(res.stdout)["from_version"], json.loads(res.stdout)["to_version"]) == (1, 2)
+    assert _production(cli, name) == 2
+    assert _moves(cli, name) == [(None, 1), (1, 2)]
+    assert cli("audit", "verify").code == 0

@@ -15,10 +15,12 @@ from releaser.api import journal
 from releaser.api.rollouts import promote_rollout, service_state
 from releaser.api.workspace import open_workspace
 from releaser.demo.traffic import advance_to_step
-from releaser.demo.workspace import ExampleWorkspace
+from releaser.demo.workspace import PROMPT_PATH, ExampleWorkspace
+from tests.cli.test_prompt_cmds import _production
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
+PROMPT = "case-triage-system"
 
 ROUTER_CHILD = textwrap.dedent(
     """
@@ -271,3 +273,181 @@ def test_a_broken_releaser_yaml_does_not_block_the_rollback(
     finally:
         ws.close()
     assert cli("audit", "verify").code == 0
+
+
+def _promoted(root: Path, cli) -> tuple[str, str]:
+    """r1 then r2 (model v2) through the CLI, r2 promoted: stable r2, both pinning prompt v1."""
+    r1, r2 = _two_releases(root, cli)
+    ws = open_workspace(root)
+    try:
+        promote_rollout(ws, SERVICE, reason="ship r2")
+    finally:
+        ws.close()
+    return r1, r2
+
+
+def _new_prompt_version(root: Path, cli, folder: Path) -> int:
+    """Register one more version of the service's prompt from a spec outside the git tree."""
+    n = len(list(folder.glob("prompt-*.yaml")))
+    spec = folder / f"prompt-{n}.yaml"
+    text = (root / PROMPT_PATH).read_text(encoding="utf-8")
+    spec.write_text(
+        text.replace("Rules: use plain English;", f"Rules ({n}): use plain English;", 1),
+        encoding="utf-8",
+    )
+    res = cli("prompt", "register", str(spec), "--json")
+    assert res.code == 0 and json.loads(res.out)["created"], res.err
+    return int(json.loads(res.out)["version"]["version"])
+
+
+def _audit(cli) -> list[dict]:
+    res = cli("audit", "log", "--limit", "0", "--json")
+    assert res.code == 0, res.err
+    return json.loads(res.out)
+
+
+def _override(cli, version: int, reason: str = "wording fix for a complaint") -> None:
+    res = cli(
+        "prompt",
+        "promote",
+        PROMPT,
+        str(version),
+        "--to",
+        "production",
+        "--reason",
+        reason,
+        "--override",
+    )
+    assert res.code == 0, res.err
+
+
+def test_a_release_pinned_prompt_moves_by_hand_only_as_an_override_until_a_rollback(
+    release_ws: ExampleWorkspace, cli, tmp_path: Path
+) -> None:
+    root = release_ws.root
+    r1, r2 = _promoted(root, cli)
+    v2 = _new_prompt_version(root, cli, tmp_path)
+    assert _production(cli, PROMPT) == 1
+    promote = ["prompt", "promote", PROMPT, str(v2), "--to", "production"]
+    res = cli(*promote, "--reason", "wording fix for a complaint")
+    assert res.code == 2, res.err
+    assert r2 in res.err and "pins v1" in res.err
+    assert f"releaser release create {SERVICE}" in res.err
+    assert f"releaser rollout start {SERVICE}" in res.err and "--override" in res.err
+    assert _production(cli, PROMPT) == 1
+    assert [e for e in _audit(cli) if e["action"] == "prompt.alias"][-1]["after"]["version"] == 1
+
+    _override(cli, v2)
+    assert _production(cli, PROMPT) == v2
+    ws = open_workspace(root)
+    try:
+        rec = ws.store.get(journal.EFFECT_KIND, journal.prompt_key(PROMPT, "production"))
+        assert rec is not None and rec.value["status"] == "done"
+        override = rec.value["override"]
+        assert (override["service"], override["release"], override["pinned"]) == (SERVICE, r2, 1)
+        assert override["by"] == "tester" and override["reason"] == "wording fix for a complaint"
+        assert override["at"]
+    finally:
+        ws.close()
+    res = cli("reconcile", SERVICE, "--check")
+    assert res.code == 0 and "override" in res.out and "drift" not in res.err, res.out + res.err
+    res = cli("reconcile", SERVICE)
+    assert res.code == 0 and "override" in res.out, res.err
+    assert _production(cli, PROMPT) == v2  # reconcile leaves a recorded override where it is
+
+    seq = _audit(cli)[-1]["seq"]
+    res = cli("rollback", SERVICE, "--reason", "complaints about r2", "--yes")
+    assert res.code == 0, res.err
+    assert _production(cli, PROMPT) == 1  # r1's pin: the rollback takes the alias back
+    moves = [e for e in _audit(cli) if e["seq"] > seq and e["subject"] == f"prompt:{PROMPT}"]
+    assert [(e["action"], e["before"], e["after"]) for e in moves] == [
+        (
+            "prompt.alias",
+            {"alias": "production", "version": v2},
+            {"alias": "production", "version": 1},
+        )
+    ]
+    assert moves[0]["context"]["cause"] == "rollback"
+    res = cli("reconcile", SERVICE, "--check")
+    assert res.code == 0 and "override" not in res.out, res.out + res.err
+    assert cli("audit", "verify").code == 0
+
+
+def test_dry_run_lists_the_side_effects_the_real_rollback_applies_and_writes_nothing(
+    release_ws: ExampleWorkspace, cli, tmp_path: Path
+) -> None:
+    root = release_ws.root
+    r1, r2 = _promoted(root, cli)
+    _override(cli, _new_prompt_version(root, cli, tmp_path))  # so a prompt alias moves back too
+    head = json.loads(cli("audit", "verify", "--json").out)
+    res = cli("rollback", SERVICE, "--reason", "complaints", "--dry-run", "--json")
+    assert res.code == 0, res.err
+    dry = json.loads(res.out)
+    assert dry["dry_run"] and not dry["switched"] and (dry["from"], dry["to"]) == (r2, r1)
+    planned = {e["name"]: e["status"] for e in dry["side_effects"]}
+    assert planned == {
+        f"MLflow alias {SERVICE}@production": "planned",
+        f"prompt alias {PROMPT}@production": "planned",
+    }
+    assert json.loads(cli("audit", "verify", "--json").out) == head
+    ws = open_workspace(root)
+    try:
+        assert service_state(ws, SERVICE).stable == r2
+        assert journal.owed(ws, service=SERVICE) == []
+        assert ws.models.get_alias(SERVICE, "production") == 2
+    finally:
+        ws.close()
+
+    res = cli("rollback", SERVICE, "--reason", "complaints", "--json", "--yes")
+    assert res.code == 0, res.err
+    real = json.loads(res.out)
+    assert real["switched"] and (real["from"], real["to"]) == (r2, r1)
+    assert {e["name"] for e in real["side_effects"]} == set(planned)
+    assert {e["status"] for e in real["side_effects"]} == {"done"}
+
+
+def test_a_rollback_after_promotion_is_recorded_on_the_rollout_that_promoted(
+    release_ws: ExampleWorkspace, cli
+) -> None:
+    from releaser.docs.evidence import rollout_history
+
+    root = release_ws.root
+    r1, r2 = _two_releases(root, cli)
+    rollout_id = json.loads(cli("rollout", "status", SERVICE, "--json").out)["rollout"]["id"]
+    ws = open_workspace(root)
+    try:
+        promote_rollout(ws, SERVICE, reason="ship r2")
+    finally:
+        ws.close()
+    res = cli("rollback", SERVICE, "--reason", "complaints about r2", "--yes")
+    assert res.code == 0, res.err
+
+    res = cli("rollout", "status", SERVICE)
+    assert res.code == 0, res.err
+    assert f"last rollout {rollout_id}: rolled_back" in res.out
+    assert f"last rollback (after-promotion): {r2} -> {r1}" in res.out
+    assert "complaints about r2" in res.out
+    status = json.loads(cli("rollout", "status", SERVICE, "--json").out)
+    assert status["rollout"]["id"] == rollout_id and status["rollout"]["status"] == "rolled_back"
+    last = status["last_rollback"]
+    assert (last["from"], last["to"], last["reason"]) == (r2, r1, "complaints about r2")
+    assert status["owed_effects"] == []
+
+    ws = open_workspace(root)
+    try:
+        history = {r["id"]: r for r in rollout_history(ws, SERVICE)}
+    finally:
+        ws.close()
+    promoted = history[rollout_id]
+    assert promoted["candidate"] == r2 and promoted["status"] == "rolled_back"
+    actions = [d["action"] for d in promoted["decisions"]]
+    assert actions[-2:] == ["promote-forced", "rollback"], actions
+    assert "complaints about r2" in promoted["decisions"][-1]["reasons"][0]
+
+    res = cli("handover", SERVICE, "-o", "dist")
+    assert res.code == 0, res.err
+    md = (root / "dist" / f"{SERVICE}-handover" / "rollouts.md").read_text(encoding="utf-8")
+    section = md.split(f"## {rollout_id}: ", 1)[1].split("\n## ", 1)[0]
+    assert section.startswith("rolled_back")
+    row = next(line for line in section.splitlines() if "| rollback |" in line)
+    assert "rollback after promotion: complaints about r2" in row

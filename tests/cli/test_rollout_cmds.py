@@ -106,6 +106,38 @@ def test_rollout_lifecycle_through_the_cli(release_ws: ExampleWorkspace, cli, tm
     assert cli("audit", "verify").code == 0
 
 
+def test_advance_if_live_on_a_paused_rollout_reports_paused_and_writes_nothing(
+    release_ws: ExampleWorkspace, cli, released, tmp_path
+) -> None:
+    root = release_ws.root
+    _r1, r2 = released(root)
+    res = cli("rollout", "pause", "case-triage", "--reason", "investigating complaints")
+    assert res.code == 0, res.err
+    head = json.loads(cli("audit", "verify", "--json").out)
+    out = tmp_path / "gh_output"
+    summary = tmp_path / "gh_summary"
+    res = subprocess.run(
+        [str(_releaser()), "rollout", "advance", "case-triage", "--if-live"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**_env(), "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)},
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("paused: ") and "rollout resume case-triage" in res.stdout
+    assert "decision=paused" in out.read_text().splitlines()
+    assert "**paused**" in summary.read_text()
+    res = cli("rollout", "advance", "case-triage", "--if-live", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["decision"]["action"] == "paused"
+    assert json.loads(cli("audit", "verify", "--json").out) == head  # nothing written
+    status = json.loads(cli("rollout", "status", "case-triage", "--json").out)
+    assert status["rollout"]["status"] == "paused" and status["rollout"]["candidate"] == r2
+    # Without --if-live a paused rollout is still an error: a person asked for a step.
+    res = cli("rollout", "advance", "case-triage")
+    assert res.code == 2 and "paused" in res.err
+
+
 def _route(root):
     from releaser.api.workspace import open_workspace
 
