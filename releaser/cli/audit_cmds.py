@@ -23,7 +23,13 @@ def log(
     """Show audit events, oldest first."""
     from releaser.api.audit import audit_log
     from releaser.cli.output import emit_json, say, table
+    from releaser.errors import BadInput
 
+    if limit < 0:
+        raise BadInput(
+            f"--limit must be 0 or more, got {limit}",
+            hint="pass --limit N for the latest N events, or --limit 0 for all of them",
+        )
     events = audit_log(state(ctx).workspace(), limit=limit or None, subject=subject)
     if as_json:
         emit_json([e.to_dict() for e in events])

@@ -1,14 +1,57 @@
-"""Rendering for people (rich on a TTY, plain text otherwise) and for machines (JSON)."""
+"""Rendering for people (rich on a TTY, plain text otherwise) and for machines (JSON).
+
+Everything a person reads passes through here, and much of it is user text: reasons,
+actors, prompt templates, release notes, error messages naming what was asked for.
+A reason given to a CI workflow can hold an escape sequence that retitles, recolours
+or rewrites the operator's terminal when ``releaser audit log`` prints it later. So
+every line printed for people is made :func:`safe` first: C0 and C1 control
+characters, DEL and the Unicode bidirectional overrides are shown as visible escapes
+(``\\x1b``, ``\\u202e``, ``\\n``); ``say``, ``warn`` and ``err`` keep newlines and tabs (their
+text may be meant to span lines), table cells keep neither (a newline in a reason
+must not forge a row). Rich tables get :class:`rich.text.Text` cells, so ``[red]`` or
+``[link=...]`` in user data prints literally instead of as markup. JSON output keeps
+every string exact; :func:`emit_json` only writes the invisible ones as ``\\u`` escapes.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-__all__ = ["emit_json", "err", "is_tty", "say", "table", "warn"]
+__all__ = ["emit_json", "err", "is_tty", "safe", "safe_cell", "say", "table", "warn"]
+
+# DEL, C1 and the bidi embeddings, overrides and isolates: the characters that JSON
+# leaves raw (with ensure_ascii=False) but a terminal may act on or reorder text by.
+_INVISIBLE = r"\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+# Lines: every C0 control except tab and newline (CR is escaped; CRLF was made LF first).
+_LINE_UNSAFE = re.compile(rf"[\x00-\x08\x0b-\x1f{_INVISIBLE}]")
+# Cells: every C0 control, newline and tab included.
+_CELL_UNSAFE = re.compile(rf"[\x00-\x1f{_INVISIBLE}]")
+_JSON_UNSAFE = re.compile(rf"[{_INVISIBLE}]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``), newlines and tabs kept."""
+    return _LINE_UNSAFE.sub(_visible, text.replace("\r\n", "\n"))
+
+
+def safe_cell(value: object) -> str:
+    """One table cell as text on one line: every control character shown as an escape."""
+    return "" if value is None else _CELL_UNSAFE.sub(_visible, str(value))
 
 
 def is_tty(stream: TextIO | None = None) -> bool:
@@ -18,12 +61,13 @@ def is_tty(stream: TextIO | None = None) -> bool:
 
 
 def say(text: str = "") -> None:
-    """Print a line for people."""
-    print(text, file=sys.stdout)
+    """Print a line for people (control characters escaped, see :func:`safe`)."""
+    print(safe(text), file=sys.stdout)
 
 
 def warn(text: str) -> None:
     """Print a warning to stderr (a ``::warning::`` annotation in GitHub Actions)."""
+    text = safe(text)
     if os.environ.get("GITHUB_ACTIONS") == "true":
         print(f"::warning::{_escape_annotation(text)}", file=sys.stderr)
     else:
@@ -31,14 +75,14 @@ def warn(text: str) -> None:
 
 
 def err(text: str) -> None:
-    """Print an error line to stderr."""
-    print(text, file=sys.stderr)
+    """Print an error line to stderr (control characters escaped, see :func:`safe`)."""
+    print(safe(text), file=sys.stderr)
 
 
 def error_annotation(text: str) -> None:
     """In GitHub Actions, an ``::error::`` annotation for ``text`` (escaped); else nothing."""
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        print(f"::error::{_escape_annotation(text)}", file=sys.stderr)
+        print(f"::error::{_escape_annotation(safe(text))}", file=sys.stderr)
 
 
 def _escape_annotation(text: str) -> str:
@@ -46,24 +90,36 @@ def _escape_annotation(text: str) -> str:
 
 
 def emit_json(value: Any) -> None:
-    """Print ``value`` as indented JSON (the stable ``--json`` shapes)."""
-    print(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+    """Print ``value`` as indented JSON (the stable ``--json`` shapes).
+
+    Strings stay exact: JSON escapes C0 controls itself, and the characters it would leave
+    raw (DEL, C1, bidi overrides) are written as ``\\u`` escapes, which decode the same.
+    """
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    # Outside strings JSON is ASCII, so every match is inside a string literal.
+    print(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def table(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
 ) -> None:
-    """A table: rich on a TTY, aligned plain text otherwise (stable for scripts and logs)."""
-    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    """A table: rich on a TTY, aligned plain text otherwise (stable for scripts and logs).
+
+    Cells are user data: each is one line with control characters escaped
+    (:func:`safe_cell`), and rich is given them as plain ``Text``, never as markup.
+    """
+    cells = [[safe_cell(v) for v in row] for row in rows]
+    title = None if title is None else safe_cell(title)
     if is_tty():
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        t = Table(title=title)
+        t = Table(title=None if title is None else Text(title))
         for col in columns:
-            t.add_column(col)
+            t.add_column(Text(safe_cell(col)))
         for row in cells:
-            t.add_row(*row)
+            t.add_row(*(Text(v) for v in row))
         Console().print(t)
         return
     if title:

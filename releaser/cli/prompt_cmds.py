@@ -216,9 +216,14 @@ def history(
     as_json: JsonOpt = False,
 ) -> None:
     """Every alias move of a prompt: who, when, from, to, why."""
-    from releaser.api.prompts import history_rows
+    from promptregistry import validate_name
+    from releaser.api.prompts import history_rows, prompt_errors
     from releaser.cli.output import emit_json, say, table
 
+    # history_rows reads only the store, where any name simply has no moves: refuse a
+    # name no prompt can have (exit 2, naming the rule) instead of "no recorded moves".
+    with prompt_errors():
+        validate_name(name)
     rows = history_rows(_workspace(ctx), name)
     if as_json:
         emit_json(rows)

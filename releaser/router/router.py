@@ -170,8 +170,20 @@ class Router:
         No I/O and no exception for bad values: a quality ``score`` outside [0, 1] is
         clamped, a non-number is ignored; both are counted (see :meth:`metrics_counts`).
         The counts reach the store at the next flush (none after :meth:`close`).
+        ``assignment`` is the :class:`Assignment` that :meth:`assign` returned; None or
+        another object without its fields raises TypeError saying so.
         """
-        self._metrics.add(assignment, latency_ms, error, score)
+        try:
+            self._metrics.add(assignment, latency_ms, error, score)
+        except AttributeError:
+            # Checked only on failure: a try costs nothing on the request path.
+            if isinstance(assignment, Assignment):
+                raise
+            raise TypeError(
+                f"Router.record() takes the Assignment that assign() returned for the "
+                f"request, not {'None' if assignment is None else type(assignment).__name__}: "
+                f"a = router.assign(service, unit_id); ...; router.record(a, latency_ms=...)"
+            ) from None
 
     # -- prompts ----------------------------------------------------------------
 

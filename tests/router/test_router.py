@@ -287,6 +287,23 @@ def test_routes_and_snapshot_version_for_status_displays(
     router.close()  # idempotent
 
 
+def test_record_of_something_not_an_assignment_says_what_it_takes(
+    sqlite_backend: StoreBackend, sqlite_store: Store
+) -> None:
+    put_route(sqlite_store, rollout_route(percent=5))
+    with Router(sqlite_backend.url) as router:
+        for wrong in (None, "svc", {"variant": "candidate"}):
+            with pytest.raises(TypeError, match=r"takes the Assignment that assign\(\) returned"):
+                router.record(wrong, latency_ms=5.0)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not None"):
+            router.record(None)  # type: ignore[arg-type]
+        candidate = next(
+            a for a in (router.assign("svc", u) for u in IDS) if a.variant == "candidate"
+        )
+        router.record(candidate, latency_ms=5.0)  # the real thing is still counted
+        assert router.metrics_counts().pending_requests == 1
+
+
 # -- prompts -----------------------------------------------------------------------
 
 
