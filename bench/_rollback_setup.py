@@ -115,25 +115,31 @@ def store_file(root: Path) -> Path:
     return root / ".releaser" / "state.db"
 
 
-def snapshot(root: Path, dest: Path) -> None:
-    """A consistent copy of the store (sqlite's backup API, WAL included)."""
-    src = sqlite3.connect(store_file(root))
-    dst = sqlite3.connect(dest)
+def sqlite_copy(src: Path, dest: Path) -> None:
+    """A consistent copy of a sqlite database (sqlite's backup API, WAL included)."""
+    a, b = sqlite3.connect(src), sqlite3.connect(dest)
     try:
-        src.backup(dst)
+        a.backup(b)
     finally:
-        src.close()
-        dst.close()
+        a.close()
+        b.close()
+
+
+def sqlite_restore(src: Path, dest: Path) -> None:
+    """Put a copy back over a sqlite database, dropping any WAL of the previous run."""
+    for suffix in ("-wal", "-shm"):
+        Path(f"{dest}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(src, dest)
+
+
+def snapshot(root: Path, dest: Path) -> None:
+    """A consistent copy of the store."""
+    sqlite_copy(store_file(root), dest)
 
 
 def restore(root: Path, snap: Path) -> None:
-    """Put the snapshot back as the store, dropping any WAL of the previous run."""
-    db = store_file(root)
-    for suffix in ("-wal", "-shm"):
-        side = Path(f"{db}{suffix}")
-        if side.exists():
-            side.unlink()
-    shutil.copyfile(snap, db)
+    """Put the snapshot back as the store."""
+    sqlite_restore(snap, store_file(root))
 
 
 def store_url(root: Path) -> str:

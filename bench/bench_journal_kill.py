@@ -53,6 +53,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _rollback_setup import sqlite_copy, sqlite_restore  # noqa: E402
+
 BIN = Path(sys.executable).parent / "releaser"
 SERVICE = "case-triage"
 PROMPT = "case-triage-system"
@@ -123,11 +127,11 @@ class SqliteBackend(Backend):
 
     def snapshot(self, label: str) -> None:
         """sqlite's backup API: a consistent copy, WAL included."""
-        _sqlite_copy(self.db, self.spare / f"store-{label}.db")
+        sqlite_copy(self.db, self.spare / f"store-{label}.db")
 
     def restore(self, label: str) -> None:
         """Copy the file back over the store, dropping any WAL of the last run."""
-        _sqlite_restore(self.spare / f"store-{label}.db", self.db)
+        sqlite_restore(self.spare / f"store-{label}.db", self.db)
 
 
 class PostgresBackend(Backend):
@@ -197,21 +201,6 @@ class PostgresBackend(Backend):
         self.conn.close()
 
 
-def _sqlite_copy(src: Path, dest: Path) -> None:
-    a, b = sqlite3.connect(src), sqlite3.connect(dest)
-    try:
-        a.backup(b)
-    finally:
-        a.close()
-        b.close()
-
-
-def _sqlite_restore(src: Path, dest: Path) -> None:
-    for suffix in ("-wal", "-shm"):
-        Path(f"{dest}{suffix}").unlink(missing_ok=True)
-    shutil.copyfile(src, dest)
-
-
 class Workspace:
     """The example workspace and its outside world (MLflow registry, prompt files)."""
 
@@ -227,13 +216,13 @@ class Workspace:
     def snapshot(self, label: str) -> None:
         """Store, MLflow registry and prompt files, copied aside."""
         self.backend.snapshot(label)
-        _sqlite_copy(self.root / "mlflow.db", self.spare / f"mlflow-{label}.db")
+        sqlite_copy(self.root / "mlflow.db", self.spare / f"mlflow-{label}.db")
         shutil.copytree(self.root / "prompts", self.spare / f"prompts-{label}", dirs_exist_ok=True)
 
     def restore(self, label: str) -> None:
         """Put all three back as they were at ``label``."""
         self.backend.restore(label)
-        _sqlite_restore(self.spare / f"mlflow-{label}.db", self.root / "mlflow.db")
+        sqlite_restore(self.spare / f"mlflow-{label}.db", self.root / "mlflow.db")
         shutil.rmtree(self.root / "prompts")
         shutil.copytree(self.spare / f"prompts-{label}", self.root / "prompts")
 
