@@ -40,6 +40,8 @@ MAX_NAME_LENGTH = 128
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 VARIABLE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
+# Used with fullmatch: with match, '$' also accepts one trailing line feed
+# ("production\n" would pass as an alias).
 _NAME_RE = re.compile(NAME_PATTERN)
 _ALIAS_RE = re.compile(ALIAS_PATTERN)
 _VARIABLE_RE = re.compile(VARIABLE_PATTERN)
@@ -69,7 +71,7 @@ def name_problem(name: object) -> str | None:
             return f"prompt name {shown} contains a control character (U+{ord(char):04X})"
         if char.isspace():
             return f"prompt name {shown} contains a space"
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         if not name[0].isascii() or not name[0].isalnum():
             return f"prompt name {shown} must start with a letter or a digit"
         bad = next(c for c in name if not (c.isascii() and (c.isalnum() or c in "._-")))
@@ -93,12 +95,12 @@ def validate_name(name: str) -> str:
 
 def alias_problem(alias: object) -> str | None:
     """Why ``alias`` is not a valid alias name, or ``None`` when it is valid."""
-    if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
         return (
             f"alias {alias!r} is not valid: use 1-64 letters, digits, '_' or '-', "
             "starting with a letter"
         )
-    if _RESERVED_ALIAS_RE.match(alias):
+    if _RESERVED_ALIAS_RE.fullmatch(alias):
         return f"alias {alias!r} is reserved ('latest' and 'v<number>' name versions)"
     return None
 
@@ -159,7 +161,7 @@ class PromptSpec(BaseModel):
     @classmethod
     def _check_variables(cls, variables: dict[str, str]) -> dict[str, str]:
         for var in variables:
-            if not _VARIABLE_RE.match(var):
+            if not _VARIABLE_RE.fullmatch(var):
                 raise ValueError(
                     f"variable name {var!r} is not valid: use letters, digits and '_', "
                     "starting with a letter"

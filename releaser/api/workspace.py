@@ -59,7 +59,8 @@ class Workspace:
         """The whole ``releaser.yaml``, validated (ConfigError lists every problem)."""
         self._need_config_file()
         if self._config is None:
-            self._config = load_config(self.config_path)
+            # The store was settled when the workspace opened (settings checked its folder).
+            self._config = load_config(self.config_path, check_store=False)
         return self._config
 
     @property
@@ -154,13 +155,13 @@ def open_workspace(
     config: Config | None = None
     if settings_only:
         try:
-            settings = load_settings(config_path)
+            settings = load_settings(config_path, check_store=explicit is None)
         except ConfigError as exc:
             if not store_only:
                 raise
             return _from_store(config_path, explicit, f"{config_path.name}: {exc.first()}")
     else:
-        config = load_config(config_path)
+        config = load_config(config_path, check_store=explicit is None)
         settings = WorkspaceSettings(
             mlflow=config.mlflow, prompts=config.prompts, store=config.store
         )

@@ -27,6 +27,17 @@ PREDICT_PATTERN = r"^(models:/\S+|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
 PROBLEM_ERROR = "releaser_problem"
 ISSUES_ERROR = "releaser_issues"
 
+# Bounds on numbers, so a typo such as 99999999999999999999 is an error here rather
+# than a hang or an overflow later (a bootstrap array, a thread wait, a timedelta).
+MAX_COUNT = 10**12
+"""Largest count (samples, rows, errors, levels, versions, approvers) a config may give."""
+MAX_TIMEOUT_S = 86_400.0
+"""Longest timeout in seconds (one day); longer waits overflow thread and socket timeouts."""
+MAX_BAKE_MINUTES = 525_600.0
+"""Longest bake time of a rollout step (a year, in minutes)."""
+MAX_DAYS = 3_650.0
+"""Longest stay a phase may require in the phase before it (ten years, in days)."""
+
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 Loc = tuple[str | int, ...]
 
@@ -71,11 +82,16 @@ def _repo_relative(path: str) -> str:
         )
     norm = posixpath.normpath(path.replace("\\", "/"))
     if norm == ".." or norm.startswith("../"):
-        raise problem(f"{path!r} points outside the repository")
+        raise problem(
+            f"{path!r} points outside the repository",
+            hint="releaser reads and writes only inside the folder of releaser.yaml: "
+            "write a path below it, without '..' leading out",
+        )
     return norm
 
 
 RepoPath = Annotated[str, AfterValidator(_repo_relative)]
+"""A path inside the repository: relative to releaser.yaml's folder, never leading out."""
 
 
 def _compile(pattern: str) -> None:
@@ -86,9 +102,13 @@ def _compile(pattern: str) -> None:
 
 
 class _Model(BaseModel):
-    """Base of every config model: unknown keys are errors, values are frozen."""
+    """Base of every config model: unknown keys are errors, values frozen, numbers finite.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    Subclasses that set their own ``model_config`` inherit these settings (pydantic
+    merges them), so no float of the config accepts .inf or .nan.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False)
 
 
 def _duplicates(values: Iterable[str]) -> list[tuple[int, str]]:

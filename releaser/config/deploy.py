@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from releaser.config._common import RepoPath, _Model, problem
+from releaser.config._common import MAX_TIMEOUT_S, RepoPath, _Model, problem
 
 __all__ = ["ContainerSpec", "DeploySpec", "KubernetesSpec", "UpstreamUrls"]
 
@@ -79,7 +79,10 @@ class ContainerSpec(_Model):
         default="/healthz", pattern=r"^/", description="Path that answers 200 when it is ready."
     )
     health_timeout_s: float = Field(
-        default=30, gt=0, description="How long to wait for health before giving up."
+        default=30,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="How long to wait for health before giving up.",
     )
     engine: str | None = Field(
         default=None,
@@ -98,7 +101,8 @@ class KubernetesSpec(_Model):
         "(default: '<service>:{release}').",
     )
     port: int = Field(default=8080, ge=1, le=65535, description="Container port.")
-    replicas: int = Field(default=2, ge=1, description="Pods of the Rollout.")
+    # Kubernetes holds replicas in a 32-bit integer.
+    replicas: int = Field(default=2, ge=1, le=2**31 - 1, description="Pods of the Rollout.")
     gateway: str = Field(
         default="releaser-gateway",
         pattern=_DNS_LABEL,
@@ -147,8 +151,12 @@ class DeploySpec(_Model):
         description="Unit attribute -> request header carrying it, for group rules, "
         "e.g. {email: X-User-Email}.",
     )
-    timeout_s: float = Field(default=30, gt=0, description="Upstream read timeout, seconds.")
-    connect_timeout_s: float = Field(default=2, gt=0, description="Upstream connect timeout.")
+    timeout_s: float = Field(
+        default=30, gt=0, le=MAX_TIMEOUT_S, description="Upstream read timeout, seconds."
+    )
+    connect_timeout_s: float = Field(
+        default=2, gt=0, le=MAX_TIMEOUT_S, description="Upstream connect timeout."
+    )
 
     @field_validator("attribute_headers")
     @classmethod

@@ -5,6 +5,12 @@ gives each key and value its line, so each pydantic error becomes a
 ConfigProblem pointing at ``file:line`` with the dotted path of the key.
 Cross-references between parts (a step's groups aside) are checked once the
 parts they connect are themselves valid.
+
+Two checks look at the file itself rather than one field: no string (key or
+value) may hold a control character other than tab and line feed (a ``\\0``
+escape, for one, cannot be stored in PostgreSQL's JSON), and a sqlite
+``store:`` must be in a folder that exists (only when loading from a file, whose
+folder relative paths are read from). Neither writes anything.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from releaser.config._common import (
     SLUG_PATTERN,
     Issue,
 )
-from releaser.config.settings import WorkspaceSettings
+from releaser.config.settings import WorkspaceSettings, store_folder_problem
 from releaser.core.canonical import content_hash
 from releaser.errors import ConfigError, ConfigProblem, WorkspaceError
 
@@ -55,6 +61,10 @@ Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
 # libyaml's parser when PyYAML was built with it (about ten times faster); same nodes and marks.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Characters no string of the config may hold: C0 controls but tab and line feed, DEL,
+# C1 controls and unpaired surrogates (from YAML escapes such as "\0" or "\ud800"; the
+# YAML reader refuses them written raw).
+_FORBIDDEN_CHAR = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 # Friendlier words for the patterns the models use.
 _PATTERN_TEXT: dict[str, tuple[str, str]] = {
@@ -86,23 +96,42 @@ def find_config(start: Path) -> Path:
     )
 
 
-def load_config(path: Path) -> Config:
-    """Load and validate ``path``; ConfigError lists every problem found, with lines."""
-    return parse_config(_read_text(path), str(path))
+def load_config(path: Path, *, check_store: bool = True) -> Config:
+    """Load and validate ``path``; ConfigError lists every problem found, with lines.
+
+    Beyond :func:`parse_config`, a sqlite ``store:`` is checked against the disk:
+    its folder must exist (relative paths are read from the folder of ``path``).
+    ``check_store=False`` skips that, for a caller whose store comes from
+    elsewhere (``--store`` or ``$RELEASER_STORE``).
+    """
+    from releaser.config.models import Config, rollout_group_context
+
+    return _validate(
+        Config,
+        _read_text(path),
+        str(path),
+        context=rollout_group_context,
+        root=path.resolve().parent if check_store else None,
+    )
 
 
-def load_settings(path: Path) -> WorkspaceSettings:
+def load_settings(path: Path, *, check_store: bool = True) -> WorkspaceSettings:
     """Load only the workspace-wide keys of ``path`` (store, mlflow, prompts).
 
     The other keys are not validated: a prompt command works while a service's
     section is being fixed. ConfigError lists every problem in these keys.
     """
     text = _read_text(path)
-    return _validate(WorkspaceSettings, text, str(path))
+    root = path.resolve().parent if check_store else None
+    return _validate(WorkspaceSettings, text, str(path), root=root)
 
 
 def parse_config(text: str, file: str = CONFIG_NAME) -> Config:
-    """Validate YAML ``text`` as a config; ``file`` only names it in problems."""
+    """Validate YAML ``text`` as a config; ``file`` only names it in problems.
+
+    Nothing is read from disk, so a sqlite ``store:`` folder is not checked here
+    (:func:`load_config` does).
+    """
     from releaser.config.models import Config, rollout_group_context
 
     return _validate(Config, text, file, context=rollout_group_context)
@@ -131,8 +160,12 @@ def _validate(
     file: str,
     *,
     context: Callable[[Any], dict[str, Any]] | None = None,
+    root: Path | None = None,
 ) -> M:
-    """Parse YAML ``text`` and validate it as ``model``, every problem located by line."""
+    """Parse YAML ``text`` and validate it as ``model``, every problem located by line.
+
+    ``root`` is the folder of the file, for the checks that look at the disk.
+    """
     try:
         loader = _LOADER(text)
         try:
@@ -166,17 +199,38 @@ def _validate(
                 )
             ]
         )
-    problems = list(duplicates)
+    # A model that ignores unknown keys (the workspace settings) looks at its own keys only.
+    own_keys = set(model.model_fields) if model.model_config.get("extra") == "ignore" else None
+    characters = _control_characters(node, file, own_keys)
+    problems = [*duplicates, *characters]
+    lines = _LineIndex(node)
     try:
         result = model.model_validate(data, context=context(data) if context else None)
     except ValidationError as exc:
-        lines = _LineIndex(node)
         errors = _drop_missing_misspelt(exc.errors(), model)
-        problems += [p for err in errors for p in _problems(err, lines, file, model)]
+        # A value already reported for its control character is not reported twice.
+        reported = {p.path for p in characters}
+        found = [p for err in errors for p in _problems(err, lines, file, model)]
+        problems += [p for p in found if p.path not in reported]
+    if root is not None and "store" in model.model_fields:
+        problems += _store_folder(data, root, lines, file, problems)
     if problems:
         problems.sort(key=lambda p: (p.line is None, p.line or 0, p.path))
         raise ConfigError(problems)
     return result
+
+
+def _store_folder(
+    data: dict[Any, Any], root: Path, lines: _LineIndex, file: str, known: list[ConfigProblem]
+) -> list[ConfigProblem]:
+    """The missing folder of a sqlite ``store:``, unless the value has a problem already."""
+    store = data.get("store")
+    if not isinstance(store, str) or any(p.path == "store" for p in known):
+        return []
+    found = store_folder_problem(store, root)
+    if found is None:
+        return []
+    return [_locate(lines, file, ("store",), *found, on_key=False)]
 
 
 def config_json_schema() -> dict[str, Any]:
@@ -263,6 +317,63 @@ def _duplicate_keys(node: yaml.Node, file: str, path: Loc = ()) -> list[ConfigPr
     return found
 
 
+def _control_characters(
+    node: yaml.Node, file: str, only: set[str] | None = None
+) -> list[ConfigProblem]:
+    """Every key or string holding a character no config string may hold (see _FORBIDDEN_CHAR).
+
+    With ``only``, just those top-level keys (and what is below them) are looked at.
+    """
+    found: list[ConfigProblem] = []
+    seen: set[int] = set()
+
+    def check(text: str, at: Loc, line: int, what: str) -> None:
+        bad = _FORBIDDEN_CHAR.search(text)
+        if bad is None:
+            return
+        code = ord(bad.group())
+        kind = "an unpaired surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
+        found.append(
+            ConfigProblem(
+                file,
+                line,
+                _dotted(at),
+                f"the {what} contains {kind} (U+{code:04X})",
+                "remove it: strings in releaser.yaml may hold tabs and line breaks but no "
+                "other control characters (a \\0 escape, for one, cannot be stored)",
+            )
+        )
+
+    def walk(n: yaml.Node, at: Loc, top: bool = False) -> None:
+        if id(n) in seen:  # anchors and aliases share nodes
+            return
+        seen.add(id(n))
+        if isinstance(n, yaml.ScalarNode) and isinstance(n.value, str):
+            check(n.value, at, n.start_mark.line + 1, "value")
+        elif isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                if top and only is not None and name not in only:
+                    continue
+                here = (*at, str(name))
+                if isinstance(key, yaml.ScalarNode):
+                    check(str(key.value), here, key.start_mark.line + 1, "key")
+                else:
+                    walk(key, here)
+                walk(value, here)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*at, i))
+
+    walk(node, (), top=True)
+    return found
+
+
+def _printable(text: str) -> str:
+    """``text`` with forbidden characters written as escapes, for paths in problems."""
+    return _FORBIDDEN_CHAR.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 @dataclass(frozen=True)
 class _Where:
     """Where a location landed in the file: the deepest node found and its key's line."""
@@ -304,7 +415,8 @@ class _LineIndex:
 def _dotted(path: Loc) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        name = _printable(str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out
 
 
@@ -396,6 +508,8 @@ def _describe(err: Any, leaf: Any) -> tuple[str, str | None]:
         hint = "the key has no value: fill it in or remove the key"
     elif kind == "string_type" and isinstance(value, bool | int | float):
         hint = "YAML read this as a number or true/false: put it in quotes"
+    elif kind == "finite_number":
+        hint = "give a finite number: .inf, .nan and numbers beyond 1e308 are not allowed"
     return f"{message} (got {_shorten(value)})", hint
 
 

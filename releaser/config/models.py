@@ -59,6 +59,7 @@ __all__ = [
 from releaser.config._common import (
     EMAIL_PATTERN,
     FUNCTION_PATTERN,
+    MAX_COUNT,
     PREDICT_PATTERN,
     SLUG_PATTERN,
     Issue,
@@ -113,7 +114,7 @@ class Owner(_Model):
 class EscalationContact(_Model):
     """Who to call when a release goes wrong, and when they can be reached."""
 
-    level: int = Field(ge=1, description="Escalation level: 1 is called first.")
+    level: int = Field(ge=1, le=MAX_COUNT, description="Escalation level: 1 is called first.")
     name: str = Field(min_length=1, description="Person, rota or team.")
     contact: str = Field(min_length=1, description="Channel, email or phone number.")
     hours: str = Field(

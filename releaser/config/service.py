@@ -15,8 +15,13 @@ from pydantic import (
     model_validator,
 )
 
+from promptregistry.model import alias_problem, name_problem
 from releaser.config._common import (
     FUNCTION_PATTERN,
+    MAX_BAKE_MINUTES,
+    MAX_COUNT,
+    MAX_DAYS,
+    MAX_TIMEOUT_S,
     PREDICT_PATTERN,
     Issue,
     RepoPath,
@@ -36,7 +41,9 @@ class ModelSpec(_Model):
 
     name: str = Field(min_length=1, description="Registered model name in the model registry.")
     alias: str | None = Field(default=None, description="Registry alias, e.g. champion.")
-    version: int | None = Field(default=None, ge=1, description="A pinned version number.")
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_COUNT, description="A pinned version number."
+    )
 
     @model_validator(mode="after")
     def _alias_or_version(self) -> ModelSpec:
@@ -53,10 +60,33 @@ class ModelSpec(_Model):
 
 
 class PromptSpec(_Model):
-    """A prompt the service renders, by name and the alias to resolve."""
+    """A prompt the service renders, by name and the alias to resolve.
+
+    Names and aliases follow the prompt registry's own rules (a name becomes a
+    folder of the file backend, so no path separators, '..' or control characters).
+    """
 
     name: str = Field(min_length=1, description="Prompt name in the prompt registry.")
     alias: str = Field(default="production", description="Alias to resolve at release time.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        found = name_problem(value)
+        if found is not None:
+            raise problem(
+                found,
+                hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            )
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def _safe_alias(cls, value: str) -> str:
+        found = alias_problem(value)
+        if found is not None:
+            raise problem(found, hint="for example: production, staging, canary")
+        return value
 
 
 def _name_object(value: Any) -> Any:
@@ -151,8 +181,15 @@ class NonRegression(_Model):
     confidence: float = Field(
         default=0.95, gt=0, lt=1, description="Confidence of the bootstrap interval."
     )
-    bootstrap_samples: int = Field(default=2000, ge=100, description="Bootstrap resamples.")
-    seed: int = Field(default=0, description="Seed of the bootstrap, so gates are repeatable.")
+    bootstrap_samples: int = Field(
+        default=2000, ge=100, le=1_000_000, description="Bootstrap resamples (at most a million)."
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**64 - 1,
+        description="Seed of the bootstrap, so gates are repeatable (0 to 2**64 - 1).",
+    )
 
 
 class EvalSuite(_Model):
@@ -180,11 +217,15 @@ class EvalSuite(_Model):
         default=None, ge=0, description="Largest drop allowed in any slice against the baseline."
     )
     slice_min_rows: int = Field(
-        default=20, ge=1, description="Slices with fewer rows are reported but not judged."
+        default=20,
+        ge=1,
+        le=MAX_COUNT,
+        description="Slices with fewer rows are reported but not judged.",
     )
     predict_timeout: float | None = Field(
         default=None,
         gt=0,
+        le=MAX_TIMEOUT_S,
         description="Seconds a predict may take on one row (a model's call on k rows: k "
         "times that); a call that takes longer counts as raised (TimeoutError) and is left "
         "behind, and a model's rows in it are tried one by one. null: no limit.",
@@ -192,6 +233,7 @@ class EvalSuite(_Model):
     max_consecutive_errors: int | None = Field(
         default=20,
         ge=1,
+        le=MAX_COUNT,
         description="Stop predicting a release after this many rows in a row raise (an "
         "endpoint that is down); the rows left are not predicted and the gate fails. "
         "null: predict every row.",
@@ -280,9 +322,14 @@ class RolloutStep(_Model):
         default_factory=list, description="Names of user groups (under 'groups') included."
     )
     percent: float = Field(ge=0, le=100, description="Share of everyone else, 0 to 100.")
-    bake_minutes: float = Field(default=0, ge=0, description="Minimum time before advancing.")
+    bake_minutes: float = Field(
+        default=0, ge=0, le=MAX_BAKE_MINUTES, description="Minimum time before advancing."
+    )
     min_samples: int = Field(
-        default=0, ge=0, description="Minimum requests per variant before deciding."
+        default=0,
+        ge=0,
+        le=MAX_COUNT,
+        description="Minimum requests per variant before deciding.",
     )
 
     @field_validator("groups")
@@ -379,7 +426,7 @@ class ApprovalRule(_Model):
     """How many people holding a role must approve."""
 
     role: str = Field(min_length=1, description="Role that approves, e.g. data-protection.")
-    count: int = Field(default=1, ge=1, description="How many distinct approvers.")
+    count: int = Field(default=1, ge=1, le=MAX_COUNT, description="How many distinct approvers.")
 
 
 class ChecklistItem(_Model):
@@ -399,7 +446,10 @@ class PhaseCriteria(_Model):
     approvals: list[ApprovalRule] = Field(default_factory=list, description="Sign-offs needed.")
     checklist: list[ChecklistItem] = Field(default_factory=list, description="Items to tick.")
     min_days_in_previous: float = Field(
-        default=0, ge=0, description="Days the service must have spent in the phase before."
+        default=0,
+        ge=0,
+        le=MAX_DAYS,
+        description="Days the service must have spent in the phase before.",
     )
 
     @model_validator(mode="after")

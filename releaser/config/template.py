@@ -76,9 +76,11 @@ prompts:
   backend: mlflow
   path: prompts
 
-# State store: sqlite by default (.releaser/state.db). For a shared postgresql:// store,
-# set RELEASER_STORE in the environment (a CI secret): never write a password here.
-# store: sqlite:///.releaser/state.db
+# State store: sqlite by default (.releaser/state.db). A path is read from this file's
+# folder (or give sqlite:///absolute/path/state.db); its folder must exist. For a shared
+# postgresql:// store, set RELEASER_STORE in the environment (a CI secret): never write
+# a password here.
+# store: .releaser/state.db
 
 # GitHub mirrors (optional; active in GitHub Actions when GITHUB_TOKEN and
 # GITHUB_REPOSITORY are set): deployment statuses that follow every rollout step,

@@ -13,8 +13,10 @@ from releaser.config import (
     config_json_schema,
     find_config,
     load_config,
+    load_settings,
 )
-from releaser.config.template import INIT_TEMPLATE
+from releaser.config.settings import sqlite_store_file
+from releaser.config.template import INIT_TEMPLATE, render_init_template
 from releaser.core.canonical import content_hash
 from releaser.errors import ConfigError, ConfigProblem, WorkspaceError
 
@@ -360,3 +362,301 @@ def test_json_schema_rejects_what_the_loader_rejects(old: str, new: str) -> None
 
     validator = jsonschema.Draft202012Validator(config_json_schema())
     assert list(validator.iter_errors(yaml.safe_load(edit(MINIMAL, old, new))))
+
+
+# --- what the file may point at, and what it may hold ---------------------------------------
+
+
+def test_the_rendered_init_template_still_validates(tmp_path: Path) -> None:
+    text = render_init_template("housing-repairs", "repair-classifier")
+    path = write(tmp_path, text)
+    cfg = load_config(path)
+    assert list(cfg.services) == ["repair-classifier"]
+    assert cfg.prompts.path == "prompts"
+    assert load_settings(path).prompts == cfg.prompts
+    # Its store example, uncommented, names the default file inside the repository
+    # (the folder is created by the first command that opens the store, not by validation).
+    text = edit(text, "# store: ", "store: ")
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.store is not None
+    assert sqlite_store_file(cfg.store, tmp_path) == tmp_path / ".releaser" / "state.db"
+    assert not (tmp_path / ".releaser").exists()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "words"),
+    [
+        (
+            "  path: prompts\n",
+            "  path: ../../elsewhere\n",
+            "prompts.path",
+            "outside the repository",
+        ),
+        (
+            "  path: prompts\n",
+            "  path: prompts/../../x\n",
+            "prompts.path",
+            "outside the repository",
+        ),
+        ("  path: prompts\n", "  path: /srv/prompts\n", "prompts.path", "is absolute"),
+        (
+            "      - path: data/golden.csv\n",
+            "      - path: ../data/golden.csv\n",
+            "services.case-triage.datasets[0].path",
+            "outside the repository",
+        ),
+        (
+            "      dataset: data/golden.csv\n",
+            "      dataset: /data/golden.csv\n",
+            "services.case-triage.eval.dataset",
+            "is absolute",
+        ),
+        (
+            "    irreversible: false\n",
+            "    irreversible: false\n    deploy: {target: docker, container: {context: ../srv}}\n",
+            "services.case-triage.deploy.container.context",
+            "outside the repository",
+        ),
+    ],
+)
+def test_paths_must_stay_inside_the_repository(
+    tmp_path: Path, old: str, new: str, path: str, words: str
+) -> None:
+    text = edit(INIT_TEMPLATE, old, new)
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == path
+    assert problem.line == line_of(text, new.split()[-1].strip("{}"))  # the path's line
+    assert words in problem.message
+    assert problem.hint is not None and "releaser.yaml" in problem.hint
+
+
+@pytest.mark.parametrize("folder", ["prompts/team-a", "./prompts", "data/../prompts", "."])
+def test_relative_prompt_folders_inside_the_repository_still_load(
+    tmp_path: Path, folder: str
+) -> None:
+    text = edit(INIT_TEMPLATE, "  path: prompts\n", f"  path: {folder}\n")
+    cfg = load_config(write(tmp_path, text))
+    assert not cfg.prompts.path.startswith(("/", ".."))
+
+
+@pytest.mark.parametrize(
+    ("prompts", "field", "words"),
+    [
+        ("      - ../../etc/passwd\n", "name", "contains a path separator"),
+        ("      - {name: a..b}\n", "name", "contains '..'"),
+        ("      - {name: case-triage-system, alias: ../x}\n", "alias", "alias '../x' is not valid"),
+        ("      - {name: case-triage-system, alias: a/b}\n", "alias", "is not valid"),
+        # A line feed is allowed in strings, but not at the end of an alias.
+        ('      - {name: case-triage-system, alias: "prod\\n"}\n', "alias", "is not valid"),
+    ],
+)
+def test_prompt_names_and_aliases_must_be_safe_identifiers(
+    tmp_path: Path, prompts: str, field: str, words: str
+) -> None:
+    text = edit(INIT_TEMPLATE, "      - case-triage-system\n", prompts)
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == f"services.case-triage.prompts[0].{field}"
+    assert problem.line == line_of(text, prompts.strip())
+    assert words in problem.message
+    assert problem.hint is not None
+
+
+@pytest.mark.parametrize(
+    "store",
+    ["{tmp}/missing/state.db", "sqlite://{tmp}/missing/state.db", "missing/state.db"],
+    ids=["absolute", "url", "relative"],
+)
+def test_a_sqlite_store_in_a_missing_folder_is_refused_and_nothing_is_created(
+    tmp_path: Path, store: str
+) -> None:
+    text = MINIMAL + f"store: {store.format(tmp=tmp_path.as_posix())}\n"
+    problem = only(problems_of(tmp_path, text))
+    assert (problem.path, problem.line) == ("store", line_of(text, "store:"))
+    assert f"{tmp_path / 'missing'}, does not exist" in problem.message
+    assert problem.hint is not None and "create the folder" in problem.hint
+    with pytest.raises(ConfigError):  # the commands that read only the settings too
+        load_settings(tmp_path / CONFIG_NAME)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_store_given_elsewhere_is_used_while_the_files_folder_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from releaser.api.workspace import open_workspace
+
+    write(tmp_path, MINIMAL + "store: missing/state.db\n")
+    elsewhere = str(tmp_path / "other.db")
+    # --store (or $RELEASER_STORE) replaces the file's store, so its folder is not needed...
+    for kwargs in ({"store_url": elsewhere}, {"store_url": elsewhere, "settings_only": True}):
+        ws = open_workspace(tmp_path, **kwargs)  # type: ignore[arg-type]
+        assert ws.store_url == elsewhere
+        assert ws.config.store == "missing/state.db"
+    monkeypatch.setenv("RELEASER_STORE", elsewhere)
+    assert open_workspace(tmp_path).store_url == elsewhere
+    # ...but without one, the file's store is the one used, and it is refused.
+    monkeypatch.delenv("RELEASER_STORE")
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_workspace(tmp_path)
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        ".releaser/state.db",  # the default folder: releaser creates it
+        "state/x.db",
+        "sqlite://{tmp}/state/x.db",
+        "{tmp}/state/x.db",
+        "postgresql://ops@db.example.org/releaser",  # not a file: not looked for
+        "host=db dbname=releaser",
+    ],
+)
+def test_sqlite_stores_in_existing_or_default_folders_load(tmp_path: Path, store: str) -> None:
+    (tmp_path / "state").mkdir()
+    text = MINIMAL + f"store: {store.format(tmp=tmp_path.as_posix())}\n"
+    assert load_config(write(tmp_path, text)).store
+    assert not (tmp_path / ".releaser").exists()
+
+
+@pytest.mark.parametrize(
+    ("store", "words"),
+    [
+        ("sqlite://relative.db", "needs an absolute path"),
+        ("sqlite:///x.db?mode=ro", "has options"),
+        ("mysql://db/releaser", "unknown state store scheme 'mysql'"),
+    ],
+)
+def test_store_urls_open_store_would_refuse_are_refused(
+    tmp_path: Path, store: str, words: str
+) -> None:
+    text = MINIMAL + f"store: {store}\n"
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == "store" and words in problem.message
+    assert problem.hint is not None and "sqlite:///" in problem.hint
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "words"),
+    [
+        (
+            "          min_samples: 100\n",
+            "          min_samples: 99999999999999999999999999999\n",
+            "services.case-triage.rollout.steps[0].min_samples",
+            "less than or equal to 1000000000000",
+        ),
+        (
+            "          percent: 25\n          bake_minutes: 240\n",
+            "          percent: 25\n          bake_minutes: .inf\n",
+            "services.case-triage.rollout.steps[2].bake_minutes",
+            "finite number (got inf)",
+        ),
+        (
+            "      latency_p95_ms: 800\n",
+            "      latency_p95_ms: .inf\n",
+            "services.case-triage.slos.latency_p95_ms",
+            "finite number (got inf)",
+        ),
+        (
+            "        latency_p95_ms: 1500\n",
+            "        latency_p95_ms: 1.0e+400\n",
+            "services.case-triage.rollout.guardrails.latency_p95_ms",
+            "finite number (got inf)",
+        ),
+        (
+            "        accuracy: 0.8\n",
+            "        accuracy: .nan\n",
+            "services.case-triage.eval.thresholds.accuracy",
+            "finite number (got nan)",
+        ),
+        (
+            "        max_drop: 0.02\n",
+            "        max_drop: .NaN\n",
+            "services.case-triage.eval.non_regression.max_drop",
+            "finite number (got nan)",
+        ),
+        (
+            "      error_rate: 0.01\n",
+            "      error_rate: .nan\n",
+            "services.case-triage.slos.error_rate",
+            "finite number (got nan)",
+        ),
+        (
+            "        min_days_in_previous: 14\n",
+            "        min_days_in_previous: -.inf\n",
+            "services.case-triage.phases.production.min_days_in_previous",
+            "finite number (got -inf)",
+        ),
+    ],
+)
+def test_numbers_must_be_finite_and_in_range(
+    tmp_path: Path, old: str, new: str, path: str, words: str
+) -> None:
+    text = edit(INIT_TEMPLATE, old, new)
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == path
+    assert problem.line == line_of(text, new.strip().splitlines()[-1])
+    assert words in problem.message
+    if "finite" in words:
+        assert problem.hint is not None and ".inf" in problem.hint
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "code"),
+    [
+        (
+            "    description: Routes council casework (emails, web forms) to the team that "
+            "handles it\n",
+            '    description: "a\\0b"\n',
+            "services.case-triage.description",
+            "U+0000",
+        ),
+        (
+            "    description: Council staff, by work email\n",
+            '    description: "staff \\e[31m"\n',
+            "groups.staff.description",
+            "U+001B",
+        ),
+        ("    role: ml-lead\n", '    role: "ml-lead\\r"\n', "owners[1].role", "U+000D"),
+        (
+            "      - council-017\n",
+            '      - "council-017\\x7f"\n',
+            "groups.pilot-councils.allow[0]",
+            "U+007F",
+        ),
+        ("  path: prompts\n", '  path: "prom\\x01pts"\n', "prompts.path", "U+0001"),
+    ],
+)
+def test_strings_with_control_characters_are_refused_with_their_place(
+    tmp_path: Path, old: str, new: str, path: str, code: str
+) -> None:
+    text = edit(INIT_TEMPLATE, old, new)
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == path
+    assert problem.line == line_of(text, new.strip().splitlines()[0])
+    assert f"contains a control character ({code})" in problem.message
+    assert problem.hint is not None and "tabs and line breaks" in problem.hint
+
+
+def test_a_control_character_in_a_key_is_named_printably(tmp_path: Path) -> None:
+    text = MINIMAL + 'groups:\n  "sta\\x01ff": {allow: [a]}\n'
+    problems = problems_of(tmp_path, text)
+    # Reported once (not also as an invalid group name), without the raw character.
+    assert [(p.path, p.line) for p in problems] == [("groups.sta\\x01ff", line_of(text, "sta"))]
+    assert "\x01" not in problems[0].render()
+
+
+def test_tabs_and_line_breaks_are_allowed_in_strings(tmp_path: Path) -> None:
+    text = edit(MINIMAL, "  case-triage:\n", '  case-triage:\n    description: "a\\tb\\nc"\n')
+    assert load_config(write(tmp_path, text)).service("case-triage").description == "a\tb\nc"
+
+
+def test_settings_only_loading_looks_for_control_characters_in_its_own_keys(
+    tmp_path: Path,
+) -> None:
+    text = edit(MINIMAL, "  case-triage:\n", '  case-triage:\n    description: "a\\0b"\n')
+    path = write(tmp_path, text)
+    assert load_settings(path).prompts.path == "prompts"  # the services part is not read
+    write(tmp_path, text + 'prompts: {backend: file, path: "p\\0"}\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path)
+    assert [p.path for p in exc.value.problems] == ["prompts.path"]

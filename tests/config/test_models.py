@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from releaser.config import (
     AttributeRule,
@@ -14,8 +14,11 @@ from releaser.config import (
     ScorerSpec,
     Service,
     UserGroup,
+    WorkspaceSettings,
     default_rollout_plan,
 )
+from releaser.config._common import _Model
+from releaser.config.deploy import DeploySpec
 from releaser.core.routing import GroupDef
 from releaser.errors import NotFound
 
@@ -336,3 +339,97 @@ def test_service_names_are_slugs() -> None:
         Config.model_validate(config_data(services={"Case_Triage": service_data()}))
     with pytest.raises(ValidationError):
         Config.model_validate(config_data(services={}))
+
+
+def _config_models() -> list[type[BaseModel]]:
+    """Every model of releaser.yaml: the subclasses of the shared base, however deep."""
+    import releaser.config.models  # noqa: F401 - defines the service and deploy models
+
+    found: list[type[BaseModel]] = []
+    todo: list[type[BaseModel]] = [_Model]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_config_model_refuses_infinity_and_nan() -> None:
+    models = _config_models()
+    assert {Config, Service, RolloutPlan, DeploySpec, WorkspaceSettings} <= set(models)
+    assert [m.__name__ for m in models if m.model_config.get("allow_inf_nan") is not False] == []
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda v: RolloutPlan.model_validate(_plan(("a", 100)) | {"alpha": v}), "alpha"),
+        (
+            lambda v: Service.model_validate(service_data(slos={"latency_p95_ms": v})),
+            "latency_p95_ms",
+        ),
+        (lambda v: Service.model_validate(_eval(thresholds={"accuracy": v})), "accuracy"),
+        (lambda v: DeploySpec.model_validate({"target": "docker", "timeout_s": v}), "timeout_s"),
+    ],
+)
+def test_floats_must_be_finite(build: Any, field: str, value: float) -> None:
+    with pytest.raises(ValidationError) as exc:
+        build(value)
+    assert field in messages(exc) and "finite number" in messages(exc)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"bootstrap_samples": 10**7}, "less than or equal to 1000000"),
+        ({"seed": -1}, "greater than or equal to 0"),
+        ({"seed": 2**64}, "less than or equal to 18446744073709551615"),
+    ],
+)
+def test_bootstrap_settings_are_bounded(overrides: dict[str, Any], expected: str) -> None:
+    nr = {"metric": "accuracy", **overrides}
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate(_eval(non_regression=nr))
+    assert expected in messages(exc)
+
+
+def test_counts_and_durations_are_bounded() -> None:
+    for step in ({"min_samples": 10**12 + 1}, {"bake_minutes": 525_601}):
+        with pytest.raises(ValidationError):
+            RolloutPlan.model_validate({"steps": [{"name": "a", "percent": 100, **step}]})
+    with pytest.raises(ValidationError, match="less than or equal to 86400"):
+        Service.model_validate(_eval(predict_timeout=86_401))
+    RolloutPlan.model_validate(
+        {"steps": [{"name": "a", "percent": 100, "min_samples": 10**12, "bake_minutes": 525_600}]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "words"),
+    [
+        ({"name": "../../etc/passwd"}, "contains a path separator"),
+        ({"name": "a\x00b"}, "contains a control character (U+0000)"),
+        ({"name": "p", "alias": "../x"}, "alias '../x' is not valid"),
+        ({"name": "p", "alias": "production\n"}, "is not valid"),
+        ({"name": "p", "alias": "latest"}, "is reserved"),
+    ],
+)
+def test_prompt_names_and_aliases_follow_the_registry_rules(
+    prompt: dict[str, str], words: str
+) -> None:
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate(service_data(prompts=[prompt]))
+    assert words in messages(exc)
+    svc = Service.model_validate(service_data(prompts=["case-triage.system_v2", "x"]))
+    assert [p.alias for p in svc.prompts] == ["production", "production"]
+
+
+@pytest.mark.parametrize("path", ["../elsewhere", "/srv/prompts", "a/../../b", "C:\\prompts"])
+def test_the_prompt_folder_stays_inside_the_repo(path: str) -> None:
+    with pytest.raises(ValidationError):
+        Config.model_validate(config_data(prompts={"backend": "file", "path": path}))
+    with pytest.raises(ValidationError):
+        WorkspaceSettings.model_validate({"prompts": {"backend": "file", "path": path}})
+    ok = Config.model_validate(config_data(prompts={"backend": "file", "path": "a/../b/"}))
+    assert ok.prompts.path == "b"

@@ -16,7 +16,7 @@ from promptregistry import (
     validate_alias,
     validate_name,
 )
-from promptregistry.model import name_problem
+from promptregistry.model import alias_problem, name_problem
 
 
 @pytest.mark.parametrize(
@@ -42,6 +42,11 @@ def test_good_names(good: str) -> None:
         ("_private", "must start with a letter or a digit"),
         ("café", "contains 'é'; only letters, digits, '.', '_' and '-' are allowed"),
         ("a:b", "contains ':'"),
+        ("../../etc/passwd", "contains a path separator"),
+        ("..\\..\\x", "contains a path separator"),
+        ("a\x00b", "contains a control character (U+0000)"),
+        ("name\n", "contains a control character (U+000A)"),
+        ("esc\x1b[31m", "contains a control character (U+001B)"),
     ],
 )
 def test_bad_names_say_what_is_wrong(bad: str, message: str) -> None:
@@ -61,12 +66,25 @@ def test_aliases() -> None:
             validate_alias(bad)
 
 
+@pytest.mark.parametrize(
+    "bad", ["../x", "x/y", "x\\y", "..", "a\x00", "a\tb", "production\n", "canary\r\n"]
+)
+def test_aliases_are_identifiers_not_paths(bad: str) -> None:
+    # 'production\n' used to pass: the pattern's '$' also matches before a final line feed.
+    assert alias_problem(bad) is not None
+    with pytest.raises(InvalidPrompt, match="alias") as info:
+        validate_alias(bad)
+    assert info.value.hint
+
+
 def test_variables_must_have_known_types_and_plain_names() -> None:
     PromptSpec(name="p", template="{{ a }}", variables={"a": "str", "b": "dict"})
     with pytest.raises(ValidationError, match="variables.a"):
         PromptSpec(name="p", template="{{ a }}", variables={"a": "string"})
     with pytest.raises(ValidationError, match="variable name '_a' is not valid"):
         PromptSpec(name="p", template="{{ _a }}", variables={"_a": "str"})
+    with pytest.raises(ValidationError, match="variable name 'a\\\\n' is not valid"):
+        PromptSpec(name="p", template="{{ a }}", variables={"a\n": "str"})
 
 
 def test_parameters_must_be_finite_json() -> None:
