@@ -21,6 +21,7 @@ from promptregistry.errors import InvalidPrompt
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "MAX_SPEC_BYTES",
     "AliasAction",
     "AliasChange",
     "PromptSpec",
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 MAX_NAME_LENGTH = 128
+# A spec file is a template and a few fields: 1 MiB is far beyond a real one, and a read
+# of anything larger (or of /dev/zero) stops there instead of filling memory.
+MAX_SPEC_BYTES = 1024 * 1024
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 VARIABLE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
@@ -259,18 +263,54 @@ def spec_from_mapping(data: object, *, source: str = "spec") -> PromptSpec:
         ) from None
 
 
+def _read_spec_text(path: Path) -> str:
+    """The text of a spec file: a regular file of at most MAX_SPEC_BYTES, in UTF-8."""
+    import os
+    import stat
+
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InvalidPrompt(
+            f"cannot read prompt spec {path}: {exc.strerror or exc}", hint="check the path"
+        ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidPrompt(
+                f"prompt spec {path} is not a regular file",
+                hint="give the path of a YAML spec file (devices, pipes and folders are refused)",
+            )
+        os.set_blocking(fd, True)
+        data = b""
+        while len(data) <= MAX_SPEC_BYTES:
+            chunk = os.read(fd, MAX_SPEC_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SPEC_BYTES:
+        raise InvalidPrompt(
+            f"prompt spec {path} is larger than {MAX_SPEC_BYTES // 1024} KiB",
+            hint="a spec holds one template and a few fields; check that this is the right file",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InvalidPrompt(
+            f"prompt spec {path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})",
+            hint="save the spec as UTF-8; a binary file is not a prompt spec",
+        ) from None
+
+
 def load_spec_file(path: str | Path) -> PromptSpec:
     """Read a YAML spec file (name, template, variables, parameters, metadata, ...)."""
     import yaml
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidPrompt(
-            f"cannot read prompt spec {path}: {exc.strerror or exc}",
-            hint="check the path",
-        ) from None
+    text = _read_spec_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

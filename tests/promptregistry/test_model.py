@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from promptregistry import (
     validate_alias,
     validate_name,
 )
-from promptregistry.model import alias_problem, name_problem
+from promptregistry.model import MAX_SPEC_BYTES, alias_problem, name_problem
 
 
 @pytest.mark.parametrize(
@@ -194,3 +195,25 @@ def test_unquoted_template_braces_get_a_hint(tmp_path: Path) -> None:
 def test_missing_spec_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidPrompt, match="cannot read prompt spec"):
         load_spec_file(tmp_path / "nope.yaml")
+
+
+def test_spec_files_that_are_not_small_utf8_text_are_refused_without_reading_them_whole(
+    tmp_path: Path,
+) -> None:
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"name: x\ntemplate: |\n  hi\n\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(InvalidPrompt, match=r"model\.bin:4: not UTF-8 text \(byte 0x89\)"):
+        load_spec_file(binary)
+    big = tmp_path / "big.yaml"
+    big.write_text("name: x\ntemplate: " + "a" * MAX_SPEC_BYTES + "\n")
+    with pytest.raises(InvalidPrompt, match="larger than 1024 KiB"):
+        load_spec_file(big)
+    # A device is refused before a byte is read (/dev/zero never ends).
+    with pytest.raises(InvalidPrompt, match="not a regular file"):
+        load_spec_file("/dev/zero")
+    with pytest.raises(InvalidPrompt, match="not a regular file"):
+        load_spec_file(tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # no writer: a plain open would wait for one
+    with pytest.raises(InvalidPrompt, match="not a regular file"):
+        load_spec_file(fifo)
