@@ -105,6 +105,12 @@ def read_dataset_bytes(root: Path, ref: DatasetRef) -> bytes:
     return open_dataset(root, ref.path, ref.rev)
 
 
+# Bounds on a golden set's rows: a cell (or a JSON Lines row) of 4 MiB holds a long
+# document; nesting is for a value or two, not a tree.
+MAX_CELL_CHARS = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 32
+
+
 class _CsvReader(Protocol):
     """What ``csv.reader`` returns: rows of cells, and how many lines it has read."""
 
@@ -130,6 +136,13 @@ def _parse(path: str, data: bytes) -> tuple[list[dict[str, Any]], list[int]]:
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
+            if len(line) > MAX_CELL_CHARS:
+                raise BadInput(
+                    f"golden set {path}:{number}: the line is longer than "
+                    f"{MAX_CELL_CHARS:,} characters",
+                    hint="a golden row is one JSON object of questions and labels; split or "
+                    "shorten it",
+                )
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -137,6 +150,13 @@ def _parse(path: str, data: bytes) -> tuple[list[dict[str, Any]], list[int]]:
                     f"golden set {path}:{number}: not valid JSON ({exc.msg})",
                     hint="each line must be one JSON object",
                 ) from exc
+            except RecursionError:
+                value = None  # nested too deep for the parser: reported below
+            if value is None or _depth_over(value, MAX_JSON_DEPTH):
+                raise BadInput(
+                    f"golden set {path}:{number}: nested more than {MAX_JSON_DEPTH} levels deep",
+                    hint="a golden row is a flat JSON object of columns; nest values less deeply",
+                )
             if not isinstance(value, dict):
                 raise BadInput(
                     f"golden set {path}:{number}: expected a JSON object per line",
@@ -147,12 +167,38 @@ def _parse(path: str, data: bytes) -> tuple[list[dict[str, Any]], list[int]]:
         return rows, lines
     if lower.endswith((".csv", ".tsv")):
         dialect = "excel-tab" if lower.endswith(".tsv") else "excel"
+        # The csv module's own cell limit (131,072 characters) is process-wide state;
+        # releaser's is set each time so a long document in a cell is read, up to a bound.
+        csv.field_size_limit(MAX_CELL_CHARS)
         reader = csv.reader(io.StringIO(text, newline=""), dialect=dialect)
-        return _csv_rows(reader, lines), lines
+        try:
+            return _csv_rows(reader, lines), lines
+        except csv.Error as exc:
+            raise BadInput(
+                f"golden set {path}:{reader.line_num}: {exc}",
+                hint=f"a cell may hold up to {MAX_CELL_CHARS:,} characters; check the quoting "
+                "of the row (an unclosed quote runs to the end of the file)",
+            ) from None
     raise BadInput(
         f"golden set {path}: unsupported format",
         hint="use a .csv, .tsv or .jsonl file for the eval dataset",
     )
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` holds lists or objects nested more than ``limit`` deep."""
+    level: list[Any] = [value]
+    for _ in range(limit + 1):
+        below: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                below.extend(item.values())
+            elif isinstance(item, list):
+                below.extend(item)
+        if not below:
+            return False
+        level = below
+    return True
 
 
 def _csv_rows(reader: _CsvReader, lines: list[int] | None = None) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import random
 import sys
@@ -13,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from releaser.api.gate_inputs import _csv_rows, _import_fresh, importable_from, parse_golden
+from releaser.api.gate_inputs import (
+    MAX_CELL_CHARS,
+    MAX_JSON_DEPTH,
+    _csv_rows,
+    _import_fresh,
+    importable_from,
+    parse_golden,
+)
 from releaser.config.service import EvalSuite
 from releaser.errors import BadInput
 
@@ -53,6 +61,34 @@ def test_bad_csv_is_refused_with_a_located_message(data: bytes, message: str) ->
     with pytest.raises(BadInput, match=message) as err:
         parse_golden("g.csv@abc", "g.csv", data, SUITE)
     assert err.value.hint
+
+
+def test_long_cells_are_read_up_to_the_bound_and_refused_past_it_with_their_line() -> None:
+    # Beyond the csv module's own 131,072-character limit, within releaser's.
+    long = "x" * 200_000
+    rows, _ = parse_golden("g.csv@abc", "g.csv", _csv("a,web,waste", f"{long},web,noise"), SUITE)
+    assert rows[1]["text"] == long
+    too_long = "x" * (MAX_CELL_CHARS + 1)
+    with pytest.raises(BadInput, match=r"g\.csv:3: field larger than field limit") as err:
+        parse_golden("g.csv@abc", "g.csv", _csv("a,web,waste", f"{too_long},web,noise"), SUITE)
+    assert err.value.hint is not None and "4,194,304 characters" in err.value.hint
+    row = json.dumps({"text": too_long, "channel": "web", "queue": "x"})
+    with pytest.raises(BadInput, match=r"g\.jsonl:1: the line is longer than"):
+        parse_golden("g.jsonl@abc", "g.jsonl", row.encode(), SUITE)
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 100_000])
+def test_json_lines_nested_too_deep_are_refused_with_their_line(depth: int) -> None:
+    good = b'{"text": "a", "channel": "web", "queue": "q"}\n'
+    deep = b'{"text": ' + b"[" * depth + b"]" * depth + b', "channel": "web", "queue": "q"}\n'
+    with pytest.raises(BadInput, match=f"g.jsonl:2: nested more than {MAX_JSON_DEPTH}"):
+        parse_golden("g.jsonl@abc", "g.jsonl", good + deep, SUITE)
+    # At the bound itself (the row object is one level) the row reads.
+    ok = b'{"text": ' + b"[" * (MAX_JSON_DEPTH - 1) + b"]" * (MAX_JSON_DEPTH - 1)
+    rows, _ = parse_golden(
+        "g.jsonl@abc", "g.jsonl", good + ok + b', "channel": "w", "queue": "q"}', SUITE
+    )
+    assert len(rows) == 2
 
 
 def test_json_lines_with_mixed_label_types_are_refused() -> None:
