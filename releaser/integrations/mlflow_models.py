@@ -156,8 +156,15 @@ class MlflowModelRegistry:
     @contextmanager
     def _calling(self, what: str) -> Iterator[MlflowClient]:
         """Bound retries, and turn MLflow's failures into releaser errors with hints."""
-        client = self.client
         with bounded_http():
+            try:
+                # Opening a sqlite registry reads its schema: a corrupt file fails here.
+                client = self.client
+            except Exception as exc:
+                translated = self._translate(exc, what)
+                if translated is exc:
+                    raise
+                raise translated from exc
             try:
                 yield client
             except ReleaserError:
@@ -174,6 +181,15 @@ class MlflowModelRegistry:
         where = redact_url(self.registry_uri)
         # MLflow puts the request URL, password included, into its error messages.
         secrets = [urlsplit(u).password or "" for u in (self.tracking_uri, self.registry_uri)]
+        broken = _database_error(exc)
+        if broken is not None:
+            return ExternalUnavailable(
+                f"the MLflow registry database at {where} cannot be read while {what}: "
+                f"{scrub(broken, secrets)}",
+                hint="the file is damaged or is not an MLflow database: restore it from a "
+                "backup (or point mlflow.registry_uri at the right one); the release state in "
+                "releaser's store is untouched",
+            )
         if _is_transport_error(exc):
             return ExternalUnavailable(
                 f"MLflow at {where} failed while {what}: {scrub(str(exc), secrets)}",
@@ -412,6 +428,21 @@ class MlflowModelRegistry:
 
         uri = add_databricks_profile_info_to_artifact_uri(artifact_uri, self.tracking_uri)  # type: ignore[no-untyped-call]
         return get_artifact_repository(uri, tracking_uri=self.tracking_uri)
+
+
+def _database_error(exc: BaseException) -> str | None:
+    """The driver's message when ``exc`` comes from a database that cannot be read."""
+    import sqlite3
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        # Not OperationalError ("database is locked" passes) nor IntegrityError (an answer).
+        if isinstance(seen, sqlite3.DatabaseError) and not isinstance(
+            seen, sqlite3.OperationalError | sqlite3.IntegrityError
+        ):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _is_transport_error(exc: BaseException) -> bool:

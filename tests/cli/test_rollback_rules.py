@@ -190,3 +190,26 @@ def test_a_team_on_postgresql_drills_on_a_scratch_schema_of_its_own_server(
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _garbage(data: bytes) -> bytes:
+    return b"this is not an sqlite database" * 200
+
+
+def _pages_zeroed(data: bytes) -> bytes:
+    # The header stays; the pages of the schema and the tables after it are gone.
+    return data[:100] + bytes(len(data) - 100)
+
+
+@pytest.mark.parametrize("corrupt", [_garbage, _pages_zeroed])
+def test_a_corrupt_mlflow_registry_is_an_unavailable_dependency_not_a_crash(
+    release_ws: ExampleWorkspace, cli, released, corrupt
+) -> None:
+    root = release_ws.root
+    released(root)
+    _promote(root)
+    db = next(p for p in root.rglob("mlflow.db"))
+    db.write_bytes(corrupt(db.read_bytes()))
+    res = cli("reconcile", SERVICE, "--check")
+    assert res.code == 3, res.err
+    assert "malformed" in res.err and "Traceback" not in res.err

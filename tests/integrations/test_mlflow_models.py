@@ -333,3 +333,18 @@ def test_alias_mlflow_rejects_is_bad_input(workspace_copy: ExampleWorkspace) -> 
     # MLflow reserves "latest" and "v<number>" as alias names
     with pytest.raises(BadInput, match="MLflow rejected"):
         _registry(workspace_copy).set_alias("case-triage", "latest", 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keep", [0, 100], ids=["garbage", "header-only"])
+def test_a_corrupt_sqlite_registry_is_unavailable_with_its_error_not_a_crash(
+    workspace_copy: ExampleWorkspace, keep: int
+) -> None:
+    db = workspace_copy.root / "mlflow.db"
+    data = db.read_bytes()
+    db.write_bytes(data[:keep] + b"\x5a" * (len(data) - keep))
+    for wal in db.parent.glob("mlflow.db-*"):
+        wal.unlink()
+    with pytest.raises(ExternalUnavailable, match="cannot be read") as err:
+        _registry(workspace_copy).get_alias("case-triage", "champion")
+    assert err.value.hint is not None and "backup" in err.value.hint
