@@ -133,3 +133,76 @@ def test_templates_compile_once_per_content() -> None:
     assert compile_template(same_content) is first
     changed = SPEC.model_copy(update={"template": SPEC.template + "!"})
     assert compile_template(changed) is not first
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        # Loops and calls count as steps, all together.
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "more than 1,000,000 loop iterations and calls",
+        ),
+        ("{% for i in range(100000) %}{{ i % 10 }}{{ i % 7 }}{% endfor %}", None),
+        ("{{ text * 100000000 }}", "a value of more than 1,000,000 characters"),
+        ("{{ [text] * 100000000 }}", "a value of more than 1,000,000 characters"),
+        ("{{ text|center(2000000000) }}", "a width or count of more than 1,000,000"),
+        ("{{ text.ljust(2000000000) }}", "a width or count of more than 1,000,000"),
+        ("{{ '%2000000000s' % text }}", "a format with a width of a million"),
+        ("{{ '%2000000000s'|format(text) }}", "a format with a width of a million"),
+        ("{{ '{:>2000000000}'.format(text) }}", "a format with a width of a million"),
+        ("{{ 2 ** 100000000 }}", "an integer of more than 4096 bits"),
+        ("{{ n * n * n * n }}", None),
+        # A value that doubles on each call stops when it gets big, not when memory runs out.
+        (
+            "{% macro d(s, k) %}{% if k %}{{ d(s ~ s, k - 1) }}{% else %}{{ s|length }}"
+            "{% endif %}{% endmacro %}{{ d(text, 64) }}",
+            "a value of more than 1,000,000 characters",
+        ),
+        ("{% macro r() %}{{ r() }}{% endmacro %}{{ r() }}", "macros call each other too deeply"),
+        ("{% for i in range(100000) %}{{ text * 11 }}{% endfor %}", "characters of output"),
+    ],
+)
+def test_renders_stop_at_their_limits_before_the_memory_or_time_is_spent(
+    template: str, words: str | None
+) -> None:
+    spec = PromptSpec(name="p", template=template, variables={"text": "str", "n": "int"})
+    if words is None:  # near the limits, but within them
+        assert render(spec, text="ab", n=10**9)
+        return
+    with pytest.raises(RenderError, match=words) as err:
+        render(spec, text="ab", n=10**9)
+    assert err.value.hint is not None
+
+
+def test_a_render_that_calls_without_end_stops_at_the_time_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from promptregistry import rendering
+
+    # 2**40 macro calls, each under every other limit; a short clock makes the test quick.
+    monkeypatch.setattr(rendering, "LIMITS", rendering.RenderLimits(seconds=0.2))
+    spec = PromptSpec(
+        name="p",
+        template="{% macro f(k) %}{% if k %}{{ f(k - 1) }}{{ f(k - 1) }}{% endif %}{% endmacro %}"
+        "{{ f(40) }}",
+    )
+    with pytest.raises(RenderError, match=r"longer than 0\.2 s"):
+        render(spec)
+
+
+def test_namespace_the_one_mutable_object_is_not_offered() -> None:
+    spec = PromptSpec(name="p", template="{% set ns = namespace(a=1) %}{{ ns.a }}")
+    with pytest.raises(RenderError, match="'namespace' is undefined"):
+        render(spec)
+
+
+def test_loops_keep_their_loop_variables_and_else_branches() -> None:
+    spec = PromptSpec(
+        name="p",
+        template="{% for x in items %}{{ loop.index }}/{{ loop.length }}:{{ x }}"
+        "{% if not loop.last %},{% endif %}{% else %}none{% endfor %}",
+        variables={"items": "list"},
+    )
+    assert render(spec, items=["a", "b", "c"]) == "1/3:a,2/3:b,3/3:c"
+    assert render(spec, items=[]) == "none"
