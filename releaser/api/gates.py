@@ -31,7 +31,12 @@ from releaser.api.gate_predict import (
     predict_release,
     resolve_function,
 )
-from releaser.api.releases import get_release, get_service_release
+from releaser.api.releases import (
+    get_release,
+    get_service_release,
+    pinned_drift,
+    pinned_drift_warning,
+)
 from releaser.core.audit import EventDraft
 from releaser.core.gate_eval import NonRegressionRule, evaluate_gate
 from releaser.core.release import GATE_RECORD, gate_key
@@ -442,7 +447,13 @@ def run_gate(
         run_id, warning = previous.mlflow_run_id, None
     else:
         run_id, warning = _log_mlflow(ws, report)
-    warnings = [*report.warnings, *unstored, *([warning] if warning else [])]
+    drift = pinned_drift_warning("eval suite", release.id, pinned_drift(ws, release, "eval"))
+    warnings = [
+        *([drift] if drift else []),
+        *report.warnings,
+        *unstored,
+        *([warning] if warning else []),
+    ]
     report = report.model_copy(update={"mlflow_run_id": run_id, "warnings": warnings})
     key = _key(service, release.id)
     for _attempt in range(3):

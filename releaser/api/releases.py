@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,9 @@ from releaser.core.release import (
     Release,
     ReleaseContent,
     diff_content,
+    diff_values,
 )
-from releaser.errors import BadInput, NotFound, StateConflict, WorkspaceError
+from releaser.errors import BadInput, NotFound, ReleaserError, StateConflict, WorkspaceError
 from releaser.store.base import Write
 
 __all__ = [
@@ -28,6 +30,8 @@ __all__ = [
     "get_release",
     "get_service_release",
     "list_releases",
+    "pinned_drift",
+    "pinned_drift_warning",
 ]
 
 RELEASE_KIND = RELEASE_RECORD
@@ -226,3 +230,43 @@ def diff_releases(ws: Workspace, a: str, b: str) -> ReleaseDiff:
         for name in changed:
             text_diffs[name] = prompt_text_diff(ws, name, pa[name].version, pb[name].version)
     return ReleaseDiff(ra, rb, changes, text_diffs)
+
+
+def pinned_drift(ws: Workspace, release: Release, key: str) -> list[FieldChange]:
+    """How ``key`` of the service's section in releaser.yaml differs now from ``release``'s.
+
+    A release pins its whole service section (rollout plan, eval thresholds,
+    guardrails), so it is judged by the rules it was released with; this says
+    what an edit since would have changed, field by field. Nothing when the file
+    cannot be read (there is nothing to compare with).
+    """
+    try:
+        current = ws.config.service(release.service).model_dump(mode="json", by_alias=True)
+    except ReleaserError:
+        return []
+    pinned = release.content.config.get(key)
+    now = current.get(key)
+    if pinned == now:
+        return []
+    return diff_values({key: pinned}, {key: now})
+
+
+def pinned_drift_warning(what: str, release_id: str, drift: list[FieldChange]) -> str | None:
+    """One line for people naming the drift from :func:`pinned_drift`, or None."""
+    if not drift:
+        return None
+    shown = "; ".join(
+        f"{c.path}: {_short(c.before)} pinned, {_short(c.after)} in the file" for c in drift[:5]
+    )
+    more = f" (and {len(drift) - 5} more)" if len(drift) > 5 else ""
+    return (
+        f"releaser.yaml's {what} differs from the one release {release_id} pinned; the "
+        f"pinned one is used: {shown}{more}. To use the new one, commit it and create a release"
+    )
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # bake_minutes: 60, not 60.0
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -21,13 +21,19 @@ from releaser.api import journal
 from releaser.api.context import current_actor, utc_now
 from releaser.api.effects import prepare_targets
 from releaser.api.journal import PRODUCTION_ALIAS
-from releaser.api.releases import get_release, get_service_release
+from releaser.api.releases import (
+    get_release,
+    get_service_release,
+    pinned_drift,
+    pinned_drift_warning,
+)
 from releaser.api.routes import build_route, route_write
 from releaser.api.workspace import Workspace
+from releaser.config.service import RolloutPlan
 from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
 from releaser.core.effects import ChangeStatus, SideEffect, TrafficChange
-from releaser.core.release import Release
+from releaser.core.release import FieldChange, Release
 from releaser.errors import BadInput, ConfigError, NotFound, WorkspaceError
 from releaser.store.base import Record, Write
 
@@ -39,12 +45,14 @@ __all__ = [
     "PRODUCTION_ALIAS",
     "AdvanceResult",
     "LiveCheck",
+    "PinnedPlan",
     "ServiceState",
     "SideEffect",
     "TransitionResult",
     "abort_rollout",
     "advance_rollout",
     "pause_rollout",
+    "pinned_plan",
     "promote_rollout",
     "resume_rollout",
     "service_state",
@@ -82,6 +90,7 @@ class TransitionResult:
 
     rollout: ro.Rollout
     side_effects: list[SideEffect] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -280,8 +289,30 @@ def _change(
 # --- transitions ---------------------------------------------------------------------------
 
 
-def _steps(ws: Workspace, service: str) -> list[ro.StepPlan]:
-    plan = ws.config.service(service).rollout
+@dataclass(frozen=True)
+class PinnedPlan:
+    """The rollout plan a release pinned, and how releaser.yaml's differs from it now."""
+
+    plan: RolloutPlan
+    drift: list[FieldChange]
+
+    def warning(self, release_id: str) -> str | None:
+        """One line for people when the working tree differs, else None."""
+        return pinned_drift_warning("rollout plan", release_id, self.drift)
+
+
+def pinned_plan(ws: Workspace, release: Release) -> PinnedPlan:
+    """The rollout plan (steps, bakes, guardrails, alpha) ``release`` pinned at creation.
+
+    The plan is part of the release's content, so of its id: a rollout is judged by
+    the rules it was released with. An edit to releaser.yaml since is reported as
+    drift (field by field), never applied.
+    """
+    pinned = RolloutPlan.model_validate(release.content.config.get("rollout", {}))
+    return PinnedPlan(pinned, pinned_drift(ws, release, "rollout"))
+
+
+def _steps(plan: RolloutPlan) -> list[ro.StepPlan]:
     return [
         ro.StepPlan(
             name=s.name,
@@ -313,6 +344,10 @@ def start_rollout(
     """
     now = now or utc_now()
     release = get_service_release(ws, service, release_ref)
+    pinned = pinned_plan(ws, release)
+    plan = pinned.plan
+    warning = pinned.warning(release.id)
+    warnings = [warning] if warning else []
     journal.settle(ws, service=service)  # what an earlier change owes lands first
     state, version = _state_record(ws, service)
     if state.active_rollout is not None:
@@ -358,16 +393,17 @@ def start_rollout(
             baseline=None,
             candidate=release.id,
             seed=release.bucketing_seed,
-            steps=_steps(ws, service),
+            steps=_steps(plan),
             now=now,
         )
-        return TransitionResult(ro.promote(placeholder, now=now, reason="initial"), effects)
+        return TransitionResult(
+            ro.promote(placeholder, now=now, reason="initial"), effects, warnings
+        )
     if initial:
         raise BadInput(
             f"{service} already has a stable release ({state.stable})",
             hint="drop --initial to roll the new release out step by step",
         )
-    plan = ws.config.service(service).rollout
     rollout_id = f"{service}-{state.rollouts + 1}"
     actor = current_actor().name
     rollout = ro.start(
@@ -376,7 +412,7 @@ def start_rollout(
         baseline=state.stable,
         candidate=release.id,
         seed=release.bucketing_seed,
-        steps=_steps(ws, service),
+        steps=_steps(plan),
         now=now,
         alpha=plan.alpha,
         guardrails={k: v for k, v in plan.guardrails.model_dump().items() if v is not None},
@@ -404,9 +440,11 @@ def start_rollout(
             "step": rollout.current.name,
             "percent": rollout.current.percent,
             "groups": rollout.current.groups,
+            # The plan is the release's; a different one in the file is noted, not used.
+            **({"plan_drift": [c.path for c in pinned.drift]} if pinned.drift else {}),
         },
     )
-    return TransitionResult(rollout, targets)
+    return TransitionResult(rollout, targets, warnings)
 
 
 LiveCheck = Literal["idle", "paused"]

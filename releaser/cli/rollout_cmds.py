@@ -41,12 +41,20 @@ def _effects(effects: list[SideEffect]) -> None:
 
 def _result(res: TransitionResult, as_json: bool, verb: str) -> None:
     from releaser.cli.github import set_outputs
-    from releaser.cli.output import emit_json, say
+    from releaser.cli.output import emit_json, say, warn
 
     r = res.rollout
     set_outputs({"rollout_id": r.id, "status": r.status, "step": str(r.step)})
+    for text in res.warnings:
+        warn(text)
     if as_json:
-        emit_json({"rollout": r.to_value(), "side_effects": [e.__dict__ for e in res.side_effects]})
+        emit_json(
+            {
+                "rollout": r.to_value(),
+                "side_effects": [e.__dict__ for e in res.side_effects],
+                "warnings": res.warnings,
+            }
+        )
         return
     say(f"{verb} rollout {r.id} of {r.candidate}: {_where(r)}")
     _effects(res.side_effects)

@@ -22,6 +22,7 @@ __all__ = [
     "Release",
     "ReleaseContent",
     "diff_content",
+    "diff_values",
     "gate_key",
     "release_id",
 ]
@@ -131,10 +132,15 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
 
 def diff_content(a: ReleaseContent, b: ReleaseContent) -> list[FieldChange]:
     """Field-by-field changes from ``a`` to ``b``, sorted by path."""
+    return diff_values(a.canonical(), b.canonical())
+
+
+def diff_values(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[FieldChange]:
+    """Field-by-field changes from JSON-ready ``a`` to ``b``, sorted by dotted path."""
     fa: dict[str, Any] = {}
     fb: dict[str, Any] = {}
-    _flatten(a.canonical(), "", fa)
-    _flatten(b.canonical(), "", fb)
+    _flatten(a, prefix, fa)
+    _flatten(b, prefix, fb)
     changes = []
     for path in sorted(set(fa) | set(fb)):
         if fa.get(path) != fb.get(path) or (path in fa) != (path in fb):

@@ -134,3 +134,19 @@ def test_check_approve_and_advance(
     assert res.code == 0
     res = cli("gate", "check", SERVICE, "--phase", "production")
     assert "met      checklist  dpia" in res.out and "MISSING  checklist  runbook" in res.out
+
+
+def test_the_gate_judges_by_the_thresholds_its_release_pinned_and_warns_of_an_edit(
+    release_ws: ExampleWorkspace, cli
+) -> None:
+    root = release_ws.root
+    rid = _release(cli, root)
+    cfg = root / "releaser.yaml"
+    # Tightened after the release, not committed: the release is judged by its own bar.
+    cfg.write_text(cfg.read_text().replace("accuracy: 0.8\n", "accuracy: 0.97\n", 1))
+    res = cli("gate", SERVICE, "--release", rid)
+    assert res.code == 0, res.out + res.err
+    assert (
+        f"releaser.yaml's eval suite differs from the one release {rid} pinned" in res.err
+        and "eval.thresholds.accuracy: 0.8 pinned, 0.97 in the file" in res.err
+    )

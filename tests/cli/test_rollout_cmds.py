@@ -161,3 +161,42 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_a_rollout_runs_on_the_plan_its_release_pinned_and_warns_of_an_edited_file(
+    release_ws: ExampleWorkspace, cli
+) -> None:
+    root = release_ws.root
+    r1 = json.loads(cli("release", "create", "case-triage", "--json", cwd=root).out)
+    assert cli("gate", "case-triage", "--release", r1["release"]["id"]).code == 0
+    res = cli("rollout", "start", "case-triage", "--release", r1["release"]["id"], "--initial")
+    assert res.code == 0 and not res.err, res.err  # the file and the release agree
+    cfg = root / "releaser.yaml"
+    cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
+    subprocess.run(["git", "commit", "-qam", "serve v2"], cwd=root, check=True)
+    r2 = json.loads(cli("release", "create", "case-triage", "--json").out)["release"]["id"]
+    assert cli("gate", "case-triage", "--release", r2).code == 0
+    # An edit after the release, not committed: one-minute bakes and a looser guardrail.
+    text = cfg.read_text()
+    cfg.write_text(
+        text.replace("bake_minutes: 60", "bake_minutes: 1", 1).replace(
+            "error_rate: 0.02", "error_rate: 0.5", 1
+        )
+    )
+
+    res = cli("rollout", "start", "case-triage", "--release", r2, "--json")
+    assert res.code == 0, res.err
+    warnings = json.loads(res.out)["warnings"]
+    assert len(warnings) == 1 and f"release {r2} pinned" in warnings[0]
+    assert "rollout.steps[internal].bake_minutes: 60 pinned, 1 in the file" in warnings[0]
+    assert "rollout.guardrails.error_rate: 0.02 pinned, 0.5 in the file" in warnings[0]
+    assert warnings[0] in res.err  # people see it too
+    rollout = json.loads(res.out)["rollout"]
+    assert rollout["steps"][0]["bake_s"] == 3600.0  # the pinned plan, not the file's
+    assert rollout["guardrails"]["error_rate"] == 0.02
+    event = json.loads(cli("audit", "log", "--json").out)[-1]
+    assert event["action"] == "rollout.start"
+    assert event["after"]["plan_drift"] == [
+        "rollout.guardrails.error_rate",
+        "rollout.steps[internal].bake_minutes",
+    ]
