@@ -12,14 +12,18 @@ from releaser.config import config_hash
 from releaser.core.audit import EventDraft
 from releaser.core.refs import DatasetRef, ModelRef, PromptRef
 from releaser.core.release import (
+    GATE_RECORD,
     RELEASE_RECORD,
     FieldChange,
     Release,
     ReleaseContent,
     diff_content,
     diff_values,
+    gate_key,
 )
+from releaser.core.rollout import SERVICE_RECORD
 from releaser.errors import BadInput, NotFound, ReleaserError, StateConflict, WorkspaceError
+from releaser.store import bulk_decoding
 from releaser.store.base import Write
 
 __all__ = [
@@ -32,6 +36,8 @@ __all__ = [
     "list_releases",
     "pinned_drift",
     "pinned_drift_warning",
+    "release_summaries",
+    "ReleaseSummary",
 ]
 
 RELEASE_KIND = RELEASE_RECORD
@@ -160,6 +166,104 @@ def list_releases(ws: Workspace, service: str | None = None) -> list[Release]:
     if service is not None:
         releases = [r for r in releases if r.service == service]
     return sorted(releases, key=lambda r: (r.created_at, r.id))
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSummary:
+    """One line of ``release list``: what a release pins, its gate and where it stands.
+
+    Built from the stored values without validating whole releases (a list of
+    10,000 reads only these fields; ``release show`` gives everything).
+    """
+
+    id: str
+    service: str
+    model: dict[str, Any] | None
+    prompts: list[dict[str, Any]]
+    datasets: list[dict[str, Any]]
+    code: dict[str, Any]
+    created_at: str
+    created_by: str
+    gate: str | None
+    stable: bool
+    known_good: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented ``release list --json`` shape of one release."""
+        return {
+            "id": self.id,
+            "service": self.service,
+            "model": self.model,
+            "prompts": self.prompts,
+            "datasets": self.datasets,
+            "code": self.code,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "gate": self.gate,
+            "stable": self.stable,
+            "known_good": self.known_good,
+        }
+
+
+# What a summary leaves out: the pinned service config, signatures, and a gate
+# report's evidence (its pass/fail is all a list shows).
+_SUMMARY_OMITS = ("content.config", "content.model.signature", "created_context")
+_GATE_OMITS = ("checks", "slices", "metrics", "baseline_metrics", "error_examples", "ms_per_row")
+
+
+def release_summaries(ws: Workspace, service: str | None = None) -> list[ReleaseSummary]:
+    """Releases in creation order, optionally of one service, as list lines.
+
+    Three store reads whatever the count (releases, gate outcomes, service
+    states), each with the database leaving out what a list does not show.
+    """
+    if service is not None:
+        ws.config.service(service)  # unknown service: a clear error
+    prefix = f"{service}/" if service is not None else ""
+    gates = {
+        r.key: ("passed" if r.value.get("passed") else "failed")
+        for r in ws.store.list(GATE_RECORD, prefix=prefix, omit=_GATE_OMITS)
+    }
+    states = {r.key: r.value for r in ws.store.list(SERVICE_RECORD)}
+    with bulk_decoding():  # thousands of small dicts, no cycles: see bulk_decoding
+        return _summaries(ws, service, gates, states)
+
+
+def _summaries(
+    ws: Workspace, service: str | None, gates: dict[str, str], states: dict[str, Any]
+) -> list[ReleaseSummary]:
+    out = []
+    for record in ws.store.list(RELEASE_KIND, omit=_SUMMARY_OMITS):
+        value = record.value
+        content = value["content"]
+        name = content["service"]
+        if service is not None and name != service:
+            continue
+        state = states.get(name, {})
+        model = content.get("model")
+        code = content["code"]
+        out.append(
+            ReleaseSummary(
+                id=value["id"],
+                service=name,
+                model=({k: model.get(k) for k in ("name", "version", "alias")} if model else None),
+                prompts=[
+                    {k: p.get(k) for k in ("name", "version", "alias")}
+                    for p in content.get("prompts", [])
+                ],
+                datasets=[
+                    {k: d.get(k) for k in ("path", "md5")} for d in content.get("datasets", [])
+                ],
+                code={k: code.get(k) for k in ("sha", "branch", "dirty")},
+                created_at=value["created_at"],
+                created_by=value["created_by"],
+                gate=gates.get(gate_key(name, value["id"])),
+                stable=state.get("stable") == value["id"],
+                known_good=value["id"] in state.get("known_good", []),
+            )
+        )
+    out.sort(key=lambda r: (r.created_at, r.id))
+    return out
 
 
 def get_release(ws: Workspace, ref: str) -> Release:

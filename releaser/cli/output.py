@@ -90,12 +90,16 @@ def _escape_annotation(text: str) -> str:
 
 
 def emit_json(value: Any) -> None:
-    """Print ``value`` as indented JSON (the stable ``--json`` shapes).
+    """Print ``value`` as JSON (the stable ``--json`` shapes), keys sorted.
 
-    Strings stay exact: JSON escapes C0 controls itself, and the characters it would leave
-    raw (DEL, C1, bidi overrides) are written as ``\\u`` escapes, which decode the same.
+    Indented on a terminal, for people; one line otherwise, for programs (as ``gh``
+    does): Python's C encoder writes only unindented JSON, about ten times faster,
+    which a list of 10,000 releases needs. Strings stay exact: JSON escapes C0
+    controls itself, and the characters it would leave raw (DEL, C1, bidi
+    overrides) are written as ``\\u`` escapes, which decode the same.
     """
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    indent = 2 if sys.stdout.isatty() else None
+    text = json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False, default=str)
     # Outside strings JSON is ASCII, so every match is inside a string literal.
     print(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 

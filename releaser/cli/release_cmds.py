@@ -88,20 +88,30 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """List releases, oldest first."""
-    from releaser.api.releases import list_releases
+    from releaser.api.releases import release_summaries
     from releaser.cli.output import emit_json, say, table
 
-    releases = list_releases(state(ctx).workspace(), service)
+    releases = release_summaries(state(ctx).workspace(), service)
     if as_json:
-        emit_json([release_dict(r) for r in releases])
+        emit_json([r.to_dict() for r in releases])
         return
     if not releases:
         say("no releases yet: run 'releaser release create SERVICE'")
         return
     table(
-        ["id", "service", "model", "code", "created", "by"],
+        ["id", "service", "model", "prompts", "gate", "stable", "code", "created", "by"],
         [
-            (r.id, r.service, _model_text(r), r.content.code.sha[:10], r.created_at, r.created_by)
+            (
+                r.id,
+                r.service,
+                f"{r.model['name']} v{r.model['version']}" if r.model else "-",
+                ", ".join(f"{p['name']} v{p['version']}" for p in r.prompts) or "-",
+                r.gate or "-",
+                "stable" if r.stable else ("known-good" if r.known_good else ""),
+                str(r.code.get("sha") or "")[:10],
+                r.created_at,
+                r.created_by,
+            )
             for r in releases
         ],
     )

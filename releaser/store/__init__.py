@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from releaser.errors import BadInput
+from releaser.store._reads import bulk_decoding
 from releaser.store.base import METRIC_VARIANTS, MetricDelta, Record, Store, Write
 from releaser.store.redact import redact_url
 
@@ -20,6 +21,7 @@ __all__ = [
     "Record",
     "Store",
     "Write",
+    "bulk_decoding",
     "default_store_url",
     "open_store",
     "redact_url",

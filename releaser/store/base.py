@@ -78,8 +78,13 @@ class Store(Protocol):
         """The record, or ``None`` if it does not exist."""
         ...
 
-    def list(self, kind: str, *, prefix: str = "") -> list[Record]:
-        """Records of ``kind`` whose key starts with ``prefix``, ordered by key."""
+    def list(self, kind: str, *, prefix: str = "", omit: Sequence[str] = ()) -> list[Record]:
+        """Records of ``kind`` whose key starts with ``prefix``, ordered by key.
+
+        ``omit`` names dotted paths (``content.config``) left out of each value by the
+        database, before it is sent and decoded: a listing of thousands of records
+        reads only what it shows.
+        """
         ...
 
     def commit(

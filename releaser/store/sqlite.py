@@ -27,7 +27,7 @@ from typing import Any
 from releaser.core.audit import AuditEvent, EventDraft
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import ExternalUnavailable, ReleaserError
-from releaser.store._reads import AuditReads
+from releaser.store._reads import AuditReads, bulk_decoding, omit_paths
 from releaser.store._writes import append_event, apply_writes, encode_event, prepare_writes
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
@@ -120,14 +120,21 @@ class SqliteStore(AuditReads):
         )
         return _record(rows[0]) if rows else None
 
-    def list(self, kind: str, *, prefix: str = "") -> list[Record]:
-        """Records of ``kind`` whose key starts with ``prefix``, ordered by key."""
-        rows = self._read(
-            f"SELECT {_RECORD_COLUMNS} FROM records "
-            "WHERE kind = ? AND substr(key, 1, length(?)) = ? ORDER BY key",
-            (kind, prefix, prefix),
-        )
-        return [_record(row) for row in rows]
+    def list(self, kind: str, *, prefix: str = "", omit: Sequence[str] = ()) -> list[Record]:
+        """Records of ``kind`` whose key starts with ``prefix``, ordered by key
+        (``omit``: dotted paths left out of each value, see the Store protocol)."""
+        columns = _RECORD_COLUMNS
+        paths = omit_paths(omit)
+        if paths:
+            removed = ", ".join("'$." + ".".join(p) + "'" for p in paths)
+            columns = columns.replace("value", f"json_remove(value, {removed})", 1)
+        with bulk_decoding():
+            rows = self._read(
+                f"SELECT {columns} FROM records "
+                "WHERE kind = ? AND substr(key, 1, length(?)) = ? ORDER BY key",
+                (kind, prefix, prefix),
+            )
+            return [_record(row) for row in rows]
 
     def commit(
         self, writes: Sequence[Write], event: EventDraft, *, also: Sequence[EventDraft] = ()

@@ -200,3 +200,26 @@ def test_a_rollout_runs_on_the_plan_its_release_pinned_and_warns_of_an_edited_fi
         "rollout.guardrails.error_rate",
         "rollout.steps[internal].bake_minutes",
     ]
+
+
+def test_release_list_shows_each_release_gate_and_standing(
+    release_ws: ExampleWorkspace, cli, released
+) -> None:
+    root = release_ws.root
+    r1, r2 = released(root)  # r1 stable, r2 gated and live at its first step
+    listed = json.loads(cli("release", "list", "case-triage", "--json").out)
+    assert [r["id"] for r in listed] == [r1, r2]
+    first, second = listed
+    assert (first["gate"], first["stable"], first["known_good"]) == ("passed", True, True)
+    assert (second["gate"], second["stable"], second["known_good"]) == ("passed", False, False)
+    assert first["model"] == {"name": "case-triage", "version": 1, "alias": "champion"}
+    assert second["model"]["version"] == 2
+    assert first["prompts"] == [{"name": "case-triage-system", "version": 1, "alias": "production"}]
+    assert "config" not in json.dumps(first)  # release show has the whole bundle
+    res = cli("release", "list")
+    assert res.code == 0
+    header, row1, row2 = res.out.splitlines()[:3]
+    for column in ("model", "prompts", "gate", "stable"):
+        assert column in header
+    assert "stable" in row1 and "passed" in row1 and "case-triage-system v1" in row1
+    assert "case-triage v2" in row2 and "stable" not in row2

@@ -47,6 +47,20 @@ class TestRecords:
         assert store.list("nothing") == []
         assert [r.value for r in store.list("rollout")] == [{"step": 0}]
 
+    def test_list_can_omit_paths_the_database_leaves_out(self, store: Store) -> None:
+        value = {"id": "r1", "content": {"config": {"big": [1, 2]}, "model": {"v": 1}}, "n": 0.5}
+        insert(store, "release", "r1", value)
+        insert(store, "release", "r2", {"id": "r2"})  # paths it does not have: unchanged
+        got = store.list("release", omit=("content.config", "n", "absent.path"))
+        assert [r.value for r in got] == [
+            {"id": "r1", "content": {"model": {"v": 1}}},
+            {"id": "r2"},
+        ]
+        assert store.list("release")[0].value == value  # nothing stored changed
+        for bad in ("a'b", "a..b", "", "a.b; DROP TABLE records"):
+            with pytest.raises(ValueError, match="cannot omit"):
+                store.list("release", omit=(bad,))
+
     def test_prefix_is_literal_not_a_pattern(self, store: Store) -> None:
         insert(store, "release", "a%b", {})
         insert(store, "release", "a_c", {})

@@ -23,6 +23,7 @@ def test_exported_names() -> None:
         "Record",
         "Store",
         "Write",
+        "bulk_decoding",
         "default_store_url",
         "open_store",
         "redact_url",
