@@ -120,7 +120,7 @@ def unknown_version(name: str, version: int, versions: Iterable[int]) -> PromptN
     shown = [str(v) for v in sorted(versions)]
     return PromptNotFound(
         f"prompt {name!r} has no version {version}; versions: {_listing(shown)}",
-        hint="list versions with list_versions()",
+        hint="use one of the versions listed, or register the spec to make a new one",
         available=shown,
     )
 

@@ -14,7 +14,16 @@ __all__ = ["init_workspace", "validate_config"]
 CONFIG_NAME = "releaser.yaml"
 # The state store, and the embedded MLflow registry (used unless releaser.yaml names
 # another): machine-local files that must not make the tree, and so a release, dirty.
-GITIGNORE_LINES = (".releaser/", "/mlflow.db", "/mlflow.db-wal", "/mlflow.db-shm", "/mlruns/")
+# The handover pack's default folder (dist/) is generated output too: kept, it would
+# make the next 'release create' refuse the tree as dirty.
+GITIGNORE_LINES = (
+    ".releaser/",
+    "/mlflow.db",
+    "/mlflow.db-wal",
+    "/mlflow.db-shm",
+    "/mlruns/",
+    "/dist/",
+)
 
 
 def init_workspace(
@@ -31,7 +40,7 @@ def init_workspace(
     target = directory / CONFIG_NAME
     if target.exists() and not force:
         raise BadInput(f"{target} already exists", hint="edit it, or pass --force to replace it")
-    text = render_init_template(project or _slug(directory.name), service)
+    text = render_init_template(project or _slug(directory.name), service, describe=False)
     tmp = target.with_suffix(".yaml.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(target)

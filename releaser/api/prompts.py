@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from releaser.api import journal
-from releaser.api.context import current_actor
+from releaser.api.context import current_actor, utc_now
 from releaser.api.workspace import Workspace, open_workspace
+from releaser.core.audit import EventDraft
 from releaser.core.refs import PromptRef
 from releaser.errors import (
     ArtifactNotFound,
@@ -33,7 +34,7 @@ from releaser.errors import (
     ReleaserError,
     StateConflict,
 )
-from releaser.store.base import Store
+from releaser.store.base import Store, Write
 
 if TYPE_CHECKING:
     from promptregistry import AliasChange, PromptDiff, PromptRegistry, PromptVersion
@@ -243,16 +244,51 @@ class RegisteredPrompt:
     warnings: list[str]
 
 
+PROMPT_VERSION_KIND = "prompt_version"
+"""Store records of registered prompt versions, ``NAME/VERSION``: their audit trail."""
+
+
 def register_prompt(ws: Workspace, file: Path) -> RegisteredPrompt:
-    """Lint and register a prompt spec file; identical content returns the existing version."""
+    """Lint and register a prompt spec file; identical content returns the existing version.
+
+    Each version is audited once (``prompt.register``: name, version, content hash,
+    who): the registry assigns the number, so the record follows the registration;
+    registering is idempotent, so a re-run after a kill in between writes the record
+    it owes, and a version registered before this existed gets one the same way.
+    """
     from promptregistry import load_spec_file
 
     with prompt_errors():
         spec = load_spec_file(file)
+        actor = current_actor()
         if spec.author is None:
-            spec = spec.model_copy(update={"author": current_actor().name})
+            spec = spec.model_copy(update={"author": actor.name})
         result = ws.prompts.register(spec)
-    return RegisteredPrompt(result.version, result.created, [w.render() for w in result.warnings])
+    pv = result.version
+    key = f"{pv.name}/{pv.version}"
+    if ws.store.get(PROMPT_VERSION_KIND, key) is None:
+        value = {
+            "name": pv.name,
+            "version": pv.version,
+            "content_hash": pv.content_hash,
+            "registered_by": actor.name,
+            "created": result.created,
+        }
+        try:
+            ws.store.commit(
+                [Write(PROMPT_VERSION_KIND, key, value, 0)],
+                EventDraft(
+                    actor=actor.name,
+                    action="prompt.register",
+                    subject=f"prompt/{pv.name}",
+                    at=utc_now(),
+                    after={"version": pv.version, "content_hash": pv.content_hash},
+                    context=actor.context,
+                ),
+            )
+        except StateConflict:
+            pass  # another run audited this version first
+    return RegisteredPrompt(pv, result.created, [w.render() for w in result.warnings])
 
 
 def list_prompts(ws: Workspace) -> list[dict[str, Any]]:

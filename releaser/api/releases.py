@@ -323,7 +323,19 @@ def get_service_release(ws: Workspace, service: str, ref: str) -> Release:
 def diff_releases(ws: Workspace, a: str, b: str) -> ReleaseDiff:
     """What changed from release ``a`` to release ``b``: model, prompts, data, code, config."""
     ra, rb = get_release(ws, a), get_release(ws, b)
-    changes = diff_content(ra.content, rb.content)
+    # A dataset's rev is the commit its bytes are read at (the release's own); with the
+    # same md5 the data is the same, and a rev change says nothing the code sha does not.
+    same_data = {
+        d.path
+        for d in ra.content.datasets
+        for e in rb.content.datasets
+        if d.path == e.path and d.md5 == e.md5
+    }
+    changes = [
+        c
+        for c in diff_content(ra.content, rb.content)
+        if not any(c.path == f"datasets[{path}].rev" for path in same_data)
+    ]
     text_diffs: dict[str, str] = {}
     pa = {p.name: p for p in ra.content.prompts}
     pb = {p.name: p for p in rb.content.prompts}

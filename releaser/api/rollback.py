@@ -68,7 +68,9 @@ class RollbackPlan:
                 f"abort rollout {self.rollout_id}: all traffic of {self.service} back to "
                 f"{self.to_release} (candidate {self.from_release} gets none)"
             )
-        return f"{self.service}: stable release {self.from_release} -> {self.to_release}"
+        return (
+            f"switch {self.service}'s stable release from {self.from_release} to {self.to_release}"
+        )
 
 
 @dataclass(frozen=True)

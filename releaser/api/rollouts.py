@@ -312,6 +312,28 @@ def pinned_plan(ws: Workspace, release: Release) -> PinnedPlan:
     return PinnedPlan(pinned, pinned_drift(ws, release, "rollout"))
 
 
+def _undone_before(ws: Workspace, service: str, release_id: str) -> list[str]:
+    """A warning for each earlier rollout of this release that was rolled back or aborted."""
+    out = []
+    for record in ws.store.list(ROLLOUT_KIND, prefix=f"{service}-"):
+        value = record.value
+        if value.get("candidate") != release_id or value.get("status") not in (
+            "rolled_back",
+            "aborted",
+        ):
+            continue
+        decisions = value.get("decisions") or []
+        why = "; ".join(decisions[-1].get("reasons") or []) if decisions else ""
+        status = str(value["status"]).replace("_", " ")
+        out.append(
+            f"release {release_id} was {status} before (rollout {record.key}, "
+            f"{value.get('ended_at') or 'date unknown'}"
+            + (f": {why})" if why else ")")
+            + "; starting it again is allowed, check that the cause is fixed"
+        )
+    return out
+
+
 def _steps(plan: RolloutPlan) -> list[ro.StepPlan]:
     return [
         ro.StepPlan(
@@ -343,11 +365,13 @@ def start_rollout(
     ``force`` with a ``reason`` (audited; see :func:`releaser.api.gates.require_gates`).
     """
     now = now or utc_now()
+    ws.config.service(service)  # a mistyped service: "did you mean", not a release mismatch
     release = get_service_release(ws, service, release_ref)
     pinned = pinned_plan(ws, release)
     plan = pinned.plan
     warning = pinned.warning(release.id)
     warnings = [warning] if warning else []
+    warnings += _undone_before(ws, service, release.id)
     journal.settle(ws, service=service)  # what an earlier change owes lands first
     state, version = _state_record(ws, service)
     if state.active_rollout is not None:

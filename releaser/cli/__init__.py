@@ -36,9 +36,26 @@ def _verbose(argv: Sequence[str]) -> bool:
     return "--verbose" in argv or "-v" in argv or os.environ.get("RELEASER_VERBOSE") == "1"
 
 
-def _report(exc: ReleaserError) -> None:
-    from releaser.cli.output import err
+def _report(exc: ReleaserError, args: Sequence[str] = ()) -> None:
+    from dataclasses import asdict
 
+    from releaser.cli.output import emit_json, err
+
+    if "--json" in args:
+        # A program that asked for JSON gets JSON on stdout for a failure too (the
+        # message and hint go to stderr as always).
+        problems = [asdict(p) for p in exc.problems] if isinstance(exc, ConfigError) else []
+        emit_json(
+            {
+                "error": {
+                    "message": exc.message,
+                    "hint": exc.hint,
+                    "exit_code": exc.exit_code,
+                    "kind": type(exc).__name__,
+                    **({"problems": problems} if problems else {}),
+                }
+            }
+        )
     err(f"error: {exc.message}")
     if exc.hint:
         err(f"hint: {exc.hint}")
@@ -65,7 +82,7 @@ def run(args: list[str]) -> int:
     try:
         result = command.main(args=args, prog_name="releaser", standalone_mode=False)
     except ReleaserError as exc:
-        _report(exc)
+        _report(exc, args)
         if _verbose(args):
             import traceback
 

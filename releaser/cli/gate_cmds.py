@@ -134,7 +134,7 @@ def _human(report: GateReport) -> None:
                     s["n"],
                     _n(s["candidate"]),
                     _n(s["baseline"]),
-                    _n(s["delta"]),
+                    "-" if s["delta"] is None else f"{s['delta']:+.4f}",
                     "pass" if s["passed"] else "FAIL",
                 ]
                 for s in report.slices

@@ -180,7 +180,8 @@ def advance(
     if as_json:
         emit_json(
             {
-                "decision": d.model_dump(mode="json"),
+                # The tests' internal state (log-likelihood grids) stays in the store.
+                "decision": d.model_dump(mode="json", exclude={"state"}),
                 "rollout": r.to_value(),
                 "transitioned": res.transitioned,
                 "side_effects": [e.__dict__ for e in res.side_effects],

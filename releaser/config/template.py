@@ -196,8 +196,20 @@ services:
 """
 
 
-def render_init_template(project: str, service: str) -> str:
-    """The example config with its project and service renamed."""
+_EXAMPLE_DESCRIPTION = (
+    "description: Routes council casework (emails, web forms) to the team that handles it"
+)
+_NEW_DESCRIPTION = (
+    'description: "TODO: what this service does and for whom (runbooks and packs show it)"'
+)
+
+
+def render_init_template(project: str, service: str, *, describe: bool = True) -> str:
+    """The example config with its project and service renamed.
+
+    ``describe=False`` (what ``releaser init`` writes for a new project) leaves the
+    service's description for the team to write instead of the example's.
+    """
     for what, name in (("project", project), ("service", service)):
         if not re.match(SLUG_PATTERN, name):
             raise BadInput(
@@ -205,5 +217,7 @@ def render_init_template(project: str, service: str) -> str:
                 hint="use lowercase letters, digits and '-', starting with a letter or digit",
             )
     text = INIT_TEMPLATE.replace(f"project: {EXAMPLE_PROJECT}", f"project: {project}", 1)
+    if not describe:
+        text = text.replace(_EXAMPLE_DESCRIPTION, _NEW_DESCRIPTION, 1)
     # The model and prompt names follow the service name, as in the example.
     return text.replace(EXAMPLE_SERVICE, service)

@@ -274,6 +274,13 @@ def _duration(seconds: float) -> str:
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
+def _elapsed(seconds: float, required: float) -> str:
+    """Time baked so far, rounded down: a bake that holds never reads as complete."""
+    if required < 7200:
+        return f"{int(seconds // 60)} min"
+    return f"{math.floor(seconds / 360) / 10:.1f} h"
+
+
 def decide(
     baseline: VariantStats,
     candidate: VariantStats,
@@ -314,7 +321,8 @@ def decide(
             )
     if bake_elapsed_s < bake_required_s:
         waiting.append(
-            f"baking: {_duration(bake_elapsed_s)} of {_duration(bake_required_s)} elapsed"
+            f"baking: {_elapsed(bake_elapsed_s, bake_required_s)} of "
+            f"{_duration(bake_required_s)} elapsed"
         )
     if waiting:
         return Decision(

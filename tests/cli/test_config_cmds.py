@@ -21,6 +21,9 @@ def test_init_then_validate_in_an_empty_git_repo(tmp_path: Path, cli) -> None:
     res = cli("validate", cwd=repo)
     assert res.code == 0, res.err
     assert "ok" in res.out and "case-triage" in res.out
+    # The service's description is the team's to write, not the example's.
+    text = (repo / "releaser.yaml").read_text()
+    assert "council casework" not in text and "TODO: what this service does" in text
 
 
 def test_init_ignores_the_embedded_registry_files(tmp_path: Path, cli) -> None:
@@ -28,7 +31,7 @@ def test_init_ignores_the_embedded_registry_files(tmp_path: Path, cli) -> None:
     (repo / ".gitignore").write_text("*.log")  # the user's own, without a final newline
     assert cli("init", cwd=repo).code == 0
     local = ["mlflow.db", "mlflow.db-wal", "mlflow.db-shm", "mlruns/1/meta.yaml"]
-    local += [".releaser/state.db"]
+    local += [".releaser/state.db", "dist/case-triage/handover.html"]  # the pack's default
     for path in [*local, "debug.log"]:
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
         (repo / path).write_text("x")

@@ -149,6 +149,6 @@ def test_prompt_history_refuses_a_name_no_prompt_can_have(prompt_ws: Path, cli) 
         assert rule in res.err and "hint:" in res.err and "Traceback" not in res.err, name
         assert res.out == ""
         res = cli("prompt", "history", name, "--json")
-        assert res.code == 2 and res.out == "", name
+        assert res.code == 2 and rule in json.loads(res.out)["error"]["message"], name
     res = cli("prompt", "history", "triage-summary")  # a valid name still works
     assert res.code == 0 and "production" in res.out

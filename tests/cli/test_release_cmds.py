@@ -38,8 +38,8 @@ def test_create_show_list_diff_verify(
 
     res = cli("audit", "log", "--json")
     actions = [e["action"] for e in json.loads(res.out)]
-    # The demo's prompt promotion: its move recorded, then marked applied.
-    assert actions == ["prompt.alias", "effects.applied", "release.create"]
+    # The demo's prompt registered, its promotion recorded, then marked applied.
+    assert actions == ["prompt.register", "prompt.alias", "effects.applied", "release.create"]
     assert json.loads(res.out)[-1]["actor"] == "tester"
     res = cli("audit", "verify")
     assert res.code == 0 and "ok" in res.out

@@ -356,6 +356,18 @@ def test_hold_advance_and_promote() -> None:
 
     baking = common(candidate, 600)
     assert baking.action == "hold" and baking.reasons == ["baking: 10 min of 60 min elapsed"]
+    # Rounded down: a bake still holding never reads as complete ("60 min of 60 min").
+    nearly = common(candidate, 3599.9)
+    assert nearly.reasons == ["baking: 59 min of 60 min elapsed"]
+    long_bake = decide(
+        baseline,
+        candidate,
+        min_samples=500,
+        bake_required_s=4 * 3600,
+        bake_elapsed_s=14_399,
+        is_last_step=False,
+    )
+    assert long_bake.reasons == ["baking: 3.9 h of 4.0 h elapsed"]
     few = common(stats_of(100, 1), 7200)
     assert few.action == "hold"
     assert few.reasons == ["waiting for samples: candidate has 100 of 500 requests"]
