@@ -14,7 +14,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from promptregistry.backend import PromptBackend, open_backend
+    from promptregistry.backend import PromptBackend
+    from promptregistry.backends import open_backend
     from promptregistry.change_signal import ChangeSignal, FileChangeSignal
     from promptregistry.diffing import MappingChanges, PromptDiff, ValueChange, diff
     from promptregistry.errors import (
@@ -79,7 +80,7 @@ __all__ = [
 
 _WHERE = {
     "PromptBackend": "promptregistry.backend",
-    "open_backend": "promptregistry.backend",
+    "open_backend": "promptregistry.backends",
     "ChangeSignal": "promptregistry.change_signal",
     "FileChangeSignal": "promptregistry.change_signal",
     "MappingChanges": "promptregistry.diffing",

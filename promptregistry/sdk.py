@@ -235,7 +235,7 @@ def configure(
     """
     global _default
     if isinstance(backend, str):
-        from promptregistry.backend import open_backend
+        from promptregistry.backends import open_backend
 
         backend = open_backend(backend)
     _default = Client(backend, signal=signal, check_interval_ms=check_interval_ms, ttl_s=ttl_s)

@@ -31,7 +31,7 @@ from releaser.api.audit import verify_audit
 from releaser.api.context import current_actor, utc_now
 from releaser.api.releases import RELEASE_KIND, get_release
 from releaser.api.rollback import plan_rollback, rollback
-from releaser.api.rollouts import ROLLOUT_KIND, SERVICE_KIND, service_state
+from releaser.api.state import ROLLOUT_KIND, SERVICE_KIND, service_state
 from releaser.api.workspace import Workspace
 from releaser.core.audit import EventDraft
 from releaser.core.release import Release

@@ -168,7 +168,7 @@ def _num(value: Any, *, signed: bool = False) -> str:
 
 
 def _baseline(ws: Workspace, release: Release) -> Release | None:
-    from releaser.api.rollouts import service_state
+    from releaser.api.state import service_state
 
     stable = service_state(ws, release.service).stable
     if stable is None or stable == release.id:
@@ -513,7 +513,7 @@ def gate_required(ws: Workspace, release: Release) -> bool:
 
 def _stale_baseline(ws: Workspace, release: Release, report: GateReport) -> str | None:
     """The current stable release when the report was judged against another one."""
-    from releaser.api.rollouts import service_state
+    from releaser.api.state import service_state
 
     stable = service_state(ws, release.service).stable
     if stable is None or stable == release.id or report.baseline_id == stable:

@@ -309,7 +309,7 @@ def release_diff_markdown(
     For the PR comment under the gate report; NotFound if the release is unknown.
     """
     from releaser.api.releases import diff_releases, get_release
-    from releaser.api.rollouts import service_state
+    from releaser.api.state import service_state
 
     release = get_release(ws, release_id)
     stable = service_state(ws, service).stable
@@ -398,7 +398,7 @@ def sync_service(
     NotFound for an unknown service; GitHub failures come back as effects.
     """
     from releaser.api.context import utc_now
-    from releaser.api.rollouts import _change, _rollout_record, service_state
+    from releaser.api.state import rollout_record, service_state, traffic_change
     from releaser.core.effects import ChangeStatus, SideEffect, TrafficChange
     from releaser.errors import NotFound
 
@@ -412,7 +412,7 @@ def sync_service(
     rollout = None
     if last is not None:
         try:
-            rollout = _rollout_record(ws, last)[0]
+            rollout = rollout_record(ws, last)[0]
         except NotFound:
             rollout = None
 
@@ -426,13 +426,15 @@ def sync_service(
         or rollout.status == "rolled_back"
         or (rollout.status == "promoted" and rollout.candidate == state.stable)
     ):
-        changes.append(_change(service, "github.sync", state.stable, rollout, None, "", now))
+        changes.append(traffic_change(service, "github.sync", state.stable, rollout, None, "", now))
     elif rollout is not None and rollout.status == "promoted":
         # Promoted, then rolled back outside a rollout: the candidate is no longer live.
         changes.append(stable_change("rolled_back", rollout.candidate))
     elif state.stable is not None:
         if rollout is not None:  # aborted
-            changes.append(_change(service, "github.sync", state.stable, rollout, None, "", now))
+            changes.append(
+                traffic_change(service, "github.sync", state.stable, rollout, None, "", now)
+            )
         changes.append(stable_change("stable", None))
     target = GithubTarget(ws, environ)
     effects: list[SideEffect] = [target.apply(change) for change in changes]

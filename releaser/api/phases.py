@@ -269,7 +269,7 @@ def record_evidence(ws: Workspace, service: str, item_id: str, evidence: str) ->
 def _judged_release(ws: Workspace, service: str, release_id: str | None) -> str | None:
     if release_id is not None:
         return get_service_release(ws, service, release_id).id
-    from releaser.api.rollouts import service_state
+    from releaser.api.state import service_state
 
     stable = service_state(ws, service).stable
     if stable is not None:

@@ -15,8 +15,7 @@ unless the move is a deliberate, recorded override (see :func:`promote_prompt`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,21 +23,26 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from releaser.api import journal
 from releaser.api.context import current_actor, utc_now
+from releaser.api.prompt_refs import prompt_errors, prompt_text_diff, resolve_prompt_refs
+from releaser.api.prompt_registry import (
+    ALIAS_ACTION,
+    StoreChangeSignal,
+    alias_history,
+    open_prompt_registry,
+)
+from releaser.api.prompt_registry import subject as _subject
 from releaser.api.workspace import Workspace, open_workspace
 from releaser.core.audit import EventDraft
-from releaser.core.refs import PromptRef
 from releaser.errors import (
     ArtifactNotFound,
     BadInput,
     ExternalUnavailable,
-    ReleaserError,
     StateConflict,
 )
-from releaser.store.base import Store, Write
+from releaser.store.base import Write
 
 if TYPE_CHECKING:
-    from promptregistry import AliasChange, PromptDiff, PromptRegistry, PromptVersion
-    from releaser.config.service import PromptSpec as PromptEntry
+    from promptregistry import AliasChange, PromptDiff, PromptVersion
 
 __all__ = [
     "PROMPT_ALIAS_KIND",
@@ -62,161 +66,6 @@ __all__ = [
 
 PROMPT_ALIAS_KIND = "prompt_alias"
 """Records written before the journal; moves now live under ``effect/prompt:NAME@ALIAS``."""
-ALIAS_ACTION = journal.PROMPT_ALIAS_ACTION
-
-
-@contextmanager
-def prompt_errors() -> Iterator[None]:
-    """Turn promptregistry's errors into releaser's, keeping message and hint."""
-    from promptregistry import (
-        BackendUnavailable,
-        InvalidPrompt,
-        PromptNotFound,
-        PromptRegistryError,
-        RenderError,
-    )
-
-    try:
-        yield
-    except PromptNotFound as exc:
-        raise ArtifactNotFound(exc.message, hint=exc.hint) from exc
-    except BackendUnavailable as exc:
-        raise ExternalUnavailable(exc.message, hint=exc.hint) from exc
-    except (InvalidPrompt, RenderError) as exc:
-        raise BadInput(exc.message, hint=exc.hint) from exc
-    except PromptRegistryError as exc:
-        raise ReleaserError(exc.message, hint=exc.hint) from exc
-
-
-class StoreChangeSignal:
-    """A change signal read from the releaser store: any committed transition changes it.
-
-    Every alias move commits an audit event, so readers polling ``token()``
-    learn of it without a call to the prompt backend; ``bump`` has nothing to do.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def token(self) -> int:
-        """The store's change token."""
-        return self._store.change_token()
-
-    def bump(self) -> None:
-        """Nothing: the audit event written with every move already changed the token."""
-
-
-def _subject(name: str) -> str:
-    return f"prompt:{name}"
-
-
-def _record_alias_move(store: Store, change: AliasChange) -> None:
-    """Record a move made through the registry directly (library use) after it happened.
-
-    releaser's own commands record a move before making it (:func:`promote_prompt`);
-    code that calls ``ws.prompts.promote`` itself still gets the move audited and
-    journalled (as done) here.
-    """
-    key = journal.prompt_key(change.name, change.alias)
-    at = change.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    for _attempt in range(3):
-        intents = journal.Intents()
-        if change.to_version is None:
-            return  # a deleted alias owes nothing; the backend keeps its own history
-        intents.alias(
-            "prompt",
-            change.name,
-            change.to_version,
-            store.get(journal.EFFECT_KIND, key),
-            change.from_version,
-            service=None,
-            cause=f"prompt.{change.action}",
-            reason=change.reason,
-            at=at,
-            move=change.action,
-            alias=change.alias,
-        )
-        if not intents.writes:
-            return
-        write = intents.writes[0]
-        write.value.update(status="done", done_at=at)
-        try:
-            store.commit(intents.writes, intents.events[0])
-            return
-        except StateConflict:
-            continue  # another process recorded a move of the same alias: re-read
-    raise StateConflict(
-        f"could not record the move of {key} in the audit log after 3 attempts",
-        hint="the alias was moved in the prompt registry; run the command again to record it",
-    )
-
-
-def alias_history(store: Store, name: str, alias: str) -> list[AliasChange]:
-    """Every recorded move of ``name@alias``, oldest first, from the audit chain."""
-    from promptregistry import AliasChange
-
-    out: list[AliasChange] = []
-    for ev in store.events(subject=_subject(name)):
-        if ev.action != ALIAS_ACTION or not isinstance(ev.after, dict):
-            continue
-        if ev.after.get("alias") != alias:
-            continue
-        before = ev.before if isinstance(ev.before, dict) else {}
-        out.append(
-            AliasChange(
-                name=name,
-                alias=alias,
-                from_version=before.get("version"),
-                to_version=ev.after.get("version"),
-                reason=ev.reason or "",
-                actor=ev.actor,
-                at=datetime.strptime(ev.at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
-                action=ev.context.get("move", "promote"),
-            )
-        )
-    return out
-
-
-def open_prompt_registry(ws: Workspace) -> PromptRegistry:
-    """The workspace's prompt registry, auditing every alias move in the store."""
-    from promptregistry import FilePromptBackend, MlflowPromptBackend, PromptRegistry
-
-    settings = ws.settings.prompts
-    backend: Any
-    with prompt_errors():
-        if settings.backend == "file":
-            # ``path`` is the folder holding <name>/<version>.yaml (default: prompts/).
-            folder = (ws.root / settings.path).resolve()
-            backend = FilePromptBackend(folder.parent, folder=folder.name)
-        else:
-            tracking_uri, _ = ws.mlflow_uris()
-            mlflow = ws.settings.mlflow
-            registry_uri = mlflow.registry_uri if mlflow else None
-            backend = MlflowPromptBackend(tracking_uri, registry_uri=registry_uri)
-    store = ws.store
-    return PromptRegistry(
-        backend,
-        on_alias_change=lambda change: _record_alias_move(store, change),
-        signal=StoreChangeSignal(store),
-        history_source=lambda name, alias: alias_history(store, name, alias),
-    )
-
-
-def resolve_prompt_refs(ws: Workspace, prompts: Sequence[PromptEntry]) -> list[PromptRef]:
-    """Pin each configured prompt (name + alias) to its version and content hash."""
-    refs = []
-    with prompt_errors():
-        for entry in prompts:
-            pv = ws.prompts.get(entry.name, alias=entry.alias)
-            refs.append(
-                PromptRef(
-                    name=pv.name,
-                    version=pv.version,
-                    alias=entry.alias,
-                    content_hash=pv.content_hash,
-                )
-            )
-    return refs
 
 
 def parse_prompt_ref(text: str) -> tuple[str, str | None, int | None]:
@@ -320,12 +169,6 @@ def diff_prompt(ws: Workspace, name: str, a: str, b: str) -> PromptDiff:
     """Diff two versions (numbers or aliases) of a prompt."""
     with prompt_errors():
         return ws.prompts.diff(name, _version_or_alias(a), _version_or_alias(b))
-
-
-def prompt_text_diff(ws: Workspace, name: str, a: int, b: int) -> str:
-    """The rendered diff text between two versions of a prompt (for ``release diff``)."""
-    with prompt_errors():
-        return ws.prompts.diff(name, a, b).render_text()
 
 
 def _version_or_alias(text: str) -> int | str:

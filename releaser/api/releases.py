@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from releaser.api.context import current_actor, utc_now
-from releaser.api.workspace import Workspace
 from releaser.config import config_hash
 from releaser.core.audit import EventDraft
 from releaser.core.refs import DatasetRef, ModelRef, PromptRef
@@ -25,6 +24,9 @@ from releaser.core.rollout import SERVICE_RECORD
 from releaser.errors import BadInput, NotFound, ReleaserError, StateConflict, WorkspaceError
 from releaser.store import bulk_decoding
 from releaser.store.base import Write
+
+if TYPE_CHECKING:
+    from releaser.api.workspace import Workspace
 
 __all__ = [
     "CreateResult",
@@ -90,7 +92,7 @@ def _resolve_content(
 
     prompts: list[PromptRef] = []
     if spec.prompts:
-        from releaser.api.prompts import resolve_prompt_refs
+        from releaser.api.prompt_refs import resolve_prompt_refs
 
         prompts = resolve_prompt_refs(ws, spec.prompts)
 
@@ -341,7 +343,7 @@ def diff_releases(ws: Workspace, a: str, b: str) -> ReleaseDiff:
     pb = {p.name: p for p in rb.content.prompts}
     changed = [n for n in sorted(set(pa) & set(pb)) if pa[n].content_hash != pb[n].content_hash]
     if changed:
-        from releaser.api.prompts import prompt_text_diff
+        from releaser.api.prompt_refs import prompt_text_diff
 
         for name in changed:
             text_diffs[name] = prompt_text_diff(ws, name, pa[name].version, pb[name].version)

@@ -20,16 +20,15 @@ from releaser.api import journal
 from releaser.api.context import current_actor, utc_now
 from releaser.api.journal import PRODUCTION_ALIAS
 from releaser.api.releases import get_release
-from releaser.api.rollouts import (
+from releaser.api.rollouts import _commit, owed_by
+from releaser.api.state import (
     ROLLOUT_KIND,
     ServiceState,
-    _change,
-    _commit,
-    _rollout_record,
-    _state_record,
     back_to_stable,
-    owed_by,
 )
+from releaser.api.state import rollout_record as _rollout_record
+from releaser.api.state import state_record as _state_record
+from releaser.api.state import traffic_change as _change
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft

@@ -11,12 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from releaser.api import journal
 from releaser.api.context import utc_now
-from releaser.api.rollouts import (
-    ROLLOUT_KIND,
-    ServiceState,
-    _rollout_record,
-    _state_record,
-)
+from releaser.api.state import ROLLOUT_KIND, ServiceState, rollout_record, state_record
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
 from releaser.core.effects import SideEffect
@@ -151,7 +146,7 @@ class StatusReport:
 def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> StatusReport:
     """The service's stable release and, if a rollout is live, its metrics and tests (no writes)."""
     now = now or utc_now()
-    state, _ = _state_record(ws, service)
+    state, _ = state_record(ws, service)
     owed = tuple(journal.planned(journal.owed(ws, service=service)))
     if state.active_rollout is None:
         last = None
@@ -159,7 +154,7 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
             rec = ws.store.get(ROLLOUT_KIND, f"{service}-{state.rollouts}")
             last = ro.Rollout.model_validate(rec.value) if rec else None
         return StatusReport(state, last, None, None, None, None, owed=owed)
-    rollout, _rec = _rollout_record(ws, state.active_rollout)
+    rollout, _rec = rollout_record(ws, state.active_rollout)
     problems: tuple[str, ...] = ()
     totals = _merged_totals(ws, rollout)
     try:

@@ -96,7 +96,7 @@ class Workspace:
         """The prompt registry (MLflow by default, or the file backend), on first use."""
         self._need_config_file()
         if self._prompts is None:
-            from releaser.api.prompts import open_prompt_registry
+            from releaser.api.prompt_registry import open_prompt_registry
 
             self._prompts = open_prompt_registry(self)
         return self._prompts

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from releaser.api.rollouts import ROLLOUT_KIND
+from releaser.api.state import ROLLOUT_KIND
 from releaser.api.workspace import Workspace
 from releaser.core.stats_aggregates import VariantStats
 from releaser.docs.facts import Gap

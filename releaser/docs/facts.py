@@ -15,7 +15,7 @@ from typing import Any
 
 from releaser.api import journal
 from releaser.api.releases import get_release
-from releaser.api.rollouts import ROLLOUT_KIND, service_state
+from releaser.api.state import ROLLOUT_KIND, service_state
 from releaser.api.workspace import Workspace
 from releaser.config.service import PHASES
 from releaser.core.release import Release

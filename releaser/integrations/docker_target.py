@@ -192,7 +192,7 @@ class _Engine:
 
     def ensure(self, release_id: str, role: str) -> str:
         """Start the release's container unless it runs; wait for health; its URL."""
-        from releaser.api.releases import get_release
+        from releaser.integrations._releases import stored_release
 
         for c in self.containers():
             if c.labels.get(LABEL_RELEASE) == release_id and c.status == "running":
@@ -202,7 +202,7 @@ class _Engine:
                     return url
             if c.labels.get(LABEL_RELEASE) == release_id:
                 c.remove(force=True)
-        release = get_release(self.ws, release_id)
+        release = stored_release(self.ws.store, release_id)
         tag = self.image(release)
         labels = release_labels(self.service, release) | {LABEL_ROLE: role}
         container = self.client.containers.run(

@@ -263,8 +263,8 @@ def _inference_service(
 
 def render_service(ws: Workspace, service: str) -> list[Manifest]:
     """The manifests of a workspace's service at the route the store holds now."""
-    from releaser.api.releases import get_release
     from releaser.core.routing import ROUTE_KIND, ServiceRoute
+    from releaser.integrations._releases import stored_release
 
     spec = ws.config.service(service)
     record = ws.store.get(ROUTE_KIND, service)
@@ -273,7 +273,7 @@ def render_service(ws: Workspace, service: str) -> list[Manifest]:
     if route is not None:
         for rid in (route.stable, route.candidate):
             if rid is not None:
-                releases[rid] = get_release(ws, rid)
+                releases[rid] = stored_release(ws.store, rid)
     return render_manifests(service, spec, route, releases)
 
 
