@@ -61,6 +61,7 @@ def rollout_timeline_chart(rollouts: list[dict[str, Any]], until: str | None = N
     markers = {"advance": ("^", _BLUE), "promote": ("*", _GREEN), "rollback": ("X", _RED)}
     points: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in markers}
     labelled = rollouts[-LABELLED_ROLLOUTS:]
+    labels: list[tuple[float, float, str]] = []
     for r in rollouts:
         steps = r["steps"]
         xs = [_ts(r["started_at"])]
@@ -89,14 +90,7 @@ def rollout_timeline_chart(rollouts: list[dict[str, Any]], until: str | None = N
         colour = {"promoted": _GREEN, "rolled_back": _RED, "aborted": _RED}.get(r["status"], _BLUE)
         ax.plot(xs, ys, color=colour, linewidth=1.6)
         if r in labelled:
-            ax.annotate(
-                r["id"],
-                (xs[0], ys[0]),
-                textcoords="offset points",
-                xytext=(2, 6),
-                fontsize=7,
-                color=_GREY,
-            )
+            labels.append((xs[0], ys[0], r["id"]))
     seen = set()
     for kind, (px, py) in points.items():
         if px:
@@ -108,6 +102,7 @@ def rollout_timeline_chart(rollouts: list[dict[str, Any]], until: str | None = N
         middle = (low + high) / 2
         ax.set_xlim(middle - 1 / 48, middle + 1 / 48)
     ax.set_ylim(-5, 108)
+    _place_labels(ax, labels)
     ax.set_ylabel("candidate share of everyone else (%)")
     ax.set_title("Rollouts: traffic share and decisions")
     ax.grid(True, alpha=0.3)
@@ -116,6 +111,32 @@ def rollout_timeline_chart(rollouts: list[dict[str, Any]], until: str | None = N
     ax.xaxis_date()
     fig.autofmt_xdate()
     return _svg(fig)
+
+
+def _place_labels(ax: Any, labels: list[tuple[float, float, str]]) -> None:
+    """Name each rollout where it starts, stacking names that would overlap.
+
+    Rollouts started close together (within a tenth of the time shown) at the same
+    share would print their names on top of each other: each such name goes one line
+    higher than the one before it.
+    """
+    low, high = ax.get_xlim()
+    near = (high - low) / 10
+    placed: list[tuple[float, float, int]] = []
+    for x, y, name in sorted(labels):
+        level = 0
+        for px, py, plevel in placed:
+            if abs(px - x) < near and abs(py - y) < 5 and plevel >= level:
+                level = plevel + 1
+        placed.append((x, y, level))
+        ax.annotate(
+            name,
+            (x, y),
+            textcoords="offset points",
+            xytext=(2, 6 + 9 * level),
+            fontsize=7,
+            color=_GREY,
+        )
 
 
 def metrics_chart(
