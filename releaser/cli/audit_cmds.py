@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -43,33 +44,128 @@ def log(
     )
 
 
+def _expected_head(text: str) -> tuple[int, str]:
+    from releaser.errors import BadInput
+
+    path = Path(text)
+    if path.suffix == ".json" or path.is_file():
+        from releaser.api.audit import load_checkpoint
+
+        cp = load_checkpoint(path)
+        return cp.seq, cp.hash
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise BadInput(
+            f"--expect-head {text[:80]!r} is not SEQ:HASH or a checkpoint file",
+            hint="pass the head another system recorded, e.g. 120:3f2a...(64 hex digits), "
+            "or the latest checkpoint file",
+        )
+    return int(seq), digest.lower()
+
+
 @app.command("verify")
 def verify(
     ctx: typer.Context,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint",
+            help="A checkpoint file ('releaser audit checkpoint'); repeat for several. "
+            "Proves the prefix it anchors is intact.",
+        ),
+    ] = None,
+    allowed_signers: Annotated[
+        Path | None,
+        typer.Option(
+            "--allowed-signers",
+            help="Keys to check checkpoint signatures with, in git's allowed_signers format "
+            "(default: the owners' ssh_keys in releaser.yaml).",
+        ),
+    ] = None,
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            help="SEQ:HASH (or a checkpoint file) the head must be: entries appended after "
+            "it, a rewind or a rewrite fail.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Verify the hash chain; exit 1 naming the first bad entry if it is broken."""
-    from releaser.api.audit import verify_audit
+    """Verify the hash chain (and checkpoints); exit 1 naming what is wrong."""
+    from releaser.api.audit import load_checkpoint, verify_anchored
     from releaser.cli.output import emit_json, err, say
+    from releaser.errors import BadInput
 
-    result = verify_audit(state(ctx).workspace())
+    cps = [(str(p), load_checkpoint(p)) for p in checkpoint or []]
+    signers = None
+    if allowed_signers is not None:
+        try:
+            signers = allowed_signers.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read {allowed_signers}: {exc}") from None
+    head = _expected_head(expect_head) if expect_head else None
+    result = verify_anchored(state(ctx).workspace(), cps, allowed_signers=signers, expect_head=head)
+    chain = result.chain
     if as_json:
-        emit_json(
-            {
-                "ok": result.ok,
-                "count": result.count,
-                "head_hash": result.head_hash,
-                "bad_seq": result.bad_seq,
-                "problem": result.problem,
-            }
-        )
+        emit_json(result.to_dict())
     elif result.ok:
-        say(f"audit chain ok: {result.count} events, head {result.head_hash[:16]}")
+        say(
+            f"audit chain ok: {chain.count} events, head {chain.head_hash[:16]}; "
+            f"{result.records} records match the entries that wrote them"
+        )
+        for c in result.checkpoints:
+            say(f"checkpoint {c['file']}: entries 1..{c['seq']} intact (signed by {c['signer']})")
+        if head is not None:
+            say(f"head is the expected one (entry {head[0]})")
     else:
-        err(f"audit chain BROKEN at entry {result.bad_seq}: {result.problem}")
+        if not chain.ok:
+            err(f"audit chain BROKEN at entry {chain.bad_seq}: {chain.problem}")
+        for c in result.checkpoints:
+            if not c["ok"]:
+                err(f"checkpoint {c['file']} FAILED: {c['problem']}")
+        if result.head_problem:
+            err(f"expected head FAILED: {result.head_problem}")
+        for problem in result.state_problems:
+            err(f"state FAILED: {problem}")
         err(
-            f"hint: entries before {result.bad_seq} verified; inspect with "
-            f"'releaser audit log --limit 0' and restore the store from a backup"
+            "hint: inspect with 'releaser audit log --limit 0' and restore the store from a "
+            "backup; the checkpoints and the git history say what it held"
         )
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command("checkpoint")
+def checkpoint_cmd(
+    ctx: typer.Context,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="An owner's SSH key to sign with (default: $RELEASER_SIGNING_KEY, else "
+            "git's user.signingkey when gpg.format is ssh).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="File to write (default: audit-checkpoints/<seq>.json)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Sign the audit head so that a later rewrite of the log is detected.
+
+    Keep the file outside the store: commit it, attach it to a GitHub release or
+    deployment. 'releaser audit verify --checkpoint FILE' checks it.
+    """
+    from releaser.api.audit import make_checkpoint
+    from releaser.cli.output import emit_json, say
+
+    cp, path = make_checkpoint(state(ctx).workspace(), key, out)
+    if as_json:
+        emit_json({"file": str(path), "seq": cp.seq, "hash": cp.hash, "signer": cp.signer})
+    else:
+        say(f"checkpoint of entries 1..{cp.seq} (head {cp.hash[:16]}) signed by {cp.signer}")
+        say(f"written to {path}: commit it or attach it to the release")

@@ -25,8 +25,9 @@ from typing import Any, TextIO
 __all__ = ["emit_json", "err", "is_tty", "safe", "safe_cell", "say", "table", "warn"]
 
 # DEL, C1 and the bidi embeddings, overrides and isolates: the characters that JSON
-# leaves raw (with ensure_ascii=False) but a terminal may act on or reorder text by.
-_INVISIBLE = r"\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+# leaves raw (with ensure_ascii=False) but a terminal may act on or reorder text by;
+# and lone surrogates, which stand for bytes that were not UTF-8 (a damaged store).
+_INVISIBLE = r"\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
 # Lines: every C0 control except tab and newline (CR is escaped; CRLF was made LF first).
 _LINE_UNSAFE = re.compile(rf"[\x00-\x08\x0b-\x1f{_INVISIBLE}]")
 # Cells: every C0 control, newline and tab included.
@@ -41,6 +42,8 @@ def _visible(match: re.Match[str]) -> str:
     if named is not None:
         return named
     code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from releaser.api.audit import verify_audit
+from releaser.api.audit import CHECKPOINT_DIR, load_checkpoint, make_checkpoint, verify_anchored
 from releaser.api.context import current_actor, utc_now
 from releaser.api.releases import list_releases
 from releaser.api.workspace import Workspace
-from releaser.core.audit import EventDraft
+from releaser.core.audit import Checkpoint, EventDraft
 from releaser.docs import charts, evidence
 from releaser.docs.atrs import ATRS_VERSION, atrs_record
 from releaser.docs.facts import Gap, collect_facts
@@ -128,8 +128,53 @@ def _slug(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", path).strip("-") or "dataset"
 
 
-def _audit(ws: Workspace, service: str, redactor: Redactor) -> tuple[dict[str, Any], str]:
-    result = verify_audit(ws)
+MAX_PACK_CHECKPOINTS = 20
+"""The latest checkpoints (by entry count) from ``audit-checkpoints/`` a pack carries."""
+
+
+def _checkpoints(ws: Workspace) -> tuple[list[tuple[str, Checkpoint]], dict[str, bytes]]:
+    """The workspace's committed checkpoints, latest last, and their files' bytes."""
+    folder = ws.root / CHECKPOINT_DIR
+    found: list[tuple[int, str, Checkpoint, bytes]] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            cp = load_checkpoint(path)
+        except BadInput:
+            continue  # verified below only if it is a checkpoint at all
+        found.append((cp.seq, path.name, cp, path.read_bytes()))
+    found.sort(key=lambda f: (f[0], f[1]))
+    found = found[-MAX_PACK_CHECKPOINTS:]
+    return [(f"{CHECKPOINT_DIR}/{n}", cp) for _, n, cp, _ in found], {
+        f"{CHECKPOINT_DIR}/{n}": data for _, n, _, data in found
+    }
+
+
+def _sign_head(ws: Workspace) -> tuple[tuple[str, Checkpoint] | None, bytes | None, str]:
+    """A checkpoint of the head signed for the pack with the configured key, if there is one."""
+    from releaser.api.approvals import signing_key
+
+    try:
+        key = signing_key(None, ws.root)
+    except BadInput:
+        return None, None, "no signing key is configured (RELEASER_SIGNING_KEY)"
+    with tempfile.TemporaryDirectory(prefix="releaser-checkpoint-") as tmp:
+        try:
+            cp, path = make_checkpoint(ws, key, Path(tmp) / "audit-checkpoint.json")
+        except ReleaserError as exc:
+            return None, None, f"no checkpoint was signed: {exc}"
+        return ("audit-checkpoint.json", cp), path.read_bytes(), ""
+
+
+def _audit(
+    ws: Workspace, service: str, redactor: Redactor
+) -> tuple[dict[str, Any], str, dict[str, bytes]]:
+    checkpoints, files = _checkpoints(ws)
+    signed, signed_bytes, unsigned_reason = _sign_head(ws)
+    if signed is not None and signed_bytes is not None:
+        checkpoints.append(signed)
+        files[signed[0]] = signed_bytes
+    anchored = verify_anchored(ws, checkpoints)
+    result = anchored.chain
     lines: list[str] = []
     by_action: Counter[str] = Counter()
     recent: list[dict[str, Any]] = []
@@ -148,15 +193,21 @@ def _audit(ws: Workspace, service: str, redactor: Redactor) -> tuple[dict[str, A
                 {k: data[k] for k in ("seq", "at", "actor", "action", "subject", "reason")}
             )
     summary = {
-        "ok": result.ok,
+        "ok": anchored.ok,
         "count": result.count,
         "head_hash": result.head_hash,
         "bad_seq": result.bad_seq,
         "problem": result.problem,
+        "checkpoints": anchored.checkpoints,
+        "state_problems": anchored.state_problems,
+        "problems": anchored.problems,
+        "records": anchored.records,
+        "unsigned": unsigned_reason,
         "by_action": sorted(by_action.items()),
         "recent": recent[-RECENT_EVENTS:][::-1],
     }
-    return redactor.value(summary), redactor.text("\n".join(lines) + ("\n" if lines else ""))
+    text = redactor.text("\n".join(lines) + ("\n" if lines else ""))
+    return redactor.value(summary), text, files
 
 
 def build_handover(ws: Workspace, service: str, out_dir: Path) -> HandoverResult:
@@ -194,7 +245,7 @@ def build_handover(ws: Workspace, service: str, out_dir: Path) -> HandoverResult
     prompt_cards = evidence.prompt_cards(ws, facts, gaps)
     facts["risks"] = evidence.risk_register(facts)
     atrs = [f.to_dict() for f in atrs_record(facts, datasheets)]
-    audit, audit_jsonl = _audit(ws, service, redactor)
+    audit, audit_jsonl, checkpoint_files = _audit(ws, service, redactor)
     previous_records = list_handovers(ws, service)
     previous = previous_records[-1] if previous_records else None
     number = len(previous_records) + 1
@@ -291,8 +342,12 @@ def build_handover(ws: Workspace, service: str, out_dir: Path) -> HandoverResult
     files.update({p: t.encode() for p, t in texts.items()})
     files.update({p: s.encode() for p, s in svgs.items()})
     files["audit-log.jsonl"] = audit_jsonl.encode()
+    files.update(checkpoint_files)
     files["audit-verification.json"] = _json(
-        {k: audit[k] for k in ("ok", "count", "head_hash", "bad_seq", "problem")}
+        {
+            k: audit[k]
+            for k in ("ok", "count", "head_hash", "bad_seq", "problem", "checkpoints", "problems")
+        }
     )
     files["atrs.json"] = _json({"standard": "ATRS", "version": ATRS_VERSION, "fields": atrs})
     files["facts.json"] = _json({k: v for k, v in context.items() if k not in ("audit", "charts")})

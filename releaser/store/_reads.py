@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from releaser.core.audit import AuditEvent, RawEvent
+from releaser.errors import CheckFailed
 
-__all__ = ["AuditReads", "bulk_decoding", "omit_paths"]
+__all__ = ["BYTES_EVENT_COLUMNS", "AuditReads", "bulk_decoding", "omit_paths"]
 
 _PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -45,6 +46,32 @@ def bulk_decoding() -> Iterator[None]:
 
 
 _EVENT_COLUMNS = "seq, prev_hash, hash, payload"
+# sqlite keeps whatever bytes are written to a TEXT column; read as bytes, a byte that is
+# not UTF-8 reaches verification (and is reported there as tampering) instead of failing
+# the read as if the database were unavailable.
+BYTES_EVENT_COLUMNS = "seq, CAST(prev_hash AS BLOB), CAST(hash AS BLOB), CAST(payload AS BLOB)"
+
+
+def _raw(row: tuple[Any, ...]) -> RawEvent:
+    """A stored row as a RawEvent; bytes that are not UTF-8 are kept as surrogates."""
+    seq, prev, digest, payload = row
+    return RawEvent(int(seq), _text(prev), _text(digest), _text(payload))
+
+
+def _decoded(raw: RawEvent) -> AuditEvent:
+    try:
+        return AuditEvent.from_raw(raw)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise CheckFailed(
+            f"audit entry {raw.seq} cannot be read: it is not what releaser wrote (tampered?)",
+            hint="'releaser audit verify' names every entry that was changed",
+        ) from None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
 
 
 class AuditReads:
@@ -55,6 +82,8 @@ class AuditReads:
     """
 
     _PH = "?"
+    _EVENTS_SQL = _EVENT_COLUMNS
+    _VALUE_TEXT_SQL = "value::text"
     _batch_size: int
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -72,11 +101,12 @@ class AuditReads:
         while remaining is None or remaining > 0:
             size = self._batch_size if remaining is None else min(self._batch_size, remaining)
             rows = self._read(
-                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE {where} ORDER BY seq LIMIT {ph}",
+                f"SELECT {self._EVENTS_SQL} FROM audit_events WHERE {where} ORDER BY seq "
+                f"LIMIT {ph}",
                 (last, *extra, size),
             )
             for row in rows:
-                yield AuditEvent.from_raw(RawEvent(*row))
+                yield _decoded(_raw(row))
             if len(rows) < size:
                 return
             last = int(rows[-1][0])
@@ -93,14 +123,38 @@ class AuditReads:
         last = 0
         while True:
             rows = self._read(
-                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE seq > {ph} ORDER BY seq "
+                f"SELECT {self._EVENTS_SQL} FROM audit_events WHERE seq > {ph} ORDER BY seq "
                 f"LIMIT {ph}",
                 (last, self._batch_size),
             )
-            yield from (RawEvent(*row) for row in rows)
+            yield from (_raw(row) for row in rows)
             if len(rows) < self._batch_size:
                 return
             last = int(rows[-1][0])
+
+    def record_links(self) -> Iterator[tuple[str, str, int, str, int | None]]:
+        """Every record as (kind, key, version, value's JSON text, the audit entry that last
+        wrote it), ordered by kind and key, read in batches (for verification)."""
+        ph = self._PH
+        last: tuple[str, str] | None = None
+        while True:
+            where = "" if last is None else f"WHERE (kind, key) > ({ph}, {ph}) "
+            rows = self._read(
+                f"SELECT kind, key, version, {self._VALUE_TEXT_SQL}, event_seq FROM records "
+                f"{where}ORDER BY kind, key LIMIT {ph}",
+                (*(last or ()), self._batch_size),
+            )
+            for kind, key, version, value, seq in rows:
+                yield (
+                    str(kind),
+                    str(key),
+                    int(version),
+                    _text(value),
+                    (None if seq is None else int(seq)),
+                )
+            if len(rows) < self._batch_size:
+                return
+            last = (str(rows[-1][0]), str(rows[-1][1]))
 
     def audit_head(self) -> tuple[int, str]:
         """The (seq, hash) of the latest event as recorded by the store; (0, genesis) if none."""

@@ -11,18 +11,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from releaser.core.audit import EventDraft, RawEvent, chain_hash
+from releaser.core.audit import EventDraft, RawEvent, chain_hash, value_digest
 from releaser.core.canonical import canonical_json
 from releaser.errors import BadInput, StateConflict
 from releaser.store.base import Write
 
 __all__ = [
     "PreparedWrite",
+    "anchor_existing_records",
     "append_event",
     "apply_writes",
     "conflict_error",
     "encode_event",
     "prepare_writes",
+    "utc_stamp",
 ]
 
 
@@ -61,10 +63,16 @@ def prepare_writes(writes: Sequence[Write]) -> list[PreparedWrite]:
     return prepared
 
 
-def encode_event(event: EventDraft) -> str:
-    """The canonical payload of ``event``; a value JSON cannot hold is bad input."""
+def encode_event(event: EventDraft, writes: Sequence[PreparedWrite] | None = None) -> str:
+    """The canonical payload of ``event``, listing ``writes`` (each record's new version
+    and value digest) when given; a value JSON cannot hold is bad input."""
+    digests = (
+        None
+        if writes is None
+        else [(w.kind, w.key, w.expected_version + 1, value_digest(w.value_json)) for w in writes]
+    )
     try:
-        return event.payload()
+        return event.payload(digests)
     except (TypeError, ValueError) as exc:
         raise BadInput(
             f"audit event {event.action} on {event.subject} cannot be stored as JSON: {exc}",
@@ -110,27 +118,35 @@ Execute = Callable[[str, tuple[Any, ...]], _Cursor]
 
 
 def apply_writes(
-    execute: Execute, writes: Sequence[PreparedWrite], at: str, *, ph: str, json_value: str
+    execute: Execute,
+    writes: Sequence[PreparedWrite],
+    at: str,
+    *,
+    ph: str,
+    json_value: str,
+    event_seq: int,
 ) -> None:
     """Apply each compare-and-swap write; StateConflict (naming both versions) for a loser.
 
     ``ph`` is the backend's placeholder and ``json_value`` the SQL for a JSON value
-    parameter (``?``, or ``%s::jsonb``). The caller rolls the transaction back on error.
+    parameter (``?``, or ``%s::json``). Each record is linked to ``event_seq``, the
+    audit entry this transaction appends, which lists its version and value digest.
+    The caller rolls the transaction back on error.
     """
     insert = (
-        "INSERT INTO records (kind, key, version, value, updated_at) "
-        f"VALUES ({ph}, {ph}, 1, {json_value}, {ph}) ON CONFLICT (kind, key) DO NOTHING"
+        "INSERT INTO records (kind, key, version, value, updated_at, event_seq) "
+        f"VALUES ({ph}, {ph}, 1, {json_value}, {ph}, {ph}) ON CONFLICT (kind, key) DO NOTHING"
     )
     update = (
-        f"UPDATE records SET version = version + 1, value = {json_value}, updated_at = {ph} "
-        f"WHERE kind = {ph} AND key = {ph} AND version = {ph}"
+        f"UPDATE records SET version = version + 1, value = {json_value}, updated_at = {ph}, "
+        f"event_seq = {ph} WHERE kind = {ph} AND key = {ph} AND version = {ph}"
     )
     current = f"SELECT version FROM records WHERE kind = {ph} AND key = {ph}"
     for w in writes:
         if w.expected_version == 0:
-            cur = execute(insert, (w.kind, w.key, w.value_json, at))
+            cur = execute(insert, (w.kind, w.key, w.value_json, at, event_seq))
         else:
-            cur = execute(update, (w.value_json, at, w.kind, w.key, w.expected_version))
+            cur = execute(update, (w.value_json, at, event_seq, w.kind, w.key, w.expected_version))
         if cur.rowcount != 1:
             row = execute(current, (w.kind, w.key)).fetchone()
             actual = None if row is None else int(row[0])
@@ -150,3 +166,43 @@ def append_event(
     )
     execute(f"UPDATE audit_head SET seq = {ph}, hash = {ph} WHERE id = 1", (raw.seq, raw.hash))
     return raw
+
+
+def anchor_existing_records(
+    execute: Execute, rows: Sequence[tuple[Any, ...]], at: str, *, ph: str
+) -> None:
+    """Link records written before records named their audit entry (schema v5) to one
+    new ``store.anchor`` entry listing each one's version and value digest.
+
+    ``rows`` are (kind, key, version, value as JSON text) of every record whose
+    ``event_seq`` is NULL; runs inside the migration's transaction.
+    """
+    if not rows:
+        return
+    import json
+
+    from releaser.core.canonical import canonical_json
+
+    prepared = [
+        PreparedWrite(str(k), str(key), canonical_json(json.loads(v)), int(version) - 1)
+        for k, key, version, v in rows
+    ]
+    event = EventDraft(
+        actor="releaser",
+        action="store.anchor",
+        subject="store",
+        at=at,
+        after={"records": len(prepared)},
+        reason="each record now names the audit entry that last wrote it; this entry "
+        "vouches for the records written before",
+    )
+    head = execute("SELECT seq, hash FROM audit_head WHERE id = 1", ()).fetchone()
+    raw = append_event(execute, head, encode_event(event, prepared), "store", ph=ph)
+    execute(f"UPDATE records SET event_seq = {ph} WHERE event_seq IS NULL", (raw.seq,))
+
+
+def utc_stamp() -> str:
+    """The current UTC time as ``audit`` entries write it (ISO 8601, microseconds, ``Z``)."""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -107,6 +107,11 @@ class Store(Protocol):
         """Every stored audit event, undecoded, in sequence order (for verification)."""
         ...
 
+    def record_links(self) -> Iterator[tuple[str, str, int, str, int | None]]:
+        """Every record as (kind, key, version, value's JSON text, seq of the audit entry
+        that last wrote it, None if none), by kind and key: what verification compares."""
+        ...
+
     def audit_head(self) -> tuple[int, str]:
         """The (seq, hash) of the latest event as recorded by the store; (0, genesis) if none."""
         ...

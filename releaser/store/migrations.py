@@ -17,6 +17,14 @@ Tables (both backends):
   merged by additive upserts.
 - ``rollout_latency_bins(rollout_id, step, variant, bin, count)`` (v2): the latency
   histogram, one row per non-empty bin, merged the same way.
+- v4: triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) of
+  ``audit_events``; the chain only grows. Someone who can drop a trigger can still
+  edit it, which ``audit verify`` with checkpoints detects.
+- v5: ``records.event_seq``, the audit entry that last wrote the record; that entry's
+  payload lists each record it wrote with its new version and value digest, so an edit
+  of state alone is detected. Records older than v5 are vouched for by one
+  ``store.anchor`` entry written by the migration. On PostgreSQL ``records.value``
+  becomes ``json`` (the text as written) instead of ``jsonb``.
 - ``metric_batches(batch_id, applied_at)`` (v3): ids of metric batches already added
   (unix seconds, database clock), so a router re-sending a batch whose commit it never
   saw confirmed does not count it twice; kept for ``BATCH_ID_RETENTION_S``.
@@ -45,6 +53,9 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    anchor_records: bool = False
+    """After the statements, link every record that names no audit entry to a new
+    ``store.anchor`` entry (see ``releaser.store._writes.anchor_existing_records``)."""
 
 
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
@@ -114,6 +125,22 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             ) WITHOUT ROWID""",
             "CREATE INDEX metric_batches_applied ON metric_batches (applied_at)",
         ),
+    ),
+    Migration(
+        4,
+        "audit events are append-only: UPDATE and DELETE are refused",
+        (
+            """CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+            BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END""",
+            """CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+            BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END""",
+        ),
+    ),
+    Migration(
+        5,
+        "each record names the audit entry that last wrote it",
+        ("ALTER TABLE records ADD COLUMN event_seq INTEGER",),
+        anchor_records=True,
     ),
 )
 
@@ -188,6 +215,33 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX metric_batches_applied ON metric_batches (applied_at)",
         ),
+    ),
+    Migration(
+        4,
+        "audit events are append-only: UPDATE, DELETE and TRUNCATE are refused",
+        (
+            """CREATE FUNCTION releaser_audit_append_only() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'audit events are append-only (% refused)', TG_OP
+                    USING ERRCODE = 'insufficient_privilege';
+            END $$""",
+            """CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
+            FOR EACH ROW EXECUTE FUNCTION releaser_audit_append_only()""",
+            """CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
+            FOR EACH STATEMENT EXECUTE FUNCTION releaser_audit_append_only()""",
+        ),
+    ),
+    Migration(
+        5,
+        "each record names the audit entry that last wrote it; values kept as written (json)",
+        (
+            "ALTER TABLE records ADD COLUMN event_seq BIGINT",
+            # jsonb prints numbers without an exponent, so 7.2e+246 came back as a 247-digit
+            # int and 1e16 as an int; json keeps the text releaser wrote, every double exact.
+            "ALTER TABLE records ALTER COLUMN value TYPE json USING value::text::json",
+        ),
+        anchor_records=True,
     ),
 )
 

@@ -35,7 +35,14 @@ from releaser.core.audit import AuditEvent, EventDraft
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import BadInput, ExternalUnavailable, ReleaserError
 from releaser.store._reads import AuditReads, bulk_decoding, omit_paths
-from releaser.store._writes import append_event, apply_writes, encode_event, prepare_writes
+from releaser.store._writes import (
+    anchor_existing_records,
+    append_event,
+    apply_writes,
+    encode_event,
+    prepare_writes,
+    utc_stamp,
+)
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
     PreparedMetric,
@@ -130,7 +137,8 @@ class PostgresStore(AuditReads):
         paths = omit_paths(omit)
         if paths:
             removed = "".join(" #- '{" + ",".join(p) + "}'" for p in paths)
-            columns = columns.replace("value", f"(value{removed}) AS value", 1)
+            # json has no path operators; the listing's copy goes through jsonb.
+            columns = columns.replace("value", f"(value::jsonb{removed}) AS value", 1)
         with bulk_decoding():
             rows = self._read(
                 f"SELECT {columns} FROM records "
@@ -145,7 +153,8 @@ class PostgresStore(AuditReads):
         """Apply ``writes`` with compare-and-swap and append ``event`` (then ``also``), in one
         transaction."""
         prepared = prepare_writes(writes)
-        payloads = [(encode_event(e), e.subject) for e in (event, *also)]
+        payloads = [(encode_event(event, prepared or None), event.subject)]
+        payloads += [(encode_event(e), e.subject) for e in also]
         with self._transaction() as cur:
             # The head row lock orders all writers; it is held until COMMIT.
             cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
@@ -155,7 +164,14 @@ class PostgresStore(AuditReads):
                     f"the state store {self._url} has no audit head row",
                     hint="the schema was altered by hand; restore it from a backup",
                 )
-            apply_writes(cur.execute, prepared, event.at, ph="%s", json_value="%s::jsonb")
+            apply_writes(
+                cur.execute,
+                prepared,
+                event.at,
+                ph="%s",
+                json_value="%s::json",
+                event_seq=int(head[0]) + 1,
+            )
             first = None
             for payload, subject in payloads:
                 raw = append_event(cur.execute, head, payload, subject, ph="%s")
@@ -358,6 +374,13 @@ class PostgresStore(AuditReads):
             for migration in pending_migrations(migrations, current, url=self._url):
                 for statement in migration.statements:
                     cur.execute(statement)
+                if migration.anchor_records:
+                    cur.execute(
+                        "SELECT kind, key, version, value::text FROM records "
+                        "WHERE event_seq IS NULL"
+                    )
+                    rows = cur.fetchall()
+                    anchor_existing_records(cur.execute, rows, utc_stamp(), ph="%s")
                 cur.execute(
                     "INSERT INTO schema_version (version, description) VALUES (%s, %s)",
                     (migration.version, migration.description),

@@ -27,8 +27,15 @@ from typing import Any
 from releaser.core.audit import AuditEvent, EventDraft
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import ExternalUnavailable, ReleaserError
-from releaser.store._reads import AuditReads, bulk_decoding, omit_paths
-from releaser.store._writes import append_event, apply_writes, encode_event, prepare_writes
+from releaser.store._reads import BYTES_EVENT_COLUMNS, AuditReads, bulk_decoding, omit_paths
+from releaser.store._writes import (
+    anchor_existing_records,
+    append_event,
+    apply_writes,
+    encode_event,
+    prepare_writes,
+    utc_stamp,
+)
 from releaser.store.base import MetricDelta, Record, Write
 from releaser.store.metrics import (
     PreparedMetric,
@@ -62,6 +69,8 @@ class SqliteStore(AuditReads):
     """A :class:`~releaser.store.base.Store` in one sqlite file (WAL, CAS, audit chain)."""
 
     _PH = "?"
+    _EVENTS_SQL = BYTES_EVENT_COLUMNS
+    _VALUE_TEXT_SQL = "CAST(value AS BLOB)"
 
     def __init__(
         self,
@@ -142,10 +151,13 @@ class SqliteStore(AuditReads):
         """Apply ``writes`` with compare-and-swap and append ``event`` (then ``also``), in one
         transaction."""
         prepared = prepare_writes(writes)
-        payloads = [(encode_event(e), e.subject) for e in (event, *also)]
+        payloads = [(encode_event(event, prepared or None), event.subject)]
+        payloads += [(encode_event(e), e.subject) for e in also]
         with self._immediate() as conn:
-            apply_writes(conn.execute, prepared, event.at, ph="?", json_value="?")
             head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            apply_writes(
+                conn.execute, prepared, event.at, ph="?", json_value="?", event_seq=head[0] + 1
+            )
             first = None
             for payload, subject in payloads:
                 raw = append_event(conn.execute, head, payload, subject, ph="?")
@@ -277,6 +289,11 @@ class SqliteStore(AuditReads):
             for migration in pending_migrations(migrations, current, url=self._url):
                 for statement in migration.statements:
                     conn.execute(statement)
+                if migration.anchor_records:
+                    rows = conn.execute(
+                        "SELECT kind, key, version, value FROM records WHERE event_seq IS NULL"
+                    ).fetchall()
+                    anchor_existing_records(conn.execute, rows, utc_stamp(), ph="?")
                 conn.execute(
                     "INSERT INTO schema_version (version, description) VALUES (?, ?)",
                     (migration.version, migration.description),

@@ -50,6 +50,9 @@ def test_tampered_store_fails_verify_naming_the_entry(release_ws: ExampleWorkspa
     db = release_ws.root / ".releaser" / "state.db"
     con = sqlite3.connect(db)
     with con:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            con.execute("DELETE FROM audit_events")
+        con.execute("DROP TRIGGER audit_events_no_update")  # as an attacker with the file can
         [(seq,)] = con.execute(
             "SELECT seq FROM audit_events WHERE payload LIKE '%release.create%'"
         ).fetchall()

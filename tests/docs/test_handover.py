@@ -73,7 +73,11 @@ def test_pack_holds_every_document_and_records_itself(rollout_copy, cli, read_tr
     audit = json.loads(files["audit-verification.json"])
     lines = files["audit-log.jsonl"].decode().splitlines()
     assert audit["ok"] is True and audit["count"] == len(lines)
-    assert "Verification of the whole hash chain: **ok**" in files["audit.md"].decode()
+    audit_md = files["audit.md"].decode()
+    assert "every record against the entry that wrote it:\n**ok**" in audit_md
+    assert "No checkpoint was found in `audit-checkpoints/`." in audit_md
+    assert "carries no checkpoint of its own: no signing key is configured" in audit_md
+    assert "audit-checkpoint.json" not in files
     assert "| Run rollouts |" in files["ownership.md"].decode()
 
     ws = open_workspace(root)
@@ -148,3 +152,27 @@ def test_second_pack_says_what_changed(rollout_copy, cli) -> None:
     assert any(c.startswith("active_rollout: case-triage-1 -> ") for c in data["changes"])
     changes = (root / "dist" / f"{SERVICE}-handover" / "changes.md").read_text(encoding="utf-8")
     assert "This is pack #2; pack #1" in changes and "rollback 1" in changes
+
+
+def test_pack_carries_checkpoints_and_signs_the_head(
+    rollout_copy, cli, read_tree, owner_keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = rollout_copy.root
+    owner_keys.enrol(root, ["priya", "sam"])
+    assert cli("audit", "checkpoint", "--key", str(owner_keys.key("sam")), cwd=root).code == 0
+    (committed,) = (root / "audit-checkpoints").glob("*.json")
+    monkeypatch.setenv("RELEASER_SIGNING_KEY", str(owner_keys.key("priya")))
+    result = cli("handover", SERVICE, "-o", "dist", cwd=root)
+    assert result.code == 0, result.err
+    files = read_tree(root / "dist" / f"{SERVICE}-handover")
+    assert files[f"audit-checkpoints/{committed.name}"] == committed.read_bytes()
+    audit_md = files["audit.md"].decode()
+    assert f"- `audit-checkpoints/{committed.name}`: entries 1..{committed.stem}" in audit_md
+    assert "signed by sam.reid@example.org" in audit_md and "FAILED" not in audit_md
+    verification = json.loads(files["audit-verification.json"])
+    assert [c["ok"] for c in verification["checkpoints"]] == [True, True]
+    # The pack's own checkpoint verifies against the live store later.
+    pack_cp = root / "dist" / f"{SERVICE}-handover" / "audit-checkpoint.json"
+    res = cli("audit", "verify", "--checkpoint", str(pack_cp), "--checkpoint", str(committed))
+    assert res.code == 0, res.err
+    assert "signed by priya.shah@example.org" in res.out

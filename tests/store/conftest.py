@@ -72,6 +72,12 @@ class SqliteBackend:
             conn.close()
         return [tuple(r) for r in rows]
 
+    def unguard(self) -> None:
+        """Drop the triggers that keep audit events append-only, as an attacker with
+        write access to the database file could."""
+        self.sql("DROP TRIGGER IF EXISTS audit_events_no_update")
+        self.sql("DROP TRIGGER IF EXISTS audit_events_no_delete")
+
     def cleanup(self) -> None:
         """Nothing to do: tmp_path goes away by itself."""
 
@@ -103,6 +109,11 @@ class PostgresBackend:
         with psycopg.connect(self.url, autocommit=True) as conn:
             cur = conn.execute(statement.replace("?", "%s"), params)
             return list(cur.fetchall()) if cur.description else []
+
+    def unguard(self) -> None:
+        """Drop the triggers that keep audit events append-only (an owner of the table can)."""
+        self.sql("DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events")
+        self.sql("DROP TRIGGER IF EXISTS audit_events_no_truncate ON audit_events")
 
     def cleanup(self) -> None:
         """Drop the schema and everything in it."""

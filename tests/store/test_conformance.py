@@ -83,18 +83,33 @@ class TestRecords:
         assert record.value == value
 
     def test_floats_round_trip_exactly(self, store: Store) -> None:
-        # The gate compares stored predictions with its own to skip rewriting them:
-        # a float must come back as the same float. (Not above 1e16: PostgreSQL's jsonb
-        # prints a numeric without an exponent, so 7.2e+246 comes back as an int.)
+        # The gate compares stored predictions with its own to skip rewriting them, and
+        # audit verify compares each record with the digest its entry wrote: a float must
+        # come back as the same float, over the whole double range (PostgreSQL keeps the
+        # text as written, json not jsonb, so 7.2e+246 is not turned into a 247-digit int).
+        import math
         import random
+        import sys
 
         rng = random.Random(7)
-        floats = [rng.random() * 10.0 ** rng.randint(-300, 15) for _ in range(2000)]
-        floats += [5e-324, 9.999999999999998e15, 0.6097571249767952, 1 / 3, -2.5e-7]
-        insert(store, "release", "f", {"latency_ms": floats})
+        floats = [rng.random() * 10.0 ** rng.randint(-300, 300) for _ in range(2000)]
+        floats += [5e-324, 2.2250738585072014e-308, 1e-310, 1e-300, 1e300, sys.float_info.max]
+        floats += [1e16, 7.2e246, -1e300, -0.0, 0.0, 9.999999999999998e15, 1 / 3, -2.5e-7]
+        insert(store, "release", "f", {"latency_ms": floats, "big": 1e16, "int": 10**16})
         record = store.get("release", "f")
         assert record is not None
-        assert record.value["latency_ms"] == floats
+        back = record.value["latency_ms"]
+        assert back == floats and all(type(b) is float for b in back)
+        assert [math.copysign(1, b) for b in back] == [math.copysign(1, f) for f in floats]
+        assert type(record.value["big"]) is float and type(record.value["int"]) is int
+        listed = {r.key: r for r in store.list("release")}["f"]
+        assert listed.value["latency_ms"] == floats
+
+    def test_nan_and_infinity_are_refused_naming_the_record(self, store: Store) -> None:
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            with pytest.raises(BadInput, match="record release/x: value cannot be stored"):
+                insert(store, "release", "x", {"score": bad})
+        assert store.get("release", "x") is None and store.audit_head()[0] == 0
 
     def test_cas_update_bumps_version_and_time(self, store: Store) -> None:
         insert(store, "rollout", "svc", {"step": 0})

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from releaser.core.audit import verify_chain
+from releaser.core.audit import chain_hash, payload_writes, verify_chain
+from releaser.core.canonical import canonical_json
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import ReleaserError
 from releaser.store.base import MetricDelta, Write
 from releaser.store.migrations import SQLITE_MIGRATIONS, Migration, pending_migrations
 
 from . import _workers
-from .conftest import Backend, draft, insert, shipped
+from .conftest import AT, Backend, draft, insert, shipped
 
 METRICS_TABLES = ("rollout_metrics", "rollout_latency_bins", "metric_batches")
 
@@ -30,6 +31,33 @@ def broken(backend: Backend) -> Migration:
     return Migration(version, "broken", ("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL"))
 
 
+def old_write(
+    backend: Backend, seq: int, kind: str, key: str, value: dict, *, version: int = 1
+) -> None:
+    """Write a record and its chained event with SQL, as a releaser of schema v1 did."""
+    text = canonical_json(value)
+    cast = "CAST(? AS jsonb)" if backend.name == "postgres" else "?"
+    if version == 1:
+        backend.sql(
+            "INSERT INTO records (kind, key, version, value, updated_at) "
+            f"VALUES (?, ?, 1, {cast}, ?)",
+            (kind, key, text, AT),
+        )
+    else:
+        backend.sql(
+            f"UPDATE records SET version = ?, value = {cast} WHERE kind = ? AND key = ?",
+            (version, text, kind, key),
+        )
+    prev = str(backend.sql("SELECT hash FROM audit_head WHERE id = 1")[0][0])
+    payload = draft(f"{kind}/{key}", "write").payload()
+    digest = chain_hash(seq, prev, payload)
+    backend.sql(
+        "INSERT INTO audit_events (seq, prev_hash, hash, payload, subject) VALUES (?, ?, ?, ?, ?)",
+        (seq, prev, digest, payload, f"{kind}/{key}"),
+    )
+    backend.sql("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
+
+
 def table_exists(backend: Backend, name: str) -> bool:
     """Whether ``name`` is a table in the store's schema."""
     if backend.name == "sqlite":
@@ -46,7 +74,7 @@ def versions(backend: Backend) -> list[int]:
 class TestMigrations:
     def test_fresh_store_gets_every_table(self, backend: Backend) -> None:
         backend.open().close()
-        assert versions(backend) == [m.version for m in shipped(backend)] == [1, 2, 3]
+        assert versions(backend) == [m.version for m in shipped(backend)] == [1, 2, 3, 4, 5]
         for table in ("records", "audit_events", "audit_head", "schema_version", *METRICS_TABLES):
             assert table_exists(backend, table)
 
@@ -71,37 +99,42 @@ class TestMigrations:
 
     def test_v1_store_migrates_in_place(self, backend: Backend) -> None:
         v1 = backend.open(migrations=shipped(backend)[:1])
-        try:
-            insert(v1, "release", "r1", {"model": "m:3"})
-            insert(v1, "rollout", "svc", {"step": 0})
-            v1.commit([Write("rollout", "svc", {"step": 1}, 1)], draft("rollout/svc", "advance"))
-            records_before = v1.list("release") + v1.list("rollout")
-            events_before = list(v1.events())
-            head_before = v1.audit_head()
-        finally:
-            v1.close()
+        v1.close()
+        # What a releaser of schema v1 wrote: records and their chained events, no links.
+        old_write(backend, 1, "release", "r1", {"model": "m:3", "score": 7.2e246})
+        old_write(backend, 2, "rollout", "svc", {"step": 0})
+        old_write(backend, 3, "rollout", "svc", {"step": 1}, version=2)
         assert versions(backend) == [1]
         assert not any(table_exists(backend, t) for t in METRICS_TABLES)
 
         upgraded = backend.open()
         try:
-            assert versions(backend) == [1, 2, 3]
-            assert upgraded.list("release") + upgraded.list("rollout") == records_before
-            assert list(upgraded.events()) == events_before
-            assert upgraded.audit_head() == head_before
+            assert versions(backend) == [1, 2, 3, 4, 5]
+            assert upgraded.get("rollout", "svc").value == {"step": 1}
+            assert upgraded.get("release", "r1").value["model"] == "m:3"
+            # One new entry vouches for the records written before they named their entry.
+            events = list(upgraded.events())
+            assert [e.seq for e in events] == [1, 2, 3, 4]
+            anchor = events[-1]
+            assert anchor.action == "store.anchor" and anchor.after == {"records": 2}
+            writes = payload_writes(next(r for r in upgraded.raw_events() if r.seq == 4).payload)
+            assert writes is not None and set(writes) == {("release", "r1"), ("rollout", "svc")}
+            assert writes[("rollout", "svc")][0] == 2
+            assert {link[4] for link in upgraded.record_links()} == {4}
             result = verify_chain(upgraded.raw_events(), head=upgraded.audit_head())
-            assert result.ok and result.count == 3, result.problem
+            assert result.ok and result.count == 4, result.problem
             # The new tables work, and the old state keeps moving.
             delta = MetricDelta("svc", 1, "candidate", VariantStats(requests=3))
             assert upgraded.add_metrics([delta], batch_id="b-1")
             assert not upgraded.add_metrics([delta], batch_id="b-1")
             assert upgraded.read_metrics("svc") == {(1, "candidate"): VariantStats(requests=3)}
             upgraded.commit([Write("rollout", "svc", {"step": 2}, 2)], draft())
-            assert verify_chain(upgraded.raw_events(), head=upgraded.audit_head()).count == 4
+            assert verify_chain(upgraded.raw_events(), head=upgraded.audit_head()).count == 5
+            assert {link[4] for link in upgraded.record_links() if link[0] == "rollout"} == {5}
         finally:
             upgraded.close()
         backend.open().close()  # reopening applies nothing more
-        assert versions(backend) == [1, 2, 3]
+        assert versions(backend) == [1, 2, 3, 4, 5]
 
     def test_failed_step_leaves_no_trace(self, backend: Backend) -> None:
         backend.open().close()

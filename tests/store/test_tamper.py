@@ -11,13 +11,34 @@ from .conftest import Backend, draft, insert
 
 
 @pytest.fixture
-def chained(store: Store) -> Store:
-    """A store with five chained events (seq 1..5) that verifies cleanly."""
+def chained(store: Store, backend: Backend) -> Store:
+    """A store with five chained events (seq 1..5) that verifies cleanly.
+
+    The database's append-only triggers are dropped first: these tests play an
+    attacker who can do that (``test_the_database_refuses_...`` shows they hold).
+    """
     insert(store, "rollout", "svc", {"step": 0})
     for version in range(1, 5):
         store.commit([Write("rollout", "svc", {"step": version}, version)], draft())
     assert verify_chain(store.raw_events(), head=store.audit_head()).ok
+    backend.unguard()
     return store
+
+
+def test_the_database_refuses_to_update_or_delete_audit_events(
+    store: Store, backend: Backend
+) -> None:
+    insert(store, "rollout", "svc", {"step": 0})
+    for statement in (
+        "UPDATE audit_events SET payload = 'x' WHERE seq = 1",
+        "DELETE FROM audit_events WHERE seq = 1",
+        "DELETE FROM audit_events",
+        *(["TRUNCATE audit_events"] if backend.name == "postgres" else []),
+    ):
+        with pytest.raises(Exception, match="audit events are append-only"):
+            backend.sql(statement)
+    assert [e.seq for e in store.raw_events()] == [1]
+    assert verify_chain(store.raw_events(), head=store.audit_head()).ok
 
 
 def payload_of(backend: Backend, seq: int) -> str:
@@ -74,3 +95,26 @@ class TestTamper:
         result = verify_chain(chained.raw_events(), head=chained.audit_head())
         assert (result.ok, result.bad_seq) == (False, 5)
         assert result.problem is not None and "truncated" in result.problem
+
+
+def test_a_byte_that_is_not_utf8_is_tampering_named_by_its_entry(
+    chained: Store, backend: Backend
+) -> None:
+    if backend.name != "sqlite":
+        pytest.skip("PostgreSQL refuses text that is not valid in its encoding")
+    payload = payload_of(backend, 3).encode()
+    broken = payload.replace(b'"actor":"ci"', b'"actor":"c\xff"')
+    backend.sql("UPDATE audit_events SET payload = CAST(? AS TEXT) WHERE seq = 3", (broken,))
+    result = verify_chain(chained.raw_events(), head=chained.audit_head())
+    assert (result.ok, result.bad_seq) == (False, 3)
+    assert result.problem == (
+        "entry 3 holds bytes that are not UTF-8 text: it was edited outside releaser"
+    )
+    # Reading the log decodes what it can and names the entry it cannot.
+    assert [e.seq for e in chained.events(after_seq=3)] == [4, 5]
+    broken_json = payload.replace(b'"actor":"ci"', b'"actor":\xff')
+    backend.sql("UPDATE audit_events SET payload = CAST(? AS TEXT) WHERE seq = 3", (broken_json,))
+    from releaser.errors import CheckFailed
+
+    with pytest.raises(CheckFailed, match="audit entry 3 cannot be read"):
+        list(chained.events())
