@@ -117,6 +117,63 @@ def prompted_workspace(
     return example
 
 
+OWNER_EMAILS = {
+    "priya": "priya.shah@example.org",
+    "tom": "tom.okafor@example.org",
+    "sam": "sam.reid@example.org",
+    "alex": "dpo@example.org",
+}
+"""The owners of the ``releaser init`` template, by first name."""
+
+
+@dataclass(frozen=True)
+class OwnerKeys:
+    """Real ed25519 keys made by ssh-keygen: one per template owner, and mallory's."""
+
+    folder: Path
+
+    def key(self, who: str) -> Path:
+        """The private key file of ``who`` (priya, tom, sam, alex or mallory)."""
+        return self.folder / who
+
+    def public(self, who: str) -> str:
+        """The public key line of ``who``."""
+        return (self.folder / f"{who}.pub").read_text(encoding="utf-8").strip()
+
+    def enrol(self, root: Path, who: list[str], *, commit: bool = True) -> None:
+        """List each person's public key under their owners entry in ``root/releaser.yaml``."""
+        import subprocess
+
+        config = root / "releaser.yaml"
+        text = config.read_text(encoding="utf-8")
+        for name in who:
+            line = f"    email: {OWNER_EMAILS[name]}\n"
+            assert line in text, f"no owner {name} in {config}"
+            text = text.replace(line, f'{line}    ssh_keys: ["{self.public(name)}"]\n', 1)
+        config.write_text(text, encoding="utf-8")
+        if commit:
+            subprocess.run(["git", "add", "releaser.yaml"], cwd=root, check=True)
+            subprocess.run(
+                ["git", "commit", "-q", "--no-verify", "-m", "Owners' signing keys"],
+                cwd=root,
+                check=True,
+            )
+
+
+@pytest.fixture(scope="session")
+def owner_keys(tmp_path_factory: pytest.TempPathFactory) -> OwnerKeys:
+    """Signing keys for the template's owners (and mallory, whom no owner entry lists)."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("owner-keys")
+    for who in (*OWNER_EMAILS, "mallory"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", who, "-f", str(folder / who)],
+            check=True,
+        )
+    return OwnerKeys(folder)
+
+
 @pytest.fixture
 def release_ws(prompted_workspace: ExampleWorkspace, tmp_path: Path) -> ExampleWorkspace:
     """A private copy of ``prompted_workspace`` that a test may change (releases, data)."""

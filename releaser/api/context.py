@@ -31,7 +31,9 @@ def current_actor(env: Mapping[str, str] | None = None) -> Actor:
 
     In GitHub Actions the actor is ``github:<GITHUB_ACTOR>`` and the context
     holds the run URL, workflow, ref and sha, so each audit event points at the
-    run that made it.
+    run that made it; ``RELEASER_ACTOR`` does not replace it there (it is kept as
+    ``claimed_actor``). Elsewhere ``RELEASER_ACTOR`` names the actor (a claim: what
+    needs proof, an approval, is signed).
     """
     env = os.environ if env is None else env
     context: dict[str, Any] = {}
@@ -61,8 +63,12 @@ def current_actor(env: Mapping[str, str] | None = None) -> Actor:
             user = "unknown"
         name = f"{user}@{socket.gethostname()}"
     explicit = env.get("RELEASER_ACTOR")
-    if explicit:
-        if explicit != name:
+    if explicit and explicit != name:
+        if context.get("ci") == "github-actions":
+            # GitHub says who started the run; a variable any step can set does not
+            # replace it. What it claimed is kept beside the proven name.
+            context["claimed_actor"] = explicit
+        else:
             context["os_actor"] = name
-        name = explicit
+            name = explicit
     return Actor(name=name, context=context)

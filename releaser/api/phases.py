@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from releaser.api.context import current_actor, utc_now
@@ -23,6 +24,7 @@ from releaser.api.releases import get_release, get_service_release, list_release
 from releaser.config._common import did_you_mean
 from releaser.config.service import PHASES, PhaseName
 from releaser.core.audit import EventDraft
+from releaser.core.signing import APPROVAL_NAMESPACE
 from releaser.errors import BadInput, CheckFailed, NotFound, StateConflict
 from releaser.store.base import Write
 
@@ -35,6 +37,7 @@ __all__ = [
     "PhaseCheck",
     "PhaseStatus",
     "advance_phase",
+    "approval_checks",
     "approvals",
     "approve",
     "check_phase",
@@ -48,7 +51,13 @@ APPROVAL_KIND = "approval"
 
 @dataclass(frozen=True)
 class Approval:
-    """One person's approval of a release for a role."""
+    """One person's signed approval of a release for a role, entering a phase.
+
+    ``approver`` is the owner's email the signature was made for; ``statement`` is
+    the exact text signed and ``signature`` the armored SSH signature. ``actor`` is
+    who ran the command (the CI run or the machine's user), kept for the record.
+    Approvals stored before signing existed carry no statement and never count.
+    """
 
     service: str
     release_id: str
@@ -56,6 +65,11 @@ class Approval:
     approver: str
     note: str
     at: str
+    phase: str | None = None
+    approver_name: str | None = None
+    statement: str | None = None
+    signature: str | None = None
+    actor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -169,12 +183,45 @@ def _known_roles(spec: Service) -> list[str]:
     return roles
 
 
-def approve(ws: Workspace, service: str, release_id: str, role: str, note: str) -> Approval:
-    """Record the current actor's approval of a release for ``role`` (audited).
+def _approval_phase(service: str, spec: Service, current: PhaseName, role: str) -> PhaseName:
+    """The next phase ahead of ``current`` whose criteria ask for ``role``."""
+    for phase in PHASES[PHASES.index(current) + 1 :]:
+        if any(rule.role == role for rule in spec.phases.criteria(phase).approvals):
+            return phase
+    asked = [p for p in PHASES if any(r.role == role for r in spec.phases.criteria(p).approvals)]
+    raise BadInput(
+        f"{service} is in {current}, past every phase that asks the role {role!r} "
+        f"({', '.join(asked)})",
+        hint="approvals are for the phase a service enters next",
+    )
 
-    The same person approving the same role again counts once (nothing is
-    written). The person who created the release may not approve it.
+
+def approve(
+    ws: Workspace,
+    service: str,
+    release_id: str,
+    role: str,
+    note: str,
+    *,
+    key: Path | None = None,
+) -> Approval:
+    """Sign and record an approval of a release for ``role`` (audited).
+
+    The statement is signed with ``key`` (else ``$RELEASER_SIGNING_KEY``, else git's
+    SSH signing key). The key must be listed in ``ssh_keys`` of an owner holding
+    ``role`` in ``releaser.yaml`` at the release's commit, and that owner must not
+    have created the release; otherwise BadInput and nothing is written. The same
+    owner approving the same role and phase again counts once (nothing is written).
     """
+    from releaser.api.approvals import (
+        approval_statement,
+        check_signed_approval,
+        is_release_creator,
+        owners_at_release,
+        signing_key,
+    )
+    from releaser.integrations.ssh_signing import public_key_of, sign
+
     spec = _spec(ws, service)
     release = get_service_release(ws, service, release_id)
     roles = _known_roles(spec)
@@ -185,42 +232,135 @@ def approve(ws: Workspace, service: str, release_id: str, role: str, note: str) 
             f"no phase of {service} asks for approval by the role {role!r}",
             hint=close or f"roles that approve: {listed}",
         )
+    phase = _approval_phase(service, spec, phase_status(ws, service).phase, role)
     actor = current_actor()
     if actor.name == release.created_by:
         raise BadInput(
             f"{actor.name} created release {release.id} and may not approve it",
             hint="ask someone else holding the role to approve (no self-approval)",
         )
-    key = _approval_key(service, release.id)
+    key_file = signing_key(key, ws.root)
+    owners = owners_at_release(ws, release)
+    if owners.problem is not None:
+        raise BadInput(
+            f"cannot check who may approve release {release.id}: {owners.problem}",
+            hint="approvals are checked against the owners at the release's commit",
+        )
+    public = public_key_of(key_file)
+    holders = [o for o in owners.by_key(public) if o.role == role]
+    if not holders:
+        others = sorted({f"{o.email} ({o.role})" for o in owners.by_key(public)})
+        whose = f"it is the key of {', '.join(others)}" if others else "no owner lists it"
+        raise BadInput(
+            f"the key {key_file} may not approve as {role} for release {release.id}: {whose} "
+            f"in {ws.config_path.name} at commit {owners.sha[:12]}",
+            hint=f"add the public key to the {role} owner's ssh_keys and commit it; it counts "
+            "for releases created from that commit on",
+        )
+    owner = holders[0]
+    if is_release_creator(owner, release.created_by):
+        raise BadInput(
+            f"{owner.email} created release {release.id} and may not approve it",
+            hint="ask someone else holding the role to approve (no self-approval)",
+        )
+    key_name = _approval_key(service, release.id)
     for _attempt in range(3):
-        record = ws.store.get(APPROVAL_KIND, key)
+        record = ws.store.get(APPROVAL_KIND, key_name)
         existing = [Approval(**a) for a in (record.value.get("approvals", []) if record else [])]
         for a in existing:
-            if a.approver == actor.name and a.role == role:
+            if a.approver == owner.email and a.role == role and a.phase == phase:
                 return a  # the same person twice counts once
-        new = Approval(service, release.id, role, actor.name, note, utc_now())
+        at = utc_now()
+        statement = approval_statement(
+            service=service,
+            release_id=release.id,
+            phase=phase,
+            role=role,
+            approver=owner.email,
+            at=at,
+            audit_head=ws.store.audit_head(),
+            note=note,
+        )
+        signature = sign(statement.encode("utf-8"), key_file, APPROVAL_NAMESPACE)
+        new = Approval(
+            service,
+            release.id,
+            role,
+            owner.email,
+            note,
+            at,
+            phase=phase,
+            approver_name=owner.name,
+            statement=statement,
+            signature=signature,
+            actor=actor.name,
+        )
+        check = check_signed_approval(
+            ws, new.to_dict(), release=release, phase=phase, owners=owners
+        )
+        if not check.counts:
+            raise BadInput(
+                f"the signed approval would not count: {check.reason}",
+                hint="check that --key is the key listed in releaser.yaml at the release's commit",
+            )
         value = {
             "service": service,
             "release_id": release.id,
             "approvals": [a.to_dict() for a in [*existing, new]],
         }
         event = EventDraft(
-            actor=actor.name,
+            actor=owner.email,
             action="phase.approve",
             subject=f"release:{release.id}",
-            at=new.at,
-            after={"service": service, "release_id": release.id, "role": role},
+            at=at,
+            after={
+                "service": service,
+                "release_id": release.id,
+                "role": role,
+                "phase": phase,
+                "approver": owner.email,
+                "signed": True,
+            },
             reason=note or None,
-            context=actor.context,
+            context={**actor.context, "run_by": actor.name},
         )
         try:
             ws.store.commit(
-                [Write(APPROVAL_KIND, key, value, record.version if record else 0)], event
+                [Write(APPROVAL_KIND, key_name, value, record.version if record else 0)], event
             )
             return new
         except StateConflict:
             continue
     raise StateConflict(f"approvals of {release.id} kept changing", hint="approve again")
+
+
+def approval_checks(
+    ws: Workspace, service: str, release_id: str, phase: str | None = None
+) -> list[tuple[Approval, bool, str]]:
+    """Each stored approval of a release with whether it counts and why (signature checks).
+
+    ``phase`` is the phase being entered; an approval signed for another phase
+    does not count for it. Without ``phase``, each approval is checked for the
+    phase it names.
+    """
+    from releaser.api.approvals import check_signed_approval, owners_at_release
+
+    release = get_release(ws, release_id)
+    given = approvals(ws, service, release.id)
+    if not given:
+        return []
+    owners = owners_at_release(ws, release)
+    checked: list[tuple[Approval, bool, str]] = []
+    for a in given:
+        target = phase or a.phase or ""
+        if a.phase is not None and phase is not None and a.phase != phase:
+            checked.append((a, False, f"signed for entering {a.phase}, not {phase}"))
+            continue
+        result = check_signed_approval(
+            ws, a.to_dict(), release=release, phase=target, owners=owners
+        )
+        checked.append((a, result.counts, result.reason))
+    return checked
 
 
 def _checklist_ids(spec: Service) -> list[str]:
@@ -325,18 +465,21 @@ def check_phase(
         else:
             met, detail = True, f"release {rid} passed its gate at {report.at}"
         items.append({"kind": "eval_gate", "id": "eval", "met": met, "detail": detail})
-    given = approvals(ws, service, rid) if rid else []
+    checked = approval_checks(ws, service, rid, target) if rid and criteria.approvals else []
     for rule in criteria.approvals:
-        people = sorted({a.approver for a in given if a.role == rule.role})
+        mine = [(a, ok, why) for a, ok, why in checked if a.role == rule.role]
+        people = sorted({a.approver for a, ok, _ in mine if ok})
+        refused = sorted({f"{a.approver} ({why})" for a, ok, why in mine if not ok})
         met = len(people) >= rule.count
         who = f": {', '.join(people)}" if people else ""
+        not_counted = f"; not counted: {'; '.join(refused)}" if refused else ""
         items.append(
             {
                 "kind": "approval",
                 "id": rule.role,
                 "met": met,
                 "detail": f"{len(people)} of {rule.count} approval{'s' if rule.count > 1 else ''}"
-                f"{who}",
+                f"{who}{not_counted}",
             }
         )
     for item in criteria.checklist:

@@ -285,17 +285,32 @@ def approve(
     release: Annotated[str, typer.Option("--release", help="Release id (or unique prefix).")],
     role: Annotated[str, typer.Option("--role", help="Role you approve as, e.g. ops-lead.")],
     note: Annotated[str, typer.Option("--note", help="What you checked (audited).")] = "",
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="SSH key to sign with: a private key, or its .pub when the ssh-agent holds it "
+            "(default: $RELEASER_SIGNING_KEY, else git's user.signingkey when gpg.format is ssh).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Record your approval of a release for a role (audited; no self-approval)."""
+    """Sign and record your approval of a release for a role (audited; no self-approval).
+
+    The key must be in your owners entry's ssh_keys in releaser.yaml at the release's
+    commit; the phase gate verifies the signature against it.
+    """
     from releaser.api.phases import approve as do_approve
     from releaser.cli.output import emit_json, say
 
-    result = do_approve(state(ctx).workspace(), service, release, role, note)
+    result = do_approve(state(ctx).workspace(), service, release, role, note, key=key)
     if as_json:
-        emit_json(result.to_dict())
+        emit_json({k: v for k, v in result.to_dict().items() if k != "statement"})
     else:
-        say(f"approved {result.release_id} as {result.role}: {result.approver} at {result.at}")
+        say(
+            f"approved {result.release_id} as {result.role} for entering {result.phase}: "
+            f"{result.approver_name} <{result.approver}>, signed, at {result.at}"
+        )
 
 
 @phase_app.command("status")

@@ -41,7 +41,7 @@ from releaser.core.canonical import content_hash
 from releaser.errors import ConfigError, ConfigProblem, WorkspaceError
 
 if TYPE_CHECKING:
-    from releaser.config.models import Config, Service
+    from releaser.config.models import Config, Owner, Service
 
 __all__ = [
     "CONFIG_NAME",
@@ -51,6 +51,7 @@ __all__ = [
     "load_config",
     "load_settings",
     "parse_config",
+    "parse_owners",
 ]
 
 CONFIG_NAME = "releaser.yaml"
@@ -135,6 +136,17 @@ def parse_config(text: str, file: str = CONFIG_NAME) -> Config:
     from releaser.config.models import Config, rollout_group_context
 
     return _validate(Config, text, file, context=rollout_group_context)
+
+
+def parse_owners(text: str, file: str = CONFIG_NAME) -> list[Owner]:
+    """The ``owners`` of YAML ``text`` (a ``releaser.yaml`` as a commit holds it), validated.
+
+    Only that key is read, so a file whose other keys follow an older format still
+    gives its owners; ConfigError lists the problems found in them.
+    """
+    from releaser.config.models import OwnersSection
+
+    return list(_validate(OwnersSection, text, file).owners)
 
 
 def _read_text(path: Path) -> str:

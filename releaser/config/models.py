@@ -38,6 +38,7 @@ __all__ = [
     "ModelSpec",
     "NonRegression",
     "Owner",
+    "OwnersSection",
     "PhaseCriteria",
     "PhaseGates",
     "PromptSettings",
@@ -97,6 +98,10 @@ from releaser.config.settings import (
     StoreUrl,
 )
 
+MAX_OWNER_KEYS = 16
+"""Public keys one owner may list (old and new keys while rotating, a hardware key...)."""
+GITHUB_LOGIN_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"
+
 
 class Owner(_Model):
     """A person accountable for the project and the role they answer for."""
@@ -109,6 +114,45 @@ class Owner(_Model):
         "data-protection. Approval rules in phases name these roles.",
     )
     team: str | None = Field(default=None, description="Team or department, if useful.")
+    github: str | None = Field(
+        default=None,
+        pattern=GITHUB_LOGIN_PATTERN,
+        description="GitHub login, so the runs they start in GitHub Actions are known as theirs.",
+    )
+    ssh_keys: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_OWNER_KEYS,
+        description="Public SSH keys ('ssh-ed25519 AAAA... comment', a .pub file's line) "
+        "their approvals are signed with, as git's allowed_signers holds them. An approval "
+        "counts only when it verifies against a key listed here at the release's commit.",
+    )
+
+    @field_validator("ssh_keys")
+    @classmethod
+    def _keys_parse(cls, keys: list[str]) -> list[str]:
+        from releaser.core.signing import parse_public_key
+
+        for i, key in enumerate(keys):
+            try:
+                parse_public_key(key)
+            except ValueError as exc:
+                raise problem(
+                    f"ssh_keys[{i}]: {exc}",
+                    hint="paste the one line of the public key file (e.g. ~/.ssh/id_ed25519.pub)",
+                ) from None
+        return keys
+
+
+class OwnersSection(_Model):
+    """Only the ``owners`` of a ``releaser.yaml``: what verifying an approval reads.
+
+    An approval is checked against the owners at the release's commit; the rest of
+    that file may follow an older or newer format and is not looked at.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    owners: list[Owner] = Field(min_length=1)
 
 
 class EscalationContact(_Model):

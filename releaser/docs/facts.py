@@ -153,12 +153,24 @@ def _gate(
 
 
 def _phases(ws: Workspace, service: str, release_id: str | None, gaps: list[Gap]) -> dict[str, Any]:
-    from releaser.api.phases import approvals, check_phase, phase_status
+    from releaser.api.phases import approval_checks, check_phase, phase_status
 
     status = plain(phase_status(ws, service))
     signed = None
     if release_id is not None:
-        signed = plain(approvals(ws, service, release_id))
+        signed = [
+            {
+                "role": a.role,
+                "phase": a.phase,
+                "approver": a.approver,
+                "approver_name": a.approver_name,
+                "at": a.at,
+                "note": a.note,
+                "counts": counts,
+                "why": why,
+            }
+            for a, counts, why in approval_checks(ws, service, release_id)
+        ]
     if status is None:
         gaps.append(
             Gap(

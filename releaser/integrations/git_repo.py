@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from git import Repo
 
 __all__ = [
+    "MAX_FILE_AT_COMMIT_BYTES",
     "STATE_DIR",
     "changed_since",
     "code_ref",
+    "file_at_commit",
     "open_repo",
     "resolve_commit",
     "strip_credentials",
@@ -168,3 +170,48 @@ def changed_since(root: Path, sha: str, files: list[Path]) -> list[str]:
         raise WorkspaceError(
             f"git could not be run in {root}: {exc}", hint="install git and put it on PATH"
         ) from exc
+
+
+MAX_FILE_AT_COMMIT_BYTES = 1 << 20
+"""Largest file :func:`file_at_commit` reads (a ``releaser.yaml`` is a few kB)."""
+
+
+def file_at_commit(root: Path, sha: str, path: Path) -> str:
+    """The text of ``path`` (a file under ``root``) as commit ``sha`` holds it.
+
+    WorkspaceError names the commit and the file when the clone does not have the
+    commit (a shallow clone), the commit does not have the file, or the file is
+    larger than :data:`MAX_FILE_AT_COMMIT_BYTES` or not UTF-8. One plain ``git``
+    process; gitpython is not needed.
+    """
+    import subprocess
+
+    rel = path.resolve().relative_to(root.resolve()).as_posix()
+    where = f"{rel} at commit {sha[:12]}"
+
+    def git(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, check=False)
+
+    try:
+        if git("cat-file", "-e", f"{sha}^{{commit}}").returncode != 0:
+            raise WorkspaceError(
+                f"commit {sha[:12]} is not in the git clone at {root}",
+                hint="fetch it: a shallow clone does not have older commits (git fetch "
+                "--unshallow, or actions/checkout with fetch-depth: 0)",
+            )
+        size = git("cat-file", "-s", f"{sha}:./{rel}")
+        if size.returncode != 0:
+            raise WorkspaceError(f"{where} does not exist", hint="was the file added later?")
+        if int(size.stdout.strip() or b"0") > MAX_FILE_AT_COMMIT_BYTES:
+            raise WorkspaceError(f"{where} is larger than {MAX_FILE_AT_COMMIT_BYTES} bytes")
+        blob = git("cat-file", "blob", f"{sha}:./{rel}")
+    except OSError as exc:
+        raise WorkspaceError(
+            f"git could not be run in {root}: {exc}", hint="install git and put it on PATH"
+        ) from exc
+    if blob.returncode != 0:
+        raise WorkspaceError(f"git could not read {where}: {blob.stderr.decode(errors='replace')}")
+    try:
+        return blob.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WorkspaceError(f"{where} is not UTF-8 text") from None

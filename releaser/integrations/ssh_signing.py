@@ -24,7 +24,14 @@ from pathlib import Path
 
 from releaser.errors import BadInput, ExternalUnavailable
 
-__all__ = ["MAX_SIGNATURE_CHARS", "Verified", "find_principals", "sign", "verify"]
+__all__ = [
+    "MAX_SIGNATURE_CHARS",
+    "Verified",
+    "find_principals",
+    "public_key_of",
+    "sign",
+    "verify",
+]
 
 # An ed25519 signature is about 300 characters armored, RSA-4096 about 1,000.
 MAX_SIGNATURE_CHARS = 8192
@@ -129,3 +136,32 @@ def find_principals(signature: str, allowed_signers: str) -> list[str]:
     if done.returncode != 0:
         return []
     return [ln.strip() for ln in done.stdout.decode("utf-8", "replace").splitlines() if ln]
+
+
+def public_key_of(key_file: Path) -> str:
+    """The public key line of ``key_file``: a ``.pub`` file, the ``.pub`` beside a private
+    key, or what ``ssh-keygen -y`` derives from the private key.
+
+    BadInput names the file when none of these gives a key (a passphrase-protected
+    key with no ``.pub`` beside it cannot be read without a terminal).
+    """
+    key = Path(key_file).expanduser()
+    candidates = [key] if key.suffix == ".pub" else [key.with_name(key.name + ".pub")]
+    for candidate in candidates:
+        if candidate.is_file() and candidate.stat().st_size <= MAX_SIGNATURE_CHARS:
+            text = candidate.read_text(encoding="utf-8", errors="replace").strip()
+            if text:
+                return text.splitlines()[0]
+    if key.suffix == ".pub" or not key.is_file():
+        raise BadInput(
+            f"signing key {key} does not exist",
+            hint="pass --key with your SSH private key, or its .pub file when the ssh-agent "
+            "holds the key (or set RELEASER_SIGNING_KEY)",
+        )
+    done = _run(["-y", "-f", str(key)], b"")
+    if done.returncode != 0:
+        raise BadInput(
+            f"ssh-keygen could not read the public half of {key}: {_last_line(done.stderr)}",
+            hint=f"put its public key beside it as {key.name}.pub",
+        )
+    return done.stdout.decode("ascii", "replace").strip()

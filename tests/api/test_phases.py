@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,17 +24,26 @@ from releaser.api.workspace import open_workspace
 from releaser.demo.workspace import ExampleWorkspace
 from releaser.errors import BadInput, CheckFailed
 
+if TYPE_CHECKING:
+    from conftest import OwnerKeys
+
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
 
 
 @pytest.fixture(scope="module")
 def phased(
-    prompted_workspace: ExampleWorkspace, tmp_path_factory: pytest.TempPathFactory
+    prompted_workspace: ExampleWorkspace,
+    tmp_path_factory: pytest.TempPathFactory,
+    owner_keys: OwnerKeys,
 ) -> tuple[Path, str]:
-    """A workspace with one release (created by 'tester') that passed its eval gate."""
+    """A workspace with one release (created by 'tester') that passed its eval gate.
+
+    Every owner's signing key is in releaser.yaml at the release's commit.
+    """
     root = tmp_path_factory.mktemp("phases") / "ws"
     shutil.copytree(prompted_workspace.root, root, symlinks=True)
+    owner_keys.enrol(root, ["priya", "tom", "sam", "alex"])
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RELEASER_ACTOR", "tester")
         ws = open_workspace(root)
@@ -67,22 +77,24 @@ def test_self_approval_is_refused(ws, phased, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_the_same_person_approving_twice_counts_once(
-    ws, phased, monkeypatch: pytest.MonkeyPatch
+    ws, phased, owner_keys: OwnerKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rid = phased[1]
     monkeypatch.setenv("RELEASER_ACTOR", "priya")
-    first = approve(ws, SERVICE, rid, "service-owner", "read the eval report")
-    second = approve(ws, SERVICE, rid, "service-owner", "again")
+    key = owner_keys.key("priya")
+    first = approve(ws, SERVICE, rid, "service-owner", "read the eval report", key=key)
+    second = approve(ws, SERVICE, rid, "service-owner", "again", key=key)
     assert second == first
-    assert [a.approver for a in approvals(ws, SERVICE, rid)] == ["priya"]
+    assert [a.approver for a in approvals(ws, SERVICE, rid)] == ["priya.shah@example.org"]
     events = [e for e in audit_log(ws) if e.action == "phase.approve"]
     assert len(events) == 1 and events[0].reason == "read the eval report"
+    assert events[0].actor == "priya.shah@example.org" and events[0].after["signed"] is True
     # The production rule for service-owner needs one person; a second role is separate.
     items = _items(check_phase(ws, SERVICE, "production"))
-    assert items["approval:service-owner"] == (True, "1 of 1 approval: priya")
+    assert items["approval:service-owner"] == (True, "1 of 1 approval: priya.shah@example.org")
     assert items["approval:data-protection"] == (False, "0 of 1 approval")
     with pytest.raises(BadInput, match="role 'ops-leed'") as err:
-        approve(ws, SERVICE, rid, "ops-leed", "")
+        approve(ws, SERVICE, rid, "ops-leed", "", key=key)
     assert err.value.hint is not None and "ops-lead" in err.value.hint
 
 
@@ -106,20 +118,22 @@ def test_gate_check_lists_every_missing_item_precisely(ws, phased) -> None:
     assert "of 14 days in poc" in items["min_days:min_days_in_previous"][1]
 
 
-def test_advance_through_pilot_to_production(ws, phased, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_advance_through_pilot_to_production(
+    ws, phased, owner_keys: OwnerKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rid = phased[1]
     with pytest.raises(CheckFailed, match="cannot enter pilot: approval ml-lead: 0 of 1"):
         advance_phase(ws, SERVICE)
     assert phase_status(ws, SERVICE).phase == "poc"
     monkeypatch.setenv("RELEASER_ACTOR", "tom")
-    approve(ws, SERVICE, rid, "ml-lead", "eval report reviewed")
+    approve(ws, SERVICE, rid, "ml-lead", "eval report reviewed", key=owner_keys.key("tom"))
     status = advance_phase(ws, SERVICE)
     assert status.phase == "pilot" and [h["phase"] for h in status.history] == ["poc", "pilot"]
     assert status.history[-1]["by"] == "tom" and status.history[-1]["release_id"] == rid
 
     for who, role in (("priya", "service-owner"), ("alex", "data-protection")):
         monkeypatch.setenv("RELEASER_ACTOR", who)
-        approve(ws, SERVICE, rid, role, "")
+        approve(ws, SERVICE, rid, role, "", key=owner_keys.key(who))
     for item in ("dpia", "model-card", "runbook", "on-call"):
         record_evidence(ws, SERVICE, item, f"https://docs.example.org/{item}")
     entered = datetime.fromisoformat(status.entered_at.replace("Z", "+00:00"))

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from releaser.demo.workspace import ExampleWorkspace
+
+if TYPE_CHECKING:
+    from conftest import OwnerKeys
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
@@ -103,9 +107,10 @@ def test_bad_input_exits_2(release_ws: ExampleWorkspace, cli) -> None:
 
 
 def test_check_approve_and_advance(
-    release_ws: ExampleWorkspace, cli, monkeypatch: pytest.MonkeyPatch
+    release_ws: ExampleWorkspace, cli, owner_keys: OwnerKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = release_ws.root
+    owner_keys.enrol(root, ["tom"])
     rid = _release(cli, root)
     res = cli("gate", "check", SERVICE, "--phase", "pilot")
     assert res.code == 1
@@ -114,11 +119,23 @@ def test_check_approve_and_advance(
     assert "MISSING  approval   ml-lead  0 of 1 approval" in res.out
     assert "missing eval_gate:eval, approval:ml-lead" in res.err
 
-    res = cli("approve", SERVICE, "--release", rid, "--role", "ml-lead", "--note", "ok")
+    tom = ("--key", str(owner_keys.key("tom")))
+    res = cli("approve", SERVICE, "--release", rid, "--role", "ml-lead", "--note", "ok", *tom)
     assert res.code == 2 and "may not approve it" in res.err  # 'tester' created it
     monkeypatch.setenv("RELEASER_ACTOR", "tom")
     res = cli("approve", SERVICE, "--release", rid, "--role", "ml-lead", "--note", "ok")
-    assert res.code == 0 and f"approved {rid} as ml-lead: tom" in res.out
+    assert res.code == 2 and "approvals are signed" in res.err and "--key" in res.err
+    mallory = ("--key", str(owner_keys.key("mallory")))
+    res = cli("approve", SERVICE, "--release", rid, "--role", "ml-lead", *mallory)
+    assert res.code == 2 and "no owner lists it" in res.err
+    # The key may also come from the environment, as a workflow secret's file would.
+    monkeypatch.setenv("RELEASER_SIGNING_KEY", str(owner_keys.key("tom")))
+    res = cli("approve", SERVICE, "--release", rid, "--role", "ml-lead", "--note", "ok")
+    assert res.code == 0, res.err
+    assert (
+        f"approved {rid} as ml-lead for entering pilot: Tom Okafor <tom.okafor@example.org>, "
+        "signed, at" in res.out
+    )
     res = cli("phase", "advance", SERVICE)
     assert res.code == 1 and "cannot enter pilot: eval_gate eval" in res.err
 

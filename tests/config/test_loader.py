@@ -660,3 +660,30 @@ def test_settings_only_loading_looks_for_control_characters_in_its_own_keys(
     with pytest.raises(ConfigError) as exc:
         load_settings(path)
     assert [p.path for p in exc.value.problems] == ["prompts.path"]
+
+
+def test_an_owners_ssh_key_is_checked_where_it_is_written(tmp_path: Path) -> None:
+    good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMr1Vq5N0oHfZbV4c8vKQ4wq7cH7JvE0yVnT3XK5bQ2p alex"
+    base = edit(
+        MINIMAL, "    role: service-owner\n", "    role: service-owner\n    ssh_keys: [KEY]\n"
+    )
+    assert load_config(write(tmp_path, base.replace("KEY", f'"{good}"'))).owners[0].ssh_keys
+    for key, message in (
+        ('"ssh-dss AAAAB3NzaC1kc3M="', "key type 'ssh-dss' is not one of"),
+        ('"ssh-ed25519 not*base64"', "the key is not valid base64"),
+        (
+            '"ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIMr1Vq5N0oHfZbV4c8vKQ4wq7cH7JvE0yVnT3XK5bQ2p"',
+            "the key's data is not a ssh-rsa key",
+        ),
+        ('"-----BEGIN OPENSSH PRIVATE KEY-----"', "this is a private key"),
+    ):
+        text = base.replace("KEY", key)
+        problem = only(problems_of(tmp_path, text))
+        assert problem.path == "owners[0].ssh_keys"
+        assert problem.line == line_of(text, "ssh_keys:")
+        assert f"ssh_keys[0]: {message}" in problem.message
+        assert problem.hint is not None and ".pub" in problem.hint
+    text = edit(
+        MINIMAL, "    role: service-owner\n", "    role: service-owner\n    github: -bad-\n"
+    )
+    assert only(problems_of(tmp_path, text)).path == "owners[0].github"
