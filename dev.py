@@ -5,6 +5,7 @@
     python3 dev.py test     # set up, then run the test suite
     python3 dev.py lint     # ruff + mypy
     python3 dev.py bench    # every benchmark under bench/
+    python3 dev.py docs     # build the documentation site (strict) into site/
     python3 dev.py setup    # only set up .venv
 
 Set-up is skipped when .venv is newer than pyproject.toml. It installs uv into
@@ -64,7 +65,7 @@ def setup() -> None:
 
 
 def main(argv: list[str]) -> None:
-    """Dispatch ``argv[0]`` (demo, test, lint, bench, setup); extra args pass through."""
+    """Dispatch ``argv[0]`` (demo, test, lint, bench, docs, setup); extra args pass through."""
     task, rest = (argv[0], argv[1:]) if argv else ("setup", [])
     setup()
     if task == "setup":
@@ -80,8 +81,13 @@ def main(argv: list[str]) -> None:
     elif task == "bench":
         for script in sorted((ROOT / "bench").glob("bench_*.py")):
             sh(PY, script, *rest)
+    elif task == "docs":
+        # Strict: a broken link or anchor, or a page missing from the nav, fails the build.
+        # The theme's notice about its own future is not ours to show on every build.
+        env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+        sh(BIN / "mkdocs", "build", "--strict", *rest, env=env)
     else:
-        sys.exit(f"unknown task {task!r}: use demo, test, lint, bench or setup")
+        sys.exit(f"unknown task {task!r}: use demo, test, lint, bench, docs or setup")
 
 
 if __name__ == "__main__":

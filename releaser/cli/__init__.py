@@ -1,6 +1,6 @@
 """The ``releaser`` command: the one place errors become messages and exit codes.
 
-Exit codes (documented in the README):
+Exit codes (documented in docs/reference/output.md):
 
 ====  =====================================================
 0     success
