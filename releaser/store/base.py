@@ -18,7 +18,10 @@ from typing import Any, Protocol, runtime_checkable
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent
 from releaser.core.stats_aggregates import VariantStats
 
-__all__ = ["METRIC_VARIANTS", "MetricDelta", "Record", "Store", "Write"]
+__all__ = ["METRIC_VARIANTS", "EventSummary", "MetricDelta", "Record", "Store", "Write"]
+
+EventSummary = tuple[int, str, str, str, str, str | None]
+"""What ``audit log`` shows of an event: (seq, at, actor, action, subject, reason)."""
 
 METRIC_VARIANTS = ("baseline", "candidate")
 """The variants a rollout measures; metrics for any other name are refused."""
@@ -103,8 +106,16 @@ class Store(Protocol):
         """Audit events in order, optionally after a sequence number or for one subject."""
         ...
 
-    def raw_events(self) -> Iterator[RawEvent]:
-        """Every stored audit event, undecoded, in sequence order (for verification)."""
+    def event_summaries(
+        self, *, after_seq: int = 0, limit: int | None = None, subject: str | None = None
+    ) -> Sequence[EventSummary]:
+        """(seq, at, actor, action, subject, reason) of events in order, as ``events``
+        selects them, read by the database without decoding each event."""
+        ...
+
+    def raw_events(self, *, after_seq: int = 0, subject: str | None = None) -> Iterator[RawEvent]:
+        """Stored audit events, undecoded, in sequence order (for verification): every one,
+        or those after ``after_seq`` (and about ``subject``)."""
         ...
 
     def record_links(self) -> Iterator[tuple[str, str, int, str, int | None]]:

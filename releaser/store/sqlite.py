@@ -69,8 +69,11 @@ class SqliteStore(AuditReads):
     """A :class:`~releaser.store.base.Store` in one sqlite file (WAL, CAS, audit chain)."""
 
     _PH = "?"
-    _EVENTS_SQL = BYTES_EVENT_COLUMNS
     _VALUE_TEXT_SQL = "CAST(value AS BLOB)"
+    _SUMMARY_SQL = (
+        "seq, json_extract(payload, '$.at'), json_extract(payload, '$.actor'), "
+        "json_extract(payload, '$.action'), subject, json_extract(payload, '$.reason')"
+    )
 
     def __init__(
         self,
@@ -264,6 +267,18 @@ class SqliteStore(AuditReads):
                     raise
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
+
+    def _read_events(self, rest: str, params: tuple[Any, ...]) -> _Rows:
+        """Event rows as text; a batch holding bytes that are not UTF-8 (sqlite keeps what
+        was written) is read again as bytes, so verification names the entry."""
+        try:
+            return self._read(f"SELECT seq, prev_hash, hash, payload {rest}", params)
+        except ExternalUnavailable as exc:
+            if not isinstance(exc.__cause__, sqlite3.OperationalError) or "decode" not in str(
+                exc.__cause__
+            ):
+                raise
+            return self._read(f"SELECT {BYTES_EVENT_COLUMNS} {rest}", params)
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> _Rows:
         with self._lock:
