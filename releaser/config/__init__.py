@@ -37,6 +37,7 @@ _LAZY = (
     "PhaseCriteria",
     "PhaseGates",
     "PromptSpec",
+    "Retention",
     "RolloutPlan",
     "RolloutStep",
     "ScorerSpec",

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent
 from releaser.core.stats_aggregates import VariantStats
 
-__all__ = ["METRIC_VARIANTS", "EventSummary", "MetricDelta", "Record", "Store", "Write"]
+__all__ = ["METRIC_VARIANTS", "Delete", "EventSummary", "MetricDelta", "Record", "Store", "Write"]
 
 EventSummary = tuple[int, str, str, str, str, str | None]
 """What ``audit log`` shows of an event: (seq, at, actor, action, subject, reason)."""
@@ -50,6 +50,15 @@ class Write:
     kind: str
     key: str
     value: dict[str, Any]
+    expected_version: int
+
+
+@dataclass(frozen=True)
+class Delete:
+    """A record a prune removes, named with the version the pruner read (compare-and-swap)."""
+
+    kind: str
+    key: str
     expected_version: int
 
 
@@ -98,6 +107,18 @@ class Store(Protocol):
         ``also`` are further events chained after ``event`` in the same transaction
         (e.g. each alias move a traffic switch owes); the first event is returned.
         """
+        ...
+
+    def prune(
+        self,
+        deletes: Sequence[Delete],
+        event: EventDraft,
+        *,
+        histograms_of: Sequence[str] = (),
+    ) -> AuditEvent:
+        """Remove ``deletes`` (compare-and-swap on each version) and the latency histograms
+        of the rollouts ``histograms_of`` (their counts stay), and append ``event``, in one
+        transaction. StateConflict, removing nothing, when a record changed meanwhile."""
         ...
 
     def events(

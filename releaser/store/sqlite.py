@@ -31,12 +31,13 @@ from releaser.store._reads import BYTES_EVENT_COLUMNS, AuditReads, bulk_decoding
 from releaser.store._writes import (
     anchor_existing_records,
     append_event,
+    apply_prune,
     apply_writes,
     encode_event,
     prepare_writes,
     utc_stamp,
 )
-from releaser.store.base import MetricDelta, Record, Write
+from releaser.store.base import Delete, MetricDelta, Record, Write
 from releaser.store.metrics import (
     PreparedMetric,
     check_batch_id,
@@ -167,6 +168,22 @@ class SqliteStore(AuditReads):
                 head, first = (raw.seq, raw.hash), first or raw
         assert first is not None
         return AuditEvent.from_raw(first)
+
+    def prune(
+        self,
+        deletes: Sequence[Delete],
+        event: EventDraft,
+        *,
+        histograms_of: Sequence[str] = (),
+    ) -> AuditEvent:
+        """Remove records and rollouts' latency histograms, and append ``event``, in one
+        transaction (see the Store protocol)."""
+        payload = encode_event(event)
+        with self._immediate() as conn:
+            head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            apply_prune(conn.execute, deletes, histograms_of, ph="?")
+            raw = append_event(conn.execute, head, payload, event.subject, ph="?")
+        return AuditEvent.from_raw(raw)
 
     def wait_for_change(self, last_token: int, timeout_s: float) -> int:
         """Poll :meth:`change_token` every 5 ms until it differs from ``last_token``.
