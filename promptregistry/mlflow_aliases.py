@@ -80,6 +80,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HTTP_TIMEOUT_S",
+    "IS_PROMPT_TAG",
     "SQLITE_BUSY_TIMEOUT_S",
     "VERIFIED_REVISIONS",
     "AliasClient",
@@ -100,6 +101,10 @@ SQLITE_BUSY_TIMEOUT_S = 5.0
 VERIFIED_REVISIONS = frozenset({"dc11669786a5"})
 """Alembic revisions of MLflow's schema whose alias and tag tables this module was checked
 against (MLflow 3.17's head). A registry at any other revision goes through MlflowClient."""
+
+IS_PROMPT_TAG = "mlflow.prompt.is_prompt"
+"""The tag (value ``true``) that makes a registered model an MLflow prompt; MlflowClient's
+model calls do not see prompts, and its prompt calls see nothing else."""
 
 WORKSPACE = "default"
 """The workspace of every row in MLflow's single-tenant mode."""
@@ -141,12 +146,21 @@ class RegisteredModelInfo:
     aliases: dict[str, int] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def is_prompt(self) -> bool:
+        """True for an MLflow prompt (a registered model tagged as one)."""
+        return self.tags.get(IS_PROMPT_TAG) == "true"
+
 
 class AliasClient(Protocol):
     """Alias and tag calls on registered models; NeedsMlflow where MlflowClient must answer."""
 
     def model(self, name: str) -> RegisteredModelInfo:
-        """The model's aliases and tags; NeedsMlflow when there is no such model."""
+        """The model's aliases and tags; NeedsMlflow when there is no such model.
+
+        Prompts are registered models too (tagged :data:`IS_PROMPT_TAG`): callers
+        that want one kind check the tag.
+        """
         ...
 
     def set_alias(self, name: str, alias: str, version: int) -> None:

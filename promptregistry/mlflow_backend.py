@@ -26,12 +26,24 @@ from ``model_config``.
 A sqlite store is switched to WAL mode before the client first opens it
 (:mod:`promptregistry.mlflow_sqlite`), which makes each alias move's commits
 3-5x cheaper.
+
+Reading a prompt's aliases and moving or deleting one (with its history tag)
+go first through the light client of :mod:`promptregistry.mlflow_aliases`,
+which needs no ``import mlflow`` (two seconds) for an HTTP server or a sqlite
+registry: a prompt in MLflow is a registered model tagged
+``mlflow.prompt.is_prompt=true``, and MLflow's own prompt alias and tag calls
+are its registered-model calls. Anything the light client cannot answer as
+MLflow would (not a prompt, an unknown version, another URI scheme) goes
+through ``MlflowClient``, so the errors are the same; so do alias moves in a
+process that has already loaded MLflow's prompt cache, which only
+``MlflowClient`` invalidates.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -46,6 +58,13 @@ from promptregistry.backend import (
     unknown_version,
 )
 from promptregistry.errors import BackendUnavailable, InvalidPrompt, PromptRegistryError
+from promptregistry.mlflow_aliases import (
+    AliasClient,
+    NeedsMlflow,
+    RegisteredModelInfo,
+    RegistryUnreachable,
+    alias_client,
+)
 from promptregistry.mlflow_http import bounded_http, probe
 from promptregistry.mlflow_sqlite import prefer_wal
 from promptregistry.model import (
@@ -91,6 +110,8 @@ class MlflowPromptBackend:
         self.registry_uri = registry_uri or tracking_uri
         self._client_obj: Any = None
         self._client_lock = threading.Lock()
+        self._light: AliasClient | None = None
+        self._light_ready = False
 
     @property
     def url(self) -> str:
@@ -122,6 +143,38 @@ class MlflowPromptBackend:
                         tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
                     )
         return self._client_obj
+
+    def _lightly(self, call: Callable[[AliasClient], T]) -> tuple[bool, T | None]:
+        """(True, answer) from the light alias client; (False, None) when MlflowClient must answer.
+
+        The server is probed first, as for MlflowClient; a transport failure after
+        that is BackendUnavailable at once.
+        """
+        if not self._light_ready:
+            light = alias_client(self.registry_uri)
+            if light is not None:
+                problem = probe(self.registry_uri)
+                if problem is not None:
+                    raise BackendUnavailable(
+                        f"cannot reach the MLflow server at {self.url}: {problem}",
+                        hint="start the tracking server or check the tracking URI",
+                    )
+            self._light, self._light_ready = light, True
+        if self._light is None:
+            return False, None
+        try:
+            return True, call(self._light)
+        except NeedsMlflow:
+            return False, None
+        except RegistryUnreachable as exc:
+            raise self._unavailable(RuntimeError(exc.detail)) from None
+
+    def _light_prompt(self, name: str) -> RegisteredModelInfo | None:
+        """The prompt's aliases and tags from the light client; None when MlflowClient must say."""
+        done, info = self._lightly(lambda light: light.model(name))
+        if not done or info is None or not info.is_prompt:
+            return None  # not a prompt (or unknown): MlflowClient's path names the problem
+        return info
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the MLflow client; _Missing on not-found, BackendUnavailable when unreachable."""
@@ -197,6 +250,10 @@ class MlflowPromptBackend:
 
     def aliases(self, name: str) -> dict[str, int]:
         """Every alias of ``name`` and its version."""
+        validate_name(name)
+        info = self._light_prompt(name)
+        if info is not None:
+            return dict(sorted(info.aliases.items()))
         self._prompt(name)
         # MlflowClient has no public "list a prompt's aliases" call; the registry client's
         # registered model carries them (MLflow is pinned to 3.17.*, and the conformance
@@ -378,11 +435,15 @@ class MlflowPromptBackend:
         )
         if not change.changed:
             return change
-        try:
-            # set_prompt_alias checks the version exists and drops MLflow's cached alias entry
-            self._call(self._client.set_prompt_alias, name, alias, version)
-        except _Missing:
-            raise unknown_version(name, version, self.list_versions(name)) from None
+        done = False
+        if not _mlflow_prompt_cache_loaded():
+            done, _ = self._lightly(lambda light: light.set_alias(name, alias, version))
+        if not done:
+            try:
+                # set_prompt_alias checks the version exists and drops MLflow's cached alias
+                self._call(self._client.set_prompt_alias, name, alias, version)
+            except _Missing:
+                raise unknown_version(name, version, self.list_versions(name)) from None
         self._append_history(change)
         return change
 
@@ -403,10 +464,14 @@ class MlflowPromptBackend:
             at=datetime.now(UTC),
             action="delete",
         )
-        try:
-            self._call(self._client.delete_prompt_alias, name, alias)
-        except _Missing:
-            raise unknown_alias(name, alias, self.aliases(name)) from None
+        done = False
+        if not _mlflow_prompt_cache_loaded():
+            done, _ = self._lightly(lambda light: light.delete_alias(name, alias))
+        if not done:
+            try:
+                self._call(self._client.delete_prompt_alias, name, alias)
+            except _Missing:
+                raise unknown_alias(name, alias, self.aliases(name)) from None
         self._append_history(change)
         return change
 
@@ -415,13 +480,31 @@ class MlflowPromptBackend:
         stamp = int(change.at.timestamp() * 1_000_000)
         key = f"{TAG_HISTORY}{change.alias}.{stamp:020d}-{uuid.uuid4().hex[:8]}"
         value = json.dumps(change.model_dump(mode="json"))
-        self._call(self._client.set_prompt_tag, change.name, key, value)
-        keys = _history_keys(self._prompt(change.name).tags, change.alias)
-        for old in keys[:-HISTORY_KEEP]:
-            try:
-                self._call(self._client.delete_prompt_tag, change.name, old)
-            except _Missing:
-                pass  # another writer trimmed it first
+        name = change.name
+        done, _ = self._lightly(lambda light: light.set_tag(name, key, value))
+        if not done:
+            self._call(self._client.set_prompt_tag, name, key, value)
+        info = self._light_prompt(name)
+        tags = info.tags if info is not None else self._prompt(name).tags
+        for old in _history_keys(tags, change.alias)[:-HISTORY_KEEP]:
+            self._delete_tag(name, old)
+
+    def _delete_tag(self, name: str, key: str) -> None:
+        """Remove a prompt-level tag; one already gone is fine."""
+        done, _ = self._lightly(lambda light: light.delete_tag(name, key))
+        if done:
+            return
+        try:
+            self._call(self._client.delete_prompt_tag, name, key)
+        except _Missing:
+            pass  # another writer trimmed it first
+
+
+def _mlflow_prompt_cache_loaded() -> bool:
+    """True when this process has MLflow's prompt cache, which only MlflowClient's alias
+    calls invalidate (``mlflow.genai.load_prompt`` in the same process would read a stale
+    alias for a while): alias moves then go through MlflowClient, already imported."""
+    return "mlflow.prompt.registry_utils" in sys.modules
 
 
 def _history_keys(tags: dict[str, str], alias: str) -> list[str]:

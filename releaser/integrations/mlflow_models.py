@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 from promptregistry.mlflow_aliases import (
     AliasClient,
     NeedsMlflow,
+    RegisteredModelInfo,
     RegistryUnreachable,
     alias_client,
 )
@@ -356,7 +357,7 @@ class MlflowModelRegistry:
         if self._light is None:
             return False, None
         try:
-            return True, call(self._light)
+            return True, call(_ModelsOnly(self._light))
         except NeedsMlflow:
             return False, None
         except RegistryUnreachable as exc:
@@ -370,7 +371,13 @@ class MlflowModelRegistry:
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Point ``alias`` of model ``name`` at ``version`` (idempotent)."""
         what = f"setting alias {alias!r} of {name!r}"
-        done, _ = self._lightly(what, lambda light: light.set_alias(name, alias, version))
+
+        def light_set(light: AliasClient) -> None:
+            if light.model(name).aliases.get(alias) == version:
+                return
+            light.set_alias(name, alias, version)
+
+        done, _ = self._lightly(what, light_set)
         if done:
             return
         with self._calling(what) as client:
@@ -479,6 +486,36 @@ class MlflowModelRegistry:
 
         uri = add_databricks_profile_info_to_artifact_uri(artifact_uri, self.tracking_uri)  # type: ignore[no-untyped-call]
         return get_artifact_repository(uri, tracking_uri=self.tracking_uri)
+
+
+class _ModelsOnly:
+    """The light alias client as MlflowClient's model calls see the registry: without prompts."""
+
+    def __init__(self, light: AliasClient) -> None:
+        self._light = light
+
+    def model(self, name: str) -> RegisteredModelInfo:
+        """The model's aliases and tags; NeedsMlflow for a prompt (MlflowClient: not found)."""
+        info = self._light.model(name)
+        if info.is_prompt:
+            raise NeedsMlflow(f"{name!r} is a prompt, not a model")
+        return info
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` at ``version`` (callers read :meth:`model` first)."""
+        self._light.set_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias``."""
+        self._light.delete_alias(name, alias)
+
+    def set_tag(self, name: str, key: str, value: str) -> None:
+        """Set the model-level tag ``key``."""
+        self._light.set_tag(name, key, value)
+
+    def delete_tag(self, name: str, key: str) -> None:
+        """Remove the model-level tag ``key``."""
+        self._light.delete_tag(name, key)
 
 
 def _database_error(exc: BaseException) -> str | None:

@@ -421,3 +421,14 @@ def test_a_dead_server_is_exit_3() -> None:
     with pytest.raises(ExternalUnavailable, match="cannot reach the MLflow server") as info:
         MlflowModelRegistry(f"http://127.0.0.1:{free_port()}").set_alias("m", "production", 1)
     assert info.value.exit_code == 3
+
+
+@pytest.mark.slow
+def test_a_prompt_is_not_a_model(release_ws: ExampleWorkspace) -> None:
+    # MLflow keeps prompts as registered models; its model calls do not see them, nor do ours.
+    registry = _registry(release_ws)
+    with pytest.raises(ArtifactNotFound, match="no registered model named 'case-triage-system'"):
+        registry.get_alias("case-triage-system", "production")
+    with pytest.raises(ArtifactNotFound, match="no registered model named 'case-triage-system'"):
+        registry.set_alias("case-triage-system", "production", 1)
+    assert registry.get_alias("case-triage", "champion") == 1

@@ -12,6 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
@@ -290,3 +293,59 @@ def test_a_dead_server_is_unreachable_without_the_token_in_the_message(
         HttpAliasClient(f"http://127.0.0.1:{port}", timeout_s=2).set_alias("m", "production", 1)
     assert "refused" in info.value.detail.lower()
     assert "tok-secret-123" not in info.value.detail
+
+
+PROMPT_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from promptregistry.errors import PromptNotFound
+    from promptregistry.mlflow_backend import MlflowPromptBackend
+    uri, name = sys.argv[1], sys.argv[2]
+    backend = MlflowPromptBackend(uri)
+    before = backend.aliases(name)
+    backend.set_alias(name, "production", 1, reason="first", actor="ops")
+    backend.set_alias(name, "production", 2, reason="better", actor="ops")
+    backend.set_alias(name, "staging", 2, reason="try", actor="ops")
+    backend.delete_alias(name, "staging", reason="done", actor="ops")
+    after = backend.aliases(name)
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] == "mlflow")
+    try:
+        backend.set_alias(name, "production", 9, reason="typo", actor="ops")
+        error = None
+    except PromptNotFound as exc:
+        error = exc.message
+    print(json.dumps({"before": before, "after": after, "mlflow": loaded, "error": error}))
+    """
+)
+
+
+def test_prompt_alias_moves_need_no_mlflow_and_mlflow_sees_them(
+    registry: Registry, make_spec: Any, child_env: dict[str, str]
+) -> None:
+    from promptregistry import MlflowPromptBackend
+
+    name = f"p-{uuid.uuid4().hex[:8]}"
+    backend = MlflowPromptBackend(registry.uri)
+    backend.register(make_spec(name, "Hi {{ who }}"))
+    backend.register(make_spec(name, "Hello {{ who }}"))
+    done = subprocess.run(
+        [sys.executable, "-c", PROMPT_CHILD, registry.uri, name],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        check=True,
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["before"] == {} and out["after"] == {"production": 2}
+    assert out["mlflow"] == [], "the alias moves imported mlflow"
+    # A missing version is refused in MlflowClient's words (the light client hands it back).
+    assert out["error"] and "no version 9" in out["error"] and "1, 2" in out["error"]
+    # MLflow reads what the light client wrote: the alias and the history tags.
+    assert int(registry.mlflow().get_prompt_version_by_alias(name, "production").version) == 2
+    moves = backend.alias_history(name, "production")
+    assert [(m.from_version, m.to_version, m.reason) for m in moves] == [
+        (None, 1, "first"),
+        (1, 2, "better"),
+    ]
+    staging = backend.alias_history(name, "staging")
+    assert [(m.to_version, m.action) for m in staging] == [(2, "promote"), (None, "delete")]
