@@ -9,8 +9,10 @@ What it speaks, chosen by the registry URI:
 
 ``http://`` and ``https://`` (a tracking server)
     MLflow's REST API (``/api/2.0/mlflow/registered-models/...``) with the
-    stdlib's urllib: ``get`` (the model with its aliases and tags), ``alias``
-    (POST to set, DELETE to remove), ``set-tag`` and ``delete-tag``. Credentials
+    stdlib's urllib: ``registered-models/get`` (the model with its aliases and
+    tags), ``registered-models/alias`` (POST to set, DELETE to remove),
+    ``registered-models/set-tag`` and ``delete-tag``, and ``model-versions/get``
+    (one version with its tags and aliases, for a prompt read). Credentials
     are sent as ``MlflowClient`` sends them: ``user:password@`` in the URI, else
     ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` (environment, then
     ``~/.mlflow/credentials``) as basic auth, else ``MLFLOW_TRACKING_TOKEN`` as a
@@ -20,7 +22,7 @@ What it speaks, chosen by the registry URI:
     at most :data:`HTTP_TIMEOUT_S`; credentials never appear in an error.
 
 ``sqlite:///PATH`` (the embedded default)
-    The four tables MLflow 3's ``SqlAlchemyStore`` reads and writes for these
+    The five tables MLflow 3's ``SqlAlchemyStore`` reads and writes for these
     calls, with the stdlib's sqlite3, each write in one ``BEGIN IMMEDIATE``
     transaction (busy timeout :data:`SQLITE_BUSY_TIMEOUT_S`). Read from MLflow
     3.17's ``model_registry/sqlalchemy_store.py`` and ``dbmodels/models.py``:
@@ -34,6 +36,8 @@ What it speaks, chosen by the registry URI:
       of ``registered_model_tags``; ``delete_registered_model_tag`` checks the
       model exists, then deletes the row if there is one. Neither changes a
       timestamp.
+    * ``get_model_version`` reads the version unless it is ``Deleted_Internal``,
+      with its tags, and the aliases that point at it.
     * every row belongs to the workspace ``default`` (MLflow's single-tenant
       mode; with ``MLFLOW_ENABLE_WORKSPACES`` or ``MLFLOW_WORKSPACE`` set this
       module stands aside).
@@ -46,7 +50,7 @@ What it speaks, chosen by the registry URI:
 
     Why not SQLAlchemy alone (without the rest of MLflow)? Importing it costs
     0.12 s, its ORM models would have to be redeclared here anyway, and the
-    statements are four lines of SQL each. Why not ``MlflowClient`` with a
+    statements are a few lines of SQL each. Why not ``MlflowClient`` with a
     lighter import? Its registry client imports most of ``mlflow`` (pandas,
     alembic, the model flavours) on construction.
 
@@ -81,6 +85,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HTTP_TIMEOUT_S",
     "IS_PROMPT_TAG",
+    "ModelVersionInfo",
     "SQLITE_BUSY_TIMEOUT_S",
     "VERIFIED_REVISIONS",
     "AliasClient",
@@ -113,7 +118,7 @@ _DELETED_STAGE = "Deleted_Internal"
 _ALIAS = re.compile(r"^[\w\-]*$")
 _VERSION_ALIAS = re.compile(r"^[vV]\d+$")
 _TAG_KEY = re.compile(r"^[\w.\- /]+$")
-_REST = "/api/2.0/mlflow/registered-models"
+_REST = "/api/2.0/mlflow"
 # Settings that change how MlflowClient authenticates or which rows it sees; with any of
 # them set, it does the call.
 _CLIENT_ONLY_ENV = (
@@ -152,6 +157,18 @@ class RegisteredModelInfo:
         return self.tags.get(IS_PROMPT_TAG) == "true"
 
 
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """What a prompt read needs of one live model version: its text fields, tags and aliases."""
+
+    name: str
+    version: int
+    description: str | None
+    creation_timestamp: int | None
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)
+
+
 class AliasClient(Protocol):
     """Alias and tag calls on registered models; NeedsMlflow where MlflowClient must answer."""
 
@@ -161,6 +178,10 @@ class AliasClient(Protocol):
         Prompts are registered models too (tagged :data:`IS_PROMPT_TAG`): callers
         that want one kind check the tag.
         """
+        ...
+
+    def model_version(self, name: str, version: int) -> ModelVersionInfo:
+        """One live (not deleted) version with its tags and aliases; NeedsMlflow when missing."""
         ...
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
@@ -284,7 +305,13 @@ class HttpAliasClient:
         return ssl.create_default_context(cafile=cafile)
 
     def _call(
-        self, method: str, endpoint: str, *, query: str = "", body: dict[str, Any] | None = None
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        query: str = "",
+        body: dict[str, Any] | None = None,
+        api: str = "registered-models",
     ) -> dict[str, Any]:
         """One REST call: the JSON answer; NeedsMlflow for any error answer."""
         # urllib.request (with http.client and email) costs ~8 ms to import: a sqlite
@@ -292,7 +319,7 @@ class HttpAliasClient:
         import urllib.error
         import urllib.request
 
-        url = f"{self._base}{_REST}/{endpoint}{'?' + query if query else ''}"
+        url = f"{self._base}{_REST}/{api}/{endpoint}{'?' + query if query else ''}"
         headers = {"Accept": "application/json"}
         auth = self._authorization()
         if auth is not None:
@@ -340,6 +367,35 @@ class HttpAliasClient:
         except (KeyError, TypeError, ValueError):
             raise NeedsMlflow(f"the server's answer for model {name!r} is not understood") from None
         return RegisteredModelInfo(name, aliases, tags)
+
+    def model_version(self, name: str, version: int) -> ModelVersionInfo:
+        """The version with its tags and aliases (``model-versions/get``)."""
+        _check_names(name)
+        found = self._call(
+            "GET",
+            "get",
+            query=f"name={quote(name, safe='')}&version={int(version)}",
+            api="model-versions",
+        )
+        mv = found.get("model_version")
+        if not isinstance(mv, dict) or mv.get("name") != name:
+            raise NeedsMlflow(f"the server's answer does not describe {name!r} v{version}")
+        try:
+            if int(mv["version"]) != int(version):
+                raise ValueError("another version")
+            created = mv.get("creation_timestamp")
+            return ModelVersionInfo(
+                name=name,
+                version=int(version),
+                description=mv.get("description") or None,
+                creation_timestamp=int(created) if created is not None else None,
+                tags={str(t["key"]): str(t.get("value", "")) for t in mv.get("tags", [])},
+                aliases=sorted(str(a) for a in mv.get("aliases", [])),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise NeedsMlflow(
+                f"the server's answer for {name!r} v{version} is not understood"
+            ) from None
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """POST ``registered-models/alias``; the server checks that the version exists."""
@@ -464,6 +520,36 @@ class SqliteAliasClient:
             ).fetchall()
         return RegisteredModelInfo(
             name, {str(a): int(v) for a, v in aliases}, {str(k): str(v or "") for k, v in tags}
+        )
+
+    def model_version(self, name: str, version: int) -> ModelVersionInfo:
+        """The live version with its tags and the aliases pointing at it, in one transaction."""
+        _check_names(name)
+        with self._transaction(write=False) as conn:
+            row = conn.execute(
+                "SELECT description, creation_time FROM model_versions WHERE workspace = ? "
+                "AND name = ? AND version = ? AND (current_stage IS NULL OR current_stage != ?)",
+                (WORKSPACE, name, int(version), _DELETED_STAGE),
+            ).fetchone()
+            if row is None:
+                raise NeedsMlflow(f"model {name!r} has no version {version}")
+            tags = conn.execute(
+                'SELECT "key", value FROM model_version_tags WHERE workspace = ? AND name = ? '
+                "AND version = ?",
+                (WORKSPACE, name, int(version)),
+            ).fetchall()
+            aliases = conn.execute(
+                "SELECT alias FROM registered_model_aliases WHERE workspace = ? AND name = ? "
+                "AND version = ?",
+                (WORKSPACE, name, int(version)),
+            ).fetchall()
+        return ModelVersionInfo(
+            name=name,
+            version=int(version),
+            description=row[0],
+            creation_timestamp=int(row[1]) if row[1] is not None else None,
+            tags={str(k): str(v or "") for k, v in tags},
+            aliases=sorted(str(a) for (a,) in aliases),
         )
 
     def set_alias(self, name: str, alias: str, version: int) -> None:

@@ -27,16 +27,17 @@ A sqlite store is switched to WAL mode before the client first opens it
 (:mod:`promptregistry.mlflow_sqlite`), which makes each alias move's commits
 3-5x cheaper.
 
-Reading a prompt's aliases and moving or deleting one (with its history tag)
-go first through the light client of :mod:`promptregistry.mlflow_aliases`,
-which needs no ``import mlflow`` (two seconds) for an HTTP server or a sqlite
-registry: a prompt in MLflow is a registered model tagged
-``mlflow.prompt.is_prompt=true``, and MLflow's own prompt alias and tag calls
-are its registered-model calls. Anything the light client cannot answer as
-MLflow would (not a prompt, an unknown version, another URI scheme) goes
-through ``MlflowClient``, so the errors are the same; so do alias moves in a
-process that has already loaded MLflow's prompt cache, which only
-``MlflowClient`` invalidates.
+Reading a prompt's aliases or one version by number, and moving or deleting
+an alias (with its history tag), go first through the light client of
+:mod:`promptregistry.mlflow_aliases`, which needs no ``import mlflow`` (two
+seconds) for an HTTP server or a sqlite registry: a prompt in MLflow is a
+registered model tagged ``mlflow.prompt.is_prompt=true``, its versions are
+model versions holding the template in a tag, and MLflow's own prompt alias
+and tag calls are its registered-model calls. Anything the light client cannot
+answer as MLflow would (not a prompt, an unknown version, a version registered
+outside promptregistry, another URI scheme) goes through ``MlflowClient``, so
+the errors are the same; so do alias moves in a process that has already
+loaded MLflow's prompt cache, which only ``MlflowClient`` invalidates.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -59,6 +61,7 @@ from promptregistry.backend import (
 )
 from promptregistry.errors import BackendUnavailable, InvalidPrompt, PromptRegistryError
 from promptregistry.mlflow_aliases import (
+    IS_PROMPT_TAG,
     AliasClient,
     NeedsMlflow,
     RegisteredModelInfo,
@@ -90,8 +93,27 @@ HISTORY_KEEP = 100  # moves kept per alias (one tag each); older ones are delete
 _HISTORY_SUFFIX = re.compile(r"^[0-9]{20}-[0-9a-f]{8}$")
 _PAGE = 1000
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
+# MLflow's version tags holding a prompt's text and kind (mlflow/prompt/constants.py)
+_PROMPT_TEXT_TAG = "mlflow.prompt.text"
+_PROMPT_TYPE_TAG = "_mlflow_prompt_type"
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _LightPromptVersion:
+    """A prompt version read without MLflow: the fields :meth:`MlflowPromptBackend._convert`
+    reads of MLflow's PromptVersion (variables and model_config are taken from our tags)."""
+
+    name: str
+    version: int
+    template: str
+    commit_message: str | None
+    creation_timestamp: int | None
+    tags: dict[str, str]
+    aliases: list[str]
+    variables: tuple[str, ...] = ()
+    model_config: dict[str, Any] | None = None
 
 
 class _Missing(Exception):
@@ -271,6 +293,10 @@ class MlflowPromptBackend:
         validate_name(name)
         if alias is not None:
             validate_alias(alias)
+        if alias is None and version is not None:
+            light = self._light_version(name, version)
+            if light is not None:
+                return self._convert(light)
         try:
             if alias is not None:
                 found = self._call(self._client.get_prompt_version_by_alias, name, alias)
@@ -286,6 +312,36 @@ class MlflowPromptBackend:
         if found is None:
             raise self._not_found(name, version, alias)
         return self._convert(found)
+
+    def _light_version(self, name: str, version: int) -> _LightPromptVersion | None:
+        """Version ``version`` of prompt ``name`` from the light client, or None.
+
+        Only a text prompt registered by promptregistry (its variables, parameters
+        and metadata in our tags) is read this way; for anything else MLflow's own
+        conversion decides, through MlflowClient.
+        """
+        if self._light_prompt(name) is None:
+            return None
+        done, mv = self._lightly(lambda light: light.model_version(name, version))
+        if not done or mv is None:
+            return None
+        tags = mv.tags
+        if (
+            tags.get(IS_PROMPT_TAG) != "true"
+            or _PROMPT_TEXT_TAG not in tags
+            or tags.get(_PROMPT_TYPE_TAG, "text") != "text"
+            or not {TAG_VARIABLES, TAG_PARAMETERS, TAG_METADATA} <= tags.keys()
+        ):
+            return None
+        return _LightPromptVersion(
+            name=name,
+            version=mv.version,
+            template=tags[_PROMPT_TEXT_TAG],
+            commit_message=mv.description,
+            creation_timestamp=mv.creation_timestamp,
+            tags=tags,
+            aliases=mv.aliases,
+        )
 
     def _not_found(self, name: str, version: int | None, alias: str | None) -> PromptRegistryError:
         self._prompt(name)  # raises the "unknown prompt" error when the name is the problem

@@ -357,7 +357,7 @@ class MlflowModelRegistry:
         if self._light is None:
             return False, None
         try:
-            return True, call(_ModelsOnly(self._light))
+            return True, call(self._light)
         except NeedsMlflow:
             return False, None
         except RegistryUnreachable as exc:
@@ -373,7 +373,7 @@ class MlflowModelRegistry:
         what = f"setting alias {alias!r} of {name!r}"
 
         def light_set(light: AliasClient) -> None:
-            if light.model(name).aliases.get(alias) == version:
+            if _model(light, name).aliases.get(alias) == version:
                 return
             light.set_alias(name, alias, version)
 
@@ -391,7 +391,7 @@ class MlflowModelRegistry:
     def get_alias(self, name: str, alias: str) -> int | None:
         """The version ``alias`` points at, or None; an unknown model is ArtifactNotFound."""
         what = f"reading alias {alias!r} of {name!r}"
-        done, found = self._lightly(what, lambda light: light.model(name).aliases.get(alias))
+        done, found = self._lightly(what, lambda light: _model(light, name).aliases.get(alias))
         if done:
             return found
         with self._calling(what) as client:
@@ -488,34 +488,13 @@ class MlflowModelRegistry:
         return get_artifact_repository(uri, tracking_uri=self.tracking_uri)
 
 
-class _ModelsOnly:
-    """The light alias client as MlflowClient's model calls see the registry: without prompts."""
-
-    def __init__(self, light: AliasClient) -> None:
-        self._light = light
-
-    def model(self, name: str) -> RegisteredModelInfo:
-        """The model's aliases and tags; NeedsMlflow for a prompt (MlflowClient: not found)."""
-        info = self._light.model(name)
-        if info.is_prompt:
-            raise NeedsMlflow(f"{name!r} is a prompt, not a model")
-        return info
-
-    def set_alias(self, name: str, alias: str, version: int) -> None:
-        """Point ``alias`` at ``version`` (callers read :meth:`model` first)."""
-        self._light.set_alias(name, alias, version)
-
-    def delete_alias(self, name: str, alias: str) -> None:
-        """Remove ``alias``."""
-        self._light.delete_alias(name, alias)
-
-    def set_tag(self, name: str, key: str, value: str) -> None:
-        """Set the model-level tag ``key``."""
-        self._light.set_tag(name, key, value)
-
-    def delete_tag(self, name: str, key: str) -> None:
-        """Remove the model-level tag ``key``."""
-        self._light.delete_tag(name, key)
+def _model(light: AliasClient, name: str) -> RegisteredModelInfo:
+    """The model's aliases and tags from the light client; NeedsMlflow for a prompt, which
+    MLflow keeps as a registered model but MlflowClient's model calls do not see."""
+    info = light.model(name)
+    if info.is_prompt:
+        raise NeedsMlflow(f"{name!r} is a prompt, not a model")
+    return info
 
 
 def _database_error(exc: BaseException) -> str | None:

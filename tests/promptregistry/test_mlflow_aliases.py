@@ -308,18 +308,20 @@ PROMPT_CHILD = textwrap.dedent(
     backend.set_alias(name, "staging", 2, reason="try", actor="ops")
     backend.delete_alias(name, "staging", reason="done", actor="ops")
     after = backend.aliases(name)
+    read = backend.get(name, version=2).model_dump(mode="json")
     loaded = sorted(m for m in sys.modules if m.split(".")[0] == "mlflow")
     try:
         backend.set_alias(name, "production", 9, reason="typo", actor="ops")
         error = None
     except PromptNotFound as exc:
         error = exc.message
-    print(json.dumps({"before": before, "after": after, "mlflow": loaded, "error": error}))
+    out = {"before": before, "after": after, "mlflow": loaded, "error": error, "read": read}
+    print(json.dumps(out))
     """
 )
 
 
-def test_prompt_alias_moves_need_no_mlflow_and_mlflow_sees_them(
+def test_prompt_reads_and_alias_moves_need_no_mlflow_and_mlflow_sees_them(
     registry: Registry, make_spec: Any, child_env: dict[str, str]
 ) -> None:
     from promptregistry import MlflowPromptBackend
@@ -338,6 +340,9 @@ def test_prompt_alias_moves_need_no_mlflow_and_mlflow_sees_them(
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["before"] == {} and out["after"] == {"production": 2}
     assert out["mlflow"] == [], "the alias moves imported mlflow"
+    # The version read without MLflow is the one MLflow's own conversion gives.
+    through_mlflow = backend._convert(registry.mlflow().get_prompt_version(name, 2))
+    assert out["read"] == through_mlflow.model_dump(mode="json")
     # A missing version is refused in MlflowClient's words (the light client hands it back).
     assert out["error"] and "no version 9" in out["error"] and "1, 2" in out["error"]
     # MLflow reads what the light client wrote: the alias and the history tags.
@@ -349,3 +354,25 @@ def test_prompt_alias_moves_need_no_mlflow_and_mlflow_sees_them(
     ]
     staging = backend.alias_history(name, "staging")
     assert [(m.to_version, m.action) for m in staging] == [(2, "promote"), (None, "delete")]
+
+
+def test_a_prompt_version_reads_the_same_with_or_without_mlflow(
+    registry: Registry, make_spec: Any
+) -> None:
+    from promptregistry import MlflowPromptBackend
+
+    name = f"p-{uuid.uuid4().hex[:8]}"
+    backend = MlflowPromptBackend(registry.uri)
+    spec = make_spec(name, "Hi {{ who }}", parameters={"temperature": 0.2}, metadata={"t": "x"})
+    backend.register(spec)
+    backend.set_alias(name, "production", 1, reason="r", actor="a")
+    light = backend._light_version(name, 1)
+    assert light is not None, "the light client did not read the version"
+    assert backend._convert(light) == backend._convert(
+        registry.mlflow().get_prompt_version(name, 1)
+    )
+    assert backend._light_version(name, 2) is None  # missing: MlflowClient says so
+    # A version registered with MLflow alone has none of our tags: MLflow converts it.
+    registry.mlflow().register_prompt(name=name, template="Hey {{who}}")
+    assert backend._light_version(name, 2) is None
+    assert backend.get(name, version=2).variables == {"who": "str"}
