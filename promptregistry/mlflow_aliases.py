@@ -16,7 +16,8 @@ What it speaks, chosen by the registry URI:
     are sent as ``MlflowClient`` sends them: ``user:password@`` in the URI, else
     ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` (environment, then
     ``~/.mlflow/credentials``) as basic auth, else ``MLFLOW_TRACKING_TOKEN`` as a
-    bearer token; TLS is checked against ``MLFLOW_TRACKING_SERVER_CERT_PATH``,
+    bearer token (never on to a redirect, which is left to MlflowClient); TLS is
+    checked against ``MLFLOW_TRACKING_SERVER_CERT_PATH``,
     ``REQUESTS_CA_BUNDLE`` or certifi's bundle, as requests does, and
     ``MLFLOW_TRACKING_INSECURE_TLS=true`` turns the check off. One attempt of
     at most :data:`HTTP_TIMEOUT_S`; credentials never appear in an error.
@@ -316,24 +317,36 @@ class HttpAliasClient:
         """One REST call: the JSON answer; NeedsMlflow for any error answer."""
         # urllib.request (with http.client and email) costs ~8 ms to import: a sqlite
         # registry never needs it.
+        import http.client
         import urllib.error
         import urllib.request
 
+        class NoRedirects(urllib.request.HTTPRedirectHandler):
+            """A redirect is an answer MlflowClient follows (or not) its own way."""
+
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None  # urllib then raises HTTPError with the 3xx status
+
         url = f"{self._base}{_REST}/{api}/{endpoint}{'?' + query if query else ''}"
         headers = {"Accept": "application/json"}
-        auth = self._authorization()
-        if auth is not None:
-            headers["Authorization"] = auth
         data = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
+        auth = self._authorization()
+        if auth is not None:
+            # never sent on to another URL, should a redirect be followed after all
+            request.add_unredirected_header("Authorization", auth)
+        handlers: list[urllib.request.BaseHandler] = [NoRedirects()]
+        context = self._context()
+        if context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        opener = urllib.request.build_opener(*handlers)
         try:
-            with urllib.request.urlopen(
-                request, timeout=self._timeout_s, context=self._context()
-            ) as response:
+            with opener.open(request, timeout=self._timeout_s) as response:
                 raw = response.read(1_000_001)
+                short = len(raw) <= 1_000_000 and bool(response.length)  # bytes still owed
         except urllib.error.HTTPError as exc:
             # An answer, not a transport failure: MlflowClient repeats the call and
             # reports it in the words users already know.
@@ -341,9 +354,12 @@ class HttpAliasClient:
             raise NeedsMlflow(
                 f"the server answered HTTP {exc.code} to {method} {endpoint}"
             ) from None
-        except OSError as exc:  # ssl.SSLError and socket timeouts are OSErrors
+        except (OSError, http.client.HTTPException) as exc:
+            # refused, reset, timed out (socket and ssl errors are OSErrors), or cut short
             reason = getattr(exc, "reason", None) or exc
             raise RegistryUnreachable(f"{method} {endpoint}: {reason}") from None
+        if short:
+            raise RegistryUnreachable(f"{method} {endpoint}: the answer was cut short")
         if len(raw) > 1_000_000:
             raise NeedsMlflow(f"the answer to {method} {endpoint} is larger than 1 MB")
         try:

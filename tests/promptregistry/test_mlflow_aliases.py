@@ -217,6 +217,19 @@ class _Recorder(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self.seen.append(self.headers.get("Authorization"))
+        if "name=moved" in self.path:  # a redirect, to this same server
+            self.send_response(302)
+            self.send_header("Location", self.path.replace("moved", "m"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if "name=cut" in self.path:  # an answer cut short
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b'{"registered')
+            self.close_connection = True
+            return
         aliases = [{"alias": "production", "version": "3"}]
         body = json.dumps({"registered_model": {"name": "m", "aliases": aliases}}).encode()
         self.send_response(200)
@@ -282,6 +295,22 @@ class TestHttpAuth:
         monkeypatch.setenv("HOME", "/nonexistent")
         HttpAliasClient(recorder).model("m")
         assert _Recorder.seen == [None]
+
+
+def test_a_redirect_is_left_to_mlflow_and_the_credentials_are_not_followed(
+    recorder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-123")
+    monkeypatch.setenv("HOME", "/nonexistent")
+    with pytest.raises(NeedsMlflow, match="HTTP 302"):
+        HttpAliasClient(recorder).model("moved")
+    assert _Recorder.seen == ["Bearer tok-123"]  # one request: the redirect was not followed
+
+
+def test_an_answer_cut_short_is_unreachable(recorder: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/nonexistent")
+    with pytest.raises(RegistryUnreachable):
+        HttpAliasClient(recorder).model("cut")
 
 
 def test_a_dead_server_is_unreachable_without_the_token_in_the_message(
