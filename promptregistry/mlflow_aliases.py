@@ -20,7 +20,9 @@ What it speaks, chosen by the registry URI:
     checked against ``MLFLOW_TRACKING_SERVER_CERT_PATH``,
     ``REQUESTS_CA_BUNDLE`` or certifi's bundle, as requests does, and
     ``MLFLOW_TRACKING_INSECURE_TLS=true`` turns the check off. One attempt of
-    at most :data:`HTTP_TIMEOUT_S`; credentials never appear in an error.
+    at most :data:`HTTP_TIMEOUT_S`; credentials never appear in an error. An
+    installed plugin that adds headers to MlflowClient's requests (entry point
+    group ``mlflow.request_header_provider``) leaves every call to MlflowClient.
 
 ``sqlite:///PATH`` (the embedded default)
     The five tables MLflow 3's ``SqlAlchemyStore`` reads and writes for these
@@ -67,6 +69,7 @@ through ``MlflowClient`` would only wait longer.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -265,6 +268,8 @@ class HttpAliasClient:
 
     def _authorization(self) -> str | None:
         """The Authorization header MlflowClient (through requests) would send."""
+        if _header_plugins():
+            raise NeedsMlflow("a plugin adds headers to MlflowClient's requests")
         # requests replaces any header with the URI's user:password when there is one.
         if self._url_user is not None:
             return _basic(self._url_user, self._url_password or "")
@@ -434,6 +439,17 @@ class HttpAliasClient:
         _check_names(name)
         _check_tag(key)
         self._call("DELETE", "delete-tag", body={"name": name, "key": key})
+
+
+@functools.cache
+def _header_plugins() -> bool:
+    """True when a package plugs request headers into MlflowClient (an entry point of group
+    ``mlflow.request_header_provider``), e.g. for single sign-on: only MlflowClient sends
+    them. Reading the entry points costs tens of milliseconds, once per process, and only
+    for an HTTP registry."""
+    from importlib.metadata import entry_points
+
+    return bool(entry_points(group="mlflow.request_header_provider"))
 
 
 def _basic(user: str, password: str) -> str:

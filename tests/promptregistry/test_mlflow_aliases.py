@@ -33,6 +33,7 @@ from promptregistry.mlflow_aliases import (
     NeedsMlflow,
     RegistryUnreachable,
     SqliteAliasClient,
+    _header_plugins,
     alias_client,
 )
 from tests.conftest import free_port
@@ -295,6 +296,26 @@ class TestHttpAuth:
         monkeypatch.setenv("HOME", "/nonexistent")
         HttpAliasClient(recorder).model("m")
         assert _Recorder.seen == [None]
+
+
+def test_a_request_header_plugin_leaves_the_call_to_mlflow(
+    recorder: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # An installed distribution whose entry point adds headers (say, single sign-on).
+    dist = tmp_path / "sso_headers-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: sso-headers\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[mlflow.request_header_provider]\nsso = sso_headers:Provider\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _header_plugins.cache_clear()
+    try:
+        with pytest.raises(NeedsMlflow, match="plugin"):
+            HttpAliasClient(recorder).model("m")
+        assert _Recorder.seen == []
+    finally:
+        _header_plugins.cache_clear()
 
 
 def test_a_redirect_is_left_to_mlflow_and_the_credentials_are_not_followed(
