@@ -33,9 +33,9 @@ from promptregistry.mlflow_aliases import (
     NeedsMlflow,
     RegistryUnreachable,
     SqliteAliasClient,
-    _header_plugins,
     alias_client,
 )
+from promptregistry.mlflow_light_http import _header_plugins
 from tests.conftest import free_port
 from tests.promptregistry.conftest import sqlite_uri
 
