@@ -117,6 +117,10 @@ def emit_json(value: Any) -> None:
     print(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def emit_json_list(items: Iterable[str]) -> None:
     """Print a JSON array of values already encoded as compact JSON text (as
     :func:`emit_json` would print the decoded list: indented on a terminal, one line
@@ -124,8 +128,12 @@ def emit_json_list(items: Iterable[str]) -> None:
     if sys.stdout.isatty():
         emit_json([json.loads(item) for item in items])
         return
-    text = "[" + ",".join(items) + "]"
-    print(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+    # Only text beyond ASCII, or holding DEL, can hold what must be escaped; most does not.
+    escaped = (
+        item if item.isascii() and "\x7f" not in item else _JSON_UNSAFE.sub(_json_escape, item)
+        for item in items
+    )
+    sys.stdout.write("[" + ",".join(escaped) + "]\n")
 
 
 _SEP = "\ue000"  # a private-use character: never escaped, joins cells for one pass

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, NamedTuple
 
 from releaser.core.canonical import canonical_json
 
@@ -98,9 +98,9 @@ class EventDraft:
         return canonical_json(data)
 
 
-@dataclass(frozen=True)
-class RawEvent:
-    """An event as stored: what verification reads."""
+class RawEvent(NamedTuple):
+    """An event as stored: what verification reads (a named tuple: 100,000 of them are
+    made for every full read of the log, and a tuple is made in C)."""
 
     seq: int
     prev_hash: str

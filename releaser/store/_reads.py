@@ -54,12 +54,12 @@ BYTES_EVENT_COLUMNS = "seq, CAST(prev_hash AS BLOB), CAST(hash AS BLOB), CAST(pa
 
 def _raws(rows: list[tuple[Any, ...]]) -> list[RawEvent]:
     """Stored rows as RawEvents; only a row holding bytes (a damaged store) is converted."""
-    return [
-        RawEvent(seq, prev, digest, payload)
-        if type(payload) is str and type(prev) is str and type(digest) is str
-        else _raw((seq, prev, digest, payload))
-        for seq, prev, digest, payload in rows
-    ]
+    made = list(map(RawEvent._make, rows))
+    if all(
+        type(r.payload) is str and type(r.hash) is str and type(r.prev_hash) is str for r in made
+    ):
+        return made
+    return [_raw(tuple(r)) for r in made]
 
 
 def _raw(row: tuple[Any, ...]) -> RawEvent:

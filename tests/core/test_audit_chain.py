@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from releaser.core.audit import GENESIS_HASH, EventDraft, RawEvent, chain_hash, verify_chain
 
 
@@ -25,7 +23,7 @@ def test_intact_chain_verifies_with_head() -> None:
 
 def test_flipped_byte_names_the_entry() -> None:
     ev = _chain(5)
-    ev[2] = replace(ev[2], payload=ev[2].payload.replace('"s3"', '"s4"'))
+    ev[2] = ev[2]._replace(payload=ev[2].payload.replace('"s3"', '"s4"'))
     res = verify_chain(ev)
     assert not res.ok and res.bad_seq == 3
 
@@ -40,8 +38,8 @@ def test_deleted_entry_is_named() -> None:
 def test_reordered_entries_are_caught() -> None:
     ev = _chain(5)
     a, b = ev[1], ev[2]
-    ev[1] = replace(b, seq=2)
-    ev[2] = replace(a, seq=3)
+    ev[1] = b._replace(seq=2)
+    ev[2] = a._replace(seq=3)
     res = verify_chain(ev)
     assert not res.ok and res.bad_seq == 2
 
