@@ -384,3 +384,48 @@ def test_reimport_of_an_export_of_an_import_is_byte_identical(
     for table in TABLES:
         name = member_name(table)
         assert read_member(archive, name) == read_member(tmp_path / "again.zip", name)
+
+
+KILLED_IMPORT = """
+import sys, time
+from releaser.store import open_store
+from releaser.store.archive import ArchiveReader
+store = open_store(sys.argv[1])
+def check(snap):
+    print(snap.audit_head()[0], flush=True)  # every row written, not committed
+    time.sleep(600)
+with ArchiveReader(sys.argv[2]) as reader:
+    store.restore(reader, check)
+"""
+
+
+def test_an_import_killed_before_it_commits_leaves_the_target_empty(
+    backend: Backend, archive: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    with backend.open():
+        pass  # the schema exists before the child opens it
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_IMPORT, backend.url, str(archive)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "19"  # the child's transaction holds it all
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    with backend.open() as store:
+        assert dump(store) == {t.name: [] for t in TABLES}
+        assert store.audit_head()[0] == 0
+        import_store(store, archive)  # and the store takes the import afterwards
+        assert store.audit_head()[0] == 19
