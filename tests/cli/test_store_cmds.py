@@ -11,6 +11,7 @@ import hashlib
 import json
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,6 +19,9 @@ from releaser.api.workspace import open_workspace
 from releaser.demo.traffic import advance_to_step
 from releaser.demo.workspace import ExampleWorkspace
 from tests.store.conftest import PostgresBackend, postgres_dsn
+
+if TYPE_CHECKING:
+    from conftest import OwnerKeys
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
@@ -148,3 +152,21 @@ def test_export_of_a_tampered_store_exits_1_and_writes_nothing(
     assert "does not verify, so no archive was written" in res.err
     assert "record service/case-triage" in res.err
     assert list(tmp_path.glob("*b.zip*")) == []
+
+
+def test_checkpoints_made_on_the_source_verify_the_target(
+    release_ws: ExampleWorkspace, cli, released, owner_keys: OwnerKeys, tmp_path: Path
+) -> None:
+    root = release_ws.root
+    owner_keys.enrol(root, ["priya"])
+    released(root)
+    res = cli("audit", "checkpoint", "--key", str(owner_keys.key("priya")), cwd=root)
+    assert res.code == 0, res.err
+    [checkpoint] = (root / "audit-checkpoints").glob("*.json")
+    backup = tmp_path / "backup.zip"
+    assert cli("store", "export", str(backup)).code == 0
+    target = tmp_path / "target.db"
+    assert cli("store", "import", str(backup), "--store", str(target)).code == 0
+    res = cli("--store", str(target), "audit", "verify", "--checkpoint", str(checkpoint))
+    assert res.code == 0, res.err
+    assert "intact (signed by priya.shah@example.org)" in res.out
