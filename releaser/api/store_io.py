@@ -26,9 +26,8 @@ from typing import Any
 from releaser.api.audit import AnchoredVerify, verify_content
 from releaser.api.context import utc_now
 from releaser.errors import BadInput, CheckFailed
-from releaser.store._bulk import TABLES, Snapshot
+from releaser.store import TABLES, Snapshot, Store
 from releaser.store.archive import ArchiveReader, write_archive
-from releaser.store.base import Store
 
 __all__ = ["ArchiveSummary", "export_store", "import_store"]
 
@@ -112,14 +111,7 @@ def import_store(store: Store, path: Path) -> ArchiveSummary:
     """
     path = Path(path)
     with store.snapshot() as snap:
-        held = snap.holds()
-    if held:
-        raise BadInput(
-            f"the state store {store.url} is not empty (it holds {', '.join(held)}); "
-            "nothing was written",
-            hint="import into a new store: a new sqlite file, or an empty PostgreSQL "
-            "database or schema (?options=-csearch_path%3Dname)",
-        )
+        snap.require_empty()  # fast; the import's transaction checks again
     with ArchiveReader(path) as reader:
         rows = reader.check_members()
         result = verify_content(reader)

@@ -157,6 +157,17 @@ class Snapshot(AuditReads):
             held.append("audit_head")
         return held
 
+    def require_empty(self) -> None:
+        """BadInput naming what the store holds, unless it holds nothing (a restore's target)."""
+        held = self.holds()
+        if held:
+            raise BadInput(
+                f"the state store {self.url} is not empty (it holds {', '.join(held)}); "
+                "nothing was written",
+                hint="import into a new store: a new sqlite file, or an empty PostgreSQL "
+                "database or schema (?options=-csearch_path%3Dname)",
+            )
+
     def rows(self, table: Table) -> Iterator[tuple[Any, ...]]:
         """Every row of ``table`` (columns in :attr:`Table.columns` order), by key, in batches."""
         ph = self._PH
@@ -225,14 +236,7 @@ def restore_rows(
     parameter. BadInput, writing nothing, when the store is not empty; whatever
     ``check`` raises rolls the transaction back. The caller rolls back on error.
     """
-    held = snapshot.holds()
-    if held:
-        raise BadInput(
-            f"the state store {snapshot.url} is not empty (it holds {', '.join(held)}); "
-            "nothing was written",
-            hint="import into a new store: a new sqlite file, or an empty PostgreSQL "
-            "database or schema (?options=-csearch_path%3Dname)",
-        )
+    snapshot.require_empty()
     for table in TABLES:
         marks = ", ".join(json_value if c.name == "value" else ph for c in table.columns)
         sql = f"INSERT INTO {table.name} ({', '.join(table.names)}) VALUES ({marks})"
