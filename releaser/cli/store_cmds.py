@@ -35,11 +35,23 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 
 def _store(ctx: typer.Context, url: str | None) -> Store:
-    """The store the command works on: ``--store`` here, else the workspace's."""
+    """The store the command works on: ``--store`` here, the global ``--store`` or
+    ``$RELEASER_STORE``, else the workspace's (from releaser.yaml's settings alone).
+
+    A store given outright is opened without releaser.yaml: a move to PostgreSQL
+    runs from any folder.
+    """
+    import os
+
     st = state(ctx)
-    if url is not None:
-        st.store = url
-    return st.workspace(store_only=True).store
+    explicit = url or st.store or os.environ.get("RELEASER_STORE")
+    if not explicit:
+        return st.workspace(settings_only=True).store
+    from releaser.store import open_store
+
+    store = open_store(explicit)
+    ctx.call_on_close(store.close)
+    return store
 
 
 def _render(summary: ArchiveSummary, verb: str, as_json: bool) -> None:
