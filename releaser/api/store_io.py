@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,14 @@ from releaser.errors import BadInput, CheckFailed
 from releaser.store import TABLES, Snapshot, Store
 from releaser.store.archive import ArchiveReader, write_archive
 
-__all__ = ["ArchiveSummary", "export_store", "import_store"]
+__all__ = ["ArchiveSummary", "Phase", "export_store", "import_store"]
+
+Phase = Callable[[str], None]
+"""Told each step as it starts ("reading the store", ...), for a status line."""
+
+
+def _quiet(_step: str) -> None:
+    """No status line."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +62,15 @@ class ArchiveSummary:
         }
 
 
-def export_store(store: Store, path: Path, *, force: bool = False) -> ArchiveSummary:
+def export_store(
+    store: Store, path: Path, *, force: bool = False, phase: Phase = _quiet
+) -> ArchiveSummary:
     """Write a verified archive of ``store`` to ``path``.
 
     Refuses (BadInput) an existing ``path`` unless ``force``, and a folder that
     does not exist. Writes a temporary file beside ``path`` and renames it only
     once it has been read back and verified; CheckFailed, writing nothing, when
-    the store's chain or records do not verify.
+    the store's chain or records do not verify. ``phase`` is told each step.
     """
     from releaser._version import __version__
 
@@ -69,12 +79,14 @@ def export_store(store: Store, path: Path, *, force: bool = False) -> ArchiveSum
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "xb") as out:
+            phase(f"reading {store.url}")
             with store.snapshot() as snap:
                 manifest = write_archive(
                     snap, out, releaser_version=__version__, created_at=utc_now()
                 )
             out.flush()
             os.fsync(out.fileno())
+        phase("verifying the archive")
         with ArchiveReader(tmp) as reader:
             rows = reader.check_members()
             result = verify_content(reader)
@@ -87,6 +99,7 @@ def export_store(store: Store, path: Path, *, force: bool = False) -> ArchiveSum
             )
         _check_destination(path, force)
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except FileExistsError:
         raise BadInput(f"cannot write {tmp}: it exists", hint="retry") from None
     except OSError as exc:
@@ -100,20 +113,23 @@ def export_store(store: Store, path: Path, *, force: bool = False) -> ArchiveSum
     return ArchiveSummary(str(path), store.url, manifest["source"], head["seq"], head["hash"], rows)
 
 
-def import_store(store: Store, path: Path) -> ArchiveSummary:
+def import_store(store: Store, path: Path, *, phase: Phase = _quiet) -> ArchiveSummary:
     """Restore the archive at ``path`` into ``store``, which must be empty.
 
     BadInput, writing nothing, for a store that holds anything and for a bad
     archive (named member and line): wrong format, unknown or missing members,
     a member's size, rows or SHA-256 not the manifest's, a field of the wrong
     type, an audit chain or a record that does not verify. CheckFailed, writing
-    nothing, if the target does not read back what was written.
+    nothing, if the target does not read back what was written. ``phase`` is told
+    each step.
     """
     path = Path(path)
     with store.snapshot() as snap:
         snap.require_empty()  # fast; the import's transaction checks again
     with ArchiveReader(path) as reader:
+        phase("checking the archive")
         rows = reader.check_members()
+        phase("verifying the archive")
         result = verify_content(reader)
         if not result.ok:
             raise BadInput(
@@ -123,8 +139,10 @@ def import_store(store: Store, path: Path) -> ArchiveSummary:
             )
 
         def check(target: Snapshot) -> None:
+            phase(f"verifying {target.url} before commit")
             _check_target(verify_content(target), reader, target, path)
 
+        phase(f"writing into {store.url}")
         store.restore(reader, check)
         summary = ArchiveSummary(
             str(path), store.url, reader.manifest["source"], *reader.head, rows
@@ -172,3 +190,17 @@ def _check_destination(path: Path, force: bool) -> None:
             f"{path} exists; nothing was written",
             hint="pass --force to replace it, or name a new file",
         )
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every platform can)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -6,6 +6,7 @@ and renders the result; a new store command is one more function here.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,6 +15,8 @@ import typer
 from releaser.cli.app import state
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from releaser.api.store_io import ArchiveSummary
     from releaser.store.base import Store
 
@@ -54,6 +57,24 @@ def _store(ctx: typer.Context, url: str | None) -> Store:
     return store
 
 
+@contextmanager
+def _status() -> Iterator[Callable[[str], None]]:
+    """A status line on stderr for each step, on a terminal only (a log gets the result)."""
+    import os
+    import sys
+
+    if not (sys.stderr.isatty() and os.environ.get("TERM") != "dumb"):
+        yield lambda _step: None
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    from releaser.cli.output import safe
+
+    with Console(stderr=True).status("") as status:
+        yield lambda step: status.update(escape(safe(step)) + " ...")
+
+
 def _render(summary: ArchiveSummary, verb: str, as_json: bool) -> None:
     from releaser.cli.output import emit_json, say
 
@@ -86,7 +107,8 @@ def export_cmd(
     from releaser.cli.output import say
 
     source = _store(ctx, store)
-    summary = export_store(source, file, force=force)
+    with _status() as phase:
+        summary = export_store(source, file, force=force, phase=phase)
     _render(summary, f"exported {source.url} to {file}", as_json)
     if not as_json:
         say(f"restore or move it with: releaser store import {file} --store URL")
@@ -109,7 +131,8 @@ def import_cmd(
     from releaser.cli.output import say
 
     target = _store(ctx, store)
-    summary = import_store(target, file)
+    with _status() as phase:
+        summary = import_store(target, file, phase=phase)
     _render(summary, f"imported {file} into {target.url}", as_json)
     if not as_json:
         say("the audit chain and every record verify on the target")

@@ -98,12 +98,21 @@ def test_round_trip_between_backends_keeps_every_row_and_verifies(
         fill(store)
         before = dump(store)
         head = store.audit_head()
-        summary = export_store(store, path)
+        steps: list[str] = []
+        summary = export_store(store, path, phase=steps.append)
+    assert steps == [f"reading {source.url}", "verifying the archive"]
     assert summary.head_seq == head[0] == 19 and summary.head_hash == head[1]
     assert summary.rows == {t.name: len(before[t.name]) for t in TABLES}
     assert summary.rows["rollout_latency_bins"] > 0 and summary.rows["metric_batches"] == 6
     with target.open() as store:
-        imported = import_store(store, path)
+        steps.clear()
+        imported = import_store(store, path, phase=steps.append)
+        assert steps == [
+            "checking the archive",
+            "verifying the archive",
+            f"writing into {target.url}",
+            f"verifying {target.url} before commit",
+        ]
         assert imported.rows == summary.rows
         assert dump(store) == before
         assert store.audit_head() == head
