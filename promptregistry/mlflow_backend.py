@@ -26,15 +26,29 @@ from ``model_config``.
 A sqlite store is switched to WAL mode before the client first opens it
 (:mod:`promptregistry.mlflow_sqlite`), which makes each alias move's commits
 3-5x cheaper.
+
+Reading a prompt's aliases or one version by number, and moving or deleting
+an alias (with its history tag), go first through the light client of
+:mod:`promptregistry.mlflow_aliases`, which needs no ``import mlflow`` (two
+seconds) for an HTTP server or a sqlite registry: a prompt in MLflow is a
+registered model tagged ``mlflow.prompt.is_prompt=true``, its versions are
+model versions holding the template in a tag, and MLflow's own prompt alias
+and tag calls are its registered-model calls. Anything the light client cannot
+answer as MLflow would (not a prompt, an unknown version, a version registered
+outside promptregistry, another URI scheme) goes through ``MlflowClient``, so
+the errors are the same; so do alias moves in a process that has already
+loaded MLflow's prompt cache, which only ``MlflowClient`` invalidates.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -46,6 +60,14 @@ from promptregistry.backend import (
     unknown_version,
 )
 from promptregistry.errors import BackendUnavailable, InvalidPrompt, PromptRegistryError
+from promptregistry.mlflow_aliases import (
+    IS_PROMPT_TAG,
+    AliasClient,
+    NeedsMlflow,
+    RegisteredModelInfo,
+    RegistryUnreachable,
+    alias_client,
+)
 from promptregistry.mlflow_http import bounded_http, probe
 from promptregistry.mlflow_sqlite import prefer_wal
 from promptregistry.model import (
@@ -71,8 +93,27 @@ HISTORY_KEEP = 100  # moves kept per alias (one tag each); older ones are delete
 _HISTORY_SUFFIX = re.compile(r"^[0-9]{20}-[0-9a-f]{8}$")
 _PAGE = 1000
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
+# MLflow's version tags holding a prompt's text and kind (mlflow/prompt/constants.py)
+_PROMPT_TEXT_TAG = "mlflow.prompt.text"
+_PROMPT_TYPE_TAG = "_mlflow_prompt_type"
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _LightPromptVersion:
+    """A prompt version read without MLflow: the fields :meth:`MlflowPromptBackend._convert`
+    reads of MLflow's PromptVersion (variables and model_config are taken from our tags)."""
+
+    name: str
+    version: int
+    template: str
+    commit_message: str | None
+    creation_timestamp: int | None
+    tags: dict[str, str]
+    aliases: list[str]
+    variables: tuple[str, ...] = ()
+    model_config: dict[str, Any] | None = None
 
 
 class _Missing(Exception):
@@ -91,6 +132,8 @@ class MlflowPromptBackend:
         self.registry_uri = registry_uri or tracking_uri
         self._client_obj: Any = None
         self._client_lock = threading.Lock()
+        self._light: AliasClient | None = None
+        self._light_ready = False
 
     @property
     def url(self) -> str:
@@ -122,6 +165,38 @@ class MlflowPromptBackend:
                         tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
                     )
         return self._client_obj
+
+    def _lightly(self, call: Callable[[AliasClient], T]) -> tuple[bool, T | None]:
+        """(True, answer) from the light alias client; (False, None) when MlflowClient must answer.
+
+        The server is probed first, as for MlflowClient; a transport failure after
+        that is BackendUnavailable at once.
+        """
+        if not self._light_ready:
+            light = alias_client(self.registry_uri)
+            if light is not None:
+                problem = probe(self.registry_uri)
+                if problem is not None:
+                    raise BackendUnavailable(
+                        f"cannot reach the MLflow server at {self.url}: {problem}",
+                        hint="start the tracking server or check the tracking URI",
+                    )
+            self._light, self._light_ready = light, True
+        if self._light is None:
+            return False, None
+        try:
+            return True, call(self._light)
+        except NeedsMlflow:
+            return False, None
+        except RegistryUnreachable as exc:
+            raise self._unavailable(RuntimeError(exc.detail)) from None
+
+    def _light_prompt(self, name: str) -> RegisteredModelInfo | None:
+        """The prompt's aliases and tags from the light client; None when MlflowClient must say."""
+        done, info = self._lightly(lambda light: light.model(name))
+        if not done or info is None or not info.is_prompt:
+            return None  # not a prompt (or unknown): MlflowClient's path names the problem
+        return info
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the MLflow client; _Missing on not-found, BackendUnavailable when unreachable."""
@@ -197,6 +272,10 @@ class MlflowPromptBackend:
 
     def aliases(self, name: str) -> dict[str, int]:
         """Every alias of ``name`` and its version."""
+        validate_name(name)
+        info = self._light_prompt(name)
+        if info is not None:
+            return dict(sorted(info.aliases.items()))
         self._prompt(name)
         # MlflowClient has no public "list a prompt's aliases" call; the registry client's
         # registered model carries them (MLflow is pinned to 3.17.*, and the conformance
@@ -214,6 +293,10 @@ class MlflowPromptBackend:
         validate_name(name)
         if alias is not None:
             validate_alias(alias)
+        if alias is None and version is not None:
+            light = self._light_version(name, version)
+            if light is not None:
+                return self._convert(light)
         try:
             if alias is not None:
                 found = self._call(self._client.get_prompt_version_by_alias, name, alias)
@@ -229,6 +312,36 @@ class MlflowPromptBackend:
         if found is None:
             raise self._not_found(name, version, alias)
         return self._convert(found)
+
+    def _light_version(self, name: str, version: int) -> _LightPromptVersion | None:
+        """Version ``version`` of prompt ``name`` from the light client, or None.
+
+        Only a text prompt registered by promptregistry (its variables, parameters
+        and metadata in our tags) is read this way; for anything else MLflow's own
+        conversion decides, through MlflowClient.
+        """
+        if self._light_prompt(name) is None:
+            return None
+        done, mv = self._lightly(lambda light: light.model_version(name, version))
+        if not done or mv is None:
+            return None
+        tags = mv.tags
+        if (
+            tags.get(IS_PROMPT_TAG) != "true"
+            or _PROMPT_TEXT_TAG not in tags
+            or tags.get(_PROMPT_TYPE_TAG, "text") != "text"
+            or not {TAG_VARIABLES, TAG_PARAMETERS, TAG_METADATA} <= tags.keys()
+        ):
+            return None
+        return _LightPromptVersion(
+            name=name,
+            version=mv.version,
+            template=tags[_PROMPT_TEXT_TAG],
+            commit_message=mv.description,
+            creation_timestamp=mv.creation_timestamp,
+            tags=tags,
+            aliases=mv.aliases,
+        )
 
     def _not_found(self, name: str, version: int | None, alias: str | None) -> PromptRegistryError:
         self._prompt(name)  # raises the "unknown prompt" error when the name is the problem
@@ -378,11 +491,15 @@ class MlflowPromptBackend:
         )
         if not change.changed:
             return change
-        try:
-            # set_prompt_alias checks the version exists and drops MLflow's cached alias entry
-            self._call(self._client.set_prompt_alias, name, alias, version)
-        except _Missing:
-            raise unknown_version(name, version, self.list_versions(name)) from None
+        done = False
+        if not _mlflow_prompt_cache_loaded():
+            done, _ = self._lightly(lambda light: light.set_alias(name, alias, version))
+        if not done:
+            try:
+                # set_prompt_alias checks the version exists and drops MLflow's cached alias
+                self._call(self._client.set_prompt_alias, name, alias, version)
+            except _Missing:
+                raise unknown_version(name, version, self.list_versions(name)) from None
         self._append_history(change)
         return change
 
@@ -403,10 +520,14 @@ class MlflowPromptBackend:
             at=datetime.now(UTC),
             action="delete",
         )
-        try:
-            self._call(self._client.delete_prompt_alias, name, alias)
-        except _Missing:
-            raise unknown_alias(name, alias, self.aliases(name)) from None
+        done = False
+        if not _mlflow_prompt_cache_loaded():
+            done, _ = self._lightly(lambda light: light.delete_alias(name, alias))
+        if not done:
+            try:
+                self._call(self._client.delete_prompt_alias, name, alias)
+            except _Missing:
+                raise unknown_alias(name, alias, self.aliases(name)) from None
         self._append_history(change)
         return change
 
@@ -415,13 +536,31 @@ class MlflowPromptBackend:
         stamp = int(change.at.timestamp() * 1_000_000)
         key = f"{TAG_HISTORY}{change.alias}.{stamp:020d}-{uuid.uuid4().hex[:8]}"
         value = json.dumps(change.model_dump(mode="json"))
-        self._call(self._client.set_prompt_tag, change.name, key, value)
-        keys = _history_keys(self._prompt(change.name).tags, change.alias)
-        for old in keys[:-HISTORY_KEEP]:
-            try:
-                self._call(self._client.delete_prompt_tag, change.name, old)
-            except _Missing:
-                pass  # another writer trimmed it first
+        name = change.name
+        done, _ = self._lightly(lambda light: light.set_tag(name, key, value))
+        if not done:
+            self._call(self._client.set_prompt_tag, name, key, value)
+        info = self._light_prompt(name)
+        tags = info.tags if info is not None else self._prompt(name).tags
+        for old in _history_keys(tags, change.alias)[:-HISTORY_KEEP]:
+            self._delete_tag(name, old)
+
+    def _delete_tag(self, name: str, key: str) -> None:
+        """Remove a prompt-level tag; one already gone is fine."""
+        done, _ = self._lightly(lambda light: light.delete_tag(name, key))
+        if done:
+            return
+        try:
+            self._call(self._client.delete_prompt_tag, name, key)
+        except _Missing:
+            pass  # another writer trimmed it first
+
+
+def _mlflow_prompt_cache_loaded() -> bool:
+    """True when this process has MLflow's prompt cache, which only MlflowClient's alias
+    calls invalidate (``mlflow.genai.load_prompt`` in the same process would read a stale
+    alias for a while): alias moves then go through MlflowClient, already imported."""
+    return "mlflow.prompt.registry_utils" in sys.modules
 
 
 def _history_keys(tags: dict[str, str], alias: str) -> list[str]:

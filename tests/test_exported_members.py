@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("package", ["releaser", "promptregistry"])
+@pytest.mark.parametrize("package", ["releaser", "promptregistry", "releaser.config"])
 def test_all_names_resolve(package: str) -> None:
     mod = importlib.import_module(package)
     names = getattr(mod, "__all__", None)
@@ -46,3 +46,13 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError):
         _ = releaser.no_such_thing  # type: ignore[attr-defined]
+
+
+def test_config_names_load_lazily_from_one_list() -> None:
+    """releaser.config lists its model names once; each is a public name of models.py."""
+    import releaser.config as config
+    from releaser.config import models
+
+    lazy = config._LAZY
+    assert set(lazy) <= set(models.__all__)
+    assert [n for n in config.__all__ if n in lazy] == list(lazy)

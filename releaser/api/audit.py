@@ -39,12 +39,15 @@ from releaser.core.audit import (
 from releaser.core.canonical import canonical_json
 from releaser.core.signing import CHECKPOINT_NAMESPACE, AllowedSigner, allowed_signers_text
 from releaser.errors import BadInput, CheckFailed, ReleaserError
+from releaser.store.base import EventSummary
 
 __all__ = [
     "CHECKPOINT_DIR",
     "AnchoredVerify",
     "AuditSource",
     "audit_log",
+    "audit_log_json",
+    "audit_log_rows",
     "load_checkpoint",
     "make_checkpoint",
     "verify_anchored",
@@ -57,6 +60,15 @@ CHECKPOINT_DIR = "audit-checkpoints"
 MAX_CHECKPOINT_BYTES = 64 * 1024
 
 
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise BadInput(
+            f"audit log limit must be a whole number of at least 1, or None for every "
+            f"event; got {limit!r}",
+            hint="pass limit=N for the latest N events, or leave it out for all of them",
+        )
+
+
 def audit_log(
     ws: Workspace, *, limit: int | None = None, subject: str | None = None
 ) -> list[AuditEvent]:
@@ -65,12 +77,7 @@ def audit_log(
     ``limit`` is None for every event, or a count of at least 1; anything else is
     BadInput (0 is refused rather than guessed: "none" and "no limit" both read into it).
     """
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise BadInput(
-            f"audit log limit must be a whole number of at least 1, or None for every "
-            f"event; got {limit!r}",
-            hint="pass limit=N for the latest N events, or leave it out for all of them",
-        )
+    _check_limit(limit)
     store = ws.store
     if limit is not None and subject is None:
         head_seq, _ = store.audit_head()
@@ -79,6 +86,60 @@ def audit_log(
     if limit is not None:
         events = events[-limit:]
     return events
+
+
+def _window(ws: Workspace, limit: int | None, subject: str | None) -> tuple[int, int | None]:
+    """(after_seq, limit) that select the latest ``limit`` events (all of a subject's)."""
+    if limit is not None and subject is None:
+        head_seq, _ = ws.store.audit_head()
+        return max(0, head_seq - limit), None
+    return 0, None
+
+
+def audit_log_rows(
+    ws: Workspace, *, limit: int | None = None, subject: str | None = None
+) -> Sequence[EventSummary]:
+    """What ``audit log`` shows of each event (seq, at, actor, action, subject, reason),
+    selected as :func:`audit_log` selects them, read by the database: 100,000 events
+    are listed without decoding each one."""
+    _check_limit(limit)
+    try:
+        after, _ = _window(ws, limit, subject)
+        rows: Sequence[EventSummary] = ws.store.event_summaries(after_seq=after, subject=subject)
+    except ReleaserError:
+        # An entry the database cannot read as JSON (tampered): decode what can be.
+        rows = [
+            (e.seq, e.at, e.actor, e.action, e.subject, e.reason)
+            for e in audit_log(ws, limit=limit, subject=subject)
+        ]
+    return rows[-limit:] if limit is not None else rows
+
+
+def audit_log_json(
+    ws: Workspace, *, limit: int | None = None, subject: str | None = None
+) -> Iterator[str]:
+    """Each event of :func:`audit_log` as its documented JSON object (compact text, keys
+    sorted), spliced from the stored canonical payload; decoded only when it must be."""
+    from releaser.core.audit import event_json
+
+    if limit is not None and subject is not None:
+        for event in audit_log(ws, limit=limit, subject=subject):
+            yield canonical_json(event.to_dict())
+        return
+    _check_limit(limit)
+    after, _ = _window(ws, limit, subject)
+    for raw in ws.store.raw_events(after_seq=after, subject=subject):
+        text = event_json(raw.seq, raw.prev_hash, raw.hash, raw.payload)
+        if text is None:
+            try:
+                text = canonical_json(AuditEvent.from_raw(raw).to_dict())
+            except (ValueError, TypeError, KeyError, AttributeError):
+                raise CheckFailed(
+                    f"audit entry {raw.seq} cannot be read: it is not what releaser wrote "
+                    "(tampered?)",
+                    hint="'releaser audit verify' names every entry that was changed",
+                ) from None
+        yield text
 
 
 def verify_audit(ws: Workspace) -> VerifyResult:

@@ -22,8 +22,8 @@ def log(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show audit events, oldest first."""
-    from releaser.api.audit import audit_log
-    from releaser.cli.output import emit_json, say, table
+    from releaser.api.audit import audit_log_json, audit_log_rows
+    from releaser.cli.output import emit_json_list, say, table
     from releaser.errors import BadInput
 
     if limit < 0:
@@ -31,16 +31,20 @@ def log(
             f"--limit must be 0 or more, got {limit}",
             hint="pass --limit N for the latest N events, or --limit 0 for all of them",
         )
-    events = audit_log(state(ctx).workspace(), limit=limit or None, subject=subject)
+    ws = state(ctx).workspace()
     if as_json:
-        emit_json([e.to_dict() for e in events])
+        emit_json_list(audit_log_json(ws, limit=limit or None, subject=subject))
         return
-    if not events:
+    rows = audit_log_rows(ws, limit=limit or None, subject=subject)
+    if not rows:
         say("no audit events yet")
         return
     table(
         ["seq", "at", "actor", "action", "subject", "reason"],
-        [(e.seq, e.at, e.actor, e.action, e.subject, e.reason or "") for e in events],
+        [
+            (seq, at, actor, action, subj, reason or "")
+            for seq, at, actor, action, subj, reason in rows
+        ],
     )
 
 

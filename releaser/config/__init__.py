@@ -17,45 +17,12 @@ from releaser.config.loader import (
     load_config,
     load_settings,
     parse_config,
+    parse_owners,
 )
 from releaser.config.settings import MlflowSettings, PromptSettings, WorkspaceSettings
 
-if TYPE_CHECKING:
-    from releaser.config.models import (
-        ApprovalRule,
-        AttributeRule,
-        ChecklistItem,
-        Config,
-        DatasetSpec,
-        EscalationContact,
-        EvalSuite,
-        Guardrails,
-        ModelSpec,
-        NonRegression,
-        Owner,
-        PhaseCriteria,
-        PhaseGates,
-        PromptSpec,
-        RolloutPlan,
-        RolloutStep,
-        ScorerSpec,
-        Service,
-        Slos,
-        UserGroup,
-        default_rollout_plan,
-    )
-
-
-def __getattr__(name: str) -> Any:
-    if not name.startswith("_"):
-        models = importlib.import_module("releaser.config.models")
-        if name in models.__all__:
-            return getattr(models, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "CONFIG_NAME",
+# The models load on first use; this is the one list of their public names.
+_LAZY = (
     "ApprovalRule",
     "AttributeRule",
     "ChecklistItem",
@@ -64,26 +31,43 @@ __all__ = [
     "EscalationContact",
     "EvalSuite",
     "Guardrails",
-    "MlflowSettings",
     "ModelSpec",
     "NonRegression",
     "Owner",
     "PhaseCriteria",
     "PhaseGates",
-    "PromptSettings",
     "PromptSpec",
+    "Retention",
     "RolloutPlan",
     "RolloutStep",
     "ScorerSpec",
     "Service",
     "Slos",
     "UserGroup",
+    "default_rollout_plan",
+)
+
+if TYPE_CHECKING:
+    from releaser.config.models import *  # noqa: F403  (the names in _LAZY, for type checkers)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module("releaser.config.models"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "CONFIG_NAME",
+    "MlflowSettings",
+    "PromptSettings",
     "WorkspaceSettings",
     "config_hash",
     "config_json_schema",
-    "default_rollout_plan",
     "find_config",
     "load_config",
     "load_settings",
     "parse_config",
+    "parse_owners",
+    *_LAZY,
 ]

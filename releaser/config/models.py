@@ -43,6 +43,7 @@ __all__ = [
     "PhaseGates",
     "PromptSettings",
     "PromptSpec",
+    "Retention",
     "RolloutPlan",
     "RolloutStep",
     "ScorerSpec",
@@ -246,6 +247,43 @@ class UserGroup(_Model):
 # --- registries ---------------------------------------------------------------------------
 
 
+MAX_RETENTION_DAYS = 36_500
+
+
+class Retention(_Model):
+    """How long the store keeps what only speeds things up or draws charts.
+
+    ``releaser store prune`` removes what these allow (dry run by default). Nothing a
+    gate, an explanation or an audit needs is ever pruned: releases, gate reports,
+    rollouts and their decisions, approvals, the audit log, and the predictions of
+    each service's stable, known-good, live and latest releases stay whatever their age.
+    """
+
+    gate_predictions_days: int = Field(
+        default=90,
+        ge=1,
+        le=MAX_RETENTION_DAYS,
+        description="Stored gate predictions (the cache that spares a re-gate predicting "
+        "again, about 36 kB per 1,000 golden rows) of other releases are pruned this many "
+        "days after they were written.",
+    )
+    keep_releases: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_COUNT,
+        description="The latest releases of each service whose predictions are kept "
+        "whatever their age.",
+    )
+    rollout_histograms_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_RETENTION_DAYS,
+        description="Latency histograms of rollouts that ended this many days ago are "
+        "pruned (their request, error and quality counts stay; handover charts then show "
+        "no p95 for them). Default: kept.",
+    )
+
+
 class GithubSettings(_Model):
     """What releaser mirrors to GitHub (active only with GITHUB_TOKEN and GITHUB_REPOSITORY)."""
 
@@ -297,6 +335,10 @@ class Config(_Model):
         default=None, description="GitHub mirroring (deployments, gate statuses, PR comments)."
     )
     store: StoreUrl | None = Field(default=None, description=STORE_DESCRIPTION)
+    retention: Retention = Field(
+        default_factory=Retention,
+        description="How long the store keeps prediction caches and latency histograms.",
+    )
     services: dict[Slug, Service] = Field(
         min_length=1, description="The services this repo releases, by name."
     )

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
 from releaser.core.canonical import canonical_json
@@ -27,6 +28,7 @@ __all__ = [
     "anchor_problem",
     "chain_hash",
     "checkpoint_statement",
+    "event_json",
     "parse_checkpoint",
     "payload_writes",
     "value_digest",
@@ -360,3 +362,46 @@ def anchor_problem(
             "chain re-hashed)"
         )
     return None
+
+
+_PAYLOAD_HEAD = '{"action":'
+
+
+def event_json(seq: int, prev_hash: str, digest: str, payload: str) -> str | None:
+    """The documented ``audit log --json`` object of an event, as compact JSON text with
+    its keys sorted, spliced from the stored canonical payload without decoding it.
+
+    The payload is canonical JSON (keys sorted, no spaces), so its top-level keys run
+    ``action, actor, after, at, before, context, reason, subject[, writes]``: the
+    event's ``hash`` and ``prev_hash`` go before ``reason``, ``seq`` before
+    ``subject``, and ``writes`` is left out. ``,"reason":`` cannot occur inside a
+    later value (``subject`` and ``writes`` hold only strings, where a quote is
+    escaped), so its last occurrence is the top-level key; the tail after it is
+    checked as it is read. Returns None for any payload not of that shape; the
+    caller then decodes it (:meth:`AuditEvent.from_raw`).
+    """
+    if not payload.startswith(_PAYLOAD_HEAD):
+        return None
+    reason_at = payload.rfind(',"reason":')
+    if reason_at < 0:
+        return None
+    pos = reason_at + len(',"reason":')
+    try:
+        if payload.startswith("null", pos):
+            pos += 4
+        elif payload.startswith('"', pos):
+            _, pos = scanstring(payload, pos + 1)
+        else:
+            return None
+        subject_at = pos
+        if not payload.startswith(',"subject":"', pos):
+            return None
+        _, pos = scanstring(payload, pos + len(',"subject":"'))
+    except ValueError:
+        return None
+    if payload[pos:] != "}" and not payload.startswith(',"writes":[', pos):
+        return None
+    return (
+        f'{payload[:reason_at]},"hash":"{digest}","prev_hash":"{prev_hash}"'
+        f'{payload[reason_at:subject_at]},"seq":{int(seq)}{payload[subject_at:pos]}}}'
+    )

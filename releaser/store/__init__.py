@@ -13,12 +13,13 @@ from pathlib import Path
 from releaser.errors import BadInput
 from releaser.store._bulk import TABLES, RestoreSource, Snapshot, Table
 from releaser.store._reads import bulk_decoding
-from releaser.store.base import METRIC_VARIANTS, MetricDelta, Record, Store, Write
+from releaser.store.base import METRIC_VARIANTS, Delete, MetricDelta, Record, Store, Write
 from releaser.store.redact import redact_url
 
 __all__ = [
     "METRIC_VARIANTS",
     "TABLES",
+    "Delete",
     "MetricDelta",
     "Record",
     "RestoreSource",

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from releaser.core.audit import GENESIS_HASH
 from releaser.errors import BadInput
-from releaser.store._reads import AuditReads
+from releaser.store._reads import BYTES_EVENT_COLUMNS, AuditReads
 from releaser.store._writes import Execute
 
 __all__ = [
@@ -132,16 +132,19 @@ class Snapshot(AuditReads):
         self.url = url
         """Where the store lives, password redacted."""
         if backend == "sqlite":
-            from releaser.store._reads import BYTES_EVENT_COLUMNS
-
             self._PH = "?"
-            self._EVENTS_SQL = BYTES_EVENT_COLUMNS
             self._VALUE_TEXT_SQL = "CAST(value AS BLOB)"
         else:
             self._PH = "%s"
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self._reader(sql, params)
+
+    def _read_events(self, rest: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self.backend == "sqlite":
+            # As bytes: a byte that is not UTF-8 is named by verification, not a failed read.
+            return self._read(f"SELECT {BYTES_EVENT_COLUMNS} {rest}", params)
+        return super()._read_events(rest, params)
 
     def schema_version(self) -> int:
         """The store's schema version (the highest migration applied)."""

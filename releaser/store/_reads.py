@@ -52,6 +52,16 @@ _EVENT_COLUMNS = "seq, prev_hash, hash, payload"
 BYTES_EVENT_COLUMNS = "seq, CAST(prev_hash AS BLOB), CAST(hash AS BLOB), CAST(payload AS BLOB)"
 
 
+def _raws(rows: list[tuple[Any, ...]]) -> list[RawEvent]:
+    """Stored rows as RawEvents; only a row holding bytes (a damaged store) is converted."""
+    return [
+        RawEvent(seq, prev, digest, payload)
+        if type(payload) is str and type(prev) is str and type(digest) is str
+        else _raw((seq, prev, digest, payload))
+        for seq, prev, digest, payload in rows
+    ]
+
+
 def _raw(row: tuple[Any, ...]) -> RawEvent:
     """A stored row as a RawEvent; bytes that are not UTF-8 are kept as surrogates."""
     seq, prev, digest, payload = row
@@ -82,12 +92,19 @@ class AuditReads:
     """
 
     _PH = "?"
-    _EVENTS_SQL = _EVENT_COLUMNS
     _VALUE_TEXT_SQL = "value::text"
+    _SUMMARY_SQL = (
+        "seq, payload::json->>'at', payload::json->>'actor', payload::json->>'action', "
+        "subject, payload::json->>'reason'"
+    )
     _batch_size: int
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
+
+    def _read_events(self, rest: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """``SELECT <event columns> <rest>``: (seq, prev_hash, hash, payload) rows."""
+        return self._read(f"SELECT {_EVENT_COLUMNS} {rest}", params)
 
     def events(
         self, *, after_seq: int = 0, limit: int | None = None, subject: str | None = None
@@ -100,34 +117,54 @@ class AuditReads:
         last = after_seq
         while remaining is None or remaining > 0:
             size = self._batch_size if remaining is None else min(self._batch_size, remaining)
-            rows = self._read(
-                f"SELECT {self._EVENTS_SQL} FROM audit_events WHERE {where} ORDER BY seq "
-                f"LIMIT {ph}",
-                (last, *extra, size),
+            rows = self._read_events(
+                f"FROM audit_events WHERE {where} ORDER BY seq LIMIT {ph}", (last, *extra, size)
             )
-            for row in rows:
-                yield _decoded(_raw(row))
+            for raw in _raws(rows):
+                yield _decoded(raw)
             if len(rows) < size:
                 return
             last = int(rows[-1][0])
             if remaining is not None:
                 remaining -= len(rows)
 
-    def raw_events(self) -> Iterator[RawEvent]:
-        """Every stored audit event, undecoded, in sequence order, read in batches.
+    def event_summaries(
+        self, *, after_seq: int = 0, limit: int | None = None, subject: str | None = None
+    ) -> Sequence[tuple[int, str, str, str, str, str | None]]:
+        """(seq, at, actor, action, subject, reason) of events in order, read by the
+        database from each payload: what ``audit log`` shows, without decoding events."""
+        ph = self._PH
+        where = f"seq > {ph}" if subject is None else f"seq > {ph} AND subject = {ph}"
+        params: tuple[Any, ...] = (after_seq,) if subject is None else (after_seq, subject)
+        tail = ""
+        if limit is not None:
+            tail, params = f" LIMIT {ph}", (*params, limit)
+        rows = self._read(
+            f"SELECT {self._SUMMARY_SQL} FROM audit_events WHERE {where} ORDER BY seq{tail}",
+            params,
+        )
+        return [
+            (int(seq), str(at), str(actor), str(action), str(subj), reason)
+            for seq, at, actor, action, subj, reason in rows
+        ]
+
+    def raw_events(self, *, after_seq: int = 0, subject: str | None = None) -> Iterator[RawEvent]:
+        """Stored audit events, undecoded, in sequence order, read in batches: every one,
+        or those after ``after_seq`` (and about ``subject``).
 
         To verify a live store, read :meth:`audit_head` first and stop at its
         seq (``itertools.takewhile``): events committed meanwhile are not part of it.
         """
         ph = self._PH
-        last = 0
+        where = f"seq > {ph}" if subject is None else f"seq > {ph} AND subject = {ph}"
+        extra: tuple[Any, ...] = () if subject is None else (subject,)
+        last = after_seq
         while True:
-            rows = self._read(
-                f"SELECT {self._EVENTS_SQL} FROM audit_events WHERE seq > {ph} ORDER BY seq "
-                f"LIMIT {ph}",
-                (last, self._batch_size),
+            rows = self._read_events(
+                f"FROM audit_events WHERE {where} ORDER BY seq LIMIT {ph}",
+                (last, *extra, self._batch_size),
             )
-            yield from (_raw(row) for row in rows)
+            yield from _raws(rows)
             if len(rows) < self._batch_size:
                 return
             last = int(rows[-1][0])

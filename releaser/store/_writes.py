@@ -14,12 +14,13 @@ from typing import Any, Protocol
 from releaser.core.audit import EventDraft, RawEvent, chain_hash, value_digest
 from releaser.core.canonical import canonical_json
 from releaser.errors import BadInput, StateConflict
-from releaser.store.base import Write
+from releaser.store.base import Delete, Write
 
 __all__ = [
     "PreparedWrite",
     "anchor_existing_records",
     "append_event",
+    "apply_prune",
     "apply_writes",
     "conflict_error",
     "encode_event",
@@ -206,3 +207,26 @@ def utc_stamp() -> str:
     from datetime import UTC, datetime
 
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def apply_prune(
+    execute: Execute,
+    deletes: Sequence[Delete],
+    histograms_of: Sequence[str],
+    *,
+    ph: str,
+) -> None:
+    """Delete each record at the version named (StateConflict naming it otherwise) and the
+    latency bins of each rollout in ``histograms_of``. The caller rolls back on error."""
+    current = f"SELECT version FROM records WHERE kind = {ph} AND key = {ph}"
+    for d in deletes:
+        cur = execute(
+            f"DELETE FROM records WHERE kind = {ph} AND key = {ph} AND version = {ph}",
+            (d.kind, d.key, d.expected_version),
+        )
+        if cur.rowcount != 1:
+            row = execute(current, (d.kind, d.key)).fetchone()
+            actual = None if row is None else int(row[0])
+            raise conflict_error(d.kind, d.key, d.expected_version, actual)
+    for rollout_id in histograms_of:
+        execute(f"DELETE FROM rollout_latency_bins WHERE rollout_id = {ph}", (rollout_id,))

@@ -22,7 +22,10 @@ from releaser.core.stats_aggregates import VariantStats
 if TYPE_CHECKING:
     from releaser.store._bulk import RestoreSource, Snapshot
 
-__all__ = ["METRIC_VARIANTS", "MetricDelta", "Record", "Store", "Write"]
+__all__ = ["METRIC_VARIANTS", "Delete", "EventSummary", "MetricDelta", "Record", "Store", "Write"]
+
+EventSummary = tuple[int, str, str, str, str, str | None]
+"""What ``audit log`` shows of an event: (seq, at, actor, action, subject, reason)."""
 
 METRIC_VARIANTS = ("baseline", "candidate")
 """The variants a rollout measures; metrics for any other name are refused."""
@@ -51,6 +54,15 @@ class Write:
     kind: str
     key: str
     value: dict[str, Any]
+    expected_version: int
+
+
+@dataclass(frozen=True)
+class Delete:
+    """A record a prune removes, named with the version the pruner read (compare-and-swap)."""
+
+    kind: str
+    key: str
     expected_version: int
 
 
@@ -101,14 +113,34 @@ class Store(Protocol):
         """
         ...
 
+    def prune(
+        self,
+        deletes: Sequence[Delete],
+        event: EventDraft,
+        *,
+        histograms_of: Sequence[str] = (),
+    ) -> AuditEvent:
+        """Remove ``deletes`` (compare-and-swap on each version) and the latency histograms
+        of the rollouts ``histograms_of`` (their counts stay), and append ``event``, in one
+        transaction. StateConflict, removing nothing, when a record changed meanwhile."""
+        ...
+
     def events(
         self, *, after_seq: int = 0, limit: int | None = None, subject: str | None = None
     ) -> Iterator[AuditEvent]:
         """Audit events in order, optionally after a sequence number or for one subject."""
         ...
 
-    def raw_events(self) -> Iterator[RawEvent]:
-        """Every stored audit event, undecoded, in sequence order (for verification)."""
+    def event_summaries(
+        self, *, after_seq: int = 0, limit: int | None = None, subject: str | None = None
+    ) -> Sequence[EventSummary]:
+        """(seq, at, actor, action, subject, reason) of events in order, as ``events``
+        selects them, read by the database without decoding each event."""
+        ...
+
+    def raw_events(self, *, after_seq: int = 0, subject: str | None = None) -> Iterator[RawEvent]:
+        """Stored audit events, undecoded, in sequence order (for verification): every one,
+        or those after ``after_seq`` (and about ``subject``)."""
         ...
 
     def record_links(self) -> Iterator[tuple[str, str, int, str, int | None]]:

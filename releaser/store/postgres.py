@@ -39,12 +39,13 @@ from releaser.store._reads import AuditReads, bulk_decoding, omit_paths
 from releaser.store._writes import (
     anchor_existing_records,
     append_event,
+    apply_prune,
     apply_writes,
     encode_event,
     prepare_writes,
     utc_stamp,
 )
-from releaser.store.base import MetricDelta, Record, Write
+from releaser.store.base import Delete, MetricDelta, Record, Write
 from releaser.store.metrics import (
     PreparedMetric,
     check_batch_id,
@@ -185,6 +186,32 @@ class PostgresStore(AuditReads):
             )
         assert first is not None
         return AuditEvent.from_raw(first)
+
+    def prune(
+        self,
+        deletes: Sequence[Delete],
+        event: EventDraft,
+        *,
+        histograms_of: Sequence[str] = (),
+    ) -> AuditEvent:
+        """Remove records and rollouts' latency histograms, and append ``event``, in one
+        transaction (see the Store protocol)."""
+        payload = encode_event(event)
+        with self._transaction() as cur:
+            cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+            head = cur.fetchone()
+            if head is None:
+                raise ReleaserError(
+                    f"the state store {self._url} has no audit head row",
+                    hint="the schema was altered by hand; restore it from a backup",
+                )
+            apply_prune(cur.execute, deletes, histograms_of, ph="%s")
+            raw = append_event(cur.execute, head, payload, event.subject, ph="%s")
+            cur.execute(
+                "SELECT pg_notify(%s, current_schema() || ':' || %s)",
+                (NOTIFY_CHANNEL, str(raw.seq)),
+            )
+        return AuditEvent.from_raw(raw)
 
     def wait_for_change(self, last_token: int, timeout_s: float) -> int:
         """Block until the change token differs from ``last_token``; wakes on NOTIFY.

@@ -32,12 +32,13 @@ from releaser.store._reads import BYTES_EVENT_COLUMNS, AuditReads, bulk_decoding
 from releaser.store._writes import (
     anchor_existing_records,
     append_event,
+    apply_prune,
     apply_writes,
     encode_event,
     prepare_writes,
     utc_stamp,
 )
-from releaser.store.base import MetricDelta, Record, Write
+from releaser.store.base import Delete, MetricDelta, Record, Write
 from releaser.store.metrics import (
     PreparedMetric,
     check_batch_id,
@@ -70,8 +71,11 @@ class SqliteStore(AuditReads):
     """A :class:`~releaser.store.base.Store` in one sqlite file (WAL, CAS, audit chain)."""
 
     _PH = "?"
-    _EVENTS_SQL = BYTES_EVENT_COLUMNS
     _VALUE_TEXT_SQL = "CAST(value AS BLOB)"
+    _SUMMARY_SQL = (
+        "seq, json_extract(payload, '$.at'), json_extract(payload, '$.actor'), "
+        "json_extract(payload, '$.action'), subject, json_extract(payload, '$.reason')"
+    )
 
     def __init__(
         self,
@@ -165,6 +169,22 @@ class SqliteStore(AuditReads):
                 head, first = (raw.seq, raw.hash), first or raw
         assert first is not None
         return AuditEvent.from_raw(first)
+
+    def prune(
+        self,
+        deletes: Sequence[Delete],
+        event: EventDraft,
+        *,
+        histograms_of: Sequence[str] = (),
+    ) -> AuditEvent:
+        """Remove records and rollouts' latency histograms, and append ``event``, in one
+        transaction (see the Store protocol)."""
+        payload = encode_event(event)
+        with self._immediate() as conn:
+            head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            apply_prune(conn.execute, deletes, histograms_of, ph="?")
+            raw = append_event(conn.execute, head, payload, event.subject, ph="?")
+        return AuditEvent.from_raw(raw)
 
     def wait_for_change(self, last_token: int, timeout_s: float) -> int:
         """Poll :meth:`change_token` every 5 ms until it differs from ``last_token``.
@@ -304,6 +324,18 @@ class SqliteStore(AuditReads):
                     raise
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
+
+    def _read_events(self, rest: str, params: tuple[Any, ...]) -> _Rows:
+        """Event rows as text; a batch holding bytes that are not UTF-8 (sqlite keeps what
+        was written) is read again as bytes, so verification names the entry."""
+        try:
+            return self._read(f"SELECT seq, prev_hash, hash, payload {rest}", params)
+        except ExternalUnavailable as exc:
+            if not isinstance(exc.__cause__, sqlite3.OperationalError) or "decode" not in str(
+                exc.__cause__
+            ):
+                raise
+            return self._read(f"SELECT {BYTES_EVENT_COLUMNS} {rest}", params)
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> _Rows:
         with self._lock:

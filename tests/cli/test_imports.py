@@ -106,6 +106,25 @@ def test_a_prompt_command_builds_only_its_group() -> None:
     assert "releaser.cli.rollout_cmds" in modules  # imported by the second build only
 
 
+def test_a_top_level_command_builds_no_sub_app() -> None:
+    # `releaser rollback` must start fast: the sub-apps are neither imported nor converted.
+    probe = (
+        "import json, sys\n"
+        "from releaser.cli.app import build_command\n"
+        "cmd = build_command(['-v', 'rollback', 'svc', '--reason', 'x'])\n"
+        "modules = sorted(sys.modules)\n"
+        "typo = build_command(['rollbak', 'svc'])\n"
+        "print(json.dumps([sorted(cmd.commands), modules, sorted(typo.commands)]))\n"
+    )
+    only, modules, typo = _probe(probe)
+    assert {"rollback", "reconcile", "validate"} <= set(only)
+    assert not set(only) & {"prompt", "rollout", "release", "audit", "github"}
+    assert "releaser.cli.prompt_cmds" not in modules
+    assert "releaser.cli.rollout_cmds" not in modules
+    # A mistyped command gets every command, for click's "did you mean".
+    assert {"rollback", "prompt", "rollout"} <= set(typo)
+
+
 def test_settings_only_workspace_skips_the_service_models(tmp_path: Path) -> None:
     from releaser.config.template import render_init_template
 

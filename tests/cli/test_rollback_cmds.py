@@ -39,7 +39,10 @@ ROUTER_CHILD = textwrap.dedent(
 def _two_releases(root: Path, cli, *, irreversible: bool = False) -> tuple[str, str]:
     r1 = json.loads(cli("release", "create", SERVICE, "--json", cwd=root).out)["release"]["id"]
     assert cli("gate", SERVICE, "--release", r1).code == 0
-    assert cli("rollout", "start", SERVICE, "--release", r1, "--initial").code == 0
+    res = cli("rollout", "start", SERVICE, "--release", r1, "--initial")
+    assert res.code == 0
+    # The first move of the production alias reads as such, never 'vNone -> v1'.
+    assert "(unset) -> v1" in res.out and "None" not in res.out
     cfg = root / "releaser.yaml"
     text = cfg.read_text().replace("alias: champion", "version: 2", 1)
     if irreversible:

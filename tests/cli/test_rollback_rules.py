@@ -212,4 +212,7 @@ def test_a_corrupt_mlflow_registry_is_an_unavailable_dependency_not_a_crash(
     db.write_bytes(corrupt(db.read_bytes()))
     res = cli("reconcile", SERVICE, "--check")
     assert res.code == 3, res.err
-    assert "malformed" in res.err and "Traceback" not in res.err
+    # sqlite's own words: "malformed", or "not a database" when even the header is gone
+    # (which one MLflow's pooled connections report depends on what they cached).
+    assert "malformed" in res.err or "not a database" in res.err
+    assert "cannot be read" in res.err and "Traceback" not in res.err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +18,7 @@ from releaser.integrations.mlflow_models import (
     ModelRegistry,
     resolve_tracking_uri,
 )
+from tests.conftest import free_port
 
 
 def _registry(ws: ExampleWorkspace) -> MlflowModelRegistry:
@@ -348,3 +350,85 @@ def test_a_corrupt_sqlite_registry_is_unavailable_with_its_error_not_a_crash(
     with pytest.raises(ExternalUnavailable, match="cannot be read") as err:
         _registry(workspace_copy).get_alias("case-triage", "champion")
     assert err.value.hint is not None and "backup" in err.value.hint
+
+
+@pytest.mark.slow
+class TestAliasesOverARealServer:
+    """Alias reads and moves go through the light client; errors read as MlflowClient's."""
+
+    @staticmethod
+    def _model(url: str) -> str:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=url, registry_uri=url)
+        name = f"svc-{uuid.uuid4().hex[:8]}"
+        client.create_registered_model(name)
+        for _ in range(2):
+            client.create_model_version(name, source="s3://example-bucket/model")
+        return name
+
+    def test_set_and_get_agree_with_mlflow(self, mlflow_cli_server: str) -> None:
+        from mlflow import MlflowClient
+
+        name = self._model(mlflow_cli_server)
+        registry = MlflowModelRegistry(mlflow_cli_server)
+        assert registry.get_alias(name, "production") is None
+        registry.set_alias(name, "production", 2)
+        client = MlflowClient(tracking_uri=mlflow_cli_server, registry_uri=mlflow_cli_server)
+        assert int(client.get_registered_model(name).aliases["production"]) == 2
+        client.set_registered_model_alias(name, "production", "1")
+        assert registry.get_alias(name, "production") == 1
+
+    def test_a_missing_version_lists_the_versions(self, mlflow_cli_server: str) -> None:
+        name = self._model(mlflow_cli_server)
+        with pytest.raises(ArtifactNotFound, match=r"no version 9; versions: 1, 2") as info:
+            MlflowModelRegistry(mlflow_cli_server).set_alias(name, "production", 9)
+        assert info.value.exit_code == 2 and info.value.hint
+
+    def test_an_unknown_model_suggests_names(self, mlflow_cli_server: str) -> None:
+        name = self._model(mlflow_cli_server)
+        with pytest.raises(ArtifactNotFound, match=f"did you mean '{name}'"):
+            MlflowModelRegistry(mlflow_cli_server).get_alias(name + "x", "production")
+
+
+class _HangUp(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+        self.close_connection = True  # accepted, then closed without an answer
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_a_server_that_hangs_up_is_unavailable_exit_3() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HangUp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        uri = f"http://ops:hunter2@127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(ExternalUnavailable, match="failed while setting alias") as info:
+            MlflowModelRegistry(uri).set_alias("case-triage", "production", 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert info.value.exit_code == 3 and "hunter2" not in str(info.value)
+    assert info.value.hint is not None and "reachable" in info.value.hint
+
+
+def test_a_dead_server_is_exit_3() -> None:
+    with pytest.raises(ExternalUnavailable, match="cannot reach the MLflow server") as info:
+        MlflowModelRegistry(f"http://127.0.0.1:{free_port()}").set_alias("m", "production", 1)
+    assert info.value.exit_code == 3
+
+
+@pytest.mark.slow
+def test_a_prompt_is_not_a_model(release_ws: ExampleWorkspace) -> None:
+    # MLflow keeps prompts as registered models; its model calls do not see them, nor do ours.
+    registry = _registry(release_ws)
+    with pytest.raises(ArtifactNotFound, match="no registered model named 'case-triage-system'"):
+        registry.get_alias("case-triage-system", "production")
+    with pytest.raises(ArtifactNotFound, match="no registered model named 'case-triage-system'"):
+        registry.set_alias("case-triage-system", "production", 1)
+    assert registry.get_alias("case-triage", "champion") == 1

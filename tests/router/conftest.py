@@ -7,9 +7,7 @@ PostgreSQL backend is a fresh schema per test (dropped afterwards), as in the st
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,69 +17,23 @@ import pytest
 from releaser.core.audit import EventDraft
 from releaser.core.routing import ROUTE_KIND, GroupDef, ReleaseArtifacts, ServiceRoute
 from releaser.store.base import Store, Write
+from tests.store_backends import BACKENDS, Backend, store  # noqa: F401  (store is a fixture)
+from tests.store_backends import make_backend as _make_backend
 
-POSTGRES_DSN_ENV = "RELEASER_TEST_POSTGRES_DSN"
 AT = "2025-01-02T03:04:05Z"
 SEED = 2_718_281_828
 
-
-class StoreBackend:
-    """Where a test's store lives: ``url`` for routers and child processes, ``open()``."""
-
-    def __init__(
-        self,
-        name: str,
-        url: str,
-        cleanup: Callable[[], None] = lambda: None,
-        *,
-        schema: str = "",
-        admin_dsn: str = "",
-    ) -> None:
-        self.name = name
-        self.url = url
-        self.cleanup = cleanup
-        self.schema = schema  # PostgreSQL: the test's own schema
-        self.admin_dsn = admin_dsn  # PostgreSQL: the server DSN without the search_path
-
-    def open(self) -> Store:
-        """A new store object on this backend."""
-        from releaser.store import open_store
-
-        return open_store(self.url)
+StoreBackend = Backend
+"""A test's store backend (``tests/store_backends.py``, shared with the store suite)."""
 
 
-def _postgres(dsn: str) -> StoreBackend:
-    import psycopg
-
-    schema = f"releaser_router_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in dsn else "?"
-    url = f"{dsn}{sep}options=-csearch_path%3D{schema}"
-
-    def cleanup() -> None:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}_away" CASCADE')
-
-    return StoreBackend("postgres", url, cleanup, schema=schema, admin_dsn=dsn)
-
-
-def make_backend(name: str, tmp_path: Path) -> StoreBackend:
-    """A fresh backend by name; skips PostgreSQL when no test server is configured."""
-    if name == "sqlite":
-        return StoreBackend("sqlite", f"sqlite://{(tmp_path / 'state.db').as_posix()}")
-    dsn = os.environ.get(POSTGRES_DSN_ENV)
-    if not dsn:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_DSN_ENV}")
-    return _postgres(dsn)
-
-
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+def make_backend(name: str, tmp_path: Path) -> Backend:
+    """A fresh backend by name, in a schema of the router suite's own on PostgreSQL."""
+    return _make_backend(name, tmp_path, prefix="releaser_router_test")
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBackend]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A fresh, empty backend on every store kind."""
     made = make_backend(request.param, tmp_path)
     try:
@@ -91,23 +43,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBac
 
 
 @pytest.fixture
-def sqlite_backend(tmp_path: Path) -> StoreBackend:
+def sqlite_backend(tmp_path: Path) -> Backend:
     """A fresh sqlite backend only (for tests of pure routing behaviour)."""
     return make_backend("sqlite", tmp_path)
 
 
 @pytest.fixture
-def store(backend: StoreBackend) -> Iterator[Store]:
-    """The test's own connection to ``backend`` (routers open their own)."""
-    opened = backend.open()
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def sqlite_store(sqlite_backend: StoreBackend) -> Iterator[Store]:
+def sqlite_store(sqlite_backend: Backend) -> Iterator[Store]:
     """The test's own connection to a sqlite backend."""
     opened = sqlite_backend.open()
     try:
@@ -147,11 +89,11 @@ def rollout_route(
     )
 
 
-def put_route(store: Store, route: ServiceRoute) -> int:
+def put_route(target: Store, route: ServiceRoute) -> int:
     """Create or replace the route record (CAS on its current version); returns the token."""
-    current = store.get(ROUTE_KIND, route.service)
+    current = target.get(ROUTE_KIND, route.service)
     expected = 0 if current is None else current.version
-    event = store.commit(
+    event = target.commit(
         [Write(ROUTE_KIND, route.service, route.to_value(), expected)],
         EventDraft(actor="tests", action="route.set", subject=f"route/{route.service}", at=AT),
     )

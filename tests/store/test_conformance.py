@@ -326,3 +326,37 @@ class TestLifecycle:
         store.close()  # closing twice is harmless
         with pytest.raises(ReleaserError, match="closed"):
             store.get("release", "r")
+
+
+class TestAuditListing:
+    """What ``audit log`` reads without decoding events agrees with the decoded events."""
+
+    def test_summaries_and_spliced_json_match_the_decoded_events(self, store: Store) -> None:
+        import json
+
+        from releaser.core.audit import event_json
+
+        insert(store, "rollout", "svc", {"step": 0})
+        odd = 'q"uote,"reason":"x" \u202e é \n'
+        store.commit(
+            [Write("rollout", "svc", {"step": 1, "why": odd}, 1)],
+            draft(
+                "rollout/svc",
+                reason=odd,
+                actor=odd,
+                before={"reason": "nested", "at": "nested"},
+                after=True,
+                context={"subject": "nested"},
+            ),
+            also=[draft("other", "note"), draft("rollout/svc", "note", reason=None)],
+        )
+        events = list(store.events())
+        summaries = store.event_summaries()
+        assert summaries == [(e.seq, e.at, e.actor, e.action, e.subject, e.reason) for e in events]
+        assert store.event_summaries(after_seq=1, subject="rollout/svc") == [
+            s for s in summaries if s[0] > 1 and s[4] == "rollout/svc"
+        ]
+        assert [r.seq for r in store.raw_events(after_seq=2, subject="rollout/svc")] == [4]
+        for raw, event in zip(store.raw_events(), events, strict=True):
+            text = event_json(raw.seq, raw.prev_hash, raw.hash, raw.payload)
+            assert text is not None and json.loads(text) == event.to_dict()

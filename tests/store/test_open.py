@@ -18,6 +18,7 @@ from .conftest import draft
 
 def test_exported_names() -> None:
     assert sorted(releaser.store.__all__) == [
+        "Delete",
         "METRIC_VARIANTS",
         "MetricDelta",
         "Record",
