@@ -18,7 +18,7 @@ import pytest
 from releaser.api.workspace import open_workspace
 from releaser.demo.traffic import advance_to_step
 from releaser.demo.workspace import ExampleWorkspace
-from tests.store.conftest import PostgresBackend, postgres_dsn
+from tests.store_backends import PostgresBackend, postgres_dsn
 
 if TYPE_CHECKING:
     from conftest import OwnerKeys

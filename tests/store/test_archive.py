@@ -438,3 +438,21 @@ def test_an_import_killed_before_it_commits_leaves_the_target_empty(
         assert store.audit_head()[0] == 0
         import_store(store, archive)  # and the store takes the import afterwards
         assert store.audit_head()[0] == 19
+
+
+def test_export_names_an_entry_holding_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    """sqlite keeps whatever bytes are written: the snapshot reads them, verification names
+    the entry, and no archive is written."""
+    from .conftest import SqliteBackend
+
+    backend = SqliteBackend(tmp_path / "state.db")
+    with backend.open() as store:
+        fill(store, releases=3)
+    backend.unguard()
+    [(payload,)] = backend.sql("SELECT CAST(payload AS BLOB) FROM audit_events WHERE seq = 2")
+    broken = bytes(payload).replace(b"release.create", b"release.cr\xffate")
+    backend.sql("UPDATE audit_events SET payload = CAST(? AS TEXT) WHERE seq = 2", (broken,))
+    with backend.open() as store, pytest.raises(CheckFailed) as caught:
+        export_store(store, tmp_path / "b.zip")
+    assert "entry 2 holds bytes that are not UTF-8 text" in caught.value.message
+    assert not (tmp_path / "b.zip").exists()
