@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         resume_rollout,
         start_rollout,
     )
+    from releaser.api.store_io import export_store, import_store
     from releaser.api.workspace import Workspace, open_workspace
     from releaser.core.release import Release
     from releaser.docs import build_handover, render_runbook, write_runbook
@@ -91,7 +92,9 @@ __all__ = [
     "configure_prompts",
     "create_release",
     "diff_releases",
+    "export_store",
     "get_release",
+    "import_store",
     "init_workspace",
     "last_drill",
     "last_gate",
@@ -139,6 +142,8 @@ _WHERE = {
     "write_runbook": "releaser.docs",
     "configure_prompts": "releaser.api.prompts",
     "verify_audit": "releaser.api.audit",
+    "export_store": "releaser.api.store_io",
+    "import_store": "releaser.api.store_io",
     "init_workspace": "releaser.api.init",
     "validate_config": "releaser.api.init",
     "CreateResult": "releaser.api.releases",

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import takewhile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from releaser.api.context import utc_now
 from releaser.api.workspace import Workspace
@@ -44,6 +44,7 @@ from releaser.store.base import EventSummary
 __all__ = [
     "CHECKPOINT_DIR",
     "AnchoredVerify",
+    "AuditSource",
     "audit_log",
     "audit_log_json",
     "audit_log_rows",
@@ -51,6 +52,7 @@ __all__ = [
     "make_checkpoint",
     "verify_anchored",
     "verify_audit",
+    "verify_content",
 ]
 
 CHECKPOINT_DIR = "audit-checkpoints"
@@ -283,7 +285,7 @@ MAX_STATE_PROBLEMS = 20
 """State problems listed one by one; past this many, the rest are counted."""
 
 
-def _state_links(store: Any) -> tuple[dict[int, list[Link]], list[str], int]:
+def _state_links(store: AuditSource) -> tuple[dict[int, list[Link]], list[str], int]:
     """Each record's link to the audit entry that last wrote it, grouped by entry."""
     links: dict[int, list[Link]] = {}
     problems: list[str] = []
@@ -340,6 +342,58 @@ def _tap(
         yield ev
 
 
+class AuditSource(Protocol):
+    """What verification reads: a live store, a snapshot of one, or a store archive."""
+
+    def audit_head(self) -> tuple[int, str]:
+        """The recorded (seq, hash) of the last entry."""
+        ...
+
+    def raw_events(self) -> Iterator[RawEvent]:
+        """Every entry as stored, in order."""
+        ...
+
+    def record_links(self) -> Iterator[tuple[str, str, int, str, int | None]]:
+        """Each record as (kind, key, version, value text, the entry that last wrote it)."""
+        ...
+
+
+def verify_content(source: AuditSource) -> AnchoredVerify:
+    """Verify the chain against its recorded head and every record against the entry
+    that last wrote it (``audit verify`` without checkpoints), for any audit source:
+    ``store import`` runs it on the archive and again on the target before committing."""
+    chain, stored, _, state_problems, records = _verify_source(source, set())
+    return AnchoredVerify(chain, stored, [], None, state_problems, records)
+
+
+def _verify_source(
+    source: AuditSource, keep: set[int]
+) -> tuple[VerifyResult, int, dict[int, str], list[str], int]:
+    """(chain verdict, entries stored, hashes of the entries in ``keep``, state problems,
+    records): the chain and the records' links, read once."""
+    # Records first, then the head: every entry a record names is then at or before it.
+    links, state_problems, records = _state_links(source)
+    head = source.audit_head()
+    keep = keep | {1, head[0]}
+    kept: dict[int, str] = {}
+    seen = [0]
+    events = _tap(source.raw_events(), keep, kept, seen, links, state_problems)
+    chain = verify_chain(takewhile(lambda e: e.seq <= head[0], events), head=head)
+    for _ in events:
+        pass  # read the rest: a checkpoint is judged on everything stored
+    stored = max(seen[0], head[0]) if seen[0] else 0
+    for seq, missing in sorted(links.items()):
+        for kind, key, version, _ in missing:
+            state_problems.append(
+                f"record {kind}/{key} (version {version}) names audit entry {seq}, which "
+                "does not exist"
+            )
+    if len(state_problems) > MAX_STATE_PROBLEMS:
+        extra = len(state_problems) - MAX_STATE_PROBLEMS
+        state_problems = [*state_problems[:MAX_STATE_PROBLEMS], f"... and {extra} more"]
+    return chain, stored, kept, state_problems, records
+
+
 def verify_anchored(
     ws: Workspace,
     checkpoints: Sequence[tuple[str, Checkpoint]] = (),
@@ -356,29 +410,10 @@ def verify_anchored(
     """
     from releaser.integrations.ssh_signing import verify
 
-    store = ws.store
-    # Records first, then the head: every entry a record names is then at or before it.
-    links, state_problems, records = _state_links(store)
-    head = store.audit_head()
-    keep = {1, head[0]} | {cp.seq for _, cp in checkpoints}
+    keep = {cp.seq for _, cp in checkpoints}
     if expect_head is not None:
         keep.add(expect_head[0])
-    kept: dict[int, str] = {}
-    seen = [0]
-    events = _tap(store.raw_events(), keep, kept, seen, links, state_problems)
-    chain = verify_chain(takewhile(lambda e: e.seq <= head[0], events), head=head)
-    for _ in events:
-        pass  # read the rest: a checkpoint is judged on everything stored
-    stored = max(seen[0], head[0]) if seen[0] else 0
-    for seq, missing in sorted(links.items()):
-        for kind, key, version, _ in missing:
-            state_problems.append(
-                f"record {kind}/{key} (version {version}) names audit entry {seq}, which "
-                "does not exist"
-            )
-    if len(state_problems) > MAX_STATE_PROBLEMS:
-        extra = len(state_problems) - MAX_STATE_PROBLEMS
-        state_problems = [*state_problems[:MAX_STATE_PROBLEMS], f"... and {extra} more"]
+    chain, stored, kept, state_problems, records = _verify_source(ws.store, keep)
     if allowed_signers is None and checkpoints:
         try:
             allowed_signers = allowed_signers_text(_owner_signers(ws), CHECKPOINT_NAMESPACE)

@@ -200,6 +200,7 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "gate": ("gate_cmds", "app"),
     "phase": ("gate_cmds", "phase_app"),
     "github": ("github_cmds", "app"),
+    "store": ("store_cmds", "app"),
 }
 # Modules that add top-level commands to ``app`` when imported.
 _TOP_LEVEL_MODULES = ("rollback_cmds", "docs_cmds", "gate_cmds", "serve_cmds")

@@ -11,16 +11,21 @@ import re
 from pathlib import Path
 
 from releaser.errors import BadInput
+from releaser.store._bulk import TABLES, RestoreSource, Snapshot, Table
 from releaser.store._reads import bulk_decoding
 from releaser.store.base import METRIC_VARIANTS, Delete, MetricDelta, Record, Store, Write
 from releaser.store.redact import redact_url
 
 __all__ = [
     "METRIC_VARIANTS",
+    "TABLES",
     "Delete",
     "MetricDelta",
     "Record",
+    "RestoreSource",
+    "Snapshot",
     "Store",
+    "Table",
     "Write",
     "bulk_decoding",
     "default_store_url",

@@ -11,12 +11,16 @@ several writers racing from the same version exactly one wins; the others get
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent
 from releaser.core.stats_aggregates import VariantStats
+
+if TYPE_CHECKING:
+    from releaser.store._bulk import RestoreSource, Snapshot
 
 __all__ = ["METRIC_VARIANTS", "Delete", "EventSummary", "MetricDelta", "Record", "Store", "Write"]
 
@@ -183,6 +187,24 @@ class Store(Protocol):
         """The cumulative aggregates of one rollout by (step, variant), as one consistent read.
 
         Empty when nothing was reported; ordered by step, then variant.
+        """
+        ...
+
+    def snapshot(self) -> AbstractContextManager[Snapshot]:
+        """Every table as one consistent read, for the life of the ``with`` block.
+
+        One read transaction (sqlite) or one ``REPEATABLE READ, READ ONLY``
+        transaction (PostgreSQL); rows come in key order and in batches. The
+        store's other methods must not be called inside the block.
+        """
+        ...
+
+    def restore(self, source: RestoreSource, check: Callable[[Snapshot], None]) -> None:
+        """Write every table of ``source`` into this store, which must be empty, in one
+        transaction; ``check`` verifies what was written before it commits.
+
+        Raises :class:`~releaser.errors.BadInput`, writing nothing, when the store
+        holds anything; whatever ``check`` raises rolls everything back.
         """
         ...
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,6 +34,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from releaser.core.audit import AuditEvent, EventDraft
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import BadInput, ExternalUnavailable, ReleaserError
+from releaser.store._bulk import TABLES, RestoreSource, Snapshot, restore_rows
 from releaser.store._reads import AuditReads, bulk_decoding, omit_paths
 from releaser.store._writes import (
     anchor_existing_records,
@@ -290,6 +291,43 @@ class PostgresStore(AuditReads):
             )
             bin_rows = cur.fetchall()
         return stats_from_rows(metric_rows, bin_rows, url=self._url)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """Every table as one consistent read: one ``REPEATABLE READ, READ ONLY``
+        transaction held for the ``with`` block (writers are not blocked)."""
+        with self._transaction() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield self._snapshot_of(cur)
+
+    def restore(self, source: RestoreSource, check: Callable[[Snapshot], None]) -> None:
+        """Write every table of ``source`` into this empty store in one transaction;
+        ``check`` verifies what was written before it commits."""
+        with self._transaction() as cur:
+            # Readers go on; every writer (commits, metric flushes) waits until we are done,
+            # so the store cannot stop being empty between the check and the writes.
+            names = ", ".join([t.name for t in TABLES] + ["audit_head"])
+            cur.execute(f"LOCK TABLE {names} IN EXCLUSIVE MODE")
+            restore_rows(
+                cur.execute,
+                cur.executemany,
+                source,
+                self._snapshot_of(cur),
+                check,
+                ph="%s",
+                json_value="%s::json",
+            )
+            cur.execute(
+                "SELECT pg_notify(%s, current_schema() || ':' || %s)",
+                (NOTIFY_CHANNEL, str(source.audit_head()[0])),
+            )
+
+    def _snapshot_of(self, cur: _Cursor) -> Snapshot:
+        def read(sql: str, params: tuple[Any, ...]) -> _Rows:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+        return Snapshot(read, backend="postgresql", url=self._url, batch_size=self._batch_size)
 
     def close(self) -> None:
         """Close the connections; the store cannot be used afterwards."""

@@ -19,7 +19,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from releaser.core.audit import AuditEvent, EventDraft
 from releaser.core.stats_aggregates import VariantStats
 from releaser.errors import ExternalUnavailable, ReleaserError
+from releaser.store._bulk import RestoreSource, Snapshot, restore_rows
 from releaser.store._reads import BYTES_EVENT_COLUMNS, AuditReads, bulk_decoding, omit_paths
 from releaser.store._writes import (
     anchor_existing_records,
@@ -244,6 +245,45 @@ class SqliteStore(AuditReads):
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
         return stats_from_rows(metric_rows, bin_rows, url=self._url)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """Every table as one consistent read: one read transaction (one WAL snapshot)
+        held for the ``with`` block; writers in other processes are not blocked."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                # Deferred: the first read fixes the snapshot every later read sees.
+                conn.execute("BEGIN")
+                try:
+                    yield self._snapshot_of(conn)
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
+
+    def restore(self, source: RestoreSource, check: Callable[[Snapshot], None]) -> None:
+        """Write every table of ``source`` into this empty store in one ``BEGIN IMMEDIATE``
+        transaction; ``check`` verifies what was written before it commits."""
+        with self._immediate() as conn:
+            restore_rows(
+                conn.execute,
+                conn.executemany,
+                source,
+                self._snapshot_of(conn),
+                check,
+                ph="?",
+                json_value="?",
+            )
+
+    def _snapshot_of(self, conn: sqlite3.Connection) -> Snapshot:
+        return Snapshot(
+            lambda sql, params: conn.execute(sql, params).fetchall(),
+            backend="sqlite",
+            url=self._url,
+            batch_size=self._batch_size,
+        )
 
     def close(self) -> None:
         """Close the connection; the store cannot be used afterwards."""
