@@ -1,7 +1,8 @@
-"""``releaser store ...``: back up the state store, and restore or move it.
+"""``releaser store ...``: back up the state store, restore or move it, and prune it.
 
-Each command parses its options, calls one function of ``releaser.api.store_io``
-and renders the result; a new store command is one more function here.
+Each command parses its options, calls one function of ``releaser.api.store_io`` (or
+``releaser.api.retention``) and renders the result; a new store command is one more
+function here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from releaser.store.base import Store
 
 app = typer.Typer(
-    help="The state store: back it up, restore it, move it to another backend.",
+    help="The state store: back it up, restore it, move it to another backend, prune it.",
     no_args_is_help=True,
 )
 
@@ -136,3 +137,46 @@ def import_cmd(
     _render(summary, f"imported {file} into {target.url}", as_json)
     if not as_json:
         say("the audit chain and every record verify on the target")
+
+
+@app.command("prune")
+def prune_cmd(
+    ctx: typer.Context,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Remove what the dry run lists (audited).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List what the retention settings let go (a dry run); --apply removes it.
+
+    Only prediction caches of releases no gate can still want, and, when
+    'retention.rollout_histograms_days' is set, the latency histograms of old rollouts.
+    Releases, gate reports, rollouts, approvals and the audit log are never pruned.
+    """
+    from releaser.api.retention import plan_prune, prune_store
+    from releaser.cli.output import emit_json, say
+
+    ws = state(ctx).workspace()
+    result = prune_store(ws) if apply else plan_prune(ws)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    verb = "removed" if result.applied else "would remove"
+    if result.empty:
+        say(f"nothing to prune ({result.kept_predictions} stored gate predictions kept)")
+        return
+    say(
+        f"{verb} {len(result.predictions)} stored gate predictions and the latency "
+        f"histograms of {len(result.histograms)} rollouts; kept {result.kept_predictions} "
+        "stored gate predictions"
+    )
+    for p in result.predictions[:20]:
+        say(f"  gate predictions of release {p['release_id']} (written {p['written_at']})")
+    if len(result.predictions) > 20:
+        say(f"  ... and {len(result.predictions) - 20} more")
+    for h in result.histograms:
+        say(f"  latency histogram of rollout {h['rollout_id']} (ended {h['ended_at']})")
+    if result.applied:
+        say(f"audited as entry {result.audit_seq} (store.prune)")
+    else:
+        say("dry run: nothing was removed; run again with --apply")

@@ -172,3 +172,47 @@ def test_checkpoints_made_on_the_source_verify_the_target(
     res = cli("--store", str(target), "audit", "verify", "--checkpoint", str(checkpoint), cwd=root)
     assert res.code == 0, res.err
     assert "intact (signed by priya.shah@example.org)" in res.out
+
+
+def test_prune_is_a_dry_run_until_applied_and_keeps_what_gates_need(
+    release_ws: ExampleWorkspace, cli, released
+) -> None:
+    """Two gated releases; with one release kept and a day's retention, the older
+    release's predictions go once they are old, the stable one's never do."""
+    import sqlite3
+
+    root = release_ws.root
+    r1, r2 = released(root)
+    res = cli("rollback", SERVICE, "--reason", "back to r1", "--yes", cwd=root)
+    assert res.code == 0, res.err  # r1 stable, r2 rolled back: neither live
+    config = root / "releaser.yaml"
+    config.write_text(
+        config.read_text() + "retention:\n  gate_predictions_days: 1\n  keep_releases: 1\n"
+    )
+    res = cli("store", "prune")
+    assert res.code == 0 and "nothing to prune (2 stored gate predictions kept)" in res.out
+    db = root / ".releaser" / "state.db"
+    with sqlite3.connect(db) as con:
+        con.execute(
+            "UPDATE records SET updated_at = '2020-01-01T00:00:00.000000Z' "
+            "WHERE kind = 'gate_predictions'"
+        )
+    con.close()
+    # r2 is the latest release (kept), r1 the stable one (kept): still nothing.
+    assert "nothing to prune" in cli("store", "prune").out
+    assert cli("release", "create", SERVICE, "--allow-dirty").code == 0  # a third, later release
+    res = cli("store", "prune", "--json")
+    plan = json.loads(res.out)
+    assert res.code == 0 and not plan["applied"]
+    assert [p["release_id"] for p in plan["predictions"]] == [r2]
+    assert r1 in plan["kept_releases"][SERVICE]
+    res = cli("store", "prune")
+    assert "would remove 1 stored gate predictions" in res.out and "dry run" in res.out
+    res = cli("store", "prune", "--apply")
+    assert res.code == 0 and "removed 1 stored gate predictions" in res.out
+    assert "(store.prune)" in res.out
+    assert cli("audit", "verify").code == 0
+    assert "nothing to prune" in cli("store", "prune", "--apply").out
+    # The pruned release still gates: its predictions are made again.
+    res = cli("gate", SERVICE, "--release", r2, "--json")
+    assert json.loads(res.out)["release_id"] == r2
