@@ -1,45 +1,71 @@
-"""Eval gate figures on a 1,000-row golden set (the example service, real DVC and MLflow).
+"""Eval gate overhead on the example service (real DVC data, MLflow registry and model).
 
-1. Harness overhead over the raw predict loop (target <= 10%), cold prediction cache
-   (the local cache emptied and the predictions the store holds forgotten before each
-   run), candidate and baseline both predicted:
-   a. the example's MLflow pyfunc model (fast: ~0.03 ms a row plus ~4 ms a call, so
-      fixed costs show). "raw" is what a user writes without releaser: read the golden
-      file (csv.DictReader), load each release's model the way the gate does and call
-      ``predict`` once on a table of all the golden inputs. The target line gates a new
-      release each time (a fresh commit, the same model v2), so the candidate's speed
-      is unknown and its first call is small, as on a release's first gate; the
-      baseline's speed is known from its own gate run. Also printed: a re-gate of the
-      same release (both speeds known: one call per release, as in the raw loop), and a
-      release's first gate while the golden set is unchanged: the baseline's predictions
-      on it are in the store from its own gate run, so only the candidate is predicted
-      (the raw loop still predicts both: by hand, you would).
-   b. a ``module:function`` predict that waits 2 ms per row, standing in for a model
-      server or LLM call; "raw" calls it once per row.
-   "harness" is ``run_gate`` end to end (golden read, prediction, scoring, bootstrap,
-   store write, MLflow run logging).
-2. A cached re-run of ``run_gate`` (target <= 1 s): in-process, and as a fresh
+Target (issue 20): the gate's own work costs at most 10% of the hand-written loop per
+row, plus at most 50 ms fixed, MLflow run included.
+
+1. The gate's cost on a golden set of n rows is modelled as the hand-written loop's
+   cost plus what the gate adds::
+
+       raw(n)  = p * n + q
+       gate(n) = raw(n) + a * p * n + b
+
+   ``a`` is the per-row overhead as a share of the raw loop's per-row cost ``p``, and
+   ``b`` the fixed cost: everything that does not grow with rows (setting up the
+   golden-set read, the first small predict call of a model not timed yet, the store
+   transaction, the MLflow run logging, the report). The raw loop's own fixed part
+   ``q`` (opening the file, loading both models) is not overhead: the gate pays it
+   too. This is the issue's ``raw(n) * (1 + a) + b`` with ``a`` charged on the raw
+   loop's per-row part only, not on its model loads (``b`` here is that b plus
+   ``a * q``).
+
+   "raw" is what a user writes without releaser: read the golden file
+   (csv.DictReader), load each release's model the way the gate does and call
+   ``predict`` once on a table of all the golden inputs. "gate" is ``run_gate`` end to
+   end (golden read, prediction, scoring, bootstrap, slices, store write, MLflow run
+   logging), cold: each pair gates a release never gated before (its model's speed is
+   unknown, so its first predict call is small), with the local prediction cache
+   emptied and the baseline's stored predictions forgotten, so both the candidate and
+   the baseline are predicted, as the raw loop predicts both.
+
+   Golden sets of :data:`SIZES` rows are gated in rounds (one pair per size a round:
+   a raw loop and run_gate back to back, run_gate first every other round), so the
+   machine's drift falls on every size and on both sides alike. Per size, the medians
+   of raw and of the paired difference (gate - raw) are taken; ``p`` and ``q`` are
+   fitted to the raw medians and ``a * p`` and ``b`` to the difference medians, by
+   least squares over the three sizes. The 90% intervals come from refitting on
+   pairs resampled within each size (a bootstrap, seeded).
+
+   Each run is timed on two clocks, and both fits are printed with their verdicts.
+   The wall clock is what a user waits, but on a shared machine it also counts the
+   time other processes hold the cores. CPU time (this process's) leaves that out,
+   and also leaves out waiting on I/O (the sqlite writes), which only the wall clock
+   shows.
+2. The function case: a ``module:function`` predict that waits 2 ms per row (a model
+   server or an LLM call stands behind it); "raw" calls it once per row. It runs
+   first, on the example's own golden set, before the golden set grows.
+3. A cached re-run of ``run_gate`` (target <= 1 s): in-process, and as a fresh
    ``releaser gate`` process (which pays Python and MLflow imports).
 
-The machine is shared and its speed drifts by 20% or more from one second to the
-next, so every figure is taken over interleaved pairs (a raw loop, then run_gate,
-back to back) and printed as the median and quartiles of the paired ratios.
-
 Everything lives in a temporary directory; nothing outside it is touched.
+
+Run: .venv/bin/python bench/bench_gate.py [ROUNDS]
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -60,13 +86,21 @@ from releaser.api.workspace import Workspace, open_workspace  # noqa: E402
 from releaser.config.template import render_init_template  # noqa: E402
 from releaser.core.audit import EventDraft  # noqa: E402
 from releaser.demo.workspace import (  # noqa: E402
+    GOLDEN_PATH,
     PROMPT_PATH,
+    ExampleWorkspace,
     add_golden_cases,
     build_example_workspace,
 )
 from releaser.store.base import Write  # noqa: E402
 
 SERVICE = "case-triage"
+SIZES = (600, 2000, 6000)
+"""Golden-set sizes: the example's own, then verified cases added."""
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 21
+"""Pairs per size."""
+PER_ROW_TARGET = 0.10
+FIXED_TARGET_S = 0.050
 REPEATS = 5  # cached re-runs
 SLOW_PREDICT = """
 import time
@@ -87,13 +121,46 @@ def _git(root: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
 
 
-def _setup(root: Path) -> tuple[str, str]:
-    """Workspace with a 1,000-row golden set, r1 stable (gated), r2 (model v2) to gate."""
+class Clocks(NamedTuple):
+    """One timed run: wall-clock and CPU seconds (the process's, all threads)."""
+
+    wall: float
+    cpu: float
+
+
+CLOCKS = {"wall clock": 0, "CPU time": 1}
+
+
+def _clocks(began: Clocks) -> Clocks:
+    """The time since ``began`` (a ``_now()``) on both clocks."""
+    now = _now()
+    return Clocks(now.wall - began.wall, now.cpu - began.cpu)
+
+
+def _now() -> Clocks:
+    return Clocks(time.perf_counter(), time.process_time())
+
+
+@dataclass
+class Size:
+    """One golden-set size: its file as a user's checkout has it, and releases pinning it
+    that no gate has run on yet (one per pair)."""
+
+    rows: int
+    golden: Path
+    fresh: list[str]
+    raw: list[Clocks] = field(default_factory=list)
+    gate: list[Clocks] = field(default_factory=list)
+    outside_predict: list[float] = field(default_factory=list)
+    mlflow: list[float] = field(default_factory=list)
+
+
+def _base(root: Path) -> tuple[ExampleWorkspace, str]:
+    """The example workspace with r1 stable (gated on the example's own golden set), and a
+    commit that serves model v2 from then on."""
     example = build_example_workspace(
         root, config_text=render_init_template("council-casework", SERVICE), model_versions=2
     )
-    rows = add_golden_cases(example, 400, seed=99)
-    assert rows == 1000, rows
     ws = open_workspace(root)
     pv = register_prompt(ws, root / PROMPT_PATH).version
     promote_prompt(ws, pv.name, pv.version, "production", "bench")
@@ -104,14 +171,34 @@ def _setup(root: Path) -> tuple[str, str]:
     cfg = root / "releaser.yaml"
     cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
     _git(root, "commit", "-qam", "serve v2")
-    ws = open_workspace(root)
-    r2 = create_release(ws, SERVICE).release.id
-    ws.close()
-    return r1, r2
+    return example, r1
 
 
-def _clear_cache(root: Path) -> None:
-    shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
+def _golden_rows(root: Path) -> int:
+    with (root / GOLDEN_PATH).open(encoding="utf-8", newline="") as fh:
+        return sum(1 for _ in csv.DictReader(fh))
+
+
+def _sizes(example: ExampleWorkspace, copies: Path, releases_each: int) -> list[Size]:
+    """``releases_each`` new releases at each golden-set size, the golden set growing by
+    verified cases from one size to the next."""
+    root = example.root
+    sizes = []
+    rows = _golden_rows(root)
+    for target in SIZES:
+        if target > rows:
+            rows = add_golden_cases(example, target - rows, seed=target)
+        assert rows == target, (rows, target)
+        golden = copies / f"golden-{rows}.csv"
+        shutil.copyfile(root / GOLDEN_PATH, golden)
+        ws = open_workspace(root)
+        fresh = []
+        for _ in range(releases_each):
+            _git(root, "commit", "-q", "--allow-empty", "-m", "bench: a new release")
+            fresh.append(create_release(ws, SERVICE).release.id)
+        ws.close()
+        sizes.append(Size(rows, golden, fresh))
+    return sizes
 
 
 def _forget_stored(ws: Workspace, ids: list[str]) -> None:
@@ -132,88 +219,22 @@ def _forget_stored(ws: Workspace, ids: list[str]) -> None:
         )
 
 
-def _raw_model_loop(ws: Workspace, ids: list[str]) -> float:
+def _raw_model_loop(ws: Workspace, golden: Path, ids: list[str]) -> Clocks:
     """Read the golden file, then load each release's model and predict the golden rows
     in one call."""
     import mlflow.pyfunc
     import pandas as pd
 
-    release = get_release(ws, ids[0])
-    suite = eval_suite(ws, release)
+    suite = eval_suite(ws, get_release(ws, ids[0]))
     assert suite is not None
     pinned = [_model_uri(get_release(ws, rid), suite) for rid in ids]
-    began = time.perf_counter()
-    with (ws.root / suite.dataset).open(encoding="utf-8", newline="") as fh:
+    began = _now()
+    with golden.open(encoding="utf-8", newline="") as fh:
         texts = [row["text"] for row in csv.DictReader(fh)]
     for uri in pinned:
         model = mlflow.pyfunc.load_model(_download_uri(ws, uri))
         model.predict(pd.DataFrame({"text": texts}))
-    return time.perf_counter() - began
-
-
-def _per_row(ws: Workspace, ids: list[str], pairs: int, *, known: bool) -> None:
-    """The harness's predict loop against one bare predict call, on models already loaded.
-
-    Both take a few tens of milliseconds, so many interleaved pairs fit; what the
-    harness adds here is its extra calls (the first small one, unless the model's
-    speed is ``known``), its output checks and its bookkeeping per row.
-    """
-    import mlflow.pyfunc
-    import pandas as pd
-
-    from releaser.api.gate_predict import _run_model
-
-    release = get_release(ws, ids[0])
-    suite = eval_suite(ws, release)
-    assert suite is not None
-    golden = load_golden(ws.root, release, suite)
-    models = [
-        mlflow.pyfunc.load_model(_download_uri(ws, _model_uri(get_release(ws, rid), suite)))
-        for rid in ids
-    ]
-
-    def bare() -> None:
-        for model in models:
-            model.predict(pd.DataFrame({"text": [r["text"] for r in golden.rows]}))
-
-    speeds = [_run_model(m, golden, suite, None).ms_per_row if known else None for m in models]
-
-    def harness() -> None:
-        for model, speed in zip(models, speeds, strict=True):
-            _run_model(model, golden, suite, None, ms_per_row=speed)
-
-    ratios, added = [], []
-    for _ in range(pairs):
-        began = time.perf_counter()
-        bare()
-        middle = time.perf_counter()
-        harness()
-        ended = time.perf_counter()
-        ratios.append((ended - middle) / (middle - began) - 1.0)
-        added.append((ended - middle) - (middle - began))
-    quartiles = statistics.quantiles(ratios, n=4)
-    print(
-        f"1a predict part, {pairs} pairs, speeds {'known' if known else 'unknown'}: the "
-        "harness's predict loop against one bare predict call per release, models loaded: "
-        f"median {statistics.median(ratios):+.1%} "
-        f"({statistics.median(added) * 1000:+.1f} ms), quartiles {quartiles[0]:+.1%} to "
-        f"{quartiles[2]:+.1%}"
-    )
-
-
-def _raw_function_loop(ws: Workspace, n_releases: int) -> float:
-    sys.path.insert(0, str(ws.root))
-    import slow_predict
-
-    release = get_release(ws, ws.store.list("release")[0].key)
-    suite = eval_suite(ws, release)
-    assert suite is not None
-    golden = load_golden(ws.root, release, suite)
-    began = time.perf_counter()
-    for _ in range(n_releases):
-        for row in golden.rows:
-            slow_predict.predict(None, {"text": row["text"]})
-    return time.perf_counter() - began
+    return _clocks(began)
 
 
 PREDICT_S: list[float] = []
@@ -234,62 +255,199 @@ def _timing(name: str, into: list[float]) -> None:
     setattr(gates_module, name, timed)
 
 
-def _timing_predict() -> None:
-    """Time predict_release (model load + predict calls) and the MLflow run logging."""
-    _timing("predict_release", PREDICT_S)
-    _timing("_log_mlflow", MLFLOW_S)
-
-
-def _timed_gate(ws: Workspace, rid: str, forget: list[str]) -> float:
+def _timed_gate(ws: Workspace, rid: str, forget: list[str], rows: int) -> Clocks:
     """run_gate on ``rid``, from an empty local cache and with the stored predictions of
     the releases in ``forget`` made unreadable (outside the timing)."""
-    _clear_cache(ws.root)
+    shutil.rmtree(ws.root / CACHE_DIR, ignore_errors=True)
     _forget_stored(ws, forget)
     PREDICT_S.clear()
     MLFLOW_S.clear()
-    began = time.perf_counter()
+    began = _now()
     report = run_gate(ws, SERVICE, rid)
-    elapsed = time.perf_counter() - began
-    assert report.rows == 1000 and report.baseline_id is not None, report
+    elapsed = _clocks(began)
+    assert report.rows == rows and report.baseline_id is not None, report
+    assert report.mlflow_run_id is not None and not report.cached, report
     return elapsed
 
 
-def _new_release(ws: Workspace, root: Path) -> str:
-    """A release never gated: a new (empty) commit, the same config, model and data."""
-    _git(root, "commit", "-q", "--allow-empty", "-m", "bench: a new release")
-    return create_release(ws, SERVICE).release.id
+def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares slope and intercept of ``ys`` on ``xs``."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return slope, my - slope * mx
 
 
-def _measure(
-    label: str, raw_fn: Any, gate_fn: Any, repeats: int, release: Any = lambda: ""
-) -> None:
-    """Interleave raw and harness runs and print the paired figures.
+def _fit(
+    sizes: Sequence[Size], clock: int, pick: Callable[[list[int]], list[int]]
+) -> tuple[float, ...]:
+    """(p, q, a, b) on ``clock``, fitted on the medians of the pairs ``pick`` chooses in
+    each size."""
+    xs, raw, diff = [], [], []
+    for s in sizes:
+        chosen = pick(list(range(len(s.raw))))
+        xs.append(float(s.rows))
+        raw.append(statistics.median(s.raw[i][clock] for i in chosen))
+        diff.append(statistics.median(s.gate[i][clock] - s.raw[i][clock] for i in chosen))
+    p, q = _line_fit(xs, raw)
+    ap, b = _line_fit(xs, diff)
+    return p, q, ap / p, b
 
-    The overhead is taken per pair (a raw loop, then run_gate, back to back), and the
-    median and quartiles of those paired figures are printed, with the time run_gate
-    spends outside predict_release (its fixed part) and, of that, in MLflow run logging.
-    ``release()`` gives the release id each pair runs on (made outside the timing).
-    """
-    raw, harness, inside, mirror = [], [], [], []
-    for _ in range(repeats):
-        rid = release()
-        raw.append(raw_fn(rid))
-        harness.append(gate_fn(rid))
-        inside.append(sum(PREDICT_S))
-        mirror.append(sum(MLFLOW_S))
-    ratios = [(h - r) / r for h, r in zip(harness, raw, strict=True)]
-    bare = [(h - m - r) / r for h, m, r in zip(harness, mirror, raw, strict=True)]
-    quartiles = statistics.quantiles(ratios, n=4)
-    fixed = statistics.median(h - p for h, p in zip(harness, inside, strict=True))
-    r, h, p = statistics.median(raw), statistics.median(harness), statistics.median(inside)
-    m = statistics.median(mirror)
+
+def _interval(sizes: Sequence[Size], clock: int, samples: int = 2000) -> list[tuple[float, float]]:
+    """5th and 95th percentiles of (p, q, a, b) refitted on pairs resampled per size."""
+    rng = random.Random(0)
+    fits = [_fit(sizes, clock, lambda idx: [rng.choice(idx) for _ in idx]) for _ in range(samples)]
+    out = []
+    for k in range(4):
+        values = sorted(f[k] for f in fits)
+        out.append((values[int(0.05 * samples)], values[int(0.95 * samples) - 1]))
+    return out
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _quartiles(values: list[float]) -> str:
+    q = statistics.quantiles(values, n=4)
+    return f"{q[0] * 1000:+.0f} to {q[2] * 1000:+.0f} ms"
+
+
+def _report(sizes: Sequence[Size]) -> None:
+    """Print the per-size figures, the raw loop's fit and the gate's two parts, on both
+    clocks."""
+    for s in sizes:
+        print(
+            f"1  {s.rows:>5,} rows, {len(s.raw)} pairs: run_gate outside predict_release "
+            f"{_ms(statistics.median(s.outside_predict))}, of which MLflow run logging "
+            f"{_ms(statistics.median(s.mlflow))} (wall clock, medians)"
+        )
+    for name, clock in CLOCKS.items():
+        for s in sizes:
+            raw = [r[clock] for r in s.raw]
+            diffs = [g[clock] - r[clock] for g, r in zip(s.gate, s.raw, strict=True)]
+            print(
+                f"1  {name}, {s.rows:>5,} rows (medians): raw loop "
+                f"{_ms(statistics.median(raw)):>6}, run_gate "
+                f"{_ms(statistics.median(g[clock] for g in s.gate)):>6}; gate - raw per pair "
+                f"{statistics.median(diffs) * 1000:+.0f} ms (quartiles {_quartiles(diffs)})"
+            )
+        p, q, a, b = _fit(sizes, clock, lambda idx: idx)
+        (p_lo, p_hi), (q_lo, q_hi), (a_lo, a_hi), (b_lo, b_hi) = _interval(sizes, clock)
+        print(
+            f"1  {name}: raw loop (the peer) {p * 1000:.4f} ms a row (90% interval "
+            f"{p_lo * 1000:.4f} to {p_hi * 1000:.4f}) + {_ms(q)} fixed "
+            f"({q_lo * 1000:.0f} to {q_hi * 1000:.0f} ms)"
+        )
+        verdict = "PASS" if a <= PER_ROW_TARGET else "FAIL"
+        print(
+            f"1  {name}: per-row overhead a = {a:+.1%} of the raw loop's per-row cost "
+            f"(90% interval {a_lo:+.1%} to {a_hi:+.1%}); target <= {PER_ROW_TARGET:.0%}: "
+            f"{verdict}"
+        )
+        verdict = "PASS" if b <= FIXED_TARGET_S else "FAIL"
+        print(
+            f"1  {name}: fixed cost b = {_ms(b)} (90% interval {b_lo * 1000:.0f} to "
+            f"{b_hi * 1000:.0f} ms), MLflow run included; target <= {_ms(FIXED_TARGET_S)}: "
+            f"{verdict}"
+        )
+
+
+def _model_rounds(ws: Workspace, r1: str, sizes: list[Size]) -> str:
+    """One untimed pair per size (imports, first model load), then ROUNDS rounds; the
+    last release gated."""
+    rid = ""
+    for round_ in range(ROUNDS + 1):
+        for s in sizes:
+            rid = s.fresh.pop()
+            if round_ % 2:  # every other round the gate goes first, so drift cancels
+                gate = _timed_gate(ws, rid, [r1], s.rows)
+                raw = _raw_model_loop(ws, s.golden, [rid, r1])
+            else:
+                raw = _raw_model_loop(ws, s.golden, [rid, r1])
+                gate = _timed_gate(ws, rid, [r1], s.rows)
+            if round_ == 0:
+                continue
+            s.raw.append(raw)
+            s.gate.append(gate)
+            s.outside_predict.append(gate.wall - sum(PREDICT_S))
+            s.mlflow.append(sum(MLFLOW_S))
+    return rid
+
+
+def _raw_function_loop(ws: Workspace, rid: str, n_releases: int) -> float:
+    sys.path.insert(0, str(ws.root))
+    import slow_predict
+
+    release = get_release(ws, rid)
+    suite = eval_suite(ws, release)
+    assert suite is not None
+    golden = load_golden(ws.root, release, suite)
+    began = time.perf_counter()
+    for _ in range(n_releases):
+        for row in golden.rows:
+            slow_predict.predict(None, {"text": row["text"]})
+    return time.perf_counter() - began
+
+
+def _cached(ws: Workspace, root: Path, rid: str) -> None:
+    cached = []
+    for _ in range(REPEATS):
+        began = time.perf_counter()
+        report = run_gate(ws, SERVICE, rid)
+        cached.append(time.perf_counter() - began)
+        assert report.cached
     print(
-        f"{label}, {repeats} pairs: raw {r * 1000:6.0f} ms, run_gate {h * 1000:6.0f} ms "
-        f"(predict_release {p * 1000:6.0f} ms; outside it {fixed * 1000:3.0f} ms, of which "
-        f"MLflow run logging {m * 1000:3.0f} ms); overhead per pair: median "
-        f"{statistics.median(ratios):+.1%}, quartiles {quartiles[0]:+.1%} to "
-        f"{quartiles[2]:+.1%}; without the MLflow run: median {statistics.median(bare):+.1%}"
+        f"3  cached re-run, in-process: median {_ms(statistics.median(cached))} (target <= 1000 ms)"
     )
+    env = {**os.environ, "NO_COLOR": "1"}
+    exe = str(Path(sys.executable).with_name("releaser"))
+    cli = []
+    for _ in range(REPEATS):
+        began = time.perf_counter()
+        subprocess.run(
+            [exe, "gate", SERVICE, "--release", rid],
+            cwd=root,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        cli.append(time.perf_counter() - began)
+    print(
+        f"3  cached re-run, fresh 'releaser gate' process: median "
+        f"{_ms(statistics.median(cli))} (Python start-up and imports included)"
+    )
+
+
+def _function_case(root: Path, r1: str, rows: int) -> None:
+    """The gate against a loop calling a 2 ms/row ``module:function`` predict; the
+    configuration is put back afterwards."""
+    (root / "slow_predict.py").write_text(SLOW_PREDICT, encoding="utf-8")
+    cfg = root / "releaser.yaml"
+    model_config = cfg.read_text()
+    cfg.write_text(
+        model_config.replace(
+            "predict: models:/case-triage@champion", "predict: slow_predict:predict"
+        )
+    )
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "slow predict")
+    ws = open_workspace(root)
+    r3 = create_release(ws, SERVICE).release.id
+    _timed_gate(ws, r3, [r3, r1], rows)
+    ratios = []
+    for _ in range(5):
+        raw = _raw_function_loop(ws, r3, 2)
+        gate = _timed_gate(ws, r3, [r3, r1], rows)
+        ratios.append(gate.wall / raw - 1.0)
+    print(
+        f"2  function predict at 2 ms a row, 2 x {rows:,} rows, 5 pairs: run_gate over the "
+        f"raw loop, median {statistics.median(ratios):+.1%} (fixed costs included)"
+    )
+    ws.close()
+    cfg.write_text(model_config)
+    _git(root, "commit", "-qam", "predict with the model again")
 
 
 def main() -> None:
@@ -297,91 +455,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="releaser-bench-gate-") as tmp:
         root = Path(tmp) / "ws"
         began = time.perf_counter()
-        r1, r2 = _setup(root)
+        example, r1 = _base(root)
+        print(f"setup (workspace, r1 gated and stable): {time.perf_counter() - began:.0f} s")
+        _timing("predict_release", PREDICT_S)
+        _timing("_log_mlflow", MLFLOW_S)
+        _function_case(root, r1, _golden_rows(root))
+        began = time.perf_counter()
+        sizes = _sizes(example, Path(tmp), ROUNDS + 1)
         print(
-            f"setup (workspace, 1,000-row golden set, r1 gated and stable): "
-            f"{time.perf_counter() - began:.1f} s"
+            f"setup ({ROUNDS + 1} new releases at each of "
+            f"{', '.join(f'{n:,}' for n in SIZES)} golden rows): "
+            f"{time.perf_counter() - began:.0f} s"
         )
-        _timing_predict()
         ws = open_workspace(root)
-        # Warm both paths once (imports, first model load), untimed.
-        _raw_model_loop(ws, [r2, r1])
-        _timed_gate(ws, r2, [r2, r1])
-        _measure(
-            "1a pyfunc model, 2 x 1,000 rows, a release's first gate, against one predict "
-            "call per release (target)",
-            lambda rid: _raw_model_loop(ws, [rid, r1]),
-            lambda rid: _timed_gate(ws, rid, [r1]),
-            repeats=31,
-            release=lambda: _new_release(ws, root),
-        )
-        _measure(
-            "1a the same, re-gating one release (both models' speeds known)",
-            lambda _: _raw_model_loop(ws, [r2, r1]),
-            lambda _: _timed_gate(ws, r2, [r2, r1]),
-            repeats=31,
-        )
-        _timed_gate(ws, r2, [r2])  # the baseline's predictions go back into the store
-        _measure(
-            "1a a release's first gate, golden set unchanged: the baseline's predictions "
-            "read from the store (only the candidate predicted), against the raw loop "
-            "predicting both",
-            lambda rid: _raw_model_loop(ws, [rid, r1]),
-            lambda rid: _timed_gate(ws, rid, []),
-            repeats=31,
-            release=lambda: _new_release(ws, root),
-        )
-        _per_row(ws, [r2, r1], pairs=31, known=False)
-        _per_row(ws, [r2, r1], pairs=31, known=True)
-
-        cached = []
-        for _ in range(REPEATS):
-            began = time.perf_counter()
-            report = run_gate(ws, SERVICE, r2)
-            cached.append(time.perf_counter() - began)
-            assert report.cached
-        print(
-            f"2  cached re-run, in-process: median {statistics.median(cached) * 1000:.0f} ms "
-            f"(target <= 1000 ms)"
-        )
-        env = {**os.environ, "NO_COLOR": "1"}
-        exe = str(Path(sys.executable).with_name("releaser"))
-        cli = []
-        for _ in range(REPEATS):
-            began = time.perf_counter()
-            subprocess.run(
-                [exe, "gate", SERVICE, "--release", r2],
-                cwd=root,
-                env=env,
-                check=True,
-                capture_output=True,
-            )
-            cli.append(time.perf_counter() - began)
-        print(
-            f"2  cached re-run, fresh 'releaser gate' process: median "
-            f"{statistics.median(cli) * 1000:.0f} ms (Python start-up and imports included)"
-        )
-        ws.close()
-
-        # 1b: module:function predict that costs 2 ms per row.
-        (root / "slow_predict.py").write_text(SLOW_PREDICT, encoding="utf-8")
-        cfg = root / "releaser.yaml"
-        cfg.write_text(
-            cfg.read_text().replace(
-                "predict: models:/case-triage@champion", "predict: slow_predict:predict"
-            )
-        )
-        _git(root, "add", "-A")
-        _git(root, "commit", "-qm", "slow predict")
-        ws = open_workspace(root)
-        r3 = create_release(ws, SERVICE).release.id
-        _timed_gate(ws, r3, [r3, r1])
-        _measure(
-            "1b function predict at 2 ms/row, 2 x 1,000 rows",
-            lambda _: _raw_function_loop(ws, 2),
-            lambda _: _timed_gate(ws, r3, [r3, r1]),
-            repeats=5,
-        )
+        last = _model_rounds(ws, r1, sizes)
+        _report(sizes)
+        _cached(ws, root, last)
         ws.close()
 
 

@@ -215,21 +215,22 @@ def _csv_rows(reader: _CsvReader, lines: list[int] | None = None) -> list[dict[s
     width = len(header)
     rows: list[dict[str, Any]] = []
     starts: list[int] = [] if lines is None else lines
+    add_row, add_start = rows.append, starts.append  # once, not per row
     last = reader.line_num
     for values in reader:
         start, last = last + 1, reader.line_num
         if len(values) == width:
-            rows.append(dict(zip(header, values, strict=True)))
+            add_row(dict(zip(header, values)))  # noqa: B905 - the lengths are equal
         elif values:
             row: dict[Any, Any] = dict(zip(header, values, strict=False))
             if len(values) < width:
                 row.update(dict.fromkeys(header[len(values) :]))
             else:
                 row[None] = values[width:]
-            rows.append(row)
+            add_row(row)
         else:
             continue  # a blank line
-        starts.append(start)
+        add_start(start)
     return rows
 
 
@@ -290,7 +291,9 @@ def parse_golden(
     labels: list[Any] = [row.get(label) for row in rows]
     kinds: dict[str, int] = {}
     if set(map(type, labels)) == {str}:  # always so in CSV: one cheap pass over the text
-        bad = next((i for i, v in enumerate(labels) if v.strip().lower() in _MISSING), None)
+        # Each distinct label is checked once (a golden set has few), then located.
+        empty = {v for v in set(labels) if v.strip().lower() in _MISSING}
+        bad = next((i for i, v in enumerate(labels) if v in empty), None) if empty else None
         kinds["text"] = 0
     else:
         bad = next((i for i, v in enumerate(labels) if _is_missing(v)), None)

@@ -393,7 +393,9 @@ def _storable(
                 f"about {size / 2**20:.0f} MB as JSON, over the store's limit of "
                 f"{MAX_STORED_BYTES // 2**20} MB"
             )
-        elif any(isinstance(v, float) and not math.isfinite(v) for v in preds.values):
+        elif any(issubclass(t, float) for t in set(map(type, preds.values))) and any(
+            isinstance(v, float) and not math.isfinite(v) for v in preds.values
+        ):
             why = "a prediction is NaN or infinite, which the store's JSON cannot hold"
         if why is None:
             storable[key] = preds.to_json()
