@@ -199,6 +199,23 @@ def test_a_port_out_of_range_exits_2_and_starts_nothing(
     assert "releaser gateway for" not in res.out
 
 
+def test_a_busy_port_exits_2_and_names_it(
+    tmp_path: Path, upstreams: tuple[Upstream, Upstream], cli: Any
+) -> None:
+    root = tmp_path / "ws"
+    root.mkdir()
+    base, _ = upstreams
+    (root / "releaser.yaml").write_text(CONFIG.format(upstream=base.url, timeout_s=30, limits={}))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        res = cli("serve", "assist", "--port", port, cwd=root)
+    assert res.code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in res.err and "--port" in res.err
+    assert "releaser gateway for" not in res.out
+
+
 def test_port_0_listens_on_a_free_port_and_prints_that_url(
     start_gateway: Callable[..., GatewayProcess],
 ) -> None:
@@ -230,6 +247,24 @@ def test_slow_headers_get_408_and_idle_connections_are_closed(
     assert status_of(read_reply(slow)) in (408, 0)
     stop.set()
     trickler.join(GUARD_S)
+    assert_served(gw)
+
+
+def test_the_next_request_on_a_kept_alive_connection_is_on_the_header_clock(
+    start_gateway: Callable[..., GatewayProcess],
+) -> None:
+    gw = start_gateway(header_timeout_s=0.5, keep_alive_s=60)
+    kept = connect(gw)
+    kept.sendall(b"GET /predict HTTP/1.1\r\nhost: x\r\n\r\n")
+    first = b""
+    while b"baseline" not in first:  # the first response, complete (its JSON names it)
+        chunk = kept.recv(65536)
+        assert chunk, "closed before the first response"
+        first += chunk
+    assert status_of(first) == 200
+    kept.sendall(b"GET /predict HTTP/1.1\r\nhost: x\r\n")  # never finished
+    assert_served(gw)
+    assert status_of(read_reply(kept)) == 408
     assert_served(gw)
 
 
