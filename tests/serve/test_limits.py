@@ -270,10 +270,13 @@ def test_the_next_request_on_a_kept_alive_connection_is_on_the_header_clock(
 
 def test_headers_past_the_limit_get_431(start_gateway: Callable[..., GatewayProcess]) -> None:
     gw = start_gateway(max_header_bytes=4096)
-    big = connect(gw)
+    big = connect(gw)  # complete headers, too large (refused by the app)
     big.sendall(b"GET /predict HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 8000 + b"\r\n\r\n")
+    endless = connect(gw)  # headers that never end (refused before they are complete)
+    endless.sendall(b"GET /predict HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 8000)
     assert_served(gw)
     assert status_of(read_reply(big)) == 431
+    assert status_of(read_reply(endless)) == 431
     assert_served(gw)
 
 
