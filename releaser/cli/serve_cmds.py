@@ -27,19 +27,28 @@ containers_app = typer.Typer(
 def serve(
     ctx: typer.Context,
     service: ServiceArg,
-    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option("--port", "-p", help="Port to listen on (1-65535; 0: a free port).")
+    ] = 8000,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     log_level: Annotated[
         str, typer.Option("--log-level", help="uvicorn log level (debug, info, warning).")
     ] = "warning",
 ) -> None:
-    """Run the HTTP gateway: each request goes to the release its unit id gets."""
+    """Run the HTTP gateway: each request goes to the release its unit id gets.
+
+    Request sizes, times and concurrency are bounded by the service's deploy.limits.
+    Exits 2 for a port out of range or one that cannot be listened on.
+    """
     from releaser.cli.output import say
     from releaser.serve import run_gateway
 
     ws = state(ctx).workspace()
-    say(f"releaser gateway for {service} on http://{host}:{port} (Ctrl-C to stop)")
-    run_gateway(ws, service, host=host, port=port, log_level=log_level)
+
+    def listening(url: str) -> None:
+        say(f"releaser gateway for {service} on {url} (Ctrl-C to stop)")
+
+    run_gateway(ws, service, host=host, port=port, log_level=log_level, on_listening=listening)
 
 
 @k8s_app.command("render")

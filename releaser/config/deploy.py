@@ -4,7 +4,8 @@ Three targets: ``none`` (the gateway proxies to upstreams you run yourself), ``d
 (releaser builds and runs one model-server container per release through a Docker Engine
 API) and ``kubernetes`` (``releaser k8s render`` writes manifests an existing engine uses to
 split traffic). The deploy section is excluded from a service's config hash: where a
-release runs does not change what it is.
+release runs does not change what it is. ``limits:`` bounds what the gateway accepts from
+clients (:class:`GatewayLimits`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from releaser.config._common import MAX_TIMEOUT_S, RepoPath, _Model, problem
 
-__all__ = ["ContainerSpec", "DeploySpec", "KubernetesSpec", "UpstreamUrls"]
+__all__ = ["ContainerSpec", "DeploySpec", "GatewayLimits", "KubernetesSpec", "UpstreamUrls"]
 
 _HEADER_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 _COOKIE_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
@@ -119,6 +120,70 @@ class KubernetesSpec(_Model):
     )
 
 
+class GatewayLimits(_Model):
+    """What ``releaser serve`` accepts from clients before it refuses or cuts them off.
+
+    Every read of a request is bounded in size and time, so one client (or a thousand
+    slow ones) cannot exhaust the gateway's memory, file descriptors or workers.
+    """
+
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1_024,
+        le=1_048_576,
+        description="Largest request line plus headers, in bytes; past it: 431.",
+    )
+    max_body_bytes: int = Field(
+        default=10_485_760,
+        ge=0,
+        le=2**40,
+        description="Largest request body, in bytes (10 MiB); past it: 413. Bodies are "
+        "streamed to the upstream, not held in memory.",
+    )
+    header_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="Time a client has to send the request line and headers, seconds; "
+        "past it: 408 and the connection is closed (an idle keep-alive connection is "
+        "closed without a response).",
+    )
+    body_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="Time a client has to send the whole request body, seconds; past it: "
+        "408 and the connection is closed.",
+    )
+    keep_alive_s: float = Field(
+        default=5,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="How long an idle keep-alive connection is kept open, seconds.",
+    )
+    max_concurrent_requests: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="Requests proxied at once; past it: 503 with Retry-After "
+        "(/healthz and /metrics are always answered).",
+    )
+    max_connections: int = Field(
+        default=500,
+        ge=1,
+        le=1_000_000,
+        description="Open client connections; one past it gets 503 with Retry-After and "
+        "is closed at once. Capped at half the process's open-file limit, so upstream "
+        "connections and the store always have file descriptors left.",
+    )
+    retry_after_s: int = Field(
+        default=1,
+        ge=0,
+        le=86_400,
+        description="Seconds sent in Retry-After with a 503 for too many requests.",
+    )
+
+
 class DeploySpec(_Model):
     """Where a service's releases run and how requests find them."""
 
@@ -152,10 +217,18 @@ class DeploySpec(_Model):
         "e.g. {email: X-User-Email}.",
     )
     timeout_s: float = Field(
-        default=30, gt=0, le=MAX_TIMEOUT_S, description="Upstream read timeout, seconds."
+        default=30,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="Upstream read timeout, seconds: the longest wait for the response head "
+        "or for each read of its body; past it: 504.",
     )
     connect_timeout_s: float = Field(
         default=2, gt=0, le=MAX_TIMEOUT_S, description="Upstream connect timeout."
+    )
+    limits: GatewayLimits = Field(
+        default_factory=GatewayLimits,
+        description="Sizes and times the gateway accepts from clients (releaser serve).",
     )
 
     @field_validator("attribute_headers")

@@ -7,6 +7,15 @@ back with ``X-Releaser-Release`` and ``X-Releaser-Variant`` added, and record la
 outcome for the variant (the router batches them into the store). ``/healthz`` and
 ``/metrics`` are answered by the gateway.
 
+Limits (``deploy.limits``, :class:`releaser.config.deploy.GatewayLimits`): past
+``max_concurrent_requests`` proxied requests a request gets 503 with ``Retry-After``;
+headers past ``max_header_bytes`` get 431; a body declared or sent past ``max_body_bytes``
+gets 413; a body not received within ``body_timeout_s`` gets 408. Those answers close the
+connection and are not counted against a variant (the client erred, not the release). A
+body of several messages is streamed to the upstream as it arrives; only a chunked one
+(no Content-Length to forward) is read whole first, up to ``max_body_bytes``. The
+connection-level limits are in :mod:`releaser.serve.limits`.
+
 Faults: an upstream that cannot be reached or times out gets a 502 (504 for a timeout)
 with a JSON body naming the variant and release, and an upstream 5xx, are errors of that
 variant. A missing or malformed unit id gets the baseline. While the store is unreachable
@@ -17,13 +26,15 @@ Written by hand rather than on a framework: the added latency is the product.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from releaser.config.deploy import GatewayLimits
 from releaser.errors import NotFound
 from releaser.router.snapshot import Assignment
 from releaser.serve.metrics import GatewayMetrics
@@ -77,6 +88,8 @@ class GatewaySettings:
     concurrent requests: each request in flight has its own connection)."""
     health_path: str = "/healthz"
     metrics_path: str = "/metrics"
+    limits: GatewayLimits = field(default_factory=GatewayLimits)
+    """Sizes and times accepted from clients."""
 
 
 def _unit_id(raw: bytes | None) -> str | None:
@@ -133,6 +146,7 @@ class Gateway:
         # The snapshot version that had no route for the service: until the snapshot
         # changes, requests skip the router's look-up (and its NotFound).
         self._no_route_at: int | None = None
+        self._in_flight = 0
 
     # -- ASGI -----------------------------------------------------------------------
 
@@ -146,7 +160,7 @@ class Gateway:
             elif path == self.settings.metrics_path:
                 await self._metrics(send)
             else:
-                await self._proxy(scope, receive, send)
+                await self._bounded_proxy(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -215,8 +229,28 @@ class Gateway:
             self._no_route_at = version
             return self._no_route
 
+    async def _bounded_proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limits = self.settings.limits
+        if self._in_flight >= limits.max_concurrent_requests:
+            self.metrics.rejected("too_many_requests")
+            retry = str(limits.retry_after_s).encode()
+            await _refuse(send, 503, "too many requests in flight; retry shortly", retry)
+            return
+        self._in_flight += 1
+        try:
+            await self._proxy(scope, receive, send)
+        except _Refused as exc:
+            self.metrics.rejected(exc.reason)
+            await _refuse(send, exc.status, exc.detail)
+        except _ClientGone:
+            self.metrics.rejected("client_gone")
+        finally:
+            self._in_flight -= 1
+
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
+        limits = self.settings.limits
+        length = _declared_length(scope["headers"], limits)
         unit_raw: bytes | None = None
         cookie_raw: bytes | None = None
         header_name = self._header
@@ -246,14 +280,16 @@ class Gateway:
         if base is None:
             await self._fail(send, start, assignment, 503, "no upstream", "no endpoint", marks)
             return
-        body = await _read_body(receive)
+        deadline = asyncio.get_running_loop().time() + limits.body_timeout_s
+        body: bytes | AsyncIterator[bytes]
+        body, length = await _request_body(receive, length, limits, deadline)
         forward.extend(marks)
         query = scope.get("query_string") or b""
         raw_path = scope.get("raw_path") or scope["path"].encode()
         target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         client = self._client or self._open_client()
         try:
-            response = await client.request(scope["method"], base, target, forward, body)
+            response = await client.request(scope["method"], base, target, forward, body, length)
         except UpstreamError as exc:
             if exc.kind == "timeout":
                 await self._fail(send, start, assignment, 504, "upstream timeout", str(exc), marks)
@@ -311,16 +347,96 @@ class Gateway:
         await _respond(send, status, json.dumps(body).encode(), b"application/json", marks)
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    parts = [body]
-    while message.get("more_body", False):
-        message = await receive()
-        parts.append(message.get("body", b""))
-    return b"".join(parts)
+class _Refused(Exception):
+    """The client broke a limit; answered with ``status`` and the connection closed."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]], limits: GatewayLimits) -> int | None:
+    """The request's Content-Length (None if chunked); _Refused if the headers break a limit."""
+    size = 0
+    length: int | None = None
+    for name, value in headers:
+        size += len(name) + len(value) + 4
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise _Refused(400, "bad_request", "invalid Content-Length") from None
+    if size > limits.max_header_bytes:
+        raise _Refused(
+            431, "headers_too_large", f"request headers over {limits.max_header_bytes} bytes"
+        )
+    if length is not None and length > limits.max_body_bytes:
+        raise _Refused(413, "body_too_large", f"request body over {limits.max_body_bytes} bytes")
+    return length
+
+
+async def _receive_body(receive: Receive, deadline: float) -> tuple[bytes, bool]:
+    """One body message before ``deadline``: (bytes, more to come)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            message = await receive()
+    except TimeoutError:
+        raise _Refused(408, "body_too_slow", "request body not received in time") from None
+    if message["type"] == "http.disconnect":
+        raise _ClientGone
+    return message.get("body", b""), bool(message.get("more_body", False))
+
+
+async def _request_body(
+    receive: Receive, length: int | None, limits: GatewayLimits, deadline: float
+) -> tuple[bytes | AsyncIterator[bytes], int | None]:
+    """The body to forward and its length: bytes, or a stream when it is still arriving.
+
+    A body in one message is bytes. A longer one with a Content-Length is streamed (the
+    server enforces that length). A chunked one is read whole, up to ``max_body_bytes``,
+    so the upstream gets a Content-Length.
+    """
+    first, more = await _receive_body(receive, deadline)
+    if not more:
+        return first, len(first)
+    if length is not None:
+        return _stream_body(receive, first, deadline), length
+    parts = [first]
+    size = len(first)
+    while more:
+        chunk, more = await _receive_body(receive, deadline)
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise _Refused(
+                413, "body_too_large", f"request body over {limits.max_body_bytes} bytes"
+            )
+        parts.append(chunk)
+    body = b"".join(parts)
+    return body, len(body)
+
+
+async def _stream_body(receive: Receive, first: bytes, deadline: float) -> AsyncIterator[bytes]:
+    yield first
+    more = True
+    while more:
+        chunk, more = await _receive_body(receive, deadline)
+        if chunk:
+            yield chunk
+
+
+async def _refuse(send: Send, status: int, detail: str, retry_after: bytes | None = None) -> None:
+    """Answer a request that broke a limit, and close its connection."""
+    body = json.dumps({"error": detail}).encode()
+    extra = [(b"connection", b"close")]
+    if retry_after is not None:
+        extra.append((b"retry-after", retry_after))
+    await _respond(send, status, body, b"application/json", extra)
 
 
 async def _respond(

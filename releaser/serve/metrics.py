@@ -44,6 +44,13 @@ class GatewayMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self._rejected = Counter(
+            "releaser_gateway_rejected_requests",
+            "Requests refused for breaking a limit (too many, too large, too slow), by reason; "
+            "not counted against any variant.",
+            ["service", "reason"],
+            registry=self.registry,
+        )
         self.snapshot_version = Gauge(
             "releaser_gateway_snapshot_version",
             "Store change token of the routing snapshot the gateway serves from.",
@@ -79,6 +86,10 @@ class GatewayMetrics:
     def error(self, variant: str, release: str, kind: str) -> None:
         """Count one request that failed for its variant."""
         self._errors.labels(self.service, variant, release, kind).inc()
+
+    def rejected(self, reason: str) -> None:
+        """Count one request refused for breaking a limit."""
+        self._rejected.labels(self.service, reason).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from releaser.errors import BadInput
 from releaser.serve.gateway import Gateway, GatewaySettings
+from releaser.serve.limits import bind_socket, bounded_protocol
 from releaser.serve.upstreams import StaticUpstreams, Upstreams
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def settings_of(deploy: DeploySpec | None) -> GatewaySettings:
         attribute_headers=dict(deploy.attribute_headers),
         timeout_s=deploy.timeout_s,
         connect_timeout_s=deploy.connect_timeout_s,
+        limits=deploy.limits,
     )
 
 
@@ -79,21 +81,36 @@ def run_gateway(
     host: str = "127.0.0.1",
     port: int = 8000,
     log_level: str = "warning",
+    on_listening: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve ``service`` through the gateway until interrupted (uvicorn, one process)."""
+    """Serve ``service`` through the gateway until interrupted (uvicorn, one process).
+
+    The socket is bound before anything else starts, so a bad or busy port raises
+    BadInput with nothing running; ``on_listening`` then gets the URL really listened on
+    (port 0 picks a free port). The service's ``deploy.limits`` bound every request.
+    """
     import uvicorn
 
-    with gateway_for(ws, service) as gateway:
-        config = uvicorn.Config(
-            gateway,
-            host=host,
-            port=port,
-            log_level=log_level,
-            access_log=False,
-            server_header=False,  # the upstream's Server and Date headers pass through
-            date_header=False,
-            lifespan="on",
-            loop="auto",
-            http="auto",
-        )
-        uvicorn.Server(config).run()
+    sock = bind_socket(host, port)
+    try:
+        with gateway_for(ws, service) as gateway:
+            limits = gateway.settings.limits
+            config = uvicorn.Config(
+                gateway,
+                log_level=log_level,
+                access_log=False,
+                server_header=False,  # the upstream's Server and Date headers pass through
+                date_header=False,
+                lifespan="on",
+                loop="auto",
+                http=bounded_protocol(limits),
+                timeout_keep_alive=max(1, round(limits.keep_alive_s)),
+                h11_max_incomplete_event_size=limits.max_header_bytes,
+            )
+            if on_listening is not None:
+                bound_host, bound_port = sock.getsockname()[:2]
+                shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+                on_listening(f"http://{shown}:{bound_port}")
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -7,7 +7,10 @@ connections per host, a connect and a read timeout, bodies by Content-Length, ch
 until close, streamed back as they arrive.
 
 A request that fails on a reused idle connection before any response byte arrives is
-retried once on a new connection (the upstream may have closed it while idle).
+retried once on a new connection (the upstream may have closed it while idle). A body
+given as an async iterator is streamed (with the Content-Length the caller declares, each
+write waiting for the socket to drain, so memory holds a chunk, not the body) on a new
+connection: it cannot be replayed, so it must not meet a stale one.
 """
 
 from __future__ import annotations
@@ -93,9 +96,14 @@ class UpstreamClient:
         base: str,
         target: str,
         headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        body: bytes | AsyncIterator[bytes],
+        length: int | None = None,
     ) -> UpstreamResponse:
-        """Send a request to ``base`` + ``target``; raises UpstreamError if it fails."""
+        """Send a request to ``base`` + ``target``; raises UpstreamError if it fails.
+
+        ``body`` is bytes, or an async iterator of chunks adding up to ``length`` bytes
+        (streamed; an exception it raises closes the connection and propagates).
+        """
         origin = self._origins.get(base)
         if origin is None:
             origin = self._origins[base] = _origin(base)
@@ -103,6 +111,17 @@ class UpstreamClient:
         lines.append(b"host: " + origin.host_header + b"\r\n")
         for name, value in headers:
             lines.append(name + b": " + value + b"\r\n")
+        if not isinstance(body, bytes):
+            lines.append(b"content-length: " + str(length or 0).encode() + b"\r\n\r\n")
+            fresh = await self._connect(origin)
+            try:
+                await self._send_stream(fresh, b"".join(lines), body)
+                return await self._exchange(origin, fresh, method, b"")
+            except _Stale as exc:
+                raise UpstreamError("protocol", "the upstream closed the connection") from exc
+            except BaseException:
+                fresh.close()
+                raise
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             lines.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
         lines.append(b"\r\n")
@@ -118,6 +137,22 @@ class UpstreamClient:
             return await self._exchange(origin, conn, method, payload)
         except _Stale as exc:
             raise UpstreamError("protocol", "the upstream closed the connection") from exc
+
+    async def _send_stream(self, conn: _Conn, head: bytes, body: AsyncIterator[bytes]) -> None:
+        writer = conn.writer
+        writer.write(head)
+        try:
+            async for chunk in body:
+                writer.write(chunk)
+                # Back-pressure: the next chunk is read from the client only once this one
+                # is on its way, so a slow upstream slows the client, not memory.
+                await self._timed(writer.drain())
+        except TimeoutError as exc:
+            raise UpstreamError(
+                "timeout", f"the upstream took no body within {self.read_timeout_s:g}s"
+            ) from exc
+        except ConnectionError as exc:
+            raise UpstreamError("protocol", f"the upstream closed the connection: {exc}") from exc
 
     def _take(self, origin: _Origin) -> _Conn | None:
         idle = self._idle.get(origin)
@@ -162,7 +197,8 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         reader = conn.reader
         try:
-            conn.writer.write(payload)
+            if payload:
+                conn.writer.write(payload)
             async with asyncio.timeout(self.read_timeout_s):
                 head = await reader.readuntil(b"\r\n\r\n")
         except TimeoutError as exc:

@@ -63,6 +63,11 @@ def test_docker_target_needs_no_upstreams_and_has_container_defaults() -> None:
         ("deploy: {target: docker, unit_header: 'X User'}", "unit_header", ""),
         ("deploy: {target: k8s}", "target", ""),
         ("deploy: {target: docker, container: {port: 0}}", "port", ""),
+        ("deploy: {target: docker, limits: {max_body_bytes: -1}}", "max_body_bytes", ""),
+        ("deploy: {target: docker, limits: {header_timeout_s: 0}}", "header_timeout_s", ""),
+        ("deploy: {target: docker, limits: {max_connections: 0}}", "max_connections", ""),
+        ("deploy: {target: docker, limits: {max_header_bytes: 100}}", "max_header_bytes", ""),
+        ("deploy: {target: docker, limits: {max_requests: 5}}", "max_requests", ""),
     ],
 )
 def test_bad_deploy_sections_are_reported_with_their_place(
@@ -80,3 +85,20 @@ def test_deploy_settings_do_not_change_the_config_hash() -> None:
     plain = parse_config(BASE).service("triage")
     deployed = parse_config(_with("deploy: {target: docker}")).service("triage")
     assert config_hash(plain) == config_hash(deployed)
+
+
+def test_gateway_limits_have_bounded_defaults_and_can_be_set() -> None:
+    deploy = parse_config(_with("deploy: {target: docker}")).service("triage").deploy
+    assert deploy is not None
+    defaults = deploy.limits
+    assert defaults.max_header_bytes == 16_384 and defaults.max_body_bytes == 10 * 1_048_576
+    assert defaults.header_timeout_s == 10 and defaults.body_timeout_s == 60
+    assert defaults.max_concurrent_requests == 100 and defaults.max_connections == 500
+    assert defaults.keep_alive_s == 5 and defaults.retry_after_s == 1
+    custom = parse_config(
+        _with("deploy: {target: docker, limits: {max_body_bytes: 1024, body_timeout_s: 2.5}}")
+    ).service("triage")
+    assert custom.deploy is not None
+    assert custom.deploy.limits.max_body_bytes == 1024
+    assert custom.deploy.limits.body_timeout_s == 2.5
+    assert custom.deploy.limits.max_header_bytes == 16_384  # the rest keep their defaults

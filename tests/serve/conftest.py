@@ -28,7 +28,11 @@ SEED = 1_234_567
 
 
 class Upstream:
-    """A model endpoint stand-in: answers JSON naming itself, counts requests per path."""
+    """A model endpoint stand-in: answers JSON naming itself, counts requests per path.
+
+    ``/slow?s=SECONDS`` answers after that long; ``/sink`` reads the body in chunks and
+    answers with its size only (for bodies too large to echo).
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -42,8 +46,27 @@ class Upstream:
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go in separate writes
 
+            def _sink(self, length: int) -> None:
+                remaining = length
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 1 << 20))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                payload = json.dumps({"upstream": upstream.name, "received": length - remaining})
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload.encode())
+
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
+                if self.path.startswith("/sink"):
+                    self._sink(length)
+                    return
+                if self.path.startswith("/slow?s="):
+                    time.sleep(float(self.path.partition("=")[2]))
                 body = self.rfile.read(length) if length else b""
                 with upstream._lock:
                     upstream.hits += 1
@@ -53,11 +76,14 @@ class Upstream:
                 payload = json.dumps(
                     {"upstream": upstream.name, "path": self.path, "echo": body.decode()}
                 ).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the gateway gave up waiting (an upstream timeout test)
 
             do_GET = _answer
             do_POST = _answer

@@ -1,0 +1,184 @@
+"""Connection-level limits of the gateway: what uvicorn's own settings do not bound.
+
+uvicorn bounds idle keep-alive connections (``timeout_keep_alive``) but not the time a
+client takes to send its headers, nor the bytes of headers it buffers (its default
+parser, httptools, has no cap), nor the number of open connections (its
+``limit_concurrency`` answers 503 only once a request arrives, without ``Retry-After``,
+and counts a slow client's connection until it sends one). :func:`bounded_protocol`
+subclasses uvicorn's HTTP protocol to add three things per connection:
+
+- **too many connections**: at ``max_connections``, a new connection closes the one that
+  has waited longest for a request's headers (a slow client, or an idle keep-alive one;
+  a request in flight is never cut), so slow clients cannot lock out quick ones; when
+  every connection has a request in flight, the new one is answered 503 with
+  ``Retry-After`` and closed at once;
+- **header time**: from the connection's start, and again after each response, the
+  client has ``header_timeout_s`` to complete a request's headers; past it a connection
+  that sent part of a request gets 408, an idle one is closed;
+- **header size**: bytes buffered before the headers complete are counted; past
+  ``max_header_bytes`` the client gets 431 and the connection is closed.
+
+The body (size, time) and concurrent requests are bounded in the ASGI app
+(:mod:`releaser.serve.gateway`), which sees them; the upstream's response time by the
+upstream client's read timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import socket
+from typing import TYPE_CHECKING, Any
+
+from releaser.errors import BadInput
+
+if TYPE_CHECKING:
+    from releaser.config.deploy import GatewayLimits
+
+__all__ = ["bind_socket", "bounded_protocol", "connection_cap"]
+
+MAX_PORT = 65_535
+
+
+def connection_cap(limits: GatewayLimits) -> int:
+    """``max_connections``, capped at half the soft open-file limit (the rest: upstreams, store)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return limits.max_connections
+    return max(1, min(limits.max_connections, soft // 2))
+
+
+def _raw_response(status: int, reason: str, text: str, extra: bytes = b"") -> bytes:
+    body = text.encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\n".encode()
+        + b"content-type: text/plain; charset=utf-8\r\n"
+        + extra
+        + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+        + body
+    )
+
+
+def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class with the connection, header-time and header-size limits."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    max_connections = connection_cap(limits)
+    max_header_bytes = limits.max_header_bytes
+    header_timeout_s = limits.header_timeout_s
+    too_many = _raw_response(
+        503,
+        "Service Unavailable",
+        "too many connections to the gateway; retry shortly\n",
+        f"retry-after: {limits.retry_after_s}\r\n".encode(),
+    )
+    too_slow = _raw_response(408, "Request Timeout", "request headers too slow\n")
+    too_large = _raw_response(431, "Request Header Fields Too Large", "request headers too large\n")
+
+    # Connections waiting for a request's headers, longest-waiting first (dicts keep
+    # insertion order): the ones to close when a new connection needs the room.
+    waiting: dict[Any, None] = {}
+
+    class BoundedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        """uvicorn's protocol, refusing extra connections and slow or oversized headers."""
+
+        _header_timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0
+        _refused = False
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                oldest = next(iter(waiting), None)
+                if oldest is None:  # every connection has a request in flight
+                    self._refused = True
+                    transport.write(too_many)
+                    transport.close()
+                    return
+                oldest._make_room()
+            self._start_header_clock()
+
+        def _make_room(self) -> None:
+            self._stop_header_clock()
+            self.connections.discard(self)  # counted out now, not when the close lands
+            self.transport.close()
+
+        def _start_header_clock(self) -> None:
+            self._header_bytes = 0
+            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+            waiting[self] = None
+
+        def _stop_header_clock(self) -> None:
+            waiting.pop(self, None)
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            waiting.pop(self, None)
+            if self.transport.is_closing():
+                return
+            if self._header_bytes:
+                self.transport.write(too_slow)
+            self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            waiting = self._header_timer is not None
+            cycle = self.cycle
+            super().data_received(data)
+            if not waiting or self.transport.is_closing():
+                return
+            if self.cycle is not cycle:  # a request's headers are complete
+                self._stop_header_clock()
+                return
+            self._header_bytes += len(data)
+            if self._header_bytes > max_header_bytes:
+                self._stop_header_clock()
+                self.transport.write(too_large)
+                self.transport.close()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            cycle = self.cycle
+            idle = cycle is None or cycle.response_complete
+            if idle and self._header_timer is None and not self.transport.is_closing():
+                self._start_header_clock()  # the next request's headers are on the clock
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_clock()
+            super().connection_lost(exc)
+
+    return BoundedHTTPProtocol
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: a free one); BadInput if it cannot bind."""
+    if not 0 <= port <= MAX_PORT:
+        raise BadInput(
+            f"port {port} is out of range",
+            hint=f"give --port a number from 1 to {MAX_PORT}, or 0 for a free port",
+        )
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BadInput(
+            f"cannot listen on {host!r}: {exc.strerror}",
+            hint="give --host an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
+        ) from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise BadInput(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pick another --port (0 for a free one) or stop what listens there",
+        ) from exc
+    sock.setblocking(False)
+    return sock
