@@ -255,6 +255,11 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
             f"RE2 cannot compile the regular expression {pattern!r}: {reason}",
             hint=_re2_hint(reason),
         ) from None
+    except UnicodeEncodeError:
+        raise BadInput(
+            f"the regular expression {pattern!r} is not valid Unicode (it holds a lone surrogate)",
+            hint="write the pattern as text; match any character with . instead",
+        ) from None
     return _searcher(compiled)
 
 

@@ -355,3 +355,5 @@ def test_a_pattern_over_the_length_bound_is_refused_before_compiling() -> None:
     with pytest.raises(BadInput, match="1,001 characters long") as exc:
         compile_pattern("a" * (MAX_PATTERN_CHARS + 1))
     assert exc.value.hint is not None and "ends_with" in exc.value.hint
+    with pytest.raises(BadInput, match="not valid Unicode"):
+        compile_pattern("\udc80")
