@@ -247,7 +247,11 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
         options.never_capture = True  # a rule needs whether, not where: no groups kept
         _re2_options = options
     try:
-        compiled = re2.compile(pattern, _re2_options)
+        # compile() first: it reports RE2's reason; a Set's Add() only says it failed.
+        re2.compile(pattern, _re2_options)
+        searcher = re2.Set.SearchSet(_re2_options)
+        searcher.Add(pattern)
+        searcher.Compile()
     except re2.error as exc:
         said = exc.args[0] if exc.args else exc  # google-re2 gives RE2's message as bytes
         reason = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
@@ -260,28 +264,19 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
             f"the regular expression {pattern!r} is not valid Unicode (it holds a lone surrogate)",
             hint="write the pattern as text; match any character with . instead",
         ) from None
-    return _searcher(compiled)
-
-
-def _searcher(compiled: Any) -> Callable[[str], bool]:
-    """The search of a compiled RE2 pattern as one cheap call per value."""
-    raw = getattr(compiled, "_regexp", None)
-    if raw is None or not hasattr(raw, "Match"):  # pragma: no cover - another google-re2
-        return lambda value: isinstance(value, str) and compiled.search(value) is not None
-    # Straight to the native match: google-re2's public search() is a generator that maps
-    # byte offsets back to characters, 3.7 us a call against 0.6 us here, and a rule needs
-    # only whether it matched (tests/core/test_bucketing.py checks this path is taken).
-    match = raw.Match
-    unanchored = type(raw).Anchor.UNANCHORED
+    # A one-pattern RE2::Set answers only whether the pattern occurs, which is all a rule
+    # needs: 0.5 us a call against 3.7 us for the compiled pattern's search(), a generator
+    # that maps every match's byte offsets back to characters.
+    match = searcher.Match
 
     def search(value: str) -> bool:
         try:
-            # surrogatepass: a lone surrogate (possible from the SDK) is one character, as
-            # in Python's re, instead of an error on the request path.
+            # Bytes, not str: the Set would encode strictly and raise on a lone surrogate
+            # (possible from the SDK); surrogatepass makes it one character, as in re.
             data = value.encode("utf-8", "surrogatepass")
         except AttributeError:
             return False
-        return bool(match(unanchored, data, 0, len(data))[0][0] >= 0)
+        return match(data) is not None
 
     return search
 
