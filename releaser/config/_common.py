@@ -17,6 +17,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from releaser.core.bucketing import compile_pattern
+from releaser.errors import BadInput
+
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # Loose on purpose: enough to catch a name typed where an address belongs.
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -95,10 +98,11 @@ RepoPath = Annotated[str, AfterValidator(_repo_relative)]
 
 
 def _compile(pattern: str) -> None:
+    """Refuse a rule's pattern that the router's engine (RE2) would refuse, with its reason."""
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise problem(f"not a valid regular expression: {exc}") from None
+        compile_pattern(pattern)
+    except BadInput as exc:
+        raise problem(exc.message, exc.hint) from None
 
 
 class _Model(BaseModel):

@@ -183,7 +183,10 @@ class AttributeRule(_Model):
         default=None, alias="in", min_length=1, description="The attribute is one of these."
     )
     matches: str | None = Field(
-        default=None, description="The attribute matches this regular expression (search)."
+        default=None,
+        description="The attribute contains a match of this regular expression, in RE2 "
+        "syntax (linear time: no backreferences, lookarounds or possessive quantifiers; at "
+        "most 1,000 characters). Anchor with ^...$ for the whole value.",
     )
     ends_with: str | None = Field(default=None, description="The attribute ends with this.")
 

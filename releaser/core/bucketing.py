@@ -15,6 +15,14 @@ Cohorts take named groups first (allow-lists and attribute rules), then the perc
 everyone else. The rule objects are frozen slotted dataclasses rather than pydantic models
 because :func:`in_cohort` sits on the router's per-request path, where attribute access
 must cost nanoseconds.
+
+A ``matches`` rule runs on that same path, on values a client chose (a header at the
+gateway), so it compiles with RE2 (google-re2), whose search is linear in the length of the
+value whatever the pattern: Python's backtracking ``re`` took 8.9 s on ``^(a+)+$`` against 30
+characters and froze the gateway's event loop. Patterns RE2 cannot run in linear time
+(backreferences, lookarounds, possessive quantifiers) are refused when the rule is built,
+as are patterns over :data:`MAX_PATTERN_CHARS` characters or whose program needs more than
+:data:`MAX_PATTERN_MEMORY` bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from xxhash import xxh64_intdigest
 
@@ -36,8 +44,11 @@ __all__ = [
     "GroupRule",
     "RuleOp",
     "bucket",
+    "MAX_PATTERN_CHARS",
+    "MAX_PATTERN_MEMORY",
     "bucketer",
     "cohort_matcher",
+    "compile_pattern",
     "in_cohort",
     "in_percent",
     "match_groups",
@@ -133,14 +144,152 @@ def in_percent(bucket: int, percent: float) -> bool:
     return bucket < percent_threshold(percent)
 
 
+MAX_PATTERN_CHARS = 1_000
+"""Longest regular expression a ``matches`` rule accepts, in characters."""
+MAX_PATTERN_MEMORY = 1 << 20
+"""RE2's memory per pattern in bytes (program and search cache); a larger program is refused."""
+
+# What RE2's parser says -> what to do instead. RE2 refuses every construct that needs
+# backtracking; its messages name the construct but not the way round it.
+_RE2_HINTS: tuple[tuple[str, str], ...] = (
+    (
+        "invalid perl operator: (?=",
+        "RE2 has no lookaheads: match the text itself, or split the rule in two",
+    ),
+    (
+        "invalid perl operator: (?!",
+        "RE2 has no lookaheads: list what is allowed instead of what is not",
+    ),
+    (
+        "invalid perl operator: (?<=",
+        "RE2 has no lookbehinds: match the text itself, or split the rule in two",
+    ),
+    (
+        "invalid perl operator: (?<!",
+        "RE2 has no lookbehinds: list what is allowed instead of what is not",
+    ),
+    (
+        "invalid perl operator: (?>",
+        "RE2 has no atomic groups: write a plain group (?:...), RE2 never backtracks",
+    ),
+    (
+        "invalid perl operator: (?x",
+        "RE2 has no verbose mode: write the pattern without its spaces and comments",
+    ),
+    (
+        "bad repetition operator: ++",
+        "RE2 has no possessive quantifiers: write + (RE2 never backtracks)",
+    ),
+    (
+        "bad repetition operator: *+",
+        "RE2 has no possessive quantifiers: write * (RE2 never backtracks)",
+    ),
+    (
+        "bad repetition operator: ?+",
+        "RE2 has no possessive quantifiers: write ? (RE2 never backtracks)",
+    ),
+    ("invalid escape sequence: \\Z", "write \\z (or $) for the end of the value"),
+    (
+        "invalid repetition size",
+        "RE2 repeats at most 1000 times, {n,m} included: use + or * instead",
+    ),
+    (
+        "pattern too large",
+        "the compiled pattern exceeds RE2's 1 MiB budget: repeat less ({n}) "
+        "and narrow Unicode classes such as \\pL",
+    ),
+)
+# A string, compiled on first use (by re's cache): only a refused pattern needs it.
+_BACKREFERENCE = r"invalid escape sequence: (\\[1-9]\d*|\\g)"
+_SYNTAX_HINT = "rules use RE2 syntax (https://github.com/google/re2/wiki/Syntax)"
+
+# The RE2 options every rule compiles with (built once, on first use: importing re2 loads
+# a native library that `releaser --help` does not need).
+_re2_options: Any = None
+
+
+def _re2_hint(reason: str) -> str:
+    backreference = re.search(_BACKREFERENCE, reason)
+    if backreference:
+        return f"RE2 has no backreferences: rewrite without {backreference.group(1)}"
+    for start, hint in _RE2_HINTS:
+        if reason.startswith(start):
+            return hint
+    return _SYNTAX_HINT
+
+
+def compile_pattern(pattern: str) -> Callable[[str], bool]:
+    """A linear-time test: whether ``pattern`` (RE2 syntax) is found anywhere in a string.
+
+    Raises :class:`BadInput` with RE2's reason and a hint when the pattern is longer than
+    :data:`MAX_PATTERN_CHARS`, uses what RE2 refuses (backreferences, lookarounds,
+    possessive quantifiers, atomic groups) or compiles past :data:`MAX_PATTERN_MEMORY`.
+    The test answers False for a value that is not a ``str``.
+    """
+    global _re2_options
+    if not isinstance(pattern, str):
+        raise BadInput(
+            f"a regular expression must be a str, not {type(pattern).__name__}",
+            hint="quote the pattern",
+        )
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise BadInput(
+            f"the regular expression is {len(pattern):,} characters long, "
+            f"more than the {MAX_PATTERN_CHARS:,} a rule accepts",
+            hint="match a shorter distinguishing part, or use 'in' or 'ends_with'",
+        )
+    import re2
+
+    if _re2_options is None:
+        options = re2.Options()
+        options.max_mem = MAX_PATTERN_MEMORY
+        options.log_errors = False  # the reason comes back in the exception
+        options.never_capture = True  # a rule needs whether, not where: no groups kept
+        _re2_options = options
+    try:
+        # compile() first: it reports RE2's reason; a Set's Add() only says it failed.
+        re2.compile(pattern, _re2_options)
+        searcher = re2.Set.SearchSet(_re2_options)
+        searcher.Add(pattern)
+        searcher.Compile()
+    except re2.error as exc:
+        said = exc.args[0] if exc.args else exc  # google-re2 gives RE2's message as bytes
+        reason = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
+        raise BadInput(
+            f"RE2 cannot compile the regular expression {pattern!r}: {reason}",
+            hint=_re2_hint(reason),
+        ) from None
+    except UnicodeEncodeError:
+        raise BadInput(
+            f"the regular expression {pattern!r} is not valid Unicode (it holds a lone surrogate)",
+            hint="write the pattern as text; match any character with . instead",
+        ) from None
+    # A one-pattern RE2::Set answers only whether the pattern occurs, which is all a rule
+    # needs: 0.5 us a call against 3.7 us for the compiled pattern's search(), a generator
+    # that maps every match's byte offsets back to characters.
+    match = searcher.Match
+
+    def search(value: str) -> bool:
+        try:
+            # Bytes, not str: the Set would encode strictly and raise on a lone surrogate
+            # (possible from the SDK); surrogatepass makes it one character, as in re.
+            data = value.encode("utf-8", "surrogatepass")
+        except AttributeError:
+            return False
+        return match(data) is not None
+
+    return search
+
+
 @dataclass(frozen=True, slots=True)
 class AttributeRule:
     """One test on a request attribute; a missing attribute never matches.
 
     ``equals``: the value is exactly ``value``; ``in``: the value is one of ``value``
-    (a collection); ``matches``: the regular expression ``value`` is found anywhere in the
-    value (``re.search``; anchor with ``^...$`` for a whole match); ``ends_with``: the
-    value ends with ``value``. All comparisons are case-sensitive, on the exact string.
+    (a collection); ``matches``: the regular expression ``value`` (RE2 syntax, see
+    :func:`compile_pattern`) is found anywhere in the value (anchor with ``^...$`` for a
+    whole match); ``ends_with``: the value ends with ``value``. All comparisons are
+    case-sensitive, on the exact string.
     """
 
     attribute: str
@@ -173,10 +322,10 @@ class AttributeRule:
             test = re.compile(re.escape(value) + r"\Z").search
         else:
             try:
-                test = re.compile(value).search
-            except re.error as exc:
+                test = compile_pattern(value)
+            except BadInput as exc:
                 raise BadInput(
-                    f"rule on {self.attribute!r}: bad regular expression {value!r}: {exc}"
+                    f"rule on {self.attribute!r}: {exc.message}", hint=exc.hint
                 ) from None
         object.__setattr__(self, "test", test)
 

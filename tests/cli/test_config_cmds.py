@@ -111,3 +111,28 @@ def test_version_and_help(cli) -> None:
 def test_unknown_command_is_usage_error(cli) -> None:
     res = cli("no-such-command")
     assert res.code == 2
+
+
+def test_validate_refuses_a_backreference_and_a_lookaround_with_line_and_hint(
+    tmp_path: Path, cli
+) -> None:
+    repo = _git_repo(tmp_path / "svc")
+    assert cli("init", cwd=repo).code == 0
+    cfg = repo / "releaser.yaml"
+    text = cfg.read_text().replace(
+        '        ends_with: "@example.org"\n',
+        "        matches: '^(\\w+)@\\1$'\n"
+        "      - attribute: council\n"
+        "        matches: '^(?!test-)'\n",
+    )
+    cfg.write_text(text)
+    lines = text.splitlines()
+    backref = 1 + next(i for i, line in enumerate(lines) if "\\1$'" in line)
+    lookahead = 1 + next(i for i, line in enumerate(lines) if "(?!test-)" in line)
+    res = cli("validate", cwd=repo)
+    assert res.code == 2
+    assert f"releaser.yaml:{backref}" in res.err and f"releaser.yaml:{lookahead}" in res.err
+    assert "invalid escape sequence: \\1" in res.err
+    assert "RE2 has no backreferences: rewrite without \\1" in res.err
+    assert "invalid perl operator: (?!" in res.err and "RE2 has no lookaheads" in res.err
+    assert "Traceback" not in res.err

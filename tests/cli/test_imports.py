@@ -23,6 +23,7 @@ HEAVY = [
     "uvicorn",
     "prometheus_client",
     "uvloop",
+    "re2",  # a native library: loaded when a group's `matches` rule is compiled
 ]
 
 

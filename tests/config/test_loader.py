@@ -687,3 +687,36 @@ def test_an_owners_ssh_key_is_checked_where_it_is_written(tmp_path: Path) -> Non
         MINIMAL, "    role: service-owner\n", "    role: service-owner\n    github: -bad-\n"
     )
     assert only(problems_of(tmp_path, text)).path == "owners[0].github"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason", "hint"),
+    [
+        (r"^(\w+)@\1\.org$", r"invalid escape sequence: \1", "RE2 has no backreferences"),
+        (r"^(?!guest)", "invalid perl operator: (?!", "RE2 has no lookaheads"),
+        (r"(?<=@)example\.org", "invalid perl operator: (?<=", "RE2 has no lookbehinds"),
+        (r"a++", "bad repetition operator: ++", "RE2 has no possessive quantifiers"),
+        ("a" * 1001, "1,001 characters long", "ends_with"),
+    ],
+)
+def test_a_rule_pattern_re2_cannot_run_names_its_line_reason_and_hint(
+    tmp_path: Path, pattern: str, reason: str, hint: str
+) -> None:
+    # The router and the gateway run `matches` on RE2, in linear time: what RE2 refuses is
+    # refused here, at load time, rather than when a router builds the rule.
+    text = edit(INIT_TEMPLATE, '        ends_with: "@example.org"', f"        matches: '{pattern}'")
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == "groups.staff.rules[0].matches"
+    assert problem.line == line_of(text, "matches: '")
+    assert reason in problem.message
+    assert problem.hint is not None and hint in problem.hint
+
+
+def test_a_rule_pattern_in_re2_syntax_loads(tmp_path: Path) -> None:
+    text = edit(
+        INIT_TEMPLATE,
+        '        ends_with: "@example.org"',
+        r"        matches: '(?i)@(example|test)\.org$'",
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.groups["staff"].rules[0].operator() == ("matches", r"(?i)@(example|test)\.org$")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,12 +19,14 @@ from scipy import stats
 
 from releaser.core.bucketing import (
     BUCKETS,
+    MAX_PATTERN_CHARS,
     AttributeRule,
     Cohort,
     GroupRule,
     bucket,
     bucketer,
     cohort_matcher,
+    compile_pattern,
     in_cohort,
     in_percent,
     match_groups,
@@ -249,3 +254,106 @@ def test_cohort_matcher_answers_exactly_as_in_cohort() -> None:
                 assert matcher(unit, attrs) == in_cohort(cohort, 4242, unit, attrs, groups)
     with pytest.raises(BadInput, match="unknown group 'nobody'"):
         cohort_matcher(Cohort(frozenset({"nobody"}), 5), 1, groups)
+
+
+# --- `matches` on RE2 -----------------------------------------------------------------------
+
+
+def test_matches_rules_run_on_re2_through_the_native_match() -> None:
+    rule = AttributeRule("email", "matches", r"^(a+)+$")
+    match = inspect.getclosurevars(rule.test).nonlocals["match"]
+    # The Match of a google-re2 Set: RE2's engine, not Python's re (bucketing.py says why a
+    # Set rather than the compiled pattern's search()).
+    assert type(match.__self__).__module__ == "re2"
+    assert type(match.__self__).__name__ == "Set"
+    assert GroupRule.build(rules=[rule])._tests[0][1] is rule.test
+
+
+# Run in a child process, killed after a few seconds: a backtracking engine would not come
+# back from these at all (2**100000 paths), so this guards against a hang; it does not time.
+_ADVERSARIAL = r"""
+import json
+from releaser.core.bucketing import AttributeRule, Cohort, GroupRule, cohort_matcher
+
+long = "a" * 100_000
+rule = AttributeRule("email", "matches", r"^(a+)+$")
+nested = AttributeRule("email", "matches", r"(x+x+)+y")
+group = {"g": GroupRule.build(rules=[("email", "matches", r"^(a+)+$")])}
+in_group = cohort_matcher(Cohort(groups=frozenset({"g"})), 7, group)
+print(json.dumps([
+    rule.applies_to({"email": long + "!"}),
+    rule.applies_to({"email": long}),
+    nested.applies_to({"email": "x" * 100_000}),
+    nested.applies_to({"email": "x" * 100_000 + "y"}),
+    in_group("u1", {"email": "a" * 30 + "!"}),
+    in_group("u1", {"email": "a" * 30}),
+]))
+"""
+
+
+def test_a_pathological_pattern_answers_on_a_100000_character_adversarial_value() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _ADVERSARIAL], capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [False, True, False, True, False, True]
+
+
+def test_matches_keeps_its_semantics() -> None:
+    rule = AttributeRule("email", "matches", r"@(example|test)\.org$")
+    assert rule.applies_to({"email": "ann@example.org"})
+    assert rule.applies_to({"email": "x@test.org"})
+    assert not rule.applies_to({"email": "ann@example.org.evil"})
+    assert not rule.applies_to({"email": "ann@EXAMPLE.org"})  # case-sensitive
+    assert AttributeRule("email", "matches", r"(?i)@example\.org").applies_to(
+        {"email": "ann@EXAMPLE.org"}
+    )
+    assert AttributeRule("x", "matches", "").applies_to({"x": ""})  # search: empty matches
+    assert not AttributeRule("x", "matches", "").applies_to({})  # missing: never
+    assert not AttributeRule("x", "matches", "5").applies_to({"x": 5})  # type: ignore[dict-item]
+    # Non-ASCII values are matched as characters, not bytes.
+    assert AttributeRule("name", "matches", r"^\pL{4}$").applies_to({"name": "Zoëé"})
+    assert AttributeRule("name", "matches", r"^.{2}$").applies_to({"name": "éé"})
+    # A lone surrogate (possible from the SDK) is one character, as in Python's re.
+    assert AttributeRule("x", "matches", r"^.$").applies_to({"x": "\udc80"})
+    assert AttributeRule("x", "matches", "a").applies_to({"x": "\udc80a"})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason", "hint"),
+    [
+        (
+            r"^(a)\1$",
+            r"invalid escape sequence: \1",
+            r"RE2 has no backreferences: rewrite without \1",
+        ),
+        (r"(?P<n>a)(?P=n)", "invalid perl operator", "RE2 syntax"),
+        (r"^(?=admin)", "invalid perl operator: (?=", "RE2 has no lookaheads"),
+        (r"^(?!guest)", "invalid perl operator: (?!", "RE2 has no lookaheads"),
+        (r"(?<=@)example", "invalid perl operator: (?<=", "RE2 has no lookbehinds"),
+        (r"(?<!test)\.org", "invalid perl operator: (?<!", "RE2 has no lookbehinds"),
+        (r"a++b", "bad repetition operator: ++", "RE2 has no possessive quantifiers"),
+        (r"(?>a+)b", "invalid perl operator: (?>", "RE2 has no atomic groups"),
+        (r"\.org\Z", r"invalid escape sequence: \Z", r"write \z (or $)"),
+        (r"a{1001}", "invalid repetition size", "at most 1000 times"),
+        (r"\pL{100}", "pattern too large", "1 MiB"),
+        ("(unclosed", "missing )", "RE2 syntax"),
+    ],
+)
+def test_what_re2_cannot_run_is_refused_with_its_reason_and_a_hint(
+    pattern: str, reason: str, hint: str
+) -> None:
+    with pytest.raises(BadInput) as exc:
+        AttributeRule("email", "matches", pattern)
+    assert exc.value.message.startswith("rule on 'email': RE2 cannot compile")
+    assert reason in exc.value.message
+    assert exc.value.hint is not None and hint in exc.value.hint
+
+
+def test_a_pattern_over_the_length_bound_is_refused_before_compiling() -> None:
+    assert compile_pattern("a" * MAX_PATTERN_CHARS)("a" * MAX_PATTERN_CHARS)
+    with pytest.raises(BadInput, match="1,001 characters long") as exc:
+        compile_pattern("a" * (MAX_PATTERN_CHARS + 1))
+    assert exc.value.hint is not None and "ends_with" in exc.value.hint
+    with pytest.raises(BadInput, match="not valid Unicode"):
+        compile_pattern("\udc80")
