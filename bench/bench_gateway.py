@@ -25,17 +25,20 @@ thread: on 2 cores, two threads gave direct 19.0k then 32.6k requests/s in two r
 thread 18.1k and 17.7k (the gateway the same 4-5k either way). Target: the gateway at
 >= 50% of the direct call's requests/s.
 
-Where the time goes: py-spy (``pip install py-spy`` into the bench's environment; it needs
-ptrace) samples gateway (a) during a further wrk run, not a measured one. On 2 cores
-(Python 3.11.7, uvloop, httptools) the gateway's one process was busy the whole run, at
-about 4-5k requests/s, so about 200 us of CPU a request, against about 50 us for the
-trivial upstream. A third to two fifths of the samples are in ``write``/``read`` system
-calls: the response head and body go to the client in two writes (uvicorn writes the head
-at ``http.response.start``), the request to the upstream in a third. The rest: uvloop and
-interpreter overhead (Py_DECREF, task and timeout handles: ``asyncio.timeout`` around each
-upstream exchange, ``get_running_loop``), httptools callbacks, the gateway's own header
-loop (about 5%), metrics (about 3%) and routing with recording (1-2%; the RE2 rule is not
-visible). nginx, in C with one worker, reaches 75-90% of direct on the same cores.
+Where the time goes: each wrk run also reads the machine's busy CPU time (/proc/stat, all
+cores, the kernel's loopback work included) and divides it by the requests done. On 2
+cores (Python 3.11.7, uvloop, httptools), over three runs, direct cost 115-145 us of CPU a
+request (wrk and upstream), through nginx 150-160, through the gateway 420-435 (both cores
+0% idle while it ran): the gateway adds about 300 us of CPU to every request, nginx 10-45.
+Per-process CPU times are tick-sampled and missed half of it, so they are not used.
+py-spy (``pip install py-spy`` into the bench's environment; it needs ptrace) then samples
+gateway (a), native frames included, during a further wrk run, not a measured one. A third
+to two fifths of its samples are in ``write``/``read`` system calls: the response head and
+body go to the client in two writes (uvicorn writes the head at ``http.response.start``),
+the request to the upstream in a third. The rest: uvloop and interpreter overhead
+(Py_DECREF, task and timeout handles: ``asyncio.timeout`` around each upstream exchange,
+``get_running_loop``), httptools callbacks, the gateway's own header loop (about 5%),
+metrics (about 3%) and routing with recording (2-7%; the RE2 rule does not show).
 
     python bench/bench_gateway.py [--seconds 10] [--rate 200] [--wrk-seconds 5]
 """
@@ -293,6 +296,16 @@ def run_wrk(wrk: str, script: str, port: int, threads: int, conns: int, seconds:
     ).stdout
 
 
+def cpu_busy_s() -> float | None:
+    """Seconds of CPU the whole machine has spent busy (all cores, /proc/stat), if known."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def start_nginx(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int] | str:
     """nginx proxying to the upstream on a free port, or why not."""
     nginx = shutil.which("nginx") or next(
@@ -330,9 +343,15 @@ def throughput(
     rps: dict[str, list[float]] = {name: [] for name in ports}
     latencies: dict[str, list[str]] = {name: [] for name in ports}
     errors: Counter[str] = Counter()
+    busy_us: dict[str, list[float]] = {name: [] for name in ports}
     for _ in range(rounds):
         for name, port in ports.items():
+            before = cpu_busy_s()
             out = run_wrk(wrk, script, port, threads, conns, seconds)
+            after = cpu_busy_s()
+            done = re.search(r"(\d+) requests in", out)
+            if before is not None and after is not None and done and int(done.group(1)):
+                busy_us[name].append((after - before) / int(done.group(1)) * 1e6)
             found = re.search(r"Requests/sec:\s*([\d.]+)", out)
             failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
             lat = re.search(r"Latency\s+(\S+)", out)
@@ -349,6 +368,8 @@ def throughput(
             f"  {name:<38}{median:>8.0f} requests/s ({min(rps[name]):.0f}-{max(rps[name]):.0f})"
             f"  mean latency {'/'.join(latencies[name])}  non-2xx {errors[name]}"
         )
+        if busy_us[name]:
+            line += f"  CPU {statistics.median(busy_us[name]):.0f} us/request"
         if name != "direct" and direct:
             ratio = median / direct
             line += f"  {ratio:.0%} of direct"
@@ -538,8 +559,9 @@ def main() -> None:
                 targets[nginx_name] = nginx[1]
             throughput(wrk, str(script), targets, args)
             print(
-                "  one gateway process and one nginx worker, sharing the cores with wrk "
-                "and the upstream"
+                "  one gateway process and one nginx worker, sharing the cores with wrk and "
+                "the upstream; CPU: the whole machine's busy time (every process and the "
+                "kernel's loopback work) over the requests done"
             )
             if not args.no_profile:
                 profile(wrk, str(script), gateway.pid, gw_port, args)
