@@ -27,8 +27,8 @@ thread 18.1k and 17.7k (the gateway the same 4-5k either way). Target: the gatew
 
 Where the time goes: each wrk run also reads the machine's busy CPU time (/proc/stat, all
 cores, the kernel's loopback work included) and divides it by the requests done. On 2
-cores (Python 3.11.7, uvloop, httptools), over three runs, direct cost 115-145 us of CPU a
-request (wrk and upstream), through nginx 150-160, through the gateway 420-435 (both cores
+cores (Python 3.11.7, uvloop, httptools), over four runs, direct cost 115-145 us of CPU a
+request (wrk and upstream), through nginx 150-165, through the gateway 420-490 (both cores
 0% idle while it ran): the gateway adds about 300 us of CPU to every request, nginx 10-45.
 Per-process CPU times are tick-sampled and missed half of it, so they are not used.
 py-spy (``pip install py-spy`` into the bench's environment; it needs ptrace) then samples
