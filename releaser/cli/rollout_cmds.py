@@ -100,6 +100,9 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
     for problem in rep.problems:
         warn(problem)
     say(f"{service}: stable release {rep.state.stable or '(none)'}")
+    for side in rep.endpoints or ():
+        where = side.url or "no endpoint (add it to deploy.upstreams.releases)"
+        say(f"  {side.role} {side.release} served by {where}")
     for e in rep.owed:
         warn(f"owed: {e.name} ({e.detail}) is recorded but not applied; finish it with: {e.retry}")
     if rep.rollout is None:

@@ -1,8 +1,9 @@
 """Where the gateway sends a request: the upstream URL of an assignment.
 
 An :class:`Upstreams` answers ``url_for(assignment)`` without I/O on the request path.
-:class:`StaticUpstreams` reads the ``deploy.upstreams`` URLs of ``releaser.yaml`` (by
-release id first, then by variant); the docker target provides one that follows the
+:class:`StaticUpstreams` reads the ``deploy.upstreams`` URLs of ``releaser.yaml`` by
+release id (``releaser serve`` pins the deprecated role form to release ids at start,
+:func:`releaser.serve.upstreams_of`); the docker target provides one that follows the
 containers it runs (:class:`releaser.integrations.docker_target.ContainerUpstreams`).
 """
 
@@ -32,27 +33,54 @@ class Upstreams(Protocol):
 
 
 class StaticUpstreams:
-    """Fixed URLs: by release id when listed, else by variant (stable goes to baseline)."""
+    """Fixed URLs by release id (an id or a prefix of one), else by role when ``by_role``.
+
+    ``releaser serve`` builds one with ``by_role=False`` (:func:`releaser.serve.upstreams_of`):
+    a release not listed has no endpoint, so it is never labelled. ``baseline`` then only
+    answers requests before the service's first release (no route, no label).
+    """
 
     def __init__(
         self,
-        baseline: str,
+        baseline: str | None,
         candidate: str | None = None,
         releases: dict[str, str] | None = None,
+        *,
+        by_role: bool = True,
     ) -> None:
-        self.baseline = baseline.rstrip("/")
+        self.baseline = baseline.rstrip("/") if baseline else None
         self.candidate = candidate.rstrip("/") if candidate else None
         self.releases = {k: v.rstrip("/") for k, v in (releases or {}).items()}
+        self.by_role = by_role
+        # Full release id -> URL (or None), filled on first sight of an id, so the request
+        # path does one dict look-up rather than a prefix scan.
+        self._resolved: dict[str, str | None] = {}
 
     @classmethod
     def from_config(cls, urls: UpstreamUrls) -> StaticUpstreams:
-        """The mapping of a service's ``deploy.upstreams``."""
+        """The mapping of a service's ``deploy.upstreams``, by role too (as written)."""
         return cls(urls.baseline, urls.candidate, dict(urls.releases))
 
+    def _by_release(self, release_id: str) -> str | None:
+        try:
+            return self._resolved[release_id]
+        except KeyError:
+            pass
+        url = self.releases.get(release_id)
+        if url is None:
+            url = next((u for k, u in self.releases.items() if release_id.startswith(k)), None)
+        if len(self._resolved) < 1024:  # bounded: route changes bring few new ids
+            self._resolved[release_id] = url
+        return url
+
     def url_for(self, assignment: Assignment) -> str | None:
-        """The release's own URL if listed, else the candidate or baseline URL."""
-        if self.releases and assignment.release_id in self.releases:
-            return self.releases[assignment.release_id]
+        """The release's own URL if listed, else (``by_role``) the candidate or baseline URL."""
+        release = assignment.release_id
+        if release is None:
+            return self.baseline
+        url = self._by_release(release)
+        if url is not None or not self.by_role:
+            return url
         if assignment.variant == "candidate":
             return self.candidate
         return self.baseline
@@ -61,4 +89,7 @@ class StaticUpstreams:
         """Nothing to release."""
 
     def __repr__(self) -> str:
-        return f"StaticUpstreams(baseline={self.baseline!r}, candidate={self.candidate!r})"
+        return (
+            f"StaticUpstreams(baseline={self.baseline!r}, candidate={self.candidate!r}, "
+            f"releases={self.releases!r}, by_role={self.by_role!r})"
+        )
