@@ -101,16 +101,16 @@ class UpstreamUrls(_Model):
 
     @model_validator(mode="after")
     def _some_url(self) -> UpstreamUrls:
+        if self.candidate is not None and self.baseline is None:
+            raise problem(
+                "upstreams has a candidate URL but no baseline URL",
+                hint="list both releases under 'releases:' instead",
+            )
         if self.baseline is None and not self.releases:
             raise problem(
                 "upstreams names no endpoint",
                 hint="add releases: {<release id>: http://127.0.0.1:8001} (one entry per "
                 "release an endpoint serves)",
-            )
-        if self.candidate is not None and self.baseline is None:
-            raise problem(
-                "upstreams has a candidate URL but no baseline URL",
-                hint="list both releases under 'releases:' instead",
             )
         return self
 

@@ -202,6 +202,7 @@ class Gateway:
 
     async def _health(self, send: Send) -> None:
         router = self.router
+        self._follow_if_changed()
         reachable = router.store_reachable
         served = self._served
         body = {
@@ -220,11 +221,16 @@ class Gateway:
         m = self.metrics
         m.snapshot_version.set(self.router.snapshot_version)
         m.store_reachable.set(1 if self.router.store_reachable else 0)
+        self._follow_if_changed()
         m.route_unserved.set(0 if self._unserved is None else 1)
         payload, content_type = m.exposition()
         await _respond(send, 200, payload, content_type.encode())
 
     # -- the proxy ----------------------------------------------------------------------
+
+    def _follow_if_changed(self) -> None:
+        if self.router.snapshot_version != self._route_at or self._unserved is not None:
+            self._follow_route()
 
     def _assign(self, unit: str | None, attributes: dict[str, str] | None) -> Assignment:
         if self.router.snapshot_version != self._route_at or self._unserved is not None:
