@@ -17,9 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
+from releaser.api.rollouts import service_state
 from releaser.api.workspace import open_workspace
 from releaser.core.routing import ServiceRoute
+from releaser.demo.traffic import advance_to_step
 from releaser.demo.workspace import ExampleWorkspace
+from releaser.errors import BadInput
 from releaser.router import Router
 from releaser.serve import Gateway, StaticUpstreams
 from releaser.store import open_store
@@ -166,6 +169,17 @@ def test_a_release_without_an_endpoint_is_refused_at_start_serve_and_promote(
     assert _head(root) == head
     text = cli("rollout", "status", SERVICE)
     assert f"candidate {r2} served by no endpoint" in text.out
+
+    # advance steps while it can, and refuses at the step that would promote
+    ws = open_workspace(root)
+    try:
+        with pytest.raises(BadInput) as err:
+            advance_to_step(ws, SERVICE, "no-such-step")
+        assert f"cannot promote {r2}" in err.value.message
+        state = service_state(ws, SERVICE)
+        assert state.stable == r1 and state.active_rollout is not None
+    finally:
+        ws.close()
 
 
 def test_role_form_works_until_a_promotion_would_make_it_lie(
