@@ -51,10 +51,10 @@ def _sides(route: ServiceRoute | None) -> dict[str, EndpointRole]:
 def upstreams_of(ws: Workspace, service: str) -> Upstreams:
     """The upstream mapping of a service: its configured URLs by release, or its containers.
 
-    With target ``none`` the mapping is by release id: ``deploy.upstreams.releases``, plus
-    the deprecated role form pinned to the live route's releases while it is trusted (the
-    stable release is still the service's first). BadInput (exit 2) if the live route
-    names a release no endpoint serves.
+    With target ``none`` the mapping is by release id: ``deploy.upstreams.releases``, plus,
+    while the deprecated role form is trusted (the stable release is still the service's
+    first), each role URL pinned to the one release it serves. BadInput (exit 2) if the
+    live route names a release no endpoint serves.
     """
     from releaser.api.endpoints import require_endpoints, roles_trusted
     from releaser.api.state import service_state
@@ -77,14 +77,15 @@ def upstreams_of(ws: Workspace, service: str) -> Upstreams:
     stable = route.stable if route is not None and route.stable else None
     if stable is not None:
         require_endpoints(ws, service, sides, state=state, stable=stable, doing=f"serve {service}")
-    pinned = dict(urls.releases)
     first = state.known_good[0] if state.known_good else None
-    if urls.by_role and roles_trusted(first, stable):
-        for release, role in sides.items():
-            url = urls.endpoint_for(release, role, roles_trusted=True)
-            if url is not None and urls.release_key(release) is None:
-                pinned[release] = url
-    return StaticUpstreams(urls.baseline, None, pinned, by_role=False)
+    if not (urls.by_role and roles_trusted(first, stable)):
+        return StaticUpstreams(urls.baseline, None, dict(urls.releases), by_role=False)
+    # The role form, trusted: each role URL is pinned to the release it serves now (or,
+    # before the first release, to the first release seen in that role).
+    ups = StaticUpstreams(urls.baseline, urls.candidate, dict(urls.releases), pin_roles=True)
+    for release, role in sides.items():
+        ups.url_for(Assignment(service, release, "candidate" if role == "candidate" else "stable"))
+    return ups
 
 
 def _require_served(ws: Workspace, service: str, ups: Upstreams) -> None:

@@ -24,6 +24,7 @@ from releaser.demo.traffic import advance_to_step
 from releaser.demo.workspace import ExampleWorkspace
 from releaser.errors import BadInput
 from releaser.router import Router
+from releaser.router.snapshot import Assignment
 from releaser.serve import Gateway, StaticUpstreams
 from releaser.store import open_store
 
@@ -251,3 +252,20 @@ def test_a_route_changed_to_an_unserved_release_keeps_the_previous_mapping(
         store.close()
         base.close()
         cand.close()
+
+
+def test_role_urls_are_pinned_to_the_first_release_seen_in_each_role() -> None:
+    def at(release: str | None, variant: str) -> Assignment:
+        return Assignment(SERVICE, release, variant)  # type: ignore[arg-type]
+
+    ups = StaticUpstreams("http://b", "http://c", pin_roles=True)
+    assert ups.url_for(at(None, "stable")) == "http://b"  # before the first release
+    assert ups.url_for(at("r1", "stable")) == "http://b"
+    assert ups.url_for(at("r2", "candidate")) == "http://c"
+    assert ups.url_for(at("r2", "stable")) == "http://c"  # promoted: still its endpoint
+    assert ups.url_for(at("r1", "baseline")) == "http://b"
+    assert ups.url_for(at("r3", "candidate")) is None  # the candidate URL serves r2
+    listed = StaticUpstreams(None, None, {"38a2": "http://x"}, by_role=False)
+    assert listed.url_for(at("38a2c1d0", "stable")) == "http://x"  # by prefix
+    assert listed.url_for(at("9f01b7e4", "candidate")) is None
+    assert listed.url_for(at(None, "stable")) is None
