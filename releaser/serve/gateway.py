@@ -253,19 +253,17 @@ class Gateway:
                     self.service,
                 )
             return
-        if route == self._served:
-            self._unserved = None
-            return
         missing = [
             f"{variant} release {release}"
             for release, variant in _sides(route)
             if self.upstreams.url_for(Assignment(self.service, release, variant)) is None
         ]
-        if missing and self._served is not None:
+        served = self._served
+        if missing and served is not None and route != served:
             why = (
                 f"no endpoint serves {' and '.join(missing)}; still serving stable "
-                f"{self._served.stable}"
-                + (f" and candidate {self._served.candidate}" if self._served.candidate else "")
+                f"{served.stable}"
+                + (f" and candidate {served.candidate}" if served.candidate else "")
             )
             if why != self._unserved:  # loudly, once per new problem
                 logger.error(
@@ -276,11 +274,13 @@ class Gateway:
                 )
             self._unserved = why
             return
-        # Nothing served before (first look): take the route; a release without an
-        # endpoint is answered 503 and unlabelled, never sent elsewhere.
-        self._decide = compile_route(route).decide
-        self._served = route
-        self._unserved = None if not missing else f"no endpoint serves {' and '.join(missing)}"
+        if route != served:
+            # Nothing served before (first look) or every release has an endpoint. A
+            # release whose endpoint is gone (a container stopped) is answered 503 and
+            # unlabelled, never sent elsewhere.
+            self._decide = compile_route(route).decide
+            self._served = route
+        self._unserved = f"no endpoint serves {' and '.join(missing)}" if missing else None
 
     async def _bounded_proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         limits = self.settings.limits
