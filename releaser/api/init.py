@@ -9,7 +9,7 @@ from releaser.config import Config, load_config
 from releaser.config.template import render_init_template
 from releaser.errors import BadInput
 
-__all__ = ["init_workspace", "validate_config"]
+__all__ = ["config_warnings", "init_workspace", "validate_config"]
 
 CONFIG_NAME = "releaser.yaml"
 # The state store, and the embedded MLflow registry (used unless releaser.yaml names
@@ -63,3 +63,17 @@ def _slug(name: str) -> str:
 def validate_config(path: Path) -> Config:
     """Load and validate a config file; raises ConfigError listing every problem."""
     return load_config(path)
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What a valid config still does that is deprecated, one line each (with the fix)."""
+    out = []
+    for name, service in config.services.items():
+        deploy = service.deploy
+        if deploy is not None and deploy.upstreams is not None and deploy.upstreams.by_role:
+            out.append(
+                f"services.{name}.deploy.upstreams: baseline/candidate URLs are deprecated and "
+                "read only until the first promotion (the baseline endpoint would still serve "
+                "the old release); list each endpoint's release under 'releases:' instead"
+            )
+    return out

@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 from releaser.api import journal
 from releaser.api.context import utc_now
+from releaser.api.endpoints import Endpoint, endpoints_of
 from releaser.api.state import ROLLOUT_KIND, ServiceState, rollout_record, state_record
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
 from releaser.core.effects import SideEffect
 from releaser.core.stats_aggregates import VariantStats, latency_bin, latency_bin_bounds
-from releaser.errors import ConfigError
+from releaser.errors import ConfigError, ReleaserError
 
 if TYPE_CHECKING:
+    from releaser.config.deploy import EndpointRole
+
     # numpy and scipy load with the analysis: only advance and status need them.
     from releaser.core.analysis import Decision
 
@@ -113,6 +116,9 @@ class StatusReport:
     """Why part of the report is missing (e.g. releaser.yaml does not validate)."""
     owed: tuple[SideEffect, ...] = ()
     """Side effects a committed change still owes (status ``planned``, with the command)."""
+    endpoints: tuple[Endpoint, ...] | None = None
+    """The endpoint serving each side (stable, candidate) when the gateway serves the
+    service (its URL None when releaser.yaml names none); None when not known here."""
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``rollout status --json`` shape."""
@@ -139,6 +145,11 @@ class StatusReport:
             "time_in_step_s": self.in_step_s,
             "last_rollback": self.state.last_rollback,
             "owed_effects": [e.__dict__ for e in self.owed],
+            "endpoints": (
+                None
+                if self.endpoints is None
+                else {e.role: {"release": e.release, "url": e.url} for e in self.endpoints}
+            ),
             "problems": list(self.problems),
         }
 
@@ -153,7 +164,8 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         if state.rollouts:
             rec = ws.store.get(ROLLOUT_KIND, f"{service}-{state.rollouts}")
             last = ro.Rollout.model_validate(rec.value) if rec else None
-        return StatusReport(state, last, None, None, None, None, owed=owed)
+        sides = _endpoints(ws, state, None)
+        return StatusReport(state, last, None, None, None, None, owed=owed, endpoints=sides)
     rollout, _rec = rollout_record(ws, state.active_rollout)
     problems: tuple[str, ...] = ()
     totals = _merged_totals(ws, rollout)
@@ -180,4 +192,22 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         ro.bake_elapsed_s(rollout, now),
         problems,
         owed,
+        _endpoints(ws, state, rollout.candidate),
     )
+
+
+def _endpoints(
+    ws: Workspace, state: ServiceState, candidate: str | None
+) -> tuple[Endpoint, ...] | None:
+    """The endpoint of the stable and candidate releases, when the gateway serves the service."""
+    if state.stable is None:
+        return None
+    sides: dict[str, EndpointRole] = {state.stable: "stable"}
+    if candidate is not None:
+        sides[candidate] = "candidate"
+    first = state.known_good[0] if state.known_good else None
+    try:
+        found = endpoints_of(ws, state.service, sides, first=first, stable=state.stable)
+    except ReleaserError:  # releaser.yaml broken or absent: the stored state still shows
+        return None
+    return None if found is None else tuple(found)

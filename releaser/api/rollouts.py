@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from releaser.api import journal
 from releaser.api.context import current_actor, utc_now
 from releaser.api.effects import prepare_targets
+from releaser.api.endpoints import require_endpoints
 from releaser.api.journal import PRODUCTION_ALIAS
 from releaser.api.releases import (
     get_release,
@@ -277,6 +278,14 @@ def start_rollout(
                 f"{service} has no stable release yet, so there is nothing to compare with",
                 hint="pass --initial to make this release the stable one (first deployment)",
             )
+        require_endpoints(
+            ws,
+            service,
+            {release.id: "stable"},
+            state=state,
+            stable=release.id,
+            doing="make it the stable release",
+        )
         prepare_targets(ws, service, {release.id: "stable"})
         new_state = state.model_copy(
             update={
@@ -330,6 +339,15 @@ def start_rollout(
         guardrails={k: v for k, v in plan.guardrails.model_dump().items() if v is not None},
         comparisons=list(plan.comparisons),
         actor=actor,
+    )
+    # The gateway labels only what an endpoint serves: both releases need one first.
+    require_endpoints(
+        ws,
+        service,
+        {state.stable: "stable", release.id: "candidate"},
+        state=state,
+        stable=state.stable,
+        doing="start the rollout",
     )
     # Deploy targets start and health-check both releases before any traffic moves.
     prepare_targets(ws, service, {state.stable: "stable", release.id: "candidate"})
@@ -450,6 +468,7 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
         return AdvanceResult(decision, new, True, targets)
     new = ro.advance(rollout, now=now, reasons=decision.reasons, actor=actor)
     if new.status == "promoted":
+        _require_stable_endpoint(ws, state, new.candidate)
         result = _finish_promotion(
             ws,
             state,
@@ -478,6 +497,18 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
         after={**evidence, "to_step": new.current.name, "percent": new.current.percent},
     )
     return AdvanceResult(decision, new, True, targets)
+
+
+def _require_stable_endpoint(ws: Workspace, state: ServiceState, release_id: str) -> None:
+    """Refuse a promotion the gateway could not serve truthfully (nothing written yet)."""
+    require_endpoints(
+        ws,
+        state.service,
+        {release_id: "stable"},
+        state=state,
+        stable=release_id,
+        doing=f"promote {release_id}",
+    )
 
 
 def _finish_promotion(
@@ -620,6 +651,7 @@ def promote_rollout(
         return TransitionResult(done, journal.settle(ws, service=service))
     state, version, rollout, rec = _active(ws, service)
     new = ro.promote(rollout, now=now, reason=reason, actor=current_actor().name)
+    _require_stable_endpoint(ws, state, new.candidate)
     return _finish_promotion(
         ws,
         state,

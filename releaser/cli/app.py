@@ -153,7 +153,8 @@ def validate(
     ] = None,
 ) -> None:
     """Check releaser.yaml and report every problem with file:line and a hint."""
-    from releaser.api.init import validate_config
+    from releaser.api.init import config_warnings, validate_config
+    from releaser.cli.output import warn
     from releaser.config import find_config
 
     st = state(ctx)
@@ -163,6 +164,8 @@ def validate(
     cfg = validate_config(path)
     names = ", ".join(cfg.services)
     typer.echo(f"{path}: ok ({len(cfg.services)} service(s): {names})")
+    for line in config_warnings(cfg):
+        warn(line)
 
 
 @app.command()

@@ -77,7 +77,11 @@ def start(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start rolling a release out at the plan's first step (its eval gate must have passed)."""
+    """Start rolling a release out at the plan's first step (its eval gate must have passed).
+
+    Exits 2, with nothing written, when the gateway serves the service and no endpoint in
+    deploy.upstreams serves the stable or the new release.
+    """
     from releaser.api.rollouts import start_rollout
 
     res = start_rollout(
@@ -100,6 +104,9 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
     for problem in rep.problems:
         warn(problem)
     say(f"{service}: stable release {rep.state.stable or '(none)'}")
+    for side in rep.endpoints or ():
+        where = side.url or "no endpoint (add it to deploy.upstreams.releases)"
+        say(f"  {side.role} {side.release} served by {where}")
     for e in rep.owed:
         warn(f"owed: {e.name} ({e.detail}) is recorded but not applied; finish it with: {e.retry}")
     if rep.rollout is None:
@@ -161,7 +168,11 @@ def advance(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Analyse live metrics and take at most one step (safe from a CI cron)."""
+    """Analyse live metrics and take at most one step (safe from a CI cron).
+
+    A promotion the gateway could not serve (no endpoint in deploy.upstreams.releases for
+    the candidate) exits 2 with nothing written.
+    """
     from releaser.api.rollouts import advance_if_live, advance_rollout
     from releaser.cli.github import append_step_summary, set_outputs
     from releaser.cli.output import emit_json, say
@@ -253,7 +264,11 @@ def promote(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Promote the candidate now, skipping the remaining steps (needs --force)."""
+    """Promote the candidate now, skipping the remaining steps (needs --force).
+
+    Exits 2, with nothing written, when the gateway serves the service and no endpoint in
+    deploy.upstreams.releases serves the candidate.
+    """
     from releaser.api.rollouts import promote_rollout
     from releaser.errors import BadInput
 

@@ -38,7 +38,8 @@ def serve(
     """Run the HTTP gateway: each request goes to the release its unit id gets.
 
     Request sizes, times and concurrency are bounded by the service's deploy.limits.
-    Exits 2 for a port out of range or one that cannot be listened on.
+    Exits 2 for a port out of range or one that cannot be listened on, and when a release
+    of the live route has no endpoint (deploy.upstreams.releases, or a running container).
     """
     from releaser.cli.output import say
     from releaser.serve import run_gateway

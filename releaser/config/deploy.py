@@ -17,7 +17,14 @@ from pydantic import Field, field_validator, model_validator
 
 from releaser.config._common import MAX_TIMEOUT_S, RepoPath, _Model, problem
 
-__all__ = ["ContainerSpec", "DeploySpec", "GatewayLimits", "KubernetesSpec", "UpstreamUrls"]
+__all__ = [
+    "ContainerSpec",
+    "DeploySpec",
+    "EndpointRole",
+    "GatewayLimits",
+    "KubernetesSpec",
+    "UpstreamUrls",
+]
 
 _HEADER_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 _COOKIE_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
@@ -34,20 +41,37 @@ def _check_url(value: str) -> str:
     return value.rstrip("/")
 
 
-class UpstreamUrls(_Model):
-    """Model endpoints the gateway proxies to, by variant (and optionally by release id)."""
+_RELEASE_KEY = re.compile(r"^[0-9a-f]{4,64}$")
 
-    baseline: str = Field(
-        description="URL of the endpoint serving the stable (baseline) release, "
-        "e.g. http://127.0.0.1:8001."
+EndpointRole = Literal["stable", "candidate"]
+"""The side of a route an endpoint is looked up for."""
+
+
+class UpstreamUrls(_Model):
+    """Model endpoints the gateway proxies to: by release id, or (deprecated) by role.
+
+    ``releases`` maps a release id, or a prefix of one (at least 4 hex characters, as the
+    CLI accepts), to the URL of the endpoint serving that release: the mapping stays true
+    when a promotion swaps the roles. ``baseline``/``candidate`` (the role form) are read
+    only while the service's stable release is still its first one (no promotion has
+    happened), because after a promotion the ``baseline`` endpoint still serves the old
+    release; see :meth:`endpoint_for`.
+    """
+
+    baseline: str | None = Field(
+        default=None,
+        description="Deprecated role form: URL of the endpoint serving the service's first "
+        "stable release; read only until the first promotion (use 'releases').",
     )
     candidate: str | None = Field(
-        default=None, description="URL of the endpoint serving the candidate release."
+        default=None,
+        description="Deprecated role form: URL of the endpoint serving the live candidate; "
+        "read only until the first promotion (use 'releases').",
     )
     releases: dict[str, str] = Field(
         default_factory=dict,
-        description="Release id -> URL; takes precedence over baseline/candidate, so an "
-        "endpoint keeps its release when the roles change at promotion.",
+        description="Release id (or a unique prefix of at least 4 hex characters) -> URL of "
+        "the endpoint serving that release; takes precedence over baseline/candidate.",
     )
 
     @field_validator("baseline", "candidate")
@@ -58,7 +82,68 @@ class UpstreamUrls(_Model):
     @field_validator("releases")
     @classmethod
     def _release_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _RELEASE_KEY.match(key):
+                raise problem(
+                    f"release key {key!r} is not a release id",
+                    hint="write the release id, or its first 4 or more characters, in "
+                    "lower-case hex (see 'releaser release list')",
+                )
+        keys = sorted(value)
+        for shorter, longer in zip(keys, keys[1:], strict=False):
+            if longer.startswith(shorter):
+                raise problem(
+                    f"release keys {shorter!r} and {longer!r} overlap (one is a prefix of "
+                    "the other), so a release could match both",
+                    hint="keep one key per release",
+                )
         return {release: _check_url(url) for release, url in value.items()}
+
+    @model_validator(mode="after")
+    def _some_url(self) -> UpstreamUrls:
+        if self.candidate is not None and self.baseline is None:
+            raise problem(
+                "upstreams has a candidate URL but no baseline URL",
+                hint="list both releases under 'releases:' instead",
+            )
+        if self.baseline is None and not self.releases:
+            raise problem(
+                "upstreams names no endpoint",
+                hint="add releases: {<release id>: http://127.0.0.1:8001} (one entry per "
+                "release an endpoint serves)",
+            )
+        return self
+
+    @property
+    def by_role(self) -> bool:
+        """Whether the deprecated role form (baseline/candidate) is given."""
+        return self.baseline is not None
+
+    def release_key(self, release_id: str) -> str | None:
+        """The ``releases`` key that names ``release_id`` (the id or a prefix of it), or None."""
+        if release_id in self.releases:
+            return release_id
+        for key in self.releases:
+            if release_id.startswith(key):
+                return key
+        return None
+
+    def endpoint_for(
+        self, release_id: str, role: EndpointRole, *, roles_trusted: bool
+    ) -> str | None:
+        """The URL of the endpoint serving ``release_id``, or None when none is known.
+
+        A ``releases`` entry wins. Otherwise the role form answers only when
+        ``roles_trusted`` (the service's stable release is still its first one, so no
+        promotion has moved a release away from the endpoint it was deployed on):
+        ``baseline`` for the stable side, ``candidate`` for the candidate side.
+        """
+        key = self.release_key(release_id)
+        if key is not None:
+            return self.releases[key]
+        if not roles_trusted:
+            return None
+        return self.baseline if role == "stable" else self.candidate
 
 
 class ContainerSpec(_Model):
@@ -244,7 +329,12 @@ class DeploySpec(_Model):
         if self.target == "none" and self.upstreams is None:
             raise problem(
                 "target 'none' needs 'upstreams' (the endpoints the gateway proxies to)",
-                hint="add upstreams: {baseline: http://..., candidate: http://...}, "
+                hint="add upstreams: {releases: {<release id>: http://127.0.0.1:8001}}, "
                 "or set target: docker",
             )
         return self
+
+    @property
+    def served_by_gateway(self) -> bool:
+        """Whether ``releaser serve`` proxies to the endpoints listed here (target ``none``)."""
+        return self.target == "none" and self.upstreams is not None

@@ -190,8 +190,8 @@ services:
     # deploy:
     #   target: none               # none, docker or kubernetes
     #   upstreams:
-    #     baseline: http://127.0.0.1:8001
-    #     candidate: http://127.0.0.1:8002
+    #     releases:                # release id (or 4+ first characters) -> its endpoint
+    #       38a2c1d0: http://127.0.0.1:8001
     #   unit_header: X-User-Id
 """
 

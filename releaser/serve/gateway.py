@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from releaser.config.deploy import GatewayLimits
-from releaser.errors import NotFound
-from releaser.router.snapshot import Assignment
+from releaser.core.routing import ServiceRoute
+from releaser.router.snapshot import Assignment, Decide, Variant, compile_route
 from releaser.serve.metrics import GatewayMetrics
 from releaser.serve.upstream_client import UpstreamClient, UpstreamError
 from releaser.serve.upstreams import Upstreams
@@ -143,9 +143,16 @@ class Gateway:
         }
         self._client: UpstreamClient | None = None
         self._no_route = Assignment(service, None, "stable")
-        # The snapshot version that had no route for the service: until the snapshot
-        # changes, requests skip the router's look-up (and its NotFound).
-        self._no_route_at: int | None = None
+        # The route the gateway serves: adopted from the router's snapshot only when every
+        # release it names has an endpoint, so a response is never labelled with a release
+        # its endpoint does not serve. ``_route_at`` is the snapshot version last looked
+        # at; ``_unserved`` says why the live route is not adopted (looked at again on
+        # every request until it is: an endpoint may appear, e.g. a container).
+        self._route_at: int | None = None
+        self._served: ServiceRoute | None = None
+        self._decide: Decide | None = None
+        self._unserved: str | None = None
+        self._warned_no_route = False
         self._in_flight = 0
 
     # -- ASGI -----------------------------------------------------------------------
@@ -195,12 +202,18 @@ class Gateway:
 
     async def _health(self, send: Send) -> None:
         router = self.router
+        self._follow_if_changed()
         reachable = router.store_reachable
+        served = self._served
         body = {
             "status": "ok",
             "service": self.service,
             "snapshot_version": router.snapshot_version,
             "store": "reachable" if reachable else "unreachable: serving the last snapshot",
+            "serving": None
+            if served is None
+            else {"stable": served.stable, "candidate": served.candidate},
+            "route": "served" if self._unserved is None else f"not served: {self._unserved}",
         }
         await _respond(send, 200, json.dumps(body).encode(), b"application/json")
 
@@ -208,26 +221,66 @@ class Gateway:
         m = self.metrics
         m.snapshot_version.set(self.router.snapshot_version)
         m.store_reachable.set(1 if self.router.store_reachable else 0)
+        self._follow_if_changed()
+        m.route_unserved.set(0 if self._unserved is None else 1)
         payload, content_type = m.exposition()
         await _respond(send, 200, payload, content_type.encode())
 
     # -- the proxy ----------------------------------------------------------------------
 
+    def _follow_if_changed(self) -> None:
+        if self.router.snapshot_version != self._route_at or self._unserved is not None:
+            self._follow_route()
+
     def _assign(self, unit: str | None, attributes: dict[str, str] | None) -> Assignment:
-        version = self.router.snapshot_version
-        if version == self._no_route_at:
+        if self.router.snapshot_version != self._route_at or self._unserved is not None:
+            self._follow_route()
+        decide = self._decide
+        if decide is None:
             return self._no_route
-        try:
-            return self.router.assign(self.service, unit, attributes)
-        except NotFound:
-            if self._no_route_at is None:  # warn once
+        return decide(unit, attributes)
+
+    def _follow_route(self) -> None:
+        """Adopt the router's route for the service if an endpoint serves each release."""
+        self._route_at = self.router.snapshot_version
+        route = self.router.routes().get(self.service)
+        if route is None:
+            if not self._warned_no_route:  # warn once
+                self._warned_no_route = True
                 logger.warning(
                     "releaser gateway: no route for %r yet (no release rolled out); "
-                    "proxying to the baseline upstream",
+                    "proxying to the unrouted upstream, if any",
                     self.service,
                 )
-            self._no_route_at = version
-            return self._no_route
+            return
+        missing = [
+            f"{variant} release {release}"
+            for release, variant in _sides(route)
+            if self.upstreams.url_for(Assignment(self.service, release, variant)) is None
+        ]
+        served = self._served
+        if missing and served is not None and route != served:
+            why = (
+                f"no endpoint serves {' and '.join(missing)}; still serving stable "
+                f"{served.stable}"
+                + (f" and candidate {served.candidate}" if served.candidate else "")
+            )
+            if why != self._unserved:  # loudly, once per new problem
+                logger.error(
+                    "releaser gateway for %r: the route changed but %s; deploy it and add "
+                    "it to deploy.upstreams.releases",
+                    self.service,
+                    why,
+                )
+            self._unserved = why
+            return
+        if route != served:
+            # Nothing served before (first look) or every release has an endpoint. A
+            # release whose endpoint is gone (a container stopped) is answered 503 and
+            # unlabelled, never sent elsewhere.
+            self._decide = compile_route(route).decide
+            self._served = route
+        self._unserved = f"no endpoint serves {' and '.join(missing)}" if missing else None
 
     async def _bounded_proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         limits = self.settings.limits
@@ -275,7 +328,8 @@ class Gateway:
         variant = assignment.variant
         base = self.upstreams.url_for(assignment)
         marks = [(b"x-releaser-variant", variant.encode())]
-        if release:  # none before the service's first rollout
+        # Labelled only when an endpoint serves the release (none before the first rollout).
+        if release and base is not None:
             marks.append((b"x-releaser-release", release.encode()))
         if base is None:
             await self._fail(send, start, assignment, 503, "no upstream", "no endpoint", marks)
@@ -345,6 +399,15 @@ class Gateway:
         self.metrics.observe(assignment.variant, release, status, elapsed)
         self.metrics.error(assignment.variant, release, what.replace(" ", "_"))
         await _respond(send, status, json.dumps(body).encode(), b"application/json", marks)
+
+
+def _sides(route: ServiceRoute) -> list[tuple[str, Variant]]:
+    """The releases a route sends traffic to, with the variant each is assigned as."""
+    if route.stable is None:
+        return []
+    if route.candidate is None or route.rollout_id is None:
+        return [(route.stable, "stable")]
+    return [(route.stable, "baseline"), (route.candidate, "candidate")]
 
 
 class _Refused(Exception):

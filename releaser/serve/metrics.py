@@ -63,6 +63,13 @@ class GatewayMetrics:
             ["service"],
             registry=self.registry,
         ).labels(service)
+        self.route_unserved = Gauge(
+            "releaser_gateway_route_unserved",
+            "1 while the service's live route names a release no endpoint serves (the "
+            "gateway keeps serving the previous route), else 0.",
+            ["service"],
+            registry=self.registry,
+        ).labels(service)
         self._request_children: dict[tuple[str, str, int], object] = {}
         self._latency_children: dict[tuple[str, str], object] = {}
 

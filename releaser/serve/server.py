@@ -6,14 +6,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from releaser.core.routing import ROUTE_KIND, ServiceRoute
 from releaser.errors import BadInput
+from releaser.router.snapshot import Assignment, Variant
 from releaser.serve.gateway import Gateway, GatewaySettings
 from releaser.serve.limits import bind_socket, bounded_protocol
 from releaser.serve.upstreams import StaticUpstreams, Upstreams
 
 if TYPE_CHECKING:
     from releaser.api.workspace import Workspace
-    from releaser.config.deploy import DeploySpec
+    from releaser.config.deploy import DeploySpec, EndpointRole
 
 __all__ = ["gateway_for", "run_gateway", "settings_of", "upstreams_of"]
 
@@ -32,8 +34,31 @@ def settings_of(deploy: DeploySpec | None) -> GatewaySettings:
     )
 
 
+def _live_route(ws: Workspace, service: str) -> ServiceRoute | None:
+    record = ws.store.get(ROUTE_KIND, service)
+    return None if record is None else ServiceRoute.model_validate(record.value)
+
+
+def _sides(route: ServiceRoute | None) -> dict[str, EndpointRole]:
+    if route is None or route.stable is None:
+        return {}
+    sides: dict[str, EndpointRole] = {route.stable: "stable"}
+    if route.candidate is not None:
+        sides[route.candidate] = "candidate"
+    return sides
+
+
 def upstreams_of(ws: Workspace, service: str) -> Upstreams:
-    """The upstream mapping of a service: its configured URLs or its docker containers."""
+    """The upstream mapping of a service: its configured URLs by release, or its containers.
+
+    With target ``none`` the mapping is by release id: ``deploy.upstreams.releases``, plus,
+    while the deprecated role form is trusted (the stable release is still the service's
+    first), each role URL pinned to the one release it serves. BadInput (exit 2) if the
+    live route names a release no endpoint serves.
+    """
+    from releaser.api.endpoints import require_endpoints, roles_trusted
+    from releaser.api.state import service_state
+
     deploy = ws.config.service(service).deploy
     if deploy is not None and deploy.target == "docker":
         from releaser.integrations.docker_target import ContainerUpstreams
@@ -43,10 +68,40 @@ def upstreams_of(ws: Workspace, service: str) -> Upstreams:
         raise BadInput(
             f"service {service!r} has no upstreams for the gateway",
             hint=f"add to services.{service} in releaser.yaml: deploy: {{upstreams: "
-            "{baseline: http://127.0.0.1:8001, candidate: http://127.0.0.1:8002}}, "
-            "or deploy: {target: docker}",
+            "{releases: {<release id>: http://127.0.0.1:8001}}}, or deploy: {target: docker}",
         )
-    return StaticUpstreams.from_config(deploy.upstreams)
+    urls = deploy.upstreams
+    route = _live_route(ws, service)
+    sides = _sides(route)
+    state = service_state(ws, service)
+    stable = route.stable if route is not None and route.stable else None
+    if stable is not None:
+        require_endpoints(ws, service, sides, state=state, stable=stable, doing=f"serve {service}")
+    first = state.known_good[0] if state.known_good else None
+    if not (urls.by_role and roles_trusted(first, stable)):
+        return StaticUpstreams(urls.baseline, None, dict(urls.releases), by_role=False)
+    # The role form, trusted: each role URL is pinned to the release it serves now (or,
+    # before the first release, to the first release seen in that role).
+    ups = StaticUpstreams(urls.baseline, urls.candidate, dict(urls.releases), pin_roles=True)
+    for release, role in sides.items():
+        ups.url_for(Assignment(service, release, "candidate" if role == "candidate" else "stable"))
+    return ups
+
+
+def _require_served(ws: Workspace, service: str, ups: Upstreams) -> None:
+    """BadInput if a release of the live route has no endpoint in ``ups``."""
+    route = _live_route(ws, service)
+    variant: dict[EndpointRole, Variant] = {
+        "stable": "stable" if route is None or route.candidate is None else "baseline",
+        "candidate": "candidate",
+    }
+    for release, role in _sides(route).items():
+        if ups.url_for(Assignment(service, release, variant[role])) is None:
+            raise BadInput(
+                f"cannot serve {service}: no endpoint serves its {role} release {release}",
+                hint=f"start it first ('releaser containers up {service} --release "
+                f"{release}'), then run 'releaser serve {service}' again",
+            )
 
 
 @contextmanager
@@ -56,13 +111,16 @@ def gateway_for(
     """A gateway for ``service`` with its own router on the workspace's store; closed after.
 
     Raises ExternalUnavailable if the store cannot be read at start, NotFound for a service
-    not in releaser.yaml, BadInput if it has no upstreams.
+    not in releaser.yaml, BadInput if it has no upstreams or if a release of its live route
+    has no endpoint (the gateway labels a response only with the release its endpoint
+    serves).
     """
     from releaser.router import Router
 
     deploy = ws.config.service(service).deploy
     ups = upstreams if upstreams is not None else upstreams_of(ws, service)
     try:
+        _require_served(ws, service, ups)
         router = Router(ws.store_url)
     except BaseException:
         ups.close()

@@ -136,3 +136,22 @@ def test_validate_refuses_a_backreference_and_a_lookaround_with_line_and_hint(
     assert "RE2 has no backreferences: rewrite without \\1" in res.err
     assert "invalid perl operator: (?!" in res.err and "RE2 has no lookaheads" in res.err
     assert "Traceback" not in res.err
+
+
+def test_validate_warns_that_role_keyed_upstreams_are_read_only_until_a_promotion(
+    tmp_path: Path, cli
+) -> None:
+    repo = _git_repo(tmp_path / "svc")
+    assert cli("init", cwd=repo).code == 0
+    cfg = repo / "releaser.yaml"
+    marker = "    irreversible: false\n"
+    role_form = "    deploy: {upstreams: {baseline: 'http://127.0.0.1:8001'}}\n"
+    cfg.write_text(cfg.read_text().replace(marker, marker + role_form, 1))
+    res = cli("validate", cwd=repo)
+    assert res.code == 0, res.err
+    assert "warning: services.case-triage.deploy.upstreams: baseline/candidate" in res.err
+    assert "until the first promotion" in res.err and "'releases:'" in res.err
+    per_release = "    deploy: {upstreams: {releases: {38a2c1d0: 'http://127.0.0.1:8001'}}}\n"
+    cfg.write_text(cfg.read_text().replace(role_form, per_release, 1))
+    res = cli("validate", cwd=repo)
+    assert res.code == 0 and "warning" not in res.err

@@ -68,6 +68,15 @@ def test_docker_target_needs_no_upstreams_and_has_container_defaults() -> None:
         ("deploy: {target: docker, limits: {max_connections: 0}}", "max_connections", ""),
         ("deploy: {target: docker, limits: {max_header_bytes: 100}}", "max_header_bytes", ""),
         ("deploy: {target: docker, limits: {max_requests: 5}}", "max_requests", ""),
+        ("deploy: {upstreams: {}}", "upstreams", "names no endpoint"),
+        ("deploy: {upstreams: {releases: {abc: 'http://x'}}}", "releases", "not a release id"),
+        ("deploy: {upstreams: {releases: {ABCD: 'http://x'}}}", "releases", "not a release"),
+        (
+            "deploy: {upstreams: {releases: {abcd: 'http://x', abcd12: 'http://y'}}}",
+            "releases",
+            "overlap",
+        ),
+        ("deploy: {upstreams: {candidate: 'http://x'}}", "upstreams", "no baseline URL"),
     ],
 )
 def test_bad_deploy_sections_are_reported_with_their_place(
@@ -102,3 +111,50 @@ def test_gateway_limits_have_bounded_defaults_and_can_be_set() -> None:
     assert custom.deploy.limits.max_body_bytes == 1024
     assert custom.deploy.limits.body_timeout_s == 2.5
     assert custom.deploy.limits.max_header_bytes == 16_384  # the rest keep their defaults
+
+
+def test_endpoints_are_looked_up_by_release_and_by_role_only_while_trusted() -> None:
+    deploy = (
+        parse_config(
+            _with(
+                """
+deploy:
+  upstreams:
+    baseline: http://127.0.0.1:8001
+    candidate: http://127.0.0.1:8002
+    releases: {38a2c1d0: "http://127.0.0.1:8003"}
+"""
+            )
+        )
+        .service("triage")
+        .deploy
+    )
+    assert deploy is not None and deploy.served_by_gateway
+    urls = deploy.upstreams
+    assert urls is not None and urls.by_role
+    # a release (by a prefix of its id) keeps its endpoint whatever its role
+    for role in ("stable", "candidate"):
+        for trusted in (True, False):
+            found = urls.endpoint_for("38a2c1d0ffee", role, roles_trusted=trusted)  # type: ignore[arg-type]
+            assert found == "http://127.0.0.1:8003"
+    # the role form answers only while trusted (before the first promotion)
+    assert urls.endpoint_for("9f01", "stable", roles_trusted=True) == "http://127.0.0.1:8001"
+    assert urls.endpoint_for("9f01", "candidate", roles_trusted=True) == "http://127.0.0.1:8002"
+    assert urls.endpoint_for("9f01", "stable", roles_trusted=False) is None
+    assert urls.endpoint_for("9f01", "candidate", roles_trusted=False) is None
+
+
+def test_per_release_upstreams_need_no_role_urls() -> None:
+    deploy = (
+        parse_config(_with('deploy: {upstreams: {releases: {9f01b7e4: "http://127.0.0.1:8001/"}}}'))
+        .service("triage")
+        .deploy
+    )
+    assert deploy is not None and deploy.upstreams is not None
+    assert not deploy.upstreams.by_role
+    assert deploy.upstreams.releases == {"9f01b7e4": "http://127.0.0.1:8001"}
+    assert (
+        not parse_config(_with("deploy: {target: docker}"))
+        .service("triage")
+        .deploy.served_by_gateway
+    )  # type: ignore[union-attr]

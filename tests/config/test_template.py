@@ -98,7 +98,7 @@ def test_commented_github_and_deploy_examples_are_valid_once_uncommented(tmp_pat
 
     keys = (
         "github:|  environment|  deployments|  gate_status|  pr_comments|  release_on_production"
-        "|deploy:|  target|  upstreams|    baseline|    candidate|  unit_header"
+        "|deploy:|  target|  upstreams|    releases|      38a2c1d0|  unit_header"
     )
     text = re.sub(rf"^(\s*)# ({keys})", r"\1\2", INIT_TEMPLATE, flags=re.M)
     assert text != INIT_TEMPLATE

@@ -172,6 +172,8 @@ def test_healthz_and_metrics(gateway: tuple[Gateway, RunningGateway], router: Ro
         "service": SERVICE,
         "snapshot_version": router.snapshot_version,
         "store": "reachable",
+        "serving": {"stable": "rel-base", "candidate": "rel-cand"},
+        "route": "served",
     }
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
@@ -183,6 +185,7 @@ def test_healthz_and_metrics(gateway: tuple[Gateway, RunningGateway], router: Ro
     assert any('variant="baseline"' in ln and 'code="200"' in ln for ln in lines)
     assert "releaser_gateway_request_duration_seconds_bucket" in text
     assert "releaser_gateway_store_reachable" in text
+    assert f'releaser_gateway_route_unserved{{service="{SERVICE}"}} 0.0' in text
 
 
 def test_no_route_yet_proxies_to_the_baseline_until_the_first_rollout(

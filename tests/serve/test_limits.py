@@ -48,10 +48,15 @@ services:
 
 
 class GatewayProcess:
-    """``releaser serve assist --port 0`` in a workspace of its own; ``url`` as it printed."""
+    """``releaser serve SERVICE --port 0`` in a workspace of its own; ``url`` as it printed."""
 
     def __init__(
-        self, root: Path, *, nofile: int | None = None, extra_args: tuple[str, ...] = ()
+        self,
+        root: Path,
+        *,
+        nofile: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        service: str = "assist",
     ) -> None:
         def limit_files() -> None:
             if nofile is not None:
@@ -59,7 +64,7 @@ class GatewayProcess:
 
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "NO_COLOR": "1"}
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "releaser"), "serve", "assist", "--port", "0"],
+            [str(Path(sys.executable).parent / "releaser"), "serve", service, "--port", "0"],
             cwd=root,
             env=env,
             stdout=subprocess.PIPE,
