@@ -71,14 +71,18 @@ def test_parameters_mlflow_cannot_hold_still_round_trip(
     spec = make_spec(name, parameters={"temperature": -1, "top_p": 7, "custom": {"x": [1]}})
     assert mlflow_sqlite_backend.register(spec).parameters == spec.parameters
     assert mlflow_sqlite_backend.get(name).parameters == spec.parameters
-    client = MlflowClient(registry_uri=mlflow_sqlite_backend.registry_uri)
+    client = MlflowClient(
+        tracking_uri=mlflow_sqlite_backend.registry_uri,
+        registry_uri=mlflow_sqlite_backend.registry_uri,
+    )
     assert client.get_prompt_version(name, 1).model_config is None  # MLflow's schema refused it
 
 
 MOVE_ALIAS = """
 import sys
 from mlflow import MlflowClient
-MlflowClient(registry_uri=sys.argv[1]).set_prompt_alias(sys.argv[2], "production", 2)
+client = MlflowClient(tracking_uri=sys.argv[1], registry_uri=sys.argv[1])
+client.set_prompt_alias(sys.argv[2], "production", 2)
 """
 
 
@@ -135,7 +139,10 @@ def test_edited_tags_are_detected(
     from mlflow import MlflowClient
 
     mlflow_sqlite_backend.register(make_spec(name))
-    client = MlflowClient(registry_uri=mlflow_sqlite_backend.registry_uri)
+    client = MlflowClient(
+        tracking_uri=mlflow_sqlite_backend.registry_uri,
+        registry_uri=mlflow_sqlite_backend.registry_uri,
+    )
     client.set_prompt_version_tag(name, 1, "promptregistry.variables", '{"who": "int"}')
     with pytest.raises(InvalidPrompt, match="changed after it was registered"):
         mlflow_sqlite_backend.get(name, version=1)
@@ -160,7 +167,10 @@ def test_history_is_one_tag_per_move_and_keeps_the_newest(
     history = mlflow_sqlite_backend.alias_history(name, "production")
     assert [(c.from_version, c.to_version) for c in history] == [(2, 3), (3, 4)]
     assert [c.to_version for c in mlflow_sqlite_backend.alias_history(name, "prod")] == [1]
-    client = MlflowClient(registry_uri=mlflow_sqlite_backend.registry_uri)
+    client = MlflowClient(
+        tracking_uri=mlflow_sqlite_backend.registry_uri,
+        registry_uri=mlflow_sqlite_backend.registry_uri,
+    )
     tags = client.get_prompt(name).tags
     kept = [k for k in tags if k.startswith("promptregistry.alias_history.production.")]
     assert len(kept) == 2
@@ -174,7 +184,10 @@ def test_name_taken_by_a_model_is_refused(
 ) -> None:
     from mlflow import MlflowClient
 
-    MlflowClient(registry_uri=mlflow_sqlite_backend.registry_uri).create_registered_model(name)
+    MlflowClient(
+        tracking_uri=mlflow_sqlite_backend.registry_uri,
+        registry_uri=mlflow_sqlite_backend.registry_uri,
+    ).create_registered_model(name)
     with pytest.raises(InvalidPrompt, match="already an MLflow registered model"):
         mlflow_sqlite_backend.register(make_spec(name))
     assert name not in mlflow_sqlite_backend.list_names()
