@@ -149,6 +149,17 @@ class PostgresStore(AuditReads):
             )
             return [_record(row) for row in rows]
 
+    def _lock_head(self, cur: _Cursor) -> tuple[Any, ...]:
+        """The audit head row, locked: the lock orders all writers until COMMIT."""
+        cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+        head = cur.fetchone()
+        if head is None:
+            raise ReleaserError(
+                f"the state store {self._url} has no audit head row",
+                hint="the schema was altered by hand; restore it from a backup",
+            )
+        return tuple(head)
+
     def commit(
         self, writes: Sequence[Write], event: EventDraft, *, also: Sequence[EventDraft] = ()
     ) -> AuditEvent:
@@ -158,14 +169,7 @@ class PostgresStore(AuditReads):
         payloads = [(encode_event(event, prepared or None), event.subject)]
         payloads += [(encode_event(e), e.subject) for e in also]
         with self._transaction() as cur:
-            # The head row lock orders all writers; it is held until COMMIT.
-            cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-            head = cur.fetchone()
-            if head is None:
-                raise ReleaserError(
-                    f"the state store {self._url} has no audit head row",
-                    hint="the schema was altered by hand; restore it from a backup",
-                )
+            head = self._lock_head(cur)
             apply_writes(
                 cur.execute,
                 prepared,
@@ -178,12 +182,7 @@ class PostgresStore(AuditReads):
             for payload, subject in payloads:
                 raw = append_event(cur.execute, head, payload, subject, ph="%s")
                 head, first = (raw.seq, raw.hash), first or raw
-            # Delivered to listeners only when (and if) the transaction commits.
-            # The channel is shared by every schema in the database: the payload names ours.
-            cur.execute(
-                "SELECT pg_notify(%s, current_schema() || ':' || %s)",
-                (NOTIFY_CHANNEL, str(raw.seq)),
-            )
+            _notify(cur, raw.seq)
         assert first is not None
         return AuditEvent.from_raw(first)
 
@@ -198,19 +197,10 @@ class PostgresStore(AuditReads):
         transaction (see the Store protocol)."""
         payload = encode_event(event)
         with self._transaction() as cur:
-            cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-            head = cur.fetchone()
-            if head is None:
-                raise ReleaserError(
-                    f"the state store {self._url} has no audit head row",
-                    hint="the schema was altered by hand; restore it from a backup",
-                )
+            head = self._lock_head(cur)
             apply_prune(cur.execute, deletes, histograms_of, ph="%s")
             raw = append_event(cur.execute, head, payload, event.subject, ph="%s")
-            cur.execute(
-                "SELECT pg_notify(%s, current_schema() || ':' || %s)",
-                (NOTIFY_CHANNEL, str(raw.seq)),
-            )
+            _notify(cur, raw.seq)
         return AuditEvent.from_raw(raw)
 
     def wait_for_change(self, last_token: int, timeout_s: float) -> int:
@@ -511,3 +501,11 @@ def _stored_threshold(cur: _Cursor, p: PreparedMetric) -> float | None:
 def _record(row: tuple[Any, ...]) -> Record:
     kind, key, version, value, updated_at = row
     return Record(str(kind), str(key), int(version), dict(value), str(updated_at))
+
+
+def _notify(cur: _Cursor, seq: int) -> None:
+    """Tell listeners of the commit, delivered only when (and if) the transaction commits.
+
+    The channel is shared by every schema in the database: the payload names ours.
+    """
+    cur.execute("SELECT pg_notify(%s, current_schema() || ':' || %s)", (NOTIFY_CHANNEL, str(seq)))

@@ -17,29 +17,18 @@ import pytest
 from releaser.core.audit import EventDraft
 from releaser.core.routing import ROUTE_KIND, GroupDef, ReleaseArtifacts, ServiceRoute
 from releaser.store.base import Store, Write
-from tests.store_backends import BACKENDS, Backend, store  # noqa: F401  (store is a fixture)
-from tests.store_backends import make_backend as _make_backend
+from tests.store_backends import (  # noqa: F401  (backend and store are fixtures)
+    Backend,
+    backend,
+    make_backend,
+    store,
+)
 
 AT = "2025-01-02T03:04:05Z"
 SEED = 2_718_281_828
 
 StoreBackend = Backend
 """A test's store backend (``tests/store_backends.py``, shared with the store suite)."""
-
-
-def make_backend(name: str, tmp_path: Path) -> Backend:
-    """A fresh backend by name, in a schema of the router suite's own on PostgreSQL."""
-    return _make_backend(name, tmp_path, prefix="releaser_router_test")
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """A fresh, empty backend on every store kind."""
-    made = make_backend(request.param, tmp_path)
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 @pytest.fixture
