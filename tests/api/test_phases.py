@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +9,6 @@ from typing import TYPE_CHECKING
 import pytest
 
 from releaser.api.audit import audit_log
-from releaser.api.gates import run_gate
 from releaser.api.phases import (
     advance_phase,
     approvals,
@@ -19,9 +17,7 @@ from releaser.api.phases import (
     phase_status,
     record_evidence,
 )
-from releaser.api.releases import create_release
-from releaser.api.workspace import open_workspace
-from releaser.demo.workspace import ExampleWorkspace
+from releaser.api.workspace import Workspace
 from releaser.errors import BadInput, CheckFailed
 
 if TYPE_CHECKING:
@@ -31,37 +27,15 @@ pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
 
 
-@pytest.fixture(scope="module")
-def phased(
-    prompted_workspace: ExampleWorkspace,
-    tmp_path_factory: pytest.TempPathFactory,
-    owner_keys: OwnerKeys,
-) -> tuple[Path, str]:
-    """A workspace with one release (created by 'tester') that passed its eval gate.
-
-    Every owner's signing key is in releaser.yaml at the release's commit.
-    """
-    root = tmp_path_factory.mktemp("phases") / "ws"
-    shutil.copytree(prompted_workspace.root, root, symlinks=True)
-    owner_keys.enrol(root, ["priya", "tom", "sam", "alex"])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RELEASER_ACTOR", "tester")
-        ws = open_workspace(root)
-        try:
-            rid = create_release(ws, SERVICE).release.id
-            assert run_gate(ws, SERVICE, rid).passed
-        finally:
-            ws.close()
-    return root, rid
+@pytest.fixture
+def phased(keyed_release: tuple[Path, str]) -> tuple[Path, str]:
+    """The shared gated release whose owners sign (``tests/api/conftest.py``)."""
+    return keyed_release
 
 
 @pytest.fixture
-def ws(phased: tuple[Path, str], tmp_path: Path):
-    dest = tmp_path / "ws"
-    shutil.copytree(phased[0], dest, symlinks=True)
-    workspace = open_workspace(dest)
-    yield workspace
-    workspace.close()
+def ws(keyed_ws: Workspace) -> Workspace:
+    return keyed_ws
 
 
 def _items(check) -> dict[str, tuple[bool, str]]:

@@ -19,44 +19,27 @@ import pytest
 
 from releaser.api.approvals import approval_statement
 from releaser.api.context import current_actor
-from releaser.api.gates import run_gate
 from releaser.api.phases import APPROVAL_KIND, approval_checks, approvals, approve, check_phase
 from releaser.api.releases import create_release
 from releaser.api.workspace import Workspace, open_workspace
 from releaser.core.audit import EventDraft
 from releaser.core.signing import APPROVAL_NAMESPACE, CHECKPOINT_NAMESPACE
-from releaser.demo.workspace import ExampleWorkspace
 from releaser.errors import BadInput
 from releaser.integrations.ssh_signing import sign
 from releaser.store.base import Write
 
 if TYPE_CHECKING:
-    from conftest import OwnerKeys
+    pass
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
 TOM = "tom.okafor@example.org"
 
 
-@pytest.fixture(scope="module")
-def signed(
-    prompted_workspace: ExampleWorkspace,
-    tmp_path_factory: pytest.TempPathFactory,
-    owner_keys: OwnerKeys,
-) -> tuple[Path, str]:
-    """A release by 'tester' at a commit that lists every owner's key (mallory's is not)."""
-    root = tmp_path_factory.mktemp("signed") / "ws"
-    shutil.copytree(prompted_workspace.root, root, symlinks=True)
-    owner_keys.enrol(root, ["priya", "tom", "sam", "alex"])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RELEASER_ACTOR", "tester")
-        ws = open_workspace(root)
-        try:
-            rid = create_release(ws, SERVICE).release.id
-            assert run_gate(ws, SERVICE, rid).passed
-        finally:
-            ws.close()
-    return root, rid
+@pytest.fixture
+def signed(keyed_release: tuple[Path, str]) -> tuple[Path, str]:
+    """The shared gated release whose owners sign (``tests/api/conftest.py``)."""
+    return keyed_release
 
 
 @pytest.fixture(autouse=True)
@@ -66,12 +49,8 @@ def _not_the_creator(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def ws(signed: tuple[Path, str], tmp_path: Path):
-    dest = tmp_path / "ws"
-    shutil.copytree(signed[0], dest, symlinks=True)
-    workspace = open_workspace(dest)
-    yield workspace
-    workspace.close()
+def ws(keyed_ws: Workspace) -> Workspace:
+    return keyed_ws
 
 
 def _pilot_item(ws: Workspace) -> tuple[bool, str]:
