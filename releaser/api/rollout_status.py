@@ -6,6 +6,7 @@ figures and a preview of that decision without writing anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,19 @@ if TYPE_CHECKING:
 
     # numpy and scipy load with the analysis: only advance and status need them.
     from releaser.core.analysis import Decision
+    from releaser.core.stats_guardrails import Agreement
 
-__all__ = ["StatusReport", "decide_step", "rollout_status", "slow_threshold", "variant_totals"]
+Metrics = Mapping[tuple[int, str], VariantStats]
+"""A rollout's stored aggregates by (step, variant), as the store reads them."""
+
+__all__ = [
+    "StatusReport",
+    "decide_step",
+    "rollout_status",
+    "shadow_agreement",
+    "slow_threshold",
+    "variant_totals",
+]
 
 
 def slow_threshold(ws: Workspace, service: str) -> float | None:
@@ -45,13 +57,42 @@ def variant_totals(ws: Workspace, rollout: ro.Rollout) -> tuple[VariantStats, Va
     return _with_slow_counts(_merged_totals(ws, rollout), slow_threshold(ws, rollout.service))
 
 
-def _merged_totals(ws: Workspace, rollout: ro.Rollout) -> tuple[VariantStats, VariantStats]:
-    """The stored per-step aggregates added up per variant (one store read)."""
+def _merged_totals(
+    ws: Workspace, rollout: ro.Rollout, metrics: Metrics | None = None
+) -> tuple[VariantStats, VariantStats]:
+    """The stored per-step aggregates added up per variant (one store read).
+
+    In a shadow step the candidate's quality scores are agreement scores, so they are left
+    out of its quality: the candidate's errors and latency count, its answers' agreement
+    is read by :func:`shadow_agreement`.
+    """
+    if metrics is None:
+        metrics = ws.store.read_metrics(rollout.id)
+    shadow_steps = {i for i, step in enumerate(rollout.steps) if step.shadow is not None}
     totals = {"baseline": VariantStats(), "candidate": VariantStats()}
-    for (_step, variant), stats in ws.store.read_metrics(rollout.id).items():
+    for (step, variant), stats in metrics.items():
         if variant in totals:
+            if variant == "candidate" and step in shadow_steps:
+                stats = stats.model_copy(
+                    update={"quality_count": 0, "quality_sum": 0.0, "quality_sumsq": 0.0}
+                )
             totals[variant] = totals[variant].merge(stats)
     return totals["baseline"], totals["candidate"]
+
+
+def shadow_agreement(rollout: ro.Rollout, metrics: Metrics) -> Agreement | None:
+    """The live shadow step's agreement scores and floor; None outside a shadow step."""
+    from releaser.core.stats_guardrails import Agreement
+
+    plan = rollout.current.shadow
+    if plan is None:
+        return None
+    stats = metrics.get((rollout.step, "candidate"))
+    return Agreement(
+        compared=stats.quality_count if stats else 0,
+        score_sum=stats.quality_sum if stats else 0.0,
+        floor=plan.min_agreement,
+    )
 
 
 def _with_slow_counts(
@@ -75,16 +116,24 @@ def decide_step(
     now: str,
     *,
     totals: tuple[VariantStats, VariantStats] | None = None,
+    agreement: Agreement | None = None,
 ) -> Decision:
     """What the analysis would decide for the live step now (pure; nothing written).
 
-    ``totals`` are the variants' :func:`variant_totals` when the caller has them.
+    ``totals`` are the variants' :func:`variant_totals` and ``agreement`` the shadow
+    step's :func:`shadow_agreement`, when the caller has them.
     """
     from releaser.core.analysis import decide
     from releaser.core.stats_guardrails import Guardrails
     from releaser.core.stats_state import AnalysisState
 
-    baseline, candidate = totals if totals is not None else variant_totals(ws, rollout)
+    if totals is None:
+        metrics = ws.store.read_metrics(rollout.id)
+        totals = _with_slow_counts(
+            _merged_totals(ws, rollout, metrics), slow_threshold(ws, rollout.service)
+        )
+        agreement = shadow_agreement(rollout, metrics)
+    baseline, candidate = totals
     step = rollout.current
     guard = Guardrails(**rollout.guardrails) if rollout.guardrails else None
     analysis = AnalysisState.model_validate(state.analysis) if state.analysis else None
@@ -99,6 +148,7 @@ def decide_step(
         bake_required_s=step.bake_s,
         is_last_step=rollout.step + 1 >= len(rollout.steps),
         comparisons=rollout.comparisons or ("error_rate", "latency", "quality_score"),  # type: ignore[arg-type]
+        agreement=agreement,
     )
 
 
@@ -119,6 +169,8 @@ class StatusReport:
     endpoints: tuple[Endpoint, ...] | None = None
     """The endpoint serving each side (stable, candidate) when the gateway serves the
     service (its URL None when releaser.yaml names none); None when not known here."""
+    agreement: Agreement | None = None
+    """In a shadow step: the mirrored answers compared and their agreement."""
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``rollout status --json`` shape."""
@@ -150,7 +202,21 @@ class StatusReport:
                 if self.endpoints is None
                 else {e.role: {"release": e.release, "url": e.url} for e in self.endpoints}
             ),
+            "shadow": self._shadow(),
             "problems": list(self.problems),
+        }
+
+    def _shadow(self) -> dict[str, Any] | None:
+        """The shadow step's figures: mirrored calls (the candidate's) and agreement."""
+        if self.agreement is None or self.rollout is None:
+            return None
+        plan = self.rollout.current.shadow
+        return {
+            "percent": plan.percent if plan else None,
+            "mirrored": self.candidate.requests if self.candidate else 0,
+            "compared": self.agreement.compared,
+            "agreement": self.agreement.rate,
+            "min_agreement": self.agreement.floor,
         }
 
 
@@ -168,7 +234,9 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         return StatusReport(state, last, None, None, None, None, owed=owed, endpoints=sides)
     rollout, _rec = rollout_record(ws, state.active_rollout)
     problems: tuple[str, ...] = ()
-    totals = _merged_totals(ws, rollout)
+    metrics = ws.store.read_metrics(rollout.id)
+    totals = _merged_totals(ws, rollout, metrics)
+    agreement = shadow_agreement(rollout, metrics)
     try:
         threshold = slow_threshold(ws, service)
     except ConfigError as exc:
@@ -181,7 +249,9 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         baseline, candidate = _with_slow_counts(totals, threshold)
         running = rollout.status == "running"
         preview = (
-            decide_step(ws, state, rollout, now, totals=(baseline, candidate)) if running else None
+            decide_step(ws, state, rollout, now, totals=(baseline, candidate), agreement=agreement)
+            if running
+            else None
         )
     return StatusReport(
         state,
@@ -193,6 +263,7 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         problems,
         owed,
         _endpoints(ws, state, rollout.candidate),
+        agreement,
     )
 
 

@@ -43,6 +43,7 @@ from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
 from releaser.core.effects import SideEffect, TrafficChange
 from releaser.core.release import FieldChange, Release
+from releaser.core.shadow import ShadowPlan
 from releaser.errors import BadInput, NotFound
 from releaser.store.base import Record, Write
 
@@ -231,6 +232,7 @@ def _steps(plan: RolloutPlan) -> list[ro.StepPlan]:
             percent=s.percent,
             bake_s=s.bake_minutes * 60.0,
             min_samples=s.min_samples,
+            shadow=None if s.shadow is None else ShadowPlan(**s.shadow.model_dump()),
         )
         for s in plan.steps
     ]

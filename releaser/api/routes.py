@@ -65,6 +65,7 @@ def build_route(
         groups=list(step.groups),
         group_defs=_group_defs(ws, service, list(step.groups)),
         paused=rollout.status == "paused",
+        shadow=step.shadow,
         artifacts=artifacts,
         updated_at=now,
     )

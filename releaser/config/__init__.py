@@ -42,6 +42,7 @@ _LAZY = (
     "RolloutStep",
     "ScorerSpec",
     "Service",
+    "ShadowSpec",
     "Slos",
     "UserGroup",
     "default_rollout_plan",

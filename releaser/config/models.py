@@ -48,6 +48,7 @@ __all__ = [
     "RolloutStep",
     "ScorerSpec",
     "Service",
+    "ShadowSpec",
     "Slos",
     "UserGroup",
     "default_rollout_plan",
@@ -89,6 +90,7 @@ from releaser.config.service import (
     RolloutStep,
     ScorerSpec,
     Service,
+    ShadowSpec,
     Slos,
     default_rollout_plan,
 )

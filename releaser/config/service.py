@@ -314,6 +314,65 @@ class Guardrails(_Model):
     )
 
 
+_COMPARE_PATTERN = r"^(json|text|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
+_PATH_PATTERN = r"^[^.\s]+(\.[^.\s]+)*$"
+_HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _mirrored_methods() -> list[_HttpMethod]:
+    return ["GET", "POST"]
+
+
+class ShadowSpec(_Model):
+    """A shadow step: requests also sent to the candidate, whose answers are only judged."""
+
+    percent: float = Field(
+        default=10, gt=0, le=100, description="Share of requests mirrored to the candidate, %."
+    )
+    compare: str = Field(
+        default="json",
+        pattern=_COMPARE_PATTERN,
+        description="How answers agree: 'json' (equal JSON documents), 'text' (equal after "
+        "case folding and collapsing white space) or 'module:function' returning a bool or a "
+        "score in [0, 1] for (stable, candidate).",
+    )
+    path: str | None = Field(
+        default=None,
+        pattern=_PATH_PATTERN,
+        max_length=512,
+        description="Dotted path into JSON answers, e.g. 'choices.0.message.content'; only "
+        "that value is compared.",
+    )
+    min_agreement: float = Field(
+        default=0.95, gt=0, le=1, description="Smallest share of agreeing answers."
+    )
+    max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Mirrored requests in flight at once; past it a request is not mirrored.",
+    )
+    timeout_ms: float = Field(
+        default=10_000,
+        gt=0,
+        le=MAX_TIMEOUT_S * 1000,
+        description="Time a mirrored call may "
+        "take; past it the candidate's answer counts as an error.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1,
+        le=64 * 1_048_576,
+        description="Largest request or answer mirrored and compared, in bytes.",
+    )
+    methods: list[_HttpMethod] = Field(
+        default_factory=_mirrored_methods,
+        min_length=1,
+        description="Request methods mirrored. The candidate must not act on a mirrored "
+        "request (it carries X-Releaser-Shadow: 1).",
+    )
+
+
 class RolloutStep(_Model):
     """One cohort: named groups first, then a percentage of everyone else."""
 
@@ -330,6 +389,12 @@ class RolloutStep(_Model):
         ge=0,
         le=MAX_COUNT,
         description="Minimum requests per variant before deciding.",
+    )
+    shadow: ShadowSpec | None = Field(
+        default=None,
+        description="Make this (first) step a shadow step: percent 0, no groups; the "
+        "candidate answers mirrored requests only and is judged on errors, latency and "
+        "agreement with the stable answers.",
     )
 
     @field_validator("groups")
@@ -398,7 +463,9 @@ class RolloutPlan(_Model):
                 )
             )
         for i, step in enumerate(self.steps):
-            if step.percent == 0 and not step.groups:
+            if step.shadow is not None:
+                issues += _shadow_issues(i, step)
+            elif step.percent == 0 and not step.groups:
                 issues.append(
                     Issue(
                         ("steps", i),
@@ -408,6 +475,30 @@ class RolloutPlan(_Model):
                 )
         raise_issues(issues)
         return self
+
+
+def _shadow_issues(index: int, step: RolloutStep) -> list[Issue]:
+    """What is wrong with a shadow step where it stands."""
+    found: list[Issue] = []
+    if index != 0:
+        found.append(
+            Issue(
+                ("steps", index, "shadow"),
+                f"step {step.name!r} is a shadow step but not the first",
+                "only the first step may be a shadow step: it comes before any user is "
+                "served by the candidate",
+            )
+        )
+    if step.percent != 0 or step.groups:
+        found.append(
+            Issue(
+                ("steps", index, "percent" if step.percent else "groups"),
+                f"the shadow step {step.name!r} would serve users",
+                "a shadow step serves nobody: give it percent: 0 and no groups (the share "
+                "mirrored is shadow.percent)",
+            )
+        )
+    return found
 
 
 def default_rollout_plan() -> RolloutPlan:

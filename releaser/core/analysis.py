@@ -26,7 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.core.stats_aggregates import VariantStats
 from releaser.core.stats_counts import ratio_confidence_sequence, regression_log_e_from_grid
-from releaser.core.stats_guardrails import GuardrailBreach, Guardrails, check_guardrails
+from releaser.core.stats_guardrails import (
+    Agreement,
+    GuardrailBreach,
+    Guardrails,
+    check_agreement,
+    check_guardrails,
+)
 from releaser.core.stats_means import normal_mixture_log_e, normal_mixture_radius
 from releaser.core.stats_state import AnalysisState, RatioState, update_state
 from releaser.errors import BadInput
@@ -293,11 +299,15 @@ def decide(
     bake_required_s: float,
     is_last_step: bool,
     comparisons: Sequence[Metric] = METRICS,
+    agreement: Agreement | None = None,
 ) -> Decision:
     """What to do with a rollout step now: roll back, hold, advance or promote.
 
     Roll back on any regression or guardrail breach; advance (promote on the last step)
-    only after the bake time with ``min_samples`` requests per variant; else hold.
+    only after the bake time with ``min_samples`` requests per variant; else hold. In a
+    shadow step (``agreement`` given) the candidate's figures are its mirrored calls',
+    agreement below its floor is a breach too, and advancing also waits for
+    ``min_samples`` compared answers.
 
     Pass the ``state`` from the previous decision (None on the first look of a rollout):
     the tests are anytime-valid across looks only through it.
@@ -305,7 +315,12 @@ def decide(
     new_state, tests = analyse(
         state or AnalysisState(), baseline, candidate, alpha=alpha, comparisons=comparisons
     )
-    breaches = check_guardrails(candidate, guardrails or Guardrails())
+    guard = guardrails or Guardrails()
+    breaches = check_guardrails(candidate, guard)
+    if agreement is not None:
+        disagrees = check_agreement(agreement, guard)
+        if disagrees is not None:
+            breaches.append(disagrees)
     regressions = [t for t in tests if t.regression_detected]
     if breaches or regressions:
         reasons = [f"guardrail: {b.explain()}" for b in breaches]
@@ -319,6 +334,11 @@ def decide(
             waiting.append(
                 f"waiting for samples: {name} has {stats.requests} of {min_samples} requests"
             )
+    if agreement is not None and agreement.compared < max(min_samples, 1):
+        waiting.append(
+            f"waiting for compared answers: {agreement.compared} of {max(min_samples, 1)} "
+            "mirrored requests"
+        )
     if bake_elapsed_s < bake_required_s:
         waiting.append(
             f"baking: {_elapsed(bake_elapsed_s, bake_required_s)} of "
@@ -329,8 +349,12 @@ def decide(
             action="hold", reasons=waiting, tests=tests, breaches=breaches, state=new_state
         )
     largest = max((t.e_value for t in tests), default=1.0)
+    shadowed = ""
+    if agreement is not None and agreement.rate is not None:
+        shadowed = f", agreement {100 * agreement.rate:.2f}% of {agreement.compared}"
+    what = "mirrored" if agreement is not None else "candidate"
     reasons = [
-        f"no regression after {candidate.requests} candidate requests "
+        f"no regression after {candidate.requests} {what} requests{shadowed} "
         f"(largest e-value {_fmt_e(largest)}, threshold {len(set(comparisons)) / alpha:g}); "
         "bake time and samples met"
     ]

@@ -14,6 +14,8 @@ after them. A rollback after a promotion is still recorded on the rollout
 that promoted, so its history tells the whole story. Every function takes
 ``now`` (an ISO UTC string) from its caller and returns a new Rollout; an
 illegal transition raises :class:`IllegalTransition` and changes nothing.
+A rollout may begin with a shadow step (``StepPlan.shadow``, percent 0, no groups): the
+candidate serves nobody and is judged on mirrored requests (:mod:`releaser.core.shadow`).
 Cohorts are cumulative: a step reaches every group named by it *or any
 earlier step*, and its percentage never falls, so widening never moves a
 unit out of the candidate.
@@ -26,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from releaser.core.shadow import ShadowPlan
 from releaser.errors import BadInput
 
 __all__ = [
@@ -72,6 +75,9 @@ class StepPlan(BaseModel):
     percent: float = Field(ge=0, le=100)
     bake_s: float = Field(ge=0)
     min_samples: int = Field(ge=0)
+    shadow: ShadowPlan | None = Field(
+        default=None, description="Set on a shadow step: the candidate serves no user."
+    )
 
 
 class DecisionRecord(BaseModel):
@@ -164,6 +170,13 @@ def start(
         raise BadInput(
             f"release {candidate} is already the stable release of {service}",
             hint="create a new release with 'releaser release create' and roll that out",
+        )
+    shadows = [i for i, s in enumerate(steps) if s.shadow is not None]
+    if shadows and (shadows != [0] or steps[0].percent or steps[0].groups or len(steps) < 2):
+        raise BadInput(
+            "only the first step may be a shadow step, with percent 0 and no groups, "
+            "and a real step must follow it",
+            hint="a shadow step serves no user: the candidate only answers mirrored requests",
         )
     percents = [s.percent for s in steps]
     if any(b < a for a, b in zip(percents, percents[1:], strict=False)):

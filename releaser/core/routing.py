@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.core.bucketing import AttributeRule, Cohort, GroupRule
+from releaser.core.shadow import ShadowPlan
 
 __all__ = [
     "ROUTE_KIND",
@@ -82,6 +83,9 @@ class ServiceRoute(BaseModel):
     groups: list[str] = Field(default_factory=list, description="Cohort groups (cumulative).")
     group_defs: dict[str, GroupDef] = Field(default_factory=dict)
     paused: bool = False
+    shadow: ShadowPlan | None = Field(
+        default=None, description="Set in a shadow step: mirror requests to the candidate."
+    )
     artifacts: dict[str, ReleaseArtifacts] = Field(
         default_factory=dict, description="release id -> what it serves"
     )

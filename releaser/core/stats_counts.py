@@ -117,11 +117,14 @@ def ratio_confidence_sequence(loglik: ArrayLike, alpha: float) -> tuple[float, f
     return low, high
 
 
-def rate_above_limit_log_e(events: int, trials: int, limit: float) -> float:
+def rate_above_limit_log_e(events: float, trials: int, limit: float) -> float:
     """Log e-value against "the event rate is at most ``limit``" from cumulative counts.
 
     Large when the rate is credibly above ``limit``. A limit of 0 is broken by one event;
-    a limit of 1 never is.
+    a limit of 1 never is. ``events`` may be a sum of fractional events in [0, 1] each
+    (e.g. disagreement scores): each likelihood ratio is convex in the observation, so
+    its mean under a mean at most ``limit`` is still at most 1 and the mixture stays an
+    e-process.
     """
     if limit >= 1.0 or trials == 0:
         return 0.0

@@ -10,7 +10,9 @@ with probability at most ``alpha`` per guardrail over the whole rollout.
 - p95 latency ``<= limit``: the share of requests slower than the limit is at most 5%,
   the same test on (slow, requests) when the router counts slow requests against exactly
   that limit, else on the histogram's requests certainly slower than it (never overstated);
-- mean quality score ``>= floor``: one-sample Hoeffding normal mixture on (count, sum).
+- mean quality score ``>= floor``: one-sample Hoeffding normal mixture on (count, sum);
+- in a shadow step, agreement with the stable answers ``>= min_agreement``: the error-rate
+  test on the disagreement (one minus each score) against ``1 - min_agreement``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from releaser.core.stats_aggregates import VariantStats
 from releaser.core.stats_counts import rate_above_limit_log_e
 from releaser.core.stats_means import mean_below_floor_log_e
 
-__all__ = ["GuardrailBreach", "Guardrails", "check_guardrails"]
+__all__ = ["Agreement", "GuardrailBreach", "Guardrails", "check_agreement", "check_guardrails"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -44,6 +46,21 @@ class Guardrails(BaseModel):
     alpha: float = Field(
         default=0.01, gt=0, lt=1, description="Chance of a false trip per guardrail."
     )
+
+
+class Agreement(BaseModel):
+    """A shadow step's agreement scores (1 agree, 0 disagree, or a similarity) and floor."""
+
+    model_config = _FROZEN
+
+    compared: int = Field(ge=0, description="Mirrored answers compared.")
+    score_sum: float = Field(ge=0, description="Sum of their agreement scores.")
+    floor: float = Field(gt=0, le=1, description="The step's min_agreement.")
+
+    @property
+    def rate(self) -> float | None:
+        """Mean agreement, None before any answer was compared."""
+        return self.score_sum / self.compared if self.compared else None
 
 
 class GuardrailBreach(BaseModel):
@@ -70,6 +87,11 @@ class GuardrailBreach(BaseModel):
             p95 = "unknown" if self.observed is None else f"{self.observed:.0f} ms"
             what = (
                 f"p95 latency {p95} over {self.samples} requests breaks the limit {self.limit:g} ms"
+            )
+        elif self.metric == "agreement":
+            what = (
+                f"agreement with the stable answers {100 * (self.observed or 0):.2f}% over "
+                f"{self.samples} mirrored requests is below {100 * self.limit:.4g}%"
             )
         else:
             what = (
@@ -125,3 +147,24 @@ def check_guardrails(stats: VariantStats, guardrails: Guardrails) -> list[Guardr
         breach("quality_score", floor, mean, stats.quality_count, log_e)
 
     return breaches
+
+
+def check_agreement(agreement: Agreement, guardrails: Guardrails) -> GuardrailBreach | None:
+    """A breach when the candidate credibly agrees less often than the floor (see the rule)."""
+    n = agreement.compared
+    if n == 0 or n < guardrails.min_samples:
+        return None
+    # Clipped: float sums of scores in [0, 1] may drift past n by an ulp.
+    disagreement = min(max(n - agreement.score_sum, 0.0), float(n))
+    log_e = rate_above_limit_log_e(disagreement, n, 1.0 - agreement.floor)
+    threshold = 1.0 / guardrails.alpha
+    if log_e < math.log(threshold):
+        return None
+    return GuardrailBreach(
+        metric="agreement",
+        limit=agreement.floor,
+        observed=agreement.rate,
+        samples=n,
+        e_value=math.exp(min(log_e, 690.0)),
+        threshold=threshold,
+    )

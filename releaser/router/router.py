@@ -185,6 +185,18 @@ class Router:
                 f"a = router.assign(service, unit_id); ...; router.record(a, latency_ms=...)"
             ) from None
 
+    def shadow(self, service: str) -> Assignment | None:
+        """In a shadow step, the assignment to :meth:`record` mirrored calls on; else None.
+
+        A service that mirrors requests itself (rather than through ``releaser serve``)
+        sends a share of them to the candidate too, and records each mirrored call with
+        ``record(router.shadow(service), latency_ms=..., error=..., score=agreement)``,
+        where ``agreement`` is 1.0 when the answers agree and 0.0 when not (None when not
+        compared). The analysis reads those scores as agreement, not as quality.
+        """
+        compiled = self._snapshot.routes.get(service)
+        return None if compiled is None else compiled.shadow
+
     # -- prompts ----------------------------------------------------------------
 
     def prompt(

@@ -69,6 +69,8 @@ class CompiledRoute:
     decide: Decide = field(repr=False, compare=False)
     threshold: int
     """First bucket outside the step's percentage (0 when no rollout is live)."""
+    shadow: Assignment | None = None
+    """In a shadow step, the candidate's assignment: mirrored requests are recorded on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +173,8 @@ def compile_route(route: ServiceRoute, record_version: int = 0) -> CompiledRoute
         decide = _constant(baseline)
     else:
         decide = _percent_only(prefix, threshold, baseline, candidate)
-    return CompiledRoute(route, record_version, decide, threshold)
+    shadow = candidate if route.shadow is not None else None
+    return CompiledRoute(route, record_version, decide, threshold, shadow)
 
 
 def _compile_record(record: Record) -> CompiledRoute:

@@ -38,6 +38,7 @@ from releaser.config.deploy import GatewayLimits
 from releaser.core.routing import ServiceRoute
 from releaser.router.snapshot import Assignment, Decide, Variant, compile_route
 from releaser.serve.metrics import GatewayMetrics
+from releaser.serve.shadow import ShadowMirror
 from releaser.serve.upstream_client import UpstreamClient, UpstreamError
 from releaser.serve.upstreams import Upstreams
 
@@ -154,6 +155,8 @@ class Gateway:
         self._unserved: str | None = None
         self._warned_no_route = False
         self._in_flight = 0
+        # In a shadow step: mirrors chosen requests to the candidate (None otherwise).
+        self._mirror: ShadowMirror | None = None
 
     # -- ASGI -----------------------------------------------------------------------
 
@@ -194,6 +197,9 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the HTTP client (the router and upstreams belong to the caller)."""
+        if self._mirror is not None:
+            await self._mirror.aclose()
+            self._mirror = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -214,8 +220,18 @@ class Gateway:
             if served is None
             else {"stable": served.stable, "candidate": served.candidate},
             "route": "served" if self._unserved is None else f"not served: {self._unserved}",
+            "shadow": None if self._mirror is None else self._mirror_health(self._mirror),
         }
         await _respond(send, 200, json.dumps(body).encode(), b"application/json")
+
+    @staticmethod
+    def _mirror_health(mirror: ShadowMirror) -> dict[str, Any]:
+        return {
+            "candidate": mirror.assignment.release_id,
+            "percent": mirror.plan.percent,
+            "in_flight": mirror.in_flight,
+            "problem": mirror.problem,
+        }
 
     async def _metrics(self, send: Send) -> None:
         m = self.metrics
@@ -278,9 +294,34 @@ class Gateway:
             # Nothing served before (first look) or every release has an endpoint. A
             # release whose endpoint is gone (a container stopped) is answered 503 and
             # unlabelled, never sent elsewhere.
-            self._decide = compile_route(route).decide
+            compiled = compile_route(route)
+            self._decide = compiled.decide
             self._served = route
+            self._follow_shadow(compiled.shadow)
         self._unserved = f"no endpoint serves {' and '.join(missing)}" if missing else None
+
+    def _follow_shadow(self, shadow: Assignment | None) -> None:
+        """Start mirroring in a shadow step, stop after it (calls in flight finish)."""
+        old = self._mirror
+        if old is not None and old.assignment is shadow:
+            return
+        if old is not None:
+            old.retire()
+        self._mirror = None
+        served = self._served
+        if shadow is None or served is None or served.shadow is None:
+            return
+        base = self.upstreams.url_for(shadow)
+        if base is None:  # not adopted without one; kept for safety
+            return
+        self._mirror = ShadowMirror(
+            served.shadow,
+            shadow,
+            base,
+            self.router,
+            self.metrics,
+            connect_timeout_s=self.settings.connect_timeout_s,
+        )
 
     async def _bounded_proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         limits = self.settings.limits
@@ -337,6 +378,16 @@ class Gateway:
         deadline = asyncio.get_running_loop().time() + limits.body_timeout_s
         body: bytes | AsyncIterator[bytes]
         body, length = await _request_body(receive, length, limits, deadline)
+        mirror = self._mirror
+        mirrored: list[tuple[bytes, bytes]] | None = None
+        if (
+            mirror is not None
+            and variant == "baseline"
+            and isinstance(body, bytes)
+            and len(body) <= mirror.plan.max_body_bytes
+            and mirror.wants(scope["method"])
+        ):
+            mirrored = list(forward)  # the request as sent, before the stable side's marks
         forward.extend(marks)
         query = scope.get("query_string") or b""
         raw_path = scope.get("raw_path") or scope["path"].encode()
@@ -358,9 +409,18 @@ class Gateway:
         headers.extend(marks)
         error = status >= 500
         body_iter = response.body
+        # The stable answer, kept to compare with the candidate's (None past the limit).
+        answer: list[bytes] | None = [] if mirrored is not None else None
+        kept, keep_up_to = 0, mirror.plan.max_body_bytes if mirror is not None else 0
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             async for chunk in body_iter:
+                if answer is not None:
+                    kept += len(chunk)
+                    if kept > keep_up_to:
+                        answer = None
+                    else:
+                        answer.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:  # the upstream broke off mid-response
             error = True
@@ -375,6 +435,9 @@ class Gateway:
         if error:
             self.metrics.error(variant, release, "status_5xx" if status >= 500 else "broken")
         await send({"type": "http.response.body", "body": b""})
+        if mirror is not None and mirrored is not None and isinstance(body, bytes):
+            stable = None if answer is None or error else b"".join(answer)
+            mirror.start(scope["method"], target, mirrored, body, status, stable)
 
     async def _fail(
         self,

@@ -70,6 +70,28 @@ class GatewayMetrics:
             ["service"],
             registry=self.registry,
         ).labels(service)
+        self._shadow = Counter(
+            "releaser_gateway_shadow_requests",
+            "Requests mirrored to the candidate in a shadow step, by outcome: compared, "
+            "not_compared, error (5xx or no answer), timeout, skipped_busy (too many in "
+            "flight: not mirrored).",
+            ["service", "outcome"],
+            registry=self.registry,
+        )
+        self._shadow_agreement = Counter(
+            "releaser_gateway_shadow_agreement",
+            "Sum of the agreement scores of compared mirrored answers (1 agree, 0 disagree); "
+            "divided by the compared count it is the agreement rate.",
+            ["service"],
+            registry=self.registry,
+        ).labels(service)
+        self._shadow_latency = Histogram(
+            "releaser_gateway_shadow_duration_seconds",
+            "Time a mirrored request took the candidate, to the last byte of its answer.",
+            ["service"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        ).labels(service)
         self._request_children: dict[tuple[str, str, int], object] = {}
         self._latency_children: dict[tuple[str, str], object] = {}
 
@@ -93,6 +115,16 @@ class GatewayMetrics:
     def error(self, variant: str, release: str, kind: str) -> None:
         """Count one request that failed for its variant."""
         self._errors.labels(self.service, variant, release, kind).inc()
+
+    def shadow(
+        self, outcome: str, seconds: float | None = None, score: float | None = None
+    ) -> None:
+        """Count one mirrored request (or one not mirrored because too many were)."""
+        self._shadow.labels(self.service, outcome).inc()
+        if seconds is not None:
+            self._shadow_latency.observe(seconds)
+        if score is not None:
+            self._shadow_agreement.inc(score)
 
     def rejected(self, reason: str) -> None:
         """Count one request refused for breaking a limit."""

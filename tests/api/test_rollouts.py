@@ -109,3 +109,107 @@ def test_three_times_the_errors_is_rolled_back_at_the_first_step(rollout_ws) -> 
         assert verify_audit(ws).ok
     finally:
         ws.close()
+
+
+def _shadow_rollout(release_ws: ExampleWorkspace) -> tuple[Path, str, str]:
+    """Release 1 stable, release 2 started at a shadow step (min_agreement 0.9)."""
+    root = release_ws.root
+    cfg = root / "releaser.yaml"
+    first = "        - name: internal\n"
+    step = (
+        "        - name: shadow\n          percent: 0\n          min_samples: 100\n"
+        "          shadow: {percent: 10, min_agreement: 0.9}\n"
+    )
+    cfg.write_text(cfg.read_text().replace(first, step + first, 1))
+    subprocess.run(["git", "commit", "-qam", "shadow step"], cwd=root, check=True)
+    ws = open_workspace(root)
+    r1 = create_release(ws, SERVICE).release.id
+    assert run_gate(ws, SERVICE, r1).passed
+    start_rollout(ws, SERVICE, r1, initial=True, now=_iso(T0))
+    r2 = _candidate_release(root, ws, 2)
+    ws = open_workspace(root)
+    assert run_gate(ws, SERVICE, r2).passed
+    start_rollout(ws, SERVICE, r2, now=_iso(T0))
+    ws.close()
+    return root, r1, r2
+
+
+def _mirrored(ws: Workspace, rollout_id: str, step: int, n: int, agree: float) -> None:
+    """n baseline requests and n mirrored candidate calls with agreement scores."""
+    from releaser.core.stats_aggregates import VariantStats
+    from releaser.store.base import MetricDelta
+
+    ok = [False] * n
+    scores = [1.0 if i < agree * n else 0.0 for i in range(n)]
+    ws.store.add_metrics(
+        [
+            MetricDelta(
+                rollout_id, step, "baseline", VariantStats.of(errors=ok, latencies_ms=[30.0] * n)
+            ),
+            MetricDelta(
+                rollout_id,
+                step,
+                "candidate",
+                VariantStats.of(errors=ok, latencies_ms=[30.0] * n, scores=scores),
+            ),
+        ]
+    )
+
+
+def test_a_shadow_step_rolls_back_on_disagreement_before_any_user_is_served(
+    release_ws: ExampleWorkspace,
+) -> None:
+    root, r1, _r2 = _shadow_rollout(release_ws)
+    ws = open_workspace(root)
+    try:
+        state = service_state(ws, SERVICE)
+        rollout_id = state.active_rollout
+        assert rollout_id is not None
+        from releaser.core.routing import ROUTE_KIND
+
+        route = ws.store.get(ROUTE_KIND, SERVICE)
+        assert route is not None and route.value["shadow"]["percent"] == 10
+        assert route.value["percent"] == 0 and route.value["groups"] == []
+        _mirrored(ws, rollout_id, 0, 60, agree=0.5)
+        held = advance_rollout(ws, SERVICE, now=_iso(T0.replace(hour=10)))
+        assert held.decision.action == "hold"  # 60 of the 100 samples the step asks
+        status = rollout_status(ws, SERVICE)
+        assert status.to_dict()["shadow"] == {
+            "percent": 10.0,
+            "mirrored": 60,
+            "compared": 60,
+            "agreement": 0.5,
+            "min_agreement": 0.9,
+        }
+        # Agreement scores are not the candidate's quality.
+        assert status.candidate is not None and status.candidate.quality_count == 0
+        _mirrored(ws, rollout_id, 0, 100, agree=0.5)
+        result = advance_rollout(ws, SERVICE, now=_iso(T0.replace(hour=11)))
+        assert result.decision.action == "rollback"
+        assert any("agreement with the stable answers 50.00%" in r for r in result.decision.reasons)
+        state = service_state(ws, SERVICE)
+        assert state.stable == r1 and state.active_rollout is None
+    finally:
+        ws.close()
+
+
+def test_agreement_scores_of_a_passed_shadow_step_stay_out_of_the_quality_comparison(
+    release_ws: ExampleWorkspace,
+) -> None:
+    root, _r1, _r2 = _shadow_rollout(release_ws)
+    ws = open_workspace(root)
+    try:
+        rollout_id = service_state(ws, SERVICE).active_rollout
+        assert rollout_id is not None
+        _mirrored(ws, rollout_id, 0, 200, agree=0.97)
+        moved = advance_rollout(ws, SERVICE, now=_iso(T0.replace(hour=10)))
+        assert moved.decision.action == "advance", moved.decision.reasons
+        assert moved.rollout.current.name == "internal"
+        assert "agreement 97.00% of 200" in moved.decision.reasons[0]
+        _mirrored(ws, rollout_id, 1, 10, agree=0.0)  # user-facing scores of 0 at step 1
+        status = rollout_status(ws, SERVICE).to_dict()
+        assert status["shadow"] is None
+        assert status["variants"]["candidate"]["requests"] == 210  # errors count across steps
+        assert status["variants"]["candidate"]["quality_count"] == 10  # step 1's scores only
+    finally:
+        ws.close()

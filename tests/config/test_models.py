@@ -433,3 +433,46 @@ def test_the_prompt_folder_stays_inside_the_repo(path: str) -> None:
         WorkspaceSettings.model_validate({"prompts": {"backend": "file", "path": path}})
     ok = Config.model_validate(config_data(prompts={"backend": "file", "path": "a/../b/"}))
     assert ok.prompts.path == "b"
+
+
+def test_a_shadow_step_comes_first_serves_nobody_and_names_a_comparison() -> None:
+    shadow = {"name": "shadow", "percent": 0, "shadow": {"percent": 20, "path": "label"}}
+    plan = RolloutPlan.model_validate({"steps": [shadow, {"name": "full", "percent": 100}]})
+    first = plan.steps[0].shadow
+    assert first is not None and (first.percent, first.compare, first.min_agreement) == (
+        20.0,
+        "json",
+        0.95,
+    )
+    assert first.methods == ["GET", "POST"]
+    late = {
+        "steps": [
+            {"name": "a", "percent": 5},
+            {**shadow, "percent": 10},
+            _plan(("f", 100))["steps"][0],
+        ]
+    }
+    with pytest.raises(ValidationError) as exc:
+        RolloutPlan.model_validate(late)
+    text = messages(exc)
+    assert "step 'shadow' is a shadow step but not the first" in text
+    assert "the shadow step 'shadow' would serve users" in text
+    with pytest.raises(ValidationError) as exc:
+        RolloutPlan.model_validate(
+            {"steps": [{**shadow, "groups": ["staff"]}, {"name": "f", "percent": 100}]}
+        )
+    assert "would serve users" in messages(exc)
+    for bad in (
+        {"compare": "fuzzy"},
+        {"percent": 0},
+        {"min_agreement": 1.5},
+        {"methods": ["BREW"]},
+        {"path": "a..b"},
+        {"max_in_flight": 0},
+    ):
+        with pytest.raises(ValidationError):
+            RolloutPlan.model_validate(
+                {"steps": [{**shadow, "shadow": bad}, {"name": "f", "percent": 100}]}
+            )
+    ok = {"compare": "mypkg.compare:same_answer", "min_agreement": 1}
+    RolloutPlan.model_validate({"steps": [{**shadow, "shadow": ok}, {"name": "f", "percent": 100}]})

@@ -31,7 +31,8 @@ class Upstream:
     """A model endpoint stand-in: answers JSON naming itself, counts requests per path.
 
     ``/slow?s=SECONDS`` answers after that long; ``/sink`` reads the body in chunks and
-    answers with its size only (for bodies too large to echo).
+    answers with its size only (for bodies too large to echo). ``behave``, when set, is
+    called with the request's number (from 1) and returns (seconds to wait, status) for it.
     """
 
     def __init__(self, name: str) -> None:
@@ -39,6 +40,8 @@ class Upstream:
         self.hits = 0
         self.last_headers: dict[str, str] = {}
         self.last_content_lengths: list[str] = []
+        self.shadow_hits = 0
+        self.behave: Callable[[int], tuple[float, int]] | None = None
         self._lock = threading.Lock()
         upstream = self
 
@@ -70,9 +73,14 @@ class Upstream:
                 body = self.rfile.read(length) if length else b""
                 with upstream._lock:
                     upstream.hits += 1
+                    number = upstream.hits
+                    upstream.shadow_hits += self.headers.get("x-releaser-shadow") == "1"
                     upstream.last_headers = {k.lower(): v for k, v in self.headers.items()}
                     upstream.last_content_lengths = self.headers.get_all("content-length") or []
                 status = 500 if self.path.startswith("/fail") else 200
+                if upstream.behave is not None:
+                    wait, status = upstream.behave(number)
+                    time.sleep(wait)
                 payload = json.dumps(
                     {"upstream": upstream.name, "path": self.path, "echo": body.decode()}
                 ).encode()

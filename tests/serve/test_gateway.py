@@ -174,6 +174,7 @@ def test_healthz_and_metrics(gateway: tuple[Gateway, RunningGateway], router: Ro
         "store": "reachable",
         "serving": {"stable": "rel-base", "candidate": "rel-cand"},
         "route": "served",
+        "shadow": None,
     }
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
