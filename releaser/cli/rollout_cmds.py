@@ -139,6 +139,14 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
             ]
         )
     table(["variant", "requests", "errors", "error rate", "p95 ms", "quality"], rows)
+    shadow = rep.to_dict()["shadow"]
+    if shadow is not None:
+        say(
+            f"shadow step: {shadow['percent']:g}% of requests mirrored to the candidate, "
+            f"which serves no user; {shadow['mirrored']} mirrored (the candidate row), "
+            f"{shadow['compared']} compared, agreement {_pct(shadow['agreement'])} "
+            f"(at least {_pct(shadow['min_agreement'])} needed)"
+        )
     if rep.preview is not None:
         for t in rep.preview.tests:
             say(f"  {t.explain()}")

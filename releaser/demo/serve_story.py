@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["GatewayStory", "run_gateway_story"]
+__all__ = ["GatewayStory", "free_port", "run_gateway_story"]
 
 Report = Callable[[str], None]
 
@@ -59,7 +59,8 @@ def _endpoint(name: str) -> ThreadingHTTPServer:
     return server
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -81,7 +82,7 @@ def run_gateway_story(
     from releaser.serve import Gateway, StaticUpstreams
 
     baseline, candidate = _endpoint("baseline"), _endpoint("candidate")
-    port = _free_port()
+    port = free_port()
     router = Router(store_url, refresh_interval_ms=20)
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None

@@ -134,8 +134,9 @@ def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSumm
 
         gates = run_gate_story(root, report)
         _gateway_story(root, gates.better.release_id, report)
+        _shadow_story(root, gates.better.release_id, report)
         report("")
-        report("== 9. Operations get a runbook and a handover pack, written from the live state")
+        report("== 10. Operations get a runbook and a handover pack, written from the live state")
         from releaser.demo.docs_story import write_docs
 
         write_docs(root, SERVICE, report)
@@ -324,6 +325,40 @@ def _gateway_story(root: Path, release_id: str, report: Report) -> None:
         )
     finally:
         ws.close()
+
+
+def _shadow_story(root: Path, better_id: str, report: Report) -> None:
+    """Section 9: a shadow step catches an endpoint that disagrees, before any user."""
+    from releaser.api.gates import run_gate
+    from releaser.api.releases import create_release, get_release
+    from releaser.api.rollouts import service_state
+    from releaser.api.workspace import open_workspace
+    from releaser.demo.gates_story import serve_model_version
+    from releaser.demo.shadow_story import add_shadow_step, run_shadow_story
+
+    report("")
+    report("== 9. A shadow step: the candidate's endpoint answers mirrored requests first")
+    ws = open_workspace(root)
+    try:
+        model = get_release(ws, better_id).content.model
+        stable = service_state(ws, SERVICE).stable
+    finally:
+        ws.close()
+    assert model is not None and stable is not None
+    serve_model_version(root, model.version)
+    add_shadow_step(root)
+    report("the team tries the better model again, with a shadow step first in the plan:")
+    report("  50% of requests also go to the candidate; its queue must agree 95% of the time")
+    ws = open_workspace(root)
+    try:
+        release = create_release(ws, SERVICE).release
+        gate = run_gate(ws, SERVICE, release.id)
+        report(f"release {release.id}: eval gate {'PASSED' if gate.passed else 'FAILED'}")
+    finally:
+        ws.close()
+    report("its endpoint, though, was deployed with a stale text-cleaning step (the gate")
+    report("  scores the registered model, not the deployed endpoint)")
+    run_shadow_story(root, release.id, stable, report)
 
 
 def _describe(release: object, report: Report) -> None:

@@ -83,9 +83,27 @@ def rollout_history(ws: Workspace, service: str) -> list[dict[str, Any]]:
                 base, cand = per.get((index, "baseline")), per.get((index, "candidate"))
                 if base is None and cand is None:
                     continue
-                item["metrics"].append(
-                    {"step": step["name"], "baseline": _variant(base), "candidate": _variant(cand)}
-                )
+                entry = {
+                    "step": step["name"],
+                    "baseline": _variant(base),
+                    "candidate": _variant(cand),
+                    "shadow": None,
+                }
+                plan = step.get("shadow")
+                if plan is not None:
+                    # The candidate's figures are its mirrored calls'; its scores agreement.
+                    shown = entry["candidate"]
+                    entry["shadow"] = {
+                        "percent": plan["percent"],
+                        "mirrored": shown["requests"],
+                        "errors": shown["errors"],
+                        "latency_p95_ms": shown["latency_p95_ms"],
+                        "compared": cand.quality_count if cand else 0,
+                        "agreement": shown["quality_mean"],
+                        "min_agreement": plan["min_agreement"],
+                    }
+                    shown["quality_mean"] = None
+                item["metrics"].append(entry)
         out.append(item)
     return out
 
@@ -98,7 +116,8 @@ def error_budget(slos: dict[str, Any], history: list[dict[str, Any]]) -> dict[st
     requests = errors = 0
     for r in history:
         for m in r["metrics"]:
-            for variant in ("baseline", "candidate"):
+            # Mirrored calls in a shadow step reached no user: they spend no budget.
+            for variant in ("baseline",) if m.get("shadow") else ("baseline", "candidate"):
                 requests += m[variant]["requests"]
                 errors += m[variant]["errors"]
     if allowed is None or not requests:

@@ -204,6 +204,11 @@ class Gateway:
             await self._client.aclose()
             self._client = None
 
+    @property
+    def shadow_in_flight(self) -> int:
+        """Requests being mirrored to the candidate now (0 outside a shadow step)."""
+        return 0 if self._mirror is None else self._mirror.in_flight
+
     # -- own endpoints ----------------------------------------------------------------
 
     async def _health(self, send: Send) -> None:

@@ -29,9 +29,15 @@ def test_demo_tells_the_whole_story_and_the_audit_chain_holds(tmp_path: Path, cl
     assert "rollout start refused" in text
     # Section 8: the gateway splits by the plan, sticky, and follows the rollback.
     assert "sticky: yes" in text and "after the rollback the candidate got no requests" in text
-    # Section 9: runbook and handover pack on disk.
+    # Section 9: a shadow step catches a disagreeing endpoint before any user is served.
+    assert "1000 user requests: 0 answered by the candidate" in text
+    assert "rollout advance: rollback" in text
+    assert "guardrail: agreement with the stable answers" in text
+    # Section 10: runbook and handover pack on disk; the shadow step is in the pack.
     assert (summary.root / "runbooks" / "case-triage.md").is_file()
     assert (summary.root / "dist" / "case-triage-handover.html").is_file()
+    rollouts = next((summary.root / "dist").glob("**/rollouts.md")).read_text()
+    assert "Shadow step `shadow`: 50% of requests were also sent to the candidate" in rollouts
     # The workspace it leaves is usable from the CLI.
     res = cli("audit", "verify", cwd=summary.root)
     assert res.code == 0, res.err

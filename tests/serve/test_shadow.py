@@ -155,6 +155,8 @@ def test_a_slow_failing_candidate_never_touches_users_and_the_shadow_step_rolls_
         gateway.close()
     shadow = _status(cli)["shadow"]
     assert shadow["compared"] == 0  # a failed call is not compared, it is an error
+    text = cli("rollout", "status", SERVICE).out
+    assert "shadow step: 100% of requests mirrored to the candidate, which serves no user" in text
     res = cli("rollout", "advance", SERVICE, "--json")
     after = _status(cli)
     assert after["rollout"]["status"] == "rolled_back", res.out + res.err
