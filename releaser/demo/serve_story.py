@@ -87,10 +87,13 @@ def run_gateway_story(
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
     try:
-        upstreams = StaticUpstreams(
-            f"http://127.0.0.1:{baseline.server_address[1]}",
-            f"http://127.0.0.1:{candidate.server_address[1]}",
-        )
+        # An endpoint per release, as deploy.upstreams.releases names them.
+        live = router.routes()[service]
+        releases = {
+            str(live.stable): f"http://127.0.0.1:{baseline.server_address[1]}",
+            str(live.candidate): f"http://127.0.0.1:{candidate.server_address[1]}",
+        }
+        upstreams = StaticUpstreams(None, releases=releases, by_role=False)
         gateway = Gateway(service, router, upstreams)
         server = uvicorn.Server(
             uvicorn.Config(gateway, host="127.0.0.1", port=port, log_level="error")
