@@ -162,7 +162,8 @@ def _plain(value: Any) -> Any:
 
 def cache_key(release: Release, golden: Golden, suite: EvalSuite) -> str:
     """What a release's predictions on a golden set are cached under (file and store)."""
-    spec = json.dumps([suite.predict, suite.input_columns], sort_keys=True)
+    predict = suite.predict if isinstance(suite.predict, str) else suite.predict.model_dump()
+    spec = json.dumps([predict, suite.input_columns], sort_keys=True)
     tag = hashlib.sha256(spec.encode()).hexdigest()[:12]
     return f"{release.id}-{golden.md5}-{tag}"
 
@@ -216,11 +217,12 @@ def _write_cache(path: Path, predictions: Predictions) -> None:
 
 def model_uri(release: Release, suite: EvalSuite) -> str | None:
     """The model URI the gate loads for ``release`` (None for a ``module:function``)."""
-    return _model_uri(release, suite) if suite.predict.startswith("models:/") else None
+    ref = suite.predict_ref
+    return _model_uri(release, suite) if ref is not None and ref.startswith("models:/") else None
 
 
 def _model_uri(release: Release, suite: EvalSuite) -> str:
-    uri = suite.predict
+    uri = suite.predict_ref or ""
     model = release.content.model
     name = uri[len("models:/") :].split("@", 1)[0].split("/", 1)[0]
     if model is not None and name == model.name:
@@ -471,9 +473,10 @@ def resolve_function(
     ws: Workspace, release: Release, suite: EvalSuite
 ) -> Callable[..., Any] | None:
     """The ``module:function`` predict entry point, imported now (None for a model URI)."""
-    if suite.predict.startswith("models:/"):
+    ref = suite.predict_ref
+    if ref is None or ref.startswith("models:/"):
         return None
-    return import_function(ws, release.service, suite.predict, "predict", "predict entry point")
+    return import_function(ws, release.service, ref, "predict", "predict entry point")
 
 
 def predict_release(

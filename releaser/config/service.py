@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     Field,
+    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -123,10 +124,90 @@ ScorerName = Literal[
     "contains",
     "regex",
     "numeric_tolerance",
+    "json_valid",
+    "json_schema",
+    "judge",
     "latency",
     "custom",
 ]
-_SCORER_OPTION = {"pattern": "regex", "tolerance": "numeric_tolerance", "function": "custom"}
+_SCORER_OPTION = {
+    "pattern": "regex",
+    "tolerance": "numeric_tolerance",
+    "function": "custom",
+    "schema_file": "json_schema",
+    "prompt": "judge",
+}
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_HTTP_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+
+
+class ChatPrices(_Model):
+    """What an LLM endpoint charges, per 1,000 tokens, for the cost budget."""
+
+    input_per_1k: float = Field(ge=0, description="Price of 1,000 prompt tokens.")
+    output_per_1k: float = Field(ge=0, description="Price of 1,000 completion tokens.")
+
+
+class LlmEndpoint(_Model):
+    """An OpenAI-compatible chat-completions endpoint (vLLM, Ollama, TGI, LiteLLM, hosted APIs)."""
+
+    base_url: str = Field(
+        pattern=_HTTP_URL,
+        max_length=2048,
+        description="Base URL; requests go to <base_url>/chat/completions.",
+    )
+    model: str = Field(min_length=1, max_length=256, description="Model name sent with each call.")
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=_ENV_NAME,
+        description="Name of the environment variable holding the API key (never the key).",
+    )
+    temperature: float | None = Field(
+        default=None, ge=0, le=2, description="Sampling temperature; null: the prompt's, else 0."
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Largest answer, in tokens."
+    )
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Sent as 'seed'.")
+    timeout_s: float = Field(default=60, gt=0, le=MAX_TIMEOUT_S, description="Per call.")
+    max_retries: int = Field(
+        default=4, ge=0, le=20, description="Retries on 429, 5xx and lost connections."
+    )
+    concurrency: int = Field(default=8, ge=1, le=256, description="Calls in flight at once.")
+    prices: ChatPrices | None = Field(default=None, description="For the cost budget.")
+
+
+class LlmPredict(LlmEndpoint):
+    """The gate's predictions from an LLM endpoint: the release's pinned prompt, rendered."""
+
+    prompt: str | None = Field(
+        default=None,
+        description="Which of the service's prompts is rendered with each row's input "
+        "columns and sent as the user message (default: the service's only prompt).",
+    )
+    samples: int = Field(
+        default=1, ge=1, le=20, description="Answers per row; more than 1 reports the variance."
+    )
+
+
+class PredictLlm(_Model):
+    """``predict: {llm: ...}``: predictions from an LLM endpoint."""
+
+    llm: LlmPredict
+
+
+PredictRef = Annotated[str, StringConstraints(pattern=PREDICT_PATTERN)]
+
+
+class Budgets(_Model):
+    """Limits on what the release costs per request, checked by the gate."""
+
+    mean_tokens: float | None = Field(default=None, gt=0, description="Mean tokens per request.")
+    p95_tokens: float | None = Field(default=None, gt=0, description="95th percentile tokens.")
+    cost_per_1k_requests: float | None = Field(
+        default=None, ge=0, description="Cost of 1,000 requests, at the endpoint's prices."
+    )
+    p95_latency_ms: float | None = Field(default=None, gt=0, description="95th percentile, ms.")
 
 
 class ScorerSpec(_Model):
@@ -141,6 +222,32 @@ class ScorerSpec(_Model):
         default=None,
         pattern=FUNCTION_PATTERN,
         description="custom: 'module:function' taking (prediction, label) and returning a score.",
+    )
+    schema_file: RepoPath | None = Field(
+        default=None,
+        description="json_schema: a JSON Schema file the answer must be valid against.",
+    )
+    prompt: str | None = Field(
+        default=None,
+        max_length=256,
+        description="judge: the judge prompt's name in the prompt registry (pinned at release "
+        "creation through 'alias' or 'version').",
+    )
+    alias: str | None = Field(
+        default=None, max_length=64, description="judge: the alias to pin (default production)."
+    )
+    version: int | None = Field(default=None, ge=1, description="judge: a version to pin.")
+    scale: tuple[float, float] = Field(
+        default=(0.0, 1.0),
+        description="judge: the lowest and highest score the judge gives; scores are mapped "
+        "to [0, 1].",
+    )
+    labels: dict[str, float] | None = Field(
+        default=None,
+        description="judge: labels the judge answers with, and their scores in [0, 1].",
+    )
+    endpoint: LlmEndpoint | None = Field(
+        default=None, description="judge: the endpoint that answers it (default: predict's)."
     )
 
     @model_validator(mode="after")
@@ -157,6 +264,30 @@ class ScorerSpec(_Model):
                 re.compile(self.pattern)
             except re.error as exc:
                 issues.append(Issue(("pattern",), f"not a valid regular expression: {exc}"))
+        judge_only = {
+            "alias": self.alias is not None,
+            "version": self.version is not None,
+            "scale": self.scale != (0.0, 1.0),
+            "labels": self.labels is not None,
+            "endpoint": self.endpoint is not None,
+        }
+        if self.name != "judge":
+            issues += [
+                Issue((k,), f"'{k}' only applies to the judge scorer")
+                for k, v in judge_only.items()
+                if v
+            ]
+        else:
+            if self.alias is not None and self.version is not None:
+                issues.append(Issue(("version",), "give the judge's alias or version, not both"))
+            low, high = self.scale
+            if not low < high:
+                issues.append(Issue(("scale",), f"the scale [{low:g}, {high:g}] is empty"))
+            for label, value in (self.labels or {}).items():
+                if not 0.0 <= value <= 1.0:
+                    issues.append(
+                        Issue(("labels", label), f"the score of {label!r} is not in [0, 1]")
+                    )
         raise_issues(issues)
         return self
 
@@ -196,9 +327,9 @@ class EvalSuite(_Model):
     """How the gate evaluates a release on a golden dataset."""
 
     dataset: RepoPath = Field(description="One of the service's datasets (its path).")
-    predict: str = Field(
-        pattern=PREDICT_PATTERN,
-        description="What makes predictions: a 'models:/name@alias' URI or 'module:function'.",
+    predict: PredictRef | PredictLlm = Field(
+        description="What makes predictions: a 'models:/name@alias' URI, 'module:function', "
+        "or {llm: ...}, an OpenAI-compatible endpoint answering the release's prompt.",
     )
     input_columns: list[str] = Field(min_length=1, description="Columns passed to predict.")
     label_column: str = Field(min_length=1, description="Column holding the expected answer.")
@@ -238,6 +369,9 @@ class EvalSuite(_Model):
         "endpoint that is down); the rows left are not predicted and the gate fails. "
         "null: predict every row.",
     )
+    budgets: Budgets | None = Field(
+        default=None, description="Tokens, cost and latency per request the gate allows."
+    )
     store_predictions: bool = Field(
         default=True,
         description="Keep the predictions in the state store with the gate's report, for "
@@ -258,6 +392,31 @@ class EvalSuite(_Model):
         nr = self.non_regression
         if nr is not None and nr.metric not in metrics:
             issues.append(Issue(("non_regression", "metric"), *_unknown_metric(nr.metric, metrics)))
+        llm = self.llm
+        uses_llm = [s for s in self.scorers if s.name == "judge" and s.endpoint is None]
+        if llm is None and uses_llm:
+            issues.append(
+                Issue(
+                    ("scorers", self.scorers.index(uses_llm[0])),
+                    "the judge needs an endpoint: give it 'endpoint', or predict with {llm: ...}",
+                )
+            )
+        budgets = self.budgets
+        if budgets is not None and llm is None:
+            for key in ("mean_tokens", "p95_tokens", "cost_per_1k_requests"):
+                if getattr(budgets, key) is not None:
+                    issues.append(
+                        Issue(("budgets", key), f"'{key}' needs predictions from {{llm: ...}}")
+                    )
+        if budgets is not None and budgets.cost_per_1k_requests is not None and llm is not None:
+            if llm.prices is None:
+                issues.append(
+                    Issue(
+                        ("budgets", "cost_per_1k_requests"),
+                        "a cost budget needs the endpoint's prices",
+                        "add predict.llm.prices: {input_per_1k: ..., output_per_1k: ...}",
+                    )
+                )
         if self.label_column in self.input_columns:
             issues.append(
                 Issue(
@@ -268,6 +427,16 @@ class EvalSuite(_Model):
             )
         raise_issues(issues)
         return self
+
+    @property
+    def llm(self) -> LlmPredict | None:
+        """The LLM endpoint predictions come from, if any."""
+        return self.predict.llm if isinstance(self.predict, PredictLlm) else None
+
+    @property
+    def predict_ref(self) -> str | None:
+        """The 'models:/...' URI or 'module:function', if predictions come from one."""
+        return self.predict if isinstance(self.predict, str) else None
 
 
 def _unknown_metric(name: str, metrics: list[str]) -> tuple[str, str]:
@@ -636,6 +805,29 @@ class Service(_Model):
                         ("phases", phase, "eval_gate"),
                         f"the {phase} phase requires the eval gate but the service has no 'eval'",
                         "add an 'eval' suite, or set eval_gate: false",
+                    )
+                )
+        llm = self.eval.llm if self.eval is not None else None
+        if llm is not None:
+            names = [p.name for p in self.prompts]
+            if llm.prompt is not None and llm.prompt not in names:
+                issues.append(
+                    Issue(
+                        ("eval", "predict", "llm", "prompt"),
+                        f"{llm.prompt!r} is not one of the service's prompts",
+                        did_you_mean(llm.prompt, names)
+                        or f"the service's prompts: {', '.join(names) or 'none'}",
+                    )
+                )
+            elif llm.prompt is None and len(names) != 1:
+                issues.append(
+                    Issue(
+                        ("eval", "predict", "llm"),
+                        "an LLM endpoint renders one of the service's prompts, and it has "
+                        f"{len(names)}",
+                        "name it: predict: {llm: {prompt: <name>, ...}}"
+                        if names
+                        else "add the prompt under the service's 'prompts'",
                     )
                 )
         if self.model is None and not self.prompts:

@@ -476,3 +476,91 @@ def test_a_shadow_step_comes_first_serves_nobody_and_names_a_comparison() -> Non
             )
     ok = {"compare": "mypkg.compare:same_answer", "min_agreement": 1}
     RolloutPlan.model_validate({"steps": [{**shadow, "shadow": ok}, {"name": "f", "percent": 100}]})
+
+
+def _llm_service(predict: dict[str, Any], **eval_extra: Any) -> dict[str, Any]:
+    return service_data(
+        model=None,
+        prompts=["reply-draft"],
+        datasets=[{"path": "data/golden.csv", "role": "golden"}],
+        eval={
+            "dataset": "data/golden.csv",
+            "predict": {"llm": predict},
+            "input_columns": ["message"],
+            "label_column": "expected",
+            "scorers": ["contains"],
+            **eval_extra,
+        },
+    )
+
+
+ENDPOINT = {"base_url": "http://127.0.0.1:8011/v1", "model": "stub-chat-1"}
+
+
+def test_an_llm_endpoint_predicts_with_the_services_prompt_and_budgets_need_it() -> None:
+    svc = Service.model_validate(
+        _llm_service(
+            {
+                **ENDPOINT,
+                "api_key_env": "LLM_API_KEY",
+                "prices": {"input_per_1k": 0.1, "output_per_1k": 0.2},
+            },
+            budgets={"mean_tokens": 400, "cost_per_1k_requests": 0.5},
+            scorers=[
+                "contains",
+                "json_valid",
+                {"name": "json_schema", "schema_file": "schemas/reply.json"},
+                {"name": "judge", "prompt": "reply-judge", "scale": [1, 5]},
+            ],
+        )
+    )
+    assert svc.eval is not None and svc.eval.llm is not None and svc.eval.predict_ref is None
+    assert svc.eval.llm.model == "stub-chat-1" and svc.eval.llm.samples == 1
+    assert [s.metric for s in svc.eval.scorers] == [
+        "contains",
+        "json_valid",
+        "json_schema",
+        "judge",
+    ]
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate(_llm_service({**ENDPOINT, "prompt": "reply-drafts"}))
+    text = messages(exc)
+    assert "'reply-drafts' is not one of the service's prompts" in text
+    with pytest.raises(ValidationError, match="a cost budget needs the endpoint's prices"):
+        Service.model_validate(_llm_service(ENDPOINT, budgets={"cost_per_1k_requests": 1}))
+    for bad in (
+        {**ENDPOINT, "api_key_env": "sk-live-1234 secret"},  # a key, not a variable's name
+        {**ENDPOINT, "base_url": "ftp://x"},
+        {**ENDPOINT, "samples": 0},
+        {**ENDPOINT, "concurrency": 1000},
+    ):
+        with pytest.raises(ValidationError):
+            Service.model_validate(_llm_service(bad))
+
+
+def test_judge_options_belong_to_the_judge_and_need_an_endpoint() -> None:
+    plain = service_data(
+        datasets=[{"path": "g.csv", "role": "golden"}],
+        eval={
+            "dataset": "g.csv",
+            "predict": "models:/case-triage@champion",
+            "input_columns": ["text"],
+            "label_column": "queue",
+            "scorers": [
+                {"name": "judge", "prompt": "grader"},
+            ],
+            "budgets": {"mean_tokens": 10, "p95_latency_ms": 200},
+        },
+    )
+    with pytest.raises(ValidationError) as exc:
+        Service.model_validate(plain)
+    text = messages(exc)
+    assert "the judge needs an endpoint" in text
+    assert "'mean_tokens' needs predictions from {llm: ...}" in text
+    with pytest.raises(ValidationError, match="'scale' only applies to the judge scorer"):
+        ScorerSpec.model_validate({"name": "contains", "scale": [1, 5]})
+    for bad in ({"scale": [5, 1]}, {"labels": {"good": 2}}, {"alias": "a", "version": 2}):
+        with pytest.raises(ValidationError):
+            ScorerSpec.model_validate({"name": "judge", "prompt": "grader", **bad})
+    with pytest.raises(ValidationError, match="the judge scorer needs 'prompt'"):
+        ScorerSpec.model_validate({"name": "judge"})
