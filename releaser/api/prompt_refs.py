@@ -7,7 +7,7 @@ a release is created and diffed without importing them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -17,8 +17,9 @@ from releaser.errors import ArtifactNotFound, BadInput, ExternalUnavailable, Rel
 if TYPE_CHECKING:
     from releaser.api.workspace import Workspace
     from releaser.config.service import PromptSpec as PromptEntry
+    from releaser.config.service import ScorerSpec
 
-__all__ = ["prompt_errors", "prompt_text_diff", "resolve_prompt_refs"]
+__all__ = ["prompt_errors", "prompt_text_diff", "resolve_judge_refs", "resolve_prompt_refs"]
 
 
 @contextmanager
@@ -44,18 +45,55 @@ def prompt_errors() -> Iterator[None]:
         raise ReleaserError(exc.message, hint=exc.hint) from exc
 
 
-def resolve_prompt_refs(ws: Workspace, prompts: Sequence[PromptEntry]) -> list[PromptRef]:
-    """Pin each configured prompt (name + alias) to its version and content hash."""
+def resolve_prompt_refs(
+    ws: Workspace, prompts: Sequence[PromptEntry], versions: Mapping[str, int] | None = None
+) -> list[PromptRef]:
+    """Pin each configured prompt (name + alias) to its version and content hash.
+
+    ``versions`` pins the named prompts to those versions instead of their aliases
+    (a prompt release: "v3 is ready"); a name the service does not use is refused.
+    """
+    versions = dict(versions or {})
+    unknown = sorted(set(versions) - {entry.name for entry in prompts})
+    if unknown:
+        names = ", ".join(entry.name for entry in prompts) or "none"
+        raise BadInput(
+            f"the service does not use the prompt {unknown[0]!r}",
+            hint=f"its prompts: {names}",
+        )
     refs = []
     with prompt_errors():
         for entry in prompts:
-            pv = ws.prompts.get(entry.name, alias=entry.alias)
+            if entry.name in versions:
+                pv = ws.prompts.get(entry.name, version=versions[entry.name])
+                alias = None
+            else:
+                pv = ws.prompts.get(entry.name, alias=entry.alias)
+                alias = entry.alias
             refs.append(
                 PromptRef(
-                    name=pv.name,
-                    version=pv.version,
-                    alias=entry.alias,
-                    content_hash=pv.content_hash,
+                    name=pv.name, version=pv.version, alias=alias, content_hash=pv.content_hash
+                )
+            )
+    return refs
+
+
+def resolve_judge_refs(ws: Workspace, scorers: Sequence[ScorerSpec]) -> list[PromptRef]:
+    """Pin each judge scorer's prompt: its version, else its alias (default production)."""
+    refs: list[PromptRef] = []
+    with prompt_errors():
+        for scorer in scorers:
+            if scorer.name != "judge" or scorer.prompt is None:
+                continue
+            if scorer.version is not None:
+                pv = ws.prompts.get(scorer.prompt, version=scorer.version)
+                alias = None
+            else:
+                alias = scorer.alias or "production"
+                pv = ws.prompts.get(scorer.prompt, alias=alias)
+            refs.append(
+                PromptRef(
+                    name=pv.name, version=pv.version, alias=alias, content_hash=pv.content_hash
                 )
             )
     return refs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,11 @@ class CreateResult:
 
 
 def _resolve_content(
-    ws: Workspace, service: str, *, allow_dirty: bool
+    ws: Workspace,
+    service: str,
+    *,
+    allow_dirty: bool,
+    prompt_versions: Mapping[str, int] | None = None,
 ) -> tuple[ReleaseContent, list[str]]:
     """Resolve every ref of ``service`` without writing anything."""
     from releaser.integrations.dvc_data import dataset_is_pushed, dataset_ref
@@ -91,10 +96,15 @@ def _resolve_content(
         )
 
     prompts: list[PromptRef] = []
-    if spec.prompts:
+    if spec.prompts or prompt_versions:
         from releaser.api.prompt_refs import resolve_prompt_refs
 
-        prompts = resolve_prompt_refs(ws, spec.prompts)
+        prompts = resolve_prompt_refs(ws, spec.prompts, prompt_versions)
+    judges: list[PromptRef] = []
+    if spec.eval is not None and any(s.name == "judge" for s in spec.eval.scorers):
+        from releaser.api.prompt_refs import resolve_judge_refs
+
+        judges = resolve_judge_refs(ws, spec.eval.scorers)
 
     config = spec.model_dump(mode="json", by_alias=True)
     content = ReleaseContent(
@@ -105,18 +115,29 @@ def _resolve_content(
         code=code,
         config=config,
         config_hash=config_hash(spec),
+        judges=judges,
     )
     return content, warnings
 
 
-def create_release(ws: Workspace, service: str, *, allow_dirty: bool = False) -> CreateResult:
+def create_release(
+    ws: Workspace,
+    service: str,
+    *,
+    allow_dirty: bool = False,
+    prompt_versions: Mapping[str, int] | None = None,
+) -> CreateResult:
     """Resolve and pin ``service``'s model, prompts, data and code into a release.
 
     Idempotent: unchanged inputs give the same id, and a second call returns
     the existing release without writing anything. Nothing is written unless
     every ref resolves. The MLflow model version is tagged with the release id.
+    ``prompt_versions`` pins the named prompts to those versions rather than their
+    configured aliases (a prompt release), and judge prompts are pinned too.
     """
-    content, warnings = _resolve_content(ws, service, allow_dirty=allow_dirty)
+    content, warnings = _resolve_content(
+        ws, service, allow_dirty=allow_dirty, prompt_versions=prompt_versions
+    )
     actor = current_actor()
     release = Release.build(
         content, created_at=utc_now(), created_by=actor.name, created_context=actor.context

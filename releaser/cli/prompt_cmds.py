@@ -172,6 +172,78 @@ def promote(
     _report(change, as_json)
 
 
+@app.command("release")
+def release(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Prompt name.")],
+    version: Annotated[int, typer.Argument(help="The version to release.")],
+    service: Annotated[str, typer.Option("--service", help="The service that uses the prompt.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The recommended path for a prompt change: release, gate, then canary.
+
+    Creates the release that pins this prompt version (everything else as the service
+    resolves it now), runs the eval gate against the stable release, and on a pass starts
+    the rollout at the plan's first step, printing the plan and the next command. Exits 1,
+    with no rollout started, when the gate fails. Safe to run again after a crash.
+    """
+    from releaser.api.prompt_release import release_prompt
+    from releaser.cli.gate_cmds import _progress_bar
+    from releaser.cli.github import set_outputs
+    from releaser.cli.output import emit_json, say, warn
+    from releaser.errors import CheckFailed
+
+    update, stop = _progress_bar()
+    try:
+        res = release_prompt(state(ctx).workspace(), service, name, version, progress=update)
+    finally:
+        if stop is not None:
+            stop()
+    rel, gate, started = res.release, res.gate, res.rollout
+    set_outputs(
+        {
+            "release_id": rel.id,
+            "gate": "none" if gate is None else "passed" if gate.passed else "failed",
+            "rollout_id": started.rollout.id if started else "",
+        }
+    )
+    if as_json:
+        emit_json(
+            {
+                "release": rel.id,
+                "created": res.created,
+                "gate": None if gate is None else gate.to_dict(),
+                "rollout": None if started is None else started.rollout.to_value(),
+                "already_live": res.already_live,
+                "warnings": res.warnings,
+            }
+        )
+    else:
+        say(f"release {rel.id} pins {name} v{version} ({'created' if res.created else 'exists'})")
+        if gate is not None:
+            verdict = "PASSED" if gate.passed else "FAILED"
+            say(f"eval gate against stable {gate.baseline_id}: {verdict}")
+            for failure in gate.failures:
+                say(f"  FAIL {failure}")
+        if res.already_live:
+            say(f"its rollout is already running: 'releaser rollout status {service}'")
+        if started is not None:
+            r = started.rollout
+            say(f"rollout {r.id} started at step 1/{len(r.steps)} '{r.current.name}':")
+            for i, step in enumerate(r.steps, 1):
+                groups = f" + groups {', '.join(step.groups)}" if step.groups else ""
+                kind = " (shadow: serves nobody)" if step.shadow is not None else ""
+                say(f"  {i}. {step.name}: {step.percent:g}%{groups}{kind}")
+            say(f"next: 'releaser rollout advance {service}' (or the scheduled workflow) judges it")
+        for w in res.warnings:
+            warn(w)
+    if gate is not None and not gate.passed:
+        raise CheckFailed(
+            f"release {rel.id} (prompt {name} v{version}) failed the eval gate; no rollout started",
+            hint=f"see 'releaser gate {service} --release {rel.id}' for the full report",
+        )
+
+
 @app.command("rollback")
 def rollback(
     ctx: typer.Context,

@@ -47,10 +47,16 @@ class ReleaseContent(BaseModel):
     code: CodeRef
     config: dict[str, Any] = Field(description="The service's configuration as validated.")
     config_hash: str
+    judges: list[PromptRef] = Field(
+        default_factory=list, description="The judge prompts the eval gate scores with."
+    )
 
     def canonical(self) -> dict[str, Any]:
         """The JSON-ready dict the id is computed from."""
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if not data["judges"]:
+            del data["judges"]  # a release without judges keeps the id it always had
+        return data
 
 
 def gate_key(service: str, release_id: str) -> str:

@@ -372,3 +372,38 @@ def test_a_promotion_that_cannot_write_the_store_moves_nothing_and_a_retry_does(
     assert _production(cli, name) == 2
     assert _moves(cli, name) == [(None, 1), (1, 2)]
     assert cli("audit", "verify").code == 0
+
+
+def test_prompt_release_pins_the_version_gates_it_and_starts_the_canary(release_ws, cli) -> None:
+    """The recommended path: `prompt release NAME V --service S` creates the release that
+    pins v2 (the model and everything else as stable), gates it, starts the rollout and
+    names the next command; a re-run finds it running; nothing else is asked."""
+    root = release_ws.root
+    service = "case-triage"
+    r1 = json.loads(cli("release", "create", service, "--json", cwd=root).out)["release"]["id"]
+    assert cli("gate", service, "--release", r1).code == 0
+    assert cli("rollout", "start", service, "--release", r1, "--initial").code == 0
+    spec = root / "prompts" / "case-triage-system.yaml"
+    spec.write_text(spec.read_text().replace("casework assistant", "careful casework assistant"))
+    reg = cli("prompt", "register", str(spec), "--json")
+    assert reg.code == 0, reg.err
+    assert json.loads(reg.out)["version"]["version"] == 2
+    subprocess.run(["git", "commit", "-qam", "prompt v2"], cwd=root, check=True)
+    res = cli("prompt", "release", "case-triage-system", "2", "--service", service)
+    assert res.code == 0, res.out + res.err
+    assert "pins case-triage-system v2 (created)" in res.out
+    assert "eval gate against stable" in res.out and "PASSED" in res.out
+    assert "started at step 1/4 'internal'" in res.out
+    assert f"next: 'releaser rollout advance {service}'" in res.out
+    status = json.loads(cli("rollout", "status", service, "--json").out)
+    candidate = status["rollout"]["candidate"]
+    shown = json.loads(cli("release", "show", candidate, "--json").out)
+    prompts = shown["content"]["prompts"]
+    assert [(p["name"], p["version"], p["alias"]) for p in prompts] == [
+        ("case-triage-system", 2, None)
+    ]
+    again = cli("prompt", "release", "case-triage-system", "2", "--service", service, "--json")
+    assert again.code == 0, again.err
+    assert json.loads(again.out)["already_live"] is True
+    unknown = cli("prompt", "release", "other-prompt", "1", "--service", service)
+    assert unknown.code == 2 and "does not use the prompt 'other-prompt'" in unknown.err
