@@ -51,7 +51,7 @@ def check_schema(schema: Any, source: str) -> None:
     from jsonschema import validators
     from jsonschema.exceptions import SchemaError
 
-    if not isinstance(schema, dict | bool):
+    if not isinstance(schema, dict):
         raise BadInput(f"{source} is not a JSON Schema (an object)", hint="see json-schema.org")
     try:
         validators.validator_for(schema).check_schema(schema)
