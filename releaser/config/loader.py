@@ -19,7 +19,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
@@ -165,7 +165,6 @@ def peek_service(path: Path, service: str) -> tuple[dict[str, Any], dict[str, An
     elsewhere in the file does not stand in their way. No value read here may be used
     as if it were valid.
     """
-    from releaser.config.models import Config
     from releaser.config.service import Service
 
     try:
@@ -186,17 +185,35 @@ def peek_service(path: Path, service: str) -> tuple[dict[str, Any], dict[str, An
     spec = services.get(service) if isinstance(services, dict) else None
     if not isinstance(spec, dict):
         return None
-    if not _known_keys(data, Config) or not _known_keys(spec, Service):
+    service_keys = {info.alias or name for name, info in Service.model_fields.items()}
+    if not _known_keys(data, _CONFIG_KEYS) or not _known_keys(spec, service_keys):
         return None
     return data, spec
 
 
+_CONFIG_KEYS = frozenset(
+    {
+        "version",
+        "project",
+        "owners",
+        "escalation",
+        "groups",
+        "mlflow",
+        "prompts",
+        "github",
+        "store",
+        "retention",
+        "services",
+    }
+)
+"""The top-level keys of ``releaser.yaml`` (the fields of ``Config``; a test keeps them so),
+written out so that :func:`peek_service` does not import the whole model tree."""
+
 _peek_cache: dict[tuple[Path, str], dict[Any, Any]] = {}
 
 
-def _known_keys(data: dict[Any, Any], model: type[BaseModel]) -> bool:
-    """Whether every key of ``data`` is a field (or alias) of ``model``."""
-    names = {info.alias or name for name, info in model.model_fields.items()}
+def _known_keys(data: dict[Any, Any], names: Collection[str]) -> bool:
+    """Whether every key of ``data`` is one of ``names``."""
     return all(isinstance(key, str) and key in names for key in data)
 
 
