@@ -46,6 +46,14 @@ class EffectTarget(Protocol):
 
 def _wanted(ws: Workspace, service: str) -> tuple[bool, bool]:
     """(a docker target, a GitHub deployments mirror) for ``service``; ConfigError if broken."""
+    from releaser.api.state import plain_sections
+
+    plain = plain_sections(ws, service)
+    if plain is not None and "github" not in plain[0] and "deploy" not in plain[1]:
+        # Neither section is written: no target, whatever the rest of the file holds, so
+        # the whole file is not validated for it (a rollback's path). A section that is
+        # written is read validated, with the whole file, as the targets read it.
+        return False, False
     spec = ws.config.services.get(service)
     docker = spec is not None and spec.deploy is not None and spec.deploy.target == "docker"
     github = False

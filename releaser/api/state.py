@@ -24,6 +24,7 @@ __all__ = [
     "SERVICE_KIND",
     "ServiceState",
     "back_to_stable",
+    "plain_sections",
     "rollout_record",
     "service_state",
     "state_record",
@@ -58,6 +59,10 @@ class ServiceState(BaseModel):
 def state_record(ws: Workspace, service: str) -> tuple[ServiceState, int]:
     """The service's state record and its version (0 when none is stored yet)."""
     rec = ws.store.get(SERVICE_KIND, service)
+    if rec is not None and plain_sections(ws, service) is not None:
+        # The file lists the service: whether the rest of it is valid or not, the
+        # stored state is what is read (see below), so the whole file is not validated.
+        return ServiceState.model_validate(rec.value), rec.version
     try:
         ws.config.service(service)
     except (ConfigError, WorkspaceError):
@@ -77,6 +82,24 @@ def state_record(ws: Workspace, service: str) -> tuple[ServiceState, int]:
     if rec is None:
         return ServiceState(service=service), 0
     return ServiceState.model_validate(rec.value), rec.version
+
+
+def plain_sections(ws: Workspace, service: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(top level, ``service``'s mapping) of releaser.yaml as written, when that is enough.
+
+    None when the workspace has the whole file validated already (``ws.config``
+    answers, as it always did), works from the store alone, or when
+    :func:`~releaser.config.peek_service` cannot tell: the caller then reads
+    ``ws.config``. The mappings are not validated: only which keys are present
+    may be read from them.
+    """
+    # Workspace has no public "is the whole file loaded" question: a workspace opened
+    # with it validated keeps answering from that, never from a second read of the file.
+    if ws.degraded is not None or ws._config is not None:
+        return None
+    from releaser.config import peek_service
+
+    return peek_service(ws.config_path, service)
 
 
 def service_state(ws: Workspace, service: str) -> ServiceState:

@@ -18,6 +18,7 @@ from releaser.config.loader import (
     load_settings,
     parse_config,
     parse_owners,
+    peek_service,
 )
 from releaser.config.settings import MlflowSettings, PromptSettings, WorkspaceSettings
 
@@ -73,5 +74,6 @@ __all__ = [
     "load_settings",
     "parse_config",
     "parse_owners",
+    "peek_service",
     *_LAZY,
 ]

@@ -19,7 +19,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
@@ -52,6 +52,7 @@ __all__ = [
     "load_settings",
     "parse_config",
     "parse_owners",
+    "peek_service",
 ]
 
 CONFIG_NAME = "releaser.yaml"
@@ -149,6 +150,73 @@ def parse_owners(text: str, file: str = CONFIG_NAME) -> list[Owner]:
     return list(_validate(OwnersSection, text, file).owners)
 
 
+def peek_service(path: Path, service: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(the file's top level, ``service``'s mapping) as written in ``path``, NOT validated,
+    when the file plainly lists the service.
+
+    "Plainly" means: the file reads as YAML with no key given twice, and every
+    top-level key and every key of the service is one the config knows. Otherwise
+    (or when the service is not listed) None: the caller must load the validated
+    config instead, which reports what is wrong.
+
+    It is for the paths that only need to know whether a section is there at all
+    (does the file list the service; has it deploy targets or a GitHub mirror), so
+    that they neither build nor run the whole config's validation, and a broken value
+    elsewhere in the file does not stand in their way. No value read here may be used
+    as if it were valid.
+    """
+    from releaser.config.service import Service
+
+    try:
+        text = _read_text(path)
+    except (ConfigError, WorkspaceError):
+        return None
+    data = _peek_cache.get((path, text))
+    if data is None:
+        try:
+            _node, data, duplicates = _parse(text, str(path))
+        except ConfigError:
+            return None
+        if duplicates or not isinstance(data, dict):
+            return None
+        _peek_cache.clear()  # a command reads one file
+        _peek_cache[(path, text)] = data
+    services = data.get("services")
+    spec = services.get(service) if isinstance(services, dict) else None
+    if not isinstance(spec, dict):
+        return None
+    service_keys = {info.alias or name for name, info in Service.model_fields.items()}
+    if not _known_keys(data, _CONFIG_KEYS) or not _known_keys(spec, service_keys):
+        return None
+    return data, spec
+
+
+_CONFIG_KEYS = frozenset(
+    {
+        "version",
+        "project",
+        "owners",
+        "escalation",
+        "groups",
+        "mlflow",
+        "prompts",
+        "github",
+        "store",
+        "retention",
+        "services",
+    }
+)
+"""The top-level keys of ``releaser.yaml`` (the fields of ``Config``; a test keeps them so),
+written out so that :func:`peek_service` does not import the whole model tree."""
+
+_peek_cache: dict[tuple[Path, str], dict[Any, Any]] = {}
+
+
+def _known_keys(data: dict[Any, Any], names: Collection[str]) -> bool:
+    """Whether every key of ``data`` is one of ``names``."""
+    return all(isinstance(key, str) and key in names for key in data)
+
+
 def _read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
@@ -178,18 +246,7 @@ def _validate(
 
     ``root`` is the folder of the file, for the checks that look at the disk.
     """
-    try:
-        loader = _LOADER(text)
-        try:
-            node = loader.get_single_node()
-            duplicates = _duplicate_keys(node, file) if node is not None else []
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        raise ConfigError([_yaml_problem(exc, file, text)]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigProblem(file, None, "", f"not valid YAML: {exc}")]) from None
+    node, data, duplicates = _parse(text, file)
     if node is None or data is None:
         raise ConfigError(
             [
@@ -230,6 +287,23 @@ def _validate(
         problems.sort(key=lambda p: (p.line is None, p.line or 0, p.path))
         raise ConfigError(problems)
     return result
+
+
+def _parse(text: str, file: str) -> tuple[yaml.Node | None, Any, list[ConfigProblem]]:
+    """(node tree, values, keys given twice) of YAML ``text``; ConfigError if it is not YAML."""
+    try:
+        loader = _LOADER(text)
+        try:
+            node = loader.get_single_node()
+            duplicates = _duplicate_keys(node, file) if node is not None else []
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError([_yaml_problem(exc, file, text)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem(file, None, "", f"not valid YAML: {exc}")]) from None
+    return node, data, duplicates
 
 
 def _store_folder(

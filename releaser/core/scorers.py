@@ -11,6 +11,7 @@ better. Pure functions: no I/O, no clock.
 from __future__ import annotations
 
 import math
+import operator
 import re
 import string
 from collections import Counter
@@ -136,11 +137,32 @@ def score_rows(
     fn: ScoreFn, predictions: Sequence[Any], labels: Sequence[Any], ok: NDArray[np.bool_]
 ) -> NDArray[np.float64]:
     """Per-row scores; rows where ``ok`` is False (predict raised) score 0.0."""
+    fast = _text_scores(fn, predictions, labels)
+    if fast is not None:
+        return np.where(ok, fast, 0.0)
     scores = [
         float(fn(pred, label)) if good else 0.0
         for pred, label, good in zip(predictions, labels, ok.tolist(), strict=True)
     ]
     return np.asarray(scores, dtype=np.float64)
+
+
+def _text_scores(
+    fn: ScoreFn, predictions: Sequence[Any], labels: Sequence[Any]
+) -> NDArray[np.float64] | None:
+    """The scores of ``accuracy`` or ``exact_match`` when every prediction and label is
+    text (a classifier's usual output), else None: the same values as scoring row by
+    row, without a Python call and two conversions per row."""
+    if fn is not accuracy and fn is not exact_match:
+        return None
+    if len(predictions) != len(labels) or {*map(type, predictions), *map(type, labels)} != {str}:
+        return None
+    if fn is exact_match:
+        # A golden set holds few distinct answers: each is normalised once.
+        norm = {v: normalize_text(v) for v in {*predictions, *labels}}
+        predictions, labels = [norm[v] for v in predictions], [norm[v] for v in labels]
+    same = np.fromiter(map(operator.eq, predictions, labels), dtype=bool, count=len(labels))
+    return same.astype(np.float64)
 
 
 def aggregate(metric: str, scores: NDArray[np.float64]) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,15 @@ import pytest
 
 from releaser.api import gate_predict
 from releaser.api.gate_inputs import Golden
-from releaser.api.gate_predict import FIRST_BATCH, MAX_BATCH, _run_function, _run_model, batch_size
+from releaser.api.gate_predict import (
+    FIRST_BATCH,
+    MAX_BATCH,
+    Predictions,
+    _cache_text,
+    _run_function,
+    _run_model,
+    batch_size,
+)
 from releaser.config.service import EvalSuite
 
 SUITE = EvalSuite(
@@ -289,3 +299,19 @@ class TestPyfuncTimeout:
         preds = _run_model(model, _golden([f"hang {i}" for i in range(500)]), self.SUITE, None)
         assert preds.error_count == 20 and preds.not_predicted == 480
         assert len(_calls(model)) < 30  # not one timeout per golden row
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_cache_text_reads_back_as_the_predictions(shared: bool) -> None:
+    # A call's rows share one latency object (written once), or, read back from a cache,
+    # every row has its own; odd values are written as json writes them.
+    each = 0.012911
+    latency: list[float | None] = [
+        each if shared else float(json.loads(json.dumps(each))) for _ in range(300)
+    ]
+    latency[:5] = [0.5, None, math.nan, math.inf, 7]
+    values: list[Any] = ["queue", "é", "\ud800", 'a "b"', None, 1, 2.5, math.nan] * 37 + [0] * 4
+    preds = Predictions(values, [i % 3 > 0 for i in range(300)], latency, ['row 1: "x"'], 2)
+    back = json.loads(_cache_text(preds))
+    # NaN is not equal to itself: compared as json writes it.
+    assert json.dumps(back, sort_keys=True) == json.dumps(preds.to_json(), sort_keys=True)

@@ -14,6 +14,9 @@ runs the sequential tests (the other commands must not load them either).
 The rollback after promotion really moves the MLflow alias, and prompt promote
 the prompt's (both read back with MlflowClient), so the light alias client is
 what is tested, not a path that happens to skip MLflow.
+
+A rollback of a service without deploy targets or a GitHub mirror also does not
+validate the whole ``releaser.yaml`` (which builds most of the config's models).
 """
 
 from __future__ import annotations
@@ -133,3 +136,35 @@ def test_prompt_promote_on_the_mlflow_backend_loads_no_heavy_library(
     uri = release_ws.tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert int(client.get_prompt_version_by_alias("case-triage-system", "staging").version) == 1
+
+
+def test_rollback_validates_no_more_of_releaser_yaml_than_it_reads(
+    release_ws: ExampleWorkspace, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A service without deploy targets or a GitHub mirror: its rollback reads the
+    # workspace settings, and of the rest only which sections are written. Building and
+    # running the whole file's validation (about 20 ms) is left to the commands that
+    # need it, mid-rollout as after a promotion.
+    import releaser.api.workspace
+
+    root = release_ws.root
+    _r1, r2 = _two_releases(root, cli)
+
+    def whole_file(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the rollback validated the whole releaser.yaml")
+
+    load_config = releaser.api.workspace.load_config
+    monkeypatch.setattr(releaser.api.workspace, "load_config", whole_file)
+    res = cli("rollback", SERVICE, "--reason", "mid-rollout drill", "--yes")
+    assert res.code == 0 and "traffic switched" in res.out, res.err
+    monkeypatch.setattr(releaser.api.workspace, "load_config", load_config)
+    ws = open_workspace(root)
+    try:
+        start_rollout(ws, SERVICE, r2, force=True)
+        promote_rollout(ws, SERVICE, reason="ship it")
+    finally:
+        ws.close()
+    monkeypatch.setattr(releaser.api.workspace, "load_config", whole_file)
+    res = cli("rollback", SERVICE, "--reason", "complaints", "--yes")
+    assert res.code == 0, res.err
+    assert "case-triage@production: done (v2 -> v1)" in res.out + res.err

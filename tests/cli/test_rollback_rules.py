@@ -216,3 +216,47 @@ def test_a_corrupt_mlflow_registry_is_an_unavailable_dependency_not_a_crash(
     # (which one MLflow's pooled connections report depends on what they cached).
     assert "malformed" in res.err or "not a database" in res.err
     assert "cannot be read" in res.err and "Traceback" not in res.err
+
+
+def test_a_broken_value_elsewhere_in_releaser_yaml_leaves_no_target_waiting(
+    release_ws: ExampleWorkspace, cli, released
+) -> None:
+    # The service has no deploy section and the file no github one: whatever else is
+    # broken, no deploy target or GitHub mirror follows this service, so nothing is owed.
+    root = release_ws.root
+    r1, _r2 = released(root)
+    cfg = root / "releaser.yaml"
+    cfg.write_text(cfg.read_text().replace("accuracy: 0.8", "accuracy: lots", 1))
+    assert cli("validate").code == 2
+    res = cli("rollback", SERVICE, "--reason", "bad release", "--yes")
+    assert res.code == 0 and "traffic switched" in res.out, res.err
+    assert "PENDING" not in res.err and "invalid" not in res.err, res.err
+    ws = open_workspace(root, settings_only=True)
+    try:
+        assert service_state(ws, SERVICE).stable == r1
+        assert journal.owed(ws, service=SERVICE) == []
+    finally:
+        ws.close()
+
+
+def test_a_broken_deploy_section_is_named_and_its_targets_wait_for_the_fix(
+    release_ws: ExampleWorkspace, cli, released
+) -> None:
+    root = release_ws.root
+    r1, _r2 = released(root)
+    cfg = root / "releaser.yaml"
+    good = cfg.read_text()
+    cfg.write_text(good.replace("    # deploy:\n", "    deploy:\n      target: dockr\n", 1))
+    assert cli("validate").code == 2
+    res = cli("rollback", SERVICE, "--reason", "bad release", "--yes")
+    assert res.code == 0 and "traffic switched" in res.out and r1 in res.out, res.err
+    assert "deploy targets: PENDING" in res.err and "releaser.yaml is invalid" in res.err
+    assert "services.case-triage.deploy.target" in res.err, res.err
+    ws = open_workspace(root, settings_only=True)
+    try:
+        assert [r.key for r in journal.owed(ws, service=SERVICE)] == [f"targets:{SERVICE}"]
+    finally:
+        ws.close()
+    cfg.write_text(good)
+    assert cli("reconcile", SERVICE).code == 0
+    assert cli("reconcile", SERVICE, "--check").code == 0

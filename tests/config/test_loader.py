@@ -14,6 +14,7 @@ from releaser.config import (
     find_config,
     load_config,
     load_settings,
+    peek_service,
 )
 from releaser.config.settings import sqlite_store_file
 from releaser.config.template import INIT_TEMPLATE, render_init_template
@@ -720,3 +721,41 @@ def test_a_rule_pattern_in_re2_syntax_loads(tmp_path: Path) -> None:
     )
     config = load_config(write(tmp_path, text))
     assert config.groups["staff"].rules[0].operator() == ("matches", r"(?i)@(example|test)\.org$")
+
+
+def test_peek_service_gives_the_sections_as_written_without_validating(tmp_path: Path) -> None:
+    # A broken value elsewhere does not stop the peek: only which keys are there counts.
+    path = write(tmp_path, MINIMAL.replace("priya@example.org", "not an address"))
+    with pytest.raises(ConfigError):
+        load_config(path)
+    peeked = peek_service(path, "case-triage")
+    assert peeked is not None
+    top, spec = peeked
+    assert set(top) == {"version", "project", "owners", "services"}
+    assert set(spec) == {"model", "slos"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        MINIMAL + "servces: {}\n",  # an unknown top-level key may be a misspelt section
+        MINIMAL.replace("    slos:", "    deplyo: {}\n    slos:"),  # so may a service's
+        MINIMAL + "project: again\n",  # a key given twice
+        MINIMAL + "  - [unclosed\n",  # not YAML
+        MINIMAL.replace("case-triage:", "other:"),  # the service is not listed
+        MINIMAL.replace("services:\n  case-triage:", "services:\n  case-triage: 1\n  x:"),
+        "- a list\n",
+    ],
+)
+def test_peek_service_cannot_tell_when_the_file_is_not_plain(tmp_path: Path, text: str) -> None:
+    assert peek_service(write(tmp_path, text), "case-triage") is None
+
+
+def test_peek_service_of_a_missing_file_cannot_tell(tmp_path: Path) -> None:
+    assert peek_service(tmp_path / CONFIG_NAME, "case-triage") is None
+
+
+def test_the_top_level_keys_peek_service_knows_are_the_configs() -> None:
+    from releaser.config.loader import _CONFIG_KEYS
+
+    assert _CONFIG_KEYS == {info.alias or name for name, info in Config.model_fields.items()}

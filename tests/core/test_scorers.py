@@ -73,3 +73,20 @@ def test_aggregate_mean_and_latency_p95_ignoring_unknown_rows() -> None:
     assert aggregate("latency", lat) == pytest.approx(np.percentile(np.arange(1, 101), 95))
     assert math.isnan(aggregate("latency", np.array([math.nan])))
     assert not higher_is_better("latency") and higher_is_better("token_f1")
+
+
+@pytest.mark.parametrize("fn", [accuracy, exact_match])
+@pytest.mark.parametrize(
+    ("predictions", "labels"),
+    [
+        (["Waste", " waste ", "noise", "a  b", "x"], ["waste", "waste", "noise", "A B", "y"]),
+        (["1", 1, None, "None", 2.0], ["1", "1", "None", "None", "2.0"]),  # not all text
+    ],
+)
+def test_text_scores_match_scoring_row_by_row(fn, predictions, labels) -> None:
+    # Text answers are scored in one pass; anything else row by row: the same scores.
+    ok = np.array([True, True, True, True, False])
+    by_row = [
+        float(fn(p, g)) if good else 0.0 for p, g, good in zip(predictions, labels, ok, strict=True)
+    ]
+    assert score_rows(fn, predictions, labels, ok).tolist() == by_row
