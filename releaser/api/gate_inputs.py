@@ -460,12 +460,31 @@ def check_pinned_code(
     return []
 
 
-def resolve_scorers(ws: Workspace, service: str, suite: EvalSuite) -> dict[str, ScoreFn | None]:
-    """Metric name -> scorer function (None for latency, which the harness measures)."""
+def resolve_scorers(
+    ws: Workspace, service: str, suite: EvalSuite, release: Release | None = None
+) -> dict[str, ScoreFn | None]:
+    """Metric name -> scorer function (None for latency, which the harness measures).
+
+    Judges are not here: they grade a whole release's answers in one batch of calls
+    (:func:`releaser.api.gate_llm.judge_rows`). A json_schema scorer reads its schema at
+    ``release``'s commit.
+    """
+    from releaser.core.structured_scorers import json_schema, json_valid
+
     out: dict[str, ScoreFn | None] = {}
     for i, spec in enumerate(suite.scorers):
+        if spec.name == "judge":
+            continue
         if spec.name == "latency":
             out[spec.metric] = None
+        elif spec.name == "json_valid":
+            out[spec.metric] = json_valid
+        elif spec.name == "json_schema":
+            if release is None:
+                raise BadInput("a json_schema scorer needs the release to read its schema at")
+            from releaser.api.gate_llm import schema_of
+
+            out[spec.metric] = json_schema(schema_of(ws, release, spec))
         elif spec.name == "regex":
             out[spec.metric] = regex_match(spec.pattern or "")
         elif spec.name == "numeric_tolerance":

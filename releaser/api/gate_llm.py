@@ -32,8 +32,10 @@ from releaser.errors import BadInput, NotFound
 if TYPE_CHECKING:
     from promptregistry import PromptVersion
     from releaser.api.gate_inputs import Golden
+    from releaser.api.gate_predict import Predictions
     from releaser.api.workspace import Workspace
     from releaser.config.service import EvalSuite, LlmEndpoint, ScorerSpec
+    from releaser.core.budgets import UsageFigures
     from releaser.core.refs import PromptRef
     from releaser.core.release import Release
     from releaser.integrations.llm_chat import ChatAnswer, ChatSettings
@@ -42,12 +44,17 @@ __all__ = [
     "ANSWER_CACHE",
     "Call",
     "JudgeScores",
+    "LlmEvidence",
     "LlmRows",
+    "answers_of",
     "chat_settings",
     "judge_rows",
     "llm_rows",
     "parse_judge",
+    "row_means",
+    "sample_scores",
     "schema_of",
+    "usage_of",
 ]
 
 ANSWER_CACHE = ".releaser/cache/llm-answers.sqlite"
@@ -152,6 +159,8 @@ class LlmRows:
 
     calls: list[list[Call] | None]
     errors: list[str | None]
+    not_called: int = 0
+    """Rows not asked at all: too many calls in a row had failed before them."""
 
 
 def llm_rows(
@@ -188,10 +197,12 @@ def llm_rows(
             cache=cache,
             samples=llm.samples,
             progress=progress,
+            stop_after_errors=suite.max_consecutive_errors,
         )
     finally:
         cache.close()
     k = llm.samples
+    not_called = 0
     calls: list[list[Call] | None] = []
     errors: list[str | None] = []
     for i in range(len(texts)):
@@ -199,11 +210,15 @@ def llm_rows(
         failed = next((a for a in mine if isinstance(a, ChatError)), None)
         if failed is not None:
             calls.append(None)
-            errors.append(failed.message)
+            if failed.kind == "not_called":
+                not_called += 1
+                errors.append(None)
+            else:
+                errors.append(failed.message)
             continue
         calls.append([_call(a) for a in mine])  # type: ignore[arg-type]
         errors.append(None)
-    return LlmRows(calls, errors)
+    return LlmRows(calls, errors, not_called)
 
 
 def _call(answer: ChatAnswer) -> Call:
@@ -342,3 +357,116 @@ def schema_of(ws: Workspace, release: Release, spec: ScorerSpec) -> Any:
         raise BadInput(f"{path} is not JSON: {exc}", hint="fix the schema file") from None
     check_schema(schema, path)
     return schema
+
+
+# -- scoring the calls -------------------------------------------------------------------
+
+
+def answers_of(calls: Sequence[Sequence[Call] | None]) -> list[list[Any] | None]:
+    """Each row's answers (one per sample), None for a row without answers."""
+    return [None if row is None else [c[0] for c in row] for row in calls]
+
+
+def sample_scores(
+    calls: Sequence[Sequence[Call] | None], labels: Sequence[Any], fn: Callable[[Any, Any], float]
+) -> tuple[list[float], list[float] | None]:
+    """Per row, the mean score of its samples (0 for a row without answers), and, with more
+    than one sample a row, each row's sample variance (None otherwise)."""
+    means: list[float] = []
+    variances: list[float] = []
+    several = any(row is not None and len(row) > 1 for row in calls)
+    for row, label in zip(calls, labels, strict=True):
+        if row is None:
+            means.append(0.0)
+            variances.append(0.0)
+            continue
+        scores = [float(fn(c[0], label)) for c in row]
+        mean = sum(scores) / len(scores)
+        means.append(mean)
+        if len(scores) > 1:
+            variances.append(sum((x - mean) ** 2 for x in scores) / (len(scores) - 1))
+    return means, (variances if several else None)
+
+
+def row_means(per_row: Sequence[Sequence[float]]) -> tuple[list[float], list[float] | None]:
+    """Per row, the mean of its (judge) scores, and each row's sample variance when a row
+    has more than one."""
+    means = [sum(r) / len(r) if r else 0.0 for r in per_row]
+    if not any(len(r) > 1 for r in per_row):
+        return means, None
+    variances = [
+        sum((x - m) ** 2 for x in r) / (len(r) - 1) if len(r) > 1 else 0.0
+        for r, m in zip(per_row, means, strict=True)
+    ]
+    return means, variances
+
+
+def usage_of(calls: Sequence[Sequence[Call] | None], endpoint: LlmEndpoint) -> UsageFigures:
+    """Tokens, cost and latency of every call made (rows without answers left out)."""
+    from releaser.core.budgets import usage_figures
+
+    made = [c for row in calls if row is not None for c in row]
+    prices = endpoint.prices
+    return usage_figures(
+        [int(c[1]) for c in made],
+        [int(c[2]) for c in made],
+        [float(c[3]) for c in made],
+        input_per_1k=prices.input_per_1k if prices else None,
+        output_per_1k=prices.output_per_1k if prices else None,
+    )
+
+
+class LlmEvidence:
+    """What a gate against an LLM endpoint adds: judge scores, usage and budgets."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        release: Release,
+        golden: Any,
+        suite: EvalSuite,
+        judge_specs: list[Any],
+        cand: Predictions,
+        base: Predictions | None,
+    ) -> None:
+        self.judged: dict[str, list[list[float]]] = {}
+        self.base_judged: dict[str, list[list[float]]] = {}
+        self.judges: dict[str, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+        self.baseline_usage: dict[str, Any] | None = None
+        self.budgets: list[Any] = []
+
+        def answers(preds: Predictions) -> list[list[Any] | None]:
+            if preds.calls is not None:
+                return answers_of(preds.calls)
+            return [[v] if good else None for v, good in zip(preds.values, preds.ok, strict=True)]
+
+        for spec in judge_specs:
+            # Both releases' answers are graded by the judge the candidate pins.
+            mine = judge_rows(ws, release, golden, suite, spec, answers(cand))
+            self.judged[spec.metric] = mine.scores
+            seconds, calls = mine.seconds, mine.calls
+            if base is not None:
+                theirs = judge_rows(ws, release, golden, suite, spec, answers(base))
+                self.base_judged[spec.metric] = theirs.scores
+                seconds, calls = seconds + theirs.seconds, calls + theirs.calls
+            self.judges[spec.metric] = {
+                "prompt": spec.prompt,
+                "version": mine.version,
+                "calls": calls,
+                "seconds": round(seconds, 3),
+                "unreadable": mine.unreadable,
+                "failed": mine.failed,
+            }
+        from releaser.core.budgets import check_budgets, usage_figures
+
+        llm = suite.llm
+        if llm is not None and cand.calls is not None:
+            figures = usage_of(cand.calls, llm)
+            self.usage = figures.to_dict()
+            if base is not None and base.calls is not None:
+                self.baseline_usage = usage_of(base.calls, llm).to_dict()
+        else:  # a model or a function: only the latency budget applies
+            figures = usage_figures([], [], [ms for ms in cand.latency_ms if ms is not None])
+        if suite.budgets is not None:
+            self.budgets = check_budgets(figures, suite.budgets.model_dump())

@@ -108,6 +108,9 @@ class Predictions:
     cached: bool = False
     stored: bool = False
     """These are the store's predictions, as the store holds them."""
+    calls: list[list[list[Any]] | None] | None = None
+    """From an LLM endpoint: per row, its calls ([answer, prompt tokens, completion tokens,
+    latency ms] each; ``samples: k`` makes k), None for a row without answers."""
 
     @property
     def unanswered(self) -> int:
@@ -136,13 +139,16 @@ class Predictions:
 
     def to_json(self) -> dict[str, Any]:
         """The cached form."""
-        return {
+        data: dict[str, Any] = {
             "values": self.values,
             "ok": self.ok,
             "latency_ms": self.latency_ms,
             "errors": self.errors,
             "not_predicted": self.not_predicted,
         }
+        if self.calls is not None:
+            data["calls"] = self.calls
+        return data
 
 
 _PLAIN = {str, int, float, bool, type(None)}
@@ -197,8 +203,11 @@ def _from_json(data: Any, rows: int, *, stored: bool = False) -> Predictions | N
             int(data.get("not_predicted", 0)),
             cached=True,
             stored=stored,
+            calls=None if data.get("calls") is None else list(data["calls"]),
         )
     except (ValueError, KeyError, TypeError):
+        return None
+    if cached.calls is not None and len(cached.calls) != rows:
         return None
     return cached if len(cached.values) == rows == len(cached.ok) else None
 
@@ -551,7 +560,9 @@ def predict_release(
     if progress is not None and only is not None:
         progress = _after(progress, n - len(only), n)  # the cached rows count as done
     fn = resolve_function(ws, release, suite)
-    if fn is None:
+    if suite.llm is not None:
+        result = _run_llm(ws, release, golden, suite, progress, only)
+    elif fn is None:
         model = _load_pyfunc(ws, _model_uri(release, suite))
         result = _run_model(model, golden, suite, progress, only, ms_per_row)
     else:
@@ -562,6 +573,33 @@ def predict_release(
     return result
 
 
+def _run_llm(
+    ws: Workspace,
+    release: Release,
+    golden: Golden,
+    suite: EvalSuite,
+    progress: Progress | None,
+    only: Sequence[int] | None,
+) -> Predictions:
+    """Predictions from an LLM endpoint (:mod:`releaser.api.gate_llm`); a row's value is its
+    first answer, its latency the mean of its calls'."""
+    from releaser.api.gate_llm import llm_rows
+
+    numbers = list(range(len(golden.rows))) if only is None else list(only)
+    got = llm_rows(ws, release, golden, suite, numbers, progress)
+    values: list[Any] = []
+    ok: list[bool] = []
+    latency: list[float | None] = []
+    errors: list[str] = []
+    for number, calls, error in zip(numbers, got.calls, got.errors, strict=True):
+        ok.append(calls is not None)
+        values.append(calls[0][0] if calls else None)
+        latency.append(sum(c[3] for c in calls) / len(calls) if calls else None)
+        if error is not None and len(errors) < 5:
+            errors.append(f"row {number}: {error}")
+    return Predictions(values, ok, latency, errors, got.not_called, calls=list(got.calls))
+
+
 def _after(progress: Progress, offset: int, total: int) -> Progress:
     return lambda done, _part: progress(offset + done, total)
 
@@ -569,7 +607,12 @@ def _after(progress: Progress, offset: int, total: int) -> Progress:
 def _merge(cached: Predictions, only: Sequence[int], fresh: Predictions) -> Predictions:
     """The cached predictions with the rows numbered in ``only`` replaced by ``fresh``."""
     values, ok, latency = list(cached.values), list(cached.ok), list(cached.latency_ms)
+    calls: list[list[list[Any]] | None] | None = None
+    if fresh.calls is not None:
+        calls = list(cached.calls) if cached.calls is not None else [None] * len(values)
     for j, i in enumerate(only):
         values[i], ok[i], latency[i] = fresh.values[j], fresh.ok[j], fresh.latency_ms[j]
+        if calls is not None and fresh.calls is not None:
+            calls[i] = fresh.calls[j]
     # Every row without a prediction was tried again, so the fresh counts are all there is.
-    return Predictions(values, ok, latency, list(fresh.errors), fresh.not_predicted)
+    return Predictions(values, ok, latency, list(fresh.errors), fresh.not_predicted, calls=calls)

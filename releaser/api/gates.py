@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.api.context import current_actor, utc_now
 from releaser.api.gate_inputs import check_pinned_code, eval_suite, load_golden, resolve_scorers
+from releaser.api.gate_llm import LlmEvidence
 from releaser.api.gate_predict import (
     MAX_STORED_BYTES,
     PREDICTIONS_KIND,
@@ -94,6 +95,25 @@ class GateReport(BaseModel):
     )
     mlflow_run_id: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    usage: dict[str, Any] | None = Field(
+        default=None,
+        description="From an LLM endpoint: the candidate's calls, tokens (mean, p95), cost "
+        "per 1,000 requests and p95 latency per call.",
+    )
+    baseline_usage: dict[str, Any] | None = None
+    budgets: list[dict[str, Any]] = Field(
+        default_factory=list, description="Each budget: name, limit, value, passed."
+    )
+    judges: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per judge metric: the judge prompt and the version the candidate pins "
+        "(both releases' answers are graded by it), calls, seconds, unreadable answers.",
+    )
+    sample_variance: dict[str, float] = Field(
+        default_factory=dict,
+        description="With samples: k > 1, per metric, the mean variance of a row's score "
+        "between its samples (the paired bootstrap resamples rows of sample means).",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``gate --json`` shape."""
@@ -154,9 +174,41 @@ class GateReport(BaseModel):
                     f"| {s['column']}={s['value']} | {s['n']} | {_num(s['candidate'])} | "
                     f"{_num(s['baseline'])} | {_num(s['delta'], signed=True)} | {result} |"
                 )
+        lines += self._llm_lines()
         if self.warnings:
             lines += ["", *[f"> warning: {w}" for w in self.warnings]]
         return "\n".join(lines) + "\n"
+
+    def _llm_lines(self) -> list[str]:
+        """Judges, usage and budgets, for a gate against an LLM endpoint."""
+        lines: list[str] = []
+        for metric, j in self.judges.items():
+            lines += [
+                "",
+                f"- judge `{metric}`: prompt {j['prompt']} v{j['version']}, {j['calls']} "
+                f"calls in {j['seconds']:.1f} s, unreadable answers {j['unreadable']}, "
+                f"failed calls {j['failed']}",
+            ]
+        if self.usage is not None:
+            u = self.usage
+            cost = u.get("cost_per_1k_requests")
+            lines += [
+                "",
+                f"- usage: {u['requests']} calls, mean {_num(u['mean_tokens'])} tokens, "
+                f"p95 {_num(u['p95_tokens'])}, p95 latency {_num(u['p95_latency_ms'])} ms"
+                + (f", cost {_num(cost)} per 1,000 requests" if cost is not None else ""),
+            ]
+        for metric, v in self.sample_variance.items():
+            lines.append(f"- {metric}: mean variance between samples of a row {v:.4g}")
+        if self.budgets:
+            lines += ["", "### Budgets", "", "| budget | value | limit | result |"]
+            lines.append("| --- | --- | --- | --- |")
+            for b in self.budgets:
+                result = "pass" if b["passed"] else "**FAIL**"
+                lines.append(
+                    f"| {b['name']} | {_num(b['value'])} | {_num(b['limit'])} | {result} |"
+                )
+        return lines
 
 
 def _num(value: Any, *, signed: bool = False) -> str:
@@ -191,15 +243,34 @@ def _speeds(record: Record | None) -> dict[str, float]:
 
 
 def _scores(
-    preds: Predictions, labels: list[Any], scorers: dict[str, Any]
+    preds: Predictions,
+    labels: list[Any],
+    scorers: dict[str, Any],
+    judged: dict[str, list[list[float]]] | None = None,
+    variance: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray[Any, np.dtype[np.float64]]]:
+    """Per metric, each row's score; from an LLM endpoint, the mean of the row's samples
+    (``variance`` then gets each metric's mean variance between samples, when k > 1)."""
+    from releaser.api.gate_llm import row_means, sample_scores
+
     ok = np.asarray(preds.ok, dtype=bool)
     out: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
+    spread: dict[str, list[float] | None] = {}
     for metric, fn in scorers.items():
         if fn is None:  # latency: measured, not scored
             out[metric] = np.array(preds.latency_ms, dtype=np.float64)  # None -> NaN
+        elif preds.calls is not None:
+            means, spread[metric] = sample_scores(preds.calls, labels, fn)
+            out[metric] = np.asarray(means, dtype=np.float64)
         else:
             out[metric] = score_rows(fn, preds.values, labels, ok)
+    for metric, per_row in (judged or {}).items():
+        means, spread[metric] = row_means(per_row)
+        out[metric] = np.asarray(means, dtype=np.float64)
+    if variance is not None:
+        for metric, values in spread.items():
+            if values is not None:
+                variance[metric] = round(float(np.mean(values)), 6) if values else 0.0
     return out
 
 
@@ -245,7 +316,7 @@ def _evaluate(
             hint=f"add 'eval' under services.{service} in releaser.yaml and create a new release",
         )
     # Everything that can be wrong with the input is found before anything is predicted.
-    scorers = resolve_scorers(ws, service, suite)
+    scorers = resolve_scorers(ws, service, suite, release)
     custom = [scorers[s.metric] for s in suite.scorers if s.name == "custom"]
     code_warnings = check_pinned_code(ws, release, [resolve_function(ws, release, suite), *custom])
     golden = load_golden(ws.root, release, suite)
@@ -282,8 +353,13 @@ def _evaluate(
 
     cand = predict(release, 0)
     base_preds = predict(baseline, len(golden.rows)) if baseline is not None else None
-    cand_scores = _scores(cand, golden.labels, scorers)
-    base_scores = _scores(base_preds, golden.labels, scorers) if base_preds else None
+    judge_specs = [s for s in suite.scorers if s.name == "judge"]
+    llm = LlmEvidence(ws, release, golden, suite, judge_specs, cand, base_preds)
+    variance: dict[str, float] = {}
+    cand_scores = _scores(cand, golden.labels, scorers, llm.judged, variance)
+    base_scores = (
+        _scores(base_preds, golden.labels, scorers, llm.base_judged) if base_preds else None
+    )
     outcome = evaluate_gate(
         cand_scores,
         base_scores,
@@ -300,11 +376,12 @@ def _evaluate(
         not_predicted=cand.not_predicted,
         stopped_after=suite.max_consecutive_errors,
     )
+    budget_failures = [b.explain() for b in llm.budgets if not b.passed]
     report = GateReport(
         service=service,
         release_id=release.id,
         baseline_id=baseline.id if baseline else None,
-        passed=outcome.passed,
+        passed=outcome.passed and not budget_failures,
         at=utc_now(),
         actor=current_actor().name,
         dataset=golden.path,
@@ -319,10 +396,15 @@ def _evaluate(
         baseline_metrics=_clean(outcome.baseline_metrics),
         checks=outcome.checks,
         slices=outcome.slices,
-        failures=outcome.failures,
+        failures=[*outcome.failures, *budget_failures],
         warnings=[*code_warnings, *outcome.warnings],
         ms_per_row=measured,
         cached=cand.cached and (base_preds is None or base_preds.cached),
+        usage=llm.usage,
+        baseline_usage=llm.baseline_usage,
+        budgets=[b.__dict__ for b in llm.budgets],
+        judges=llm.judges,
+        sample_variance=variance,
     )
     return report, predicted
 

@@ -77,7 +77,10 @@ __all__ = [
 logger = logging.getLogger("releaser.llm")
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
-CHAT_ERROR_KINDS = frozenset({"rate_limited", "timeout", "server", "client", "protocol", "connect"})
+CHAT_ERROR_KINDS = frozenset(
+    {"rate_limited", "timeout", "server", "client", "protocol", "connect", "not_called"}
+)
+"""``not_called``: skipped after ``stop_after_errors`` calls in a row failed."""
 _RESERVED = frozenset({"model", "messages", "temperature", "max_tokens", "seed", "stream"})
 _REDACTED = "[redacted]"
 _SNIPPET = 200
@@ -548,13 +551,17 @@ def run_chats(
     cache: ChatCache | None = None,
     samples: int = 1,
     progress: Progress | None = None,
+    stop_after_errors: int | None = None,
 ) -> list[ChatAnswer | ChatError]:
     """Answer every prompt (sent as one user message), ``samples`` times each, in input order.
 
     The result has ``len(prompts) * samples`` entries: prompt 0's samples, then prompt 1's,
     and so on. A call that fails is a ``ChatError`` in its place; only a missing API key
     variable (every call would fail alike) is raised. ``progress(done, total)`` is called
-    after each call, cached ones included.
+    after each call, cached ones included. After ``stop_after_errors`` calls in a row
+    (in the order they finish) failed, the calls not started yet are not made: each is
+    a ``ChatError`` of kind ``not_called`` (an endpoint that is down costs that many
+    calls' retries, not every row's).
     """
     if concurrency < 1:
         raise BadInput(f"concurrency must be 1 or more: {concurrency}")
@@ -584,21 +591,29 @@ def run_chats(
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         semaphore = asyncio.Semaphore(concurrency)
         jitter = random.Random(settings.seed or 0)
+        failing = 0
 
         async def one(position: int) -> None:
-            nonlocal done
+            nonlocal done, failing
             index, sample = jobs[position]
             call = settings
             if samples > 1 and settings.seed is not None:
                 call = dataclasses.replace(settings, seed=settings.seed + sample)
             messages = [{"role": "user", "content": prompts[index]}]
             async with semaphore:
-                try:
-                    answer: ChatAnswer | ChatError = await complete(
-                        client, call, messages, rng=jitter
+                answer: ChatAnswer | ChatError
+                if stop_after_errors is not None and failing >= stop_after_errors:
+                    answer = ChatError(
+                        "not_called", f"not called: {failing} calls in a row failed before it"
                     )
-                except ChatError as error:
-                    answer = error
+                else:
+                    try:
+                        answer = await complete(client, call, messages, rng=jitter)
+                    except ChatError as error:
+                        answer = error
+                        failing += 1
+                    else:
+                        failing = 0
             if cache is not None and isinstance(answer, ChatAnswer):
                 cache.put(keys[position], settings.model, answer)
             results[position] = answer
