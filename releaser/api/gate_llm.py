@@ -54,6 +54,7 @@ __all__ = [
     "row_means",
     "sample_scores",
     "schema_of",
+    "trace_rows",
     "usage_of",
 ]
 
@@ -470,3 +471,44 @@ class LlmEvidence:
             figures = usage_figures([], [], [ms for ms in cand.latency_ms if ms is not None])
         if suite.budgets is not None:
             self.budgets = check_budgets(figures, suite.budgets.model_dump())
+
+
+def trace_rows(
+    ws: Workspace,
+    release: Release,
+    golden: Golden,
+    suite: EvalSuite,
+    calls: Sequence[Sequence[Call] | None],
+    scores: dict[str, Any],
+    judged: dict[str, list[list[float]]],
+) -> str:
+    """The candidate's rows as JSON lines, for a failing row to be opened in MLflow: inputs,
+    expected, the prompt version and its rendering, each call's answer, tokens and latency,
+    the row's score per metric and each judge's grades."""
+    llm = suite.llm
+    assert llm is not None
+    ref = _pinned(release.content.prompts, llm.prompt, "prompt")
+    pv = ws.prompts.get(ref.name, version=ref.version)
+    lines: list[str] = []
+    for i, row in enumerate(golden.rows):
+        mine = calls[i]
+        item = {
+            "row": i,
+            "release": release.id,
+            "prompt": f"{ref.name}@{ref.version}",
+            "inputs": {c: row[c] for c in suite.input_columns},
+            "expected": golden.labels[i],
+            "rendered": _render(pv, row, i),
+            "answers": None if mine is None else [c[0] for c in mine],
+            "tokens": None if mine is None else [[c[1], c[2]] for c in mine],
+            "latency_ms": None if mine is None else [c[3] for c in mine],
+            "scores": {m: _finite(v[i]) for m, v in scores.items()},
+            "judges": {m: g[i] for m, g in judged.items()},
+        }
+        lines.append(json.dumps(item, ensure_ascii=False, default=str))
+    return "\n".join(lines) + "\n"
+
+
+def _finite(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None

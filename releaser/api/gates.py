@@ -109,6 +109,9 @@ class GateReport(BaseModel):
         description="Per judge metric: the judge prompt and the version the candidate pins "
         "(both releases' answers are graded by it), calls, seconds, unreadable answers.",
     )
+    prompts: str = Field(
+        default="", description="The prompt versions the release pins, as name@version."
+    )
     sample_variance: dict[str, float] = Field(
         default_factory=dict,
         description="With samples: k > 1, per metric, the mean variance of a row's score "
@@ -305,9 +308,11 @@ def _evaluate(
     progress: Progress | None,
     use_cache: bool,
     previous: Record | None,
-) -> tuple[GateReport, dict[str, Predictions]]:
-    """The report, and the predictions it was judged on by their cache key (none when the
-    suite keeps them out of the store). ``previous`` is the release's stored gate record."""
+) -> tuple[GateReport, dict[str, Predictions], str | None]:
+    """The report, the predictions it was judged on by their cache key (none when the
+    suite keeps them out of the store), and for an LLM endpoint the candidate's rows as
+    JSON lines for MLflow (None when the suite keeps predictions out of shared places).
+    ``previous`` is the release's stored gate record."""
     service = release.service
     suite = eval_suite(ws, release)
     if suite is None:
@@ -405,14 +410,33 @@ def _evaluate(
         budgets=[b.__dict__ for b in llm.budgets],
         judges=llm.judges,
         sample_variance=variance,
+        prompts=", ".join(f"{p.name}@{p.version}" for p in release.content.prompts),
     )
-    return report, predicted
+    traces = None
+    if suite.llm is not None and suite.store_predictions and cand.calls is not None:
+        from releaser.api.gate_llm import trace_rows
+
+        traces = trace_rows(ws, release, golden, suite, cand.calls, cand_scores, llm.judged)
+    return report, predicted, traces
 
 
-def _log_mlflow(ws: Workspace, report: GateReport) -> tuple[str | None, str | None]:
-    """Log the report as an MLflow evaluation run; (run id, warning)."""
+def _log_mlflow(
+    ws: Workspace, report: GateReport, traces: str | None = None
+) -> tuple[str | None, str | None]:
+    """Log the report as an MLflow evaluation run; (run id, warning).
+
+    For an LLM endpoint the run also holds ``eval_rows.jsonl``: each golden row's inputs,
+    rendered prompt, answers, tokens, latency and scores, and is tagged with the prompt
+    versions the release pins.
+    """
     import json
 
+    files = {
+        "gate_report.md": report.markdown(),
+        "gate_report.json": json.dumps(report.to_dict(), indent=2),
+    }
+    if traces is not None:
+        files["eval_rows.jsonl"] = traces
     values = {k: v for k, v in report.metrics.items() if v is not None}
     values |= {f"baseline_{k}": v for k, v in report.baseline_metrics.items() if v is not None}
     values["errors"] = float(report.errors)
@@ -431,12 +455,10 @@ def _log_mlflow(ws: Workspace, report: GateReport) -> tuple[str | None, str | No
                 "releaser.baseline_id": report.baseline_id or "",
                 "releaser.dataset": report.dataset,
                 "releaser.dataset_md5": report.dataset_md5,
+                "releaser.prompts": report.prompts,
             },
             metrics=values,
-            files={
-                "gate_report.md": report.markdown(),
-                "gate_report.json": json.dumps(report.to_dict(), indent=2),
-            },
+            files=files,
         )
         return run_id, None
     except Exception as exc:  # noqa: BLE001 - the store holds the evidence; MLflow mirrors it
@@ -520,7 +542,7 @@ def run_gate(
     ws.config.service(service)
     release = get_service_release(ws, service, release_id)
     record = _gate_record(ws, release)
-    report, predicted = _evaluate(ws, release, progress, use_cache, record)
+    report, predicted, traces = _evaluate(ws, release, progress, use_cache, record)
     storable, unstored = _storable(predicted)
     previous = GateReport.model_validate(record.value) if record else None
     run_id: str | None
@@ -530,7 +552,7 @@ def run_gate(
         # holds this evidence, so it is not logged twice (and MLflow is not imported).
         run_id, warning = previous.mlflow_run_id, None
     else:
-        run_id, warning = _log_mlflow(ws, report)
+        run_id, warning = _log_mlflow(ws, report, traces)
     drift = pinned_drift_warning("eval suite", release.id, pinned_drift(ws, release, "eval"))
     warnings = [
         *([drift] if drift else []),
