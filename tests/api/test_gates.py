@@ -118,6 +118,7 @@ def test_a_better_candidate_passes_and_is_stored_audited_and_logged(
             "releaser.baseline_id": gated.r1,
             "releaser.dataset": report.dataset,
             "releaser.dataset_md5": report.dataset_md5,
+            "releaser.prompts": "case-triage-system@1",
         }
 
         again = run_gate(ws, SERVICE, gated.r2)
