@@ -9,7 +9,8 @@ from every answer. It is a stdlib ``ThreadingHTTPServer`` on 127.0.0.1 in a thre
 
 The prompt
     The contents of all messages, joined with newlines. It is read line by line; each
-    line is stripped, and a leading ``-``, ``*`` or ``•`` bullet is dropped. Lines are
+    line is stripped, and a leading ``-``, ``*`` or ``•`` bullet is dropped (a ``-``
+    followed by a digit is a criterion's sign, not a bullet). Lines are
     matched case-insensitively; a final full stop is optional. Lines that match no rule
     are ignored. A prompt is a *judge prompt* when a line starts with
     ``You are grading a reply``; otherwise it is a *reply prompt*.
@@ -120,7 +121,8 @@ __all__ = [
 MAX_REQUEST_BYTES = 1024 * 1024
 NEXT_STEP = "We will reply within 10 working days."
 _LOG_LIMIT = 10_000
-_BULLET = re.compile(r"^[-*\u2022]\s*")
+# A "-" followed by a digit is a criterion's sign ("-2 if ..."), not a bullet.
+_BULLET = re.compile(r"^(?:[*\u2022]\s*|-(?!\d)\s*)")
 _QUOTED = r"""(?:'(?P<s>[^']*)'|"(?P<d>[^"]*)")"""
 _INCLUDE = re.compile(rf"^include the phrase {_QUOTED}$", re.I)
 _SIGN_OFF = re.compile(r"^sign off as (?P<name>.+)$", re.I)
@@ -316,6 +318,14 @@ class StubRequest:
     status: int
 
 
+class _Server(ThreadingHTTPServer):
+    """Room in the listen queue for many clients at once (the default, 5, resets some of
+    16 concurrent connections)."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class ChatStub:
     """The stand-in server, running in a daemon thread; use as a context manager or ``close``."""
 
@@ -326,7 +336,7 @@ class ChatStub:
         self._key: str | None = None
         self._overrides: deque[tuple[int, dict[str, str], bytes]] = deque()
         self.reset()
-        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server = _Server((host, port), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))

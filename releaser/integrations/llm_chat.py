@@ -31,7 +31,7 @@ keeps its slot while it backs off, which eases the load on a rate-limited endpoi
 ``ChatCache`` keeps successful answers in sqlite under ``cache_key``: the sha256 of the
 canonical JSON of the rendered prompt, the model, the parameters (temperature, max_tokens,
 seed, extra) and the sample index. With ``samples > 1`` the seed sent for sample ``s`` is
-``seed + s`` (when a seed is set), so the samples are distinct, reproducible draws.
+``seed + s`` (``s`` when no seed is set), so the samples are distinct, reproducible draws.
 
 httpx is imported inside the functions that use it, so importing this module stays light.
 """
@@ -597,8 +597,10 @@ def run_chats(
             nonlocal done, failing
             index, sample = jobs[position]
             call = settings
-            if samples > 1 and settings.seed is not None:
-                call = dataclasses.replace(settings, seed=settings.seed + sample)
+            if samples > 1:
+                # Each sample its own seed (the configured one, else 0, plus its index), so
+                # an endpoint that honours seeds gives k distinct, repeatable answers.
+                call = dataclasses.replace(settings, seed=(settings.seed or 0) + sample)
             messages = [{"role": "user", "content": prompts[index]}]
             async with semaphore:
                 answer: ChatAnswer | ChatError
