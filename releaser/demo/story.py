@@ -136,7 +136,12 @@ def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSumm
         _gateway_story(root, gates.better.release_id, report)
         _shadow_story(root, gates.better.release_id, report)
         report("")
-        report("== 10. Operations get a runbook and a handover pack, written from the live state")
+        report("== 10. A prompt change, released like a model: LLM gate, judge, canary")
+        from releaser.demo.reply_story import run_reply_story
+
+        run_reply_story(root, report)
+        report("")
+        report("== 11. Operations get a runbook and a handover pack, written from the live state")
         from releaser.demo.docs_story import write_docs
 
         write_docs(root, SERVICE, report)

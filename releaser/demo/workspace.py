@@ -51,6 +51,7 @@ __all__ = [
     "copy_workspace",
     "example_dir",
     "load_example_module",
+    "track_and_push",
 ]
 
 MODEL_NAME = "case-triage"
@@ -203,7 +204,8 @@ def _init_dvc(root: Path) -> None:
         conf["remote"][REMOTE_NAME] = {"url": RelPath(str(root / REMOTE_DIR))}
 
 
-def _track_and_push(root: Path, paths: list[str]) -> None:
+def track_and_push(root: Path, paths: list[str]) -> None:
+    """Track ``paths`` (relative to ``root``) with DVC and push them to the default remote."""
     from dvc.repo import Repo
 
     with _quiet("dvc"), Repo(str(root)) as repo:
@@ -324,7 +326,7 @@ def build_example_workspace(
 
     data_mod.write_csv(root / GOLDEN_PATH, data_mod.golden_rows())
     data_mod.write_csv(root / TRAIN_PATH, data_mod.training_rows())
-    _track_and_push(root, [GOLDEN_PATH, TRAIN_PATH])
+    track_and_push(root, [GOLDEN_PATH, TRAIN_PATH])
     _commit_all(root, "Track the golden and training sets with DVC")
 
     _register_models(root, ws, data_mod, model_mod, model_versions)
@@ -350,7 +352,7 @@ def add_golden_cases(ws: ExampleWorkspace, count: int, *, seed: int) -> int:
     path = ws.root / GOLDEN_PATH
     rows = data_mod.read_csv(path) + data_mod.generate(count, seed=seed, label_noise=0.0)
     data_mod.write_csv(path, rows)
-    _track_and_push(ws.root, [GOLDEN_PATH])
+    track_and_push(ws.root, [GOLDEN_PATH])
     _commit_all(ws.root, f"Golden set: add {count} cases verified by caseworkers")
     return len(rows)
 

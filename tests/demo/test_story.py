@@ -33,7 +33,10 @@ def test_demo_tells_the_whole_story_and_the_audit_chain_holds(tmp_path: Path, cl
     assert "1000 user requests: 0 answered by the candidate" in text
     assert "rollout advance: rollback" in text
     assert "guardrail: agreement with the stable answers" in text
-    # Section 10: runbook and handover pack on disk; the shadow step is in the pack.
+    # Section 10: prompt v2 refused at the gate naming the slice, v3 canaried to 25%.
+    assert "FAIL slice topic=council-tax regressed: judge" in text
+    assert "advanced to 'canary-25'" in text
+    # Section 11: runbook and handover pack on disk; the shadow step is in the pack.
     assert (summary.root / "runbooks" / "case-triage.md").is_file()
     assert (summary.root / "dist" / "case-triage-handover.html").is_file()
     rollouts = next((summary.root / "dist").glob("**/rollouts.md")).read_text()
