@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from releaser.api.workspace import open_workspace
-from releaser.demo.reply_story import SERVICE, run_reply_story
+from releaser.demo.reply_story import run_reply_story
 from releaser.demo.workspace import ExampleWorkspace
 
 pytestmark = pytest.mark.slow
