@@ -16,7 +16,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 ACTION = ROOT / "action.yml"
-REUSABLE = {"release-gate.yml", "rollout-advance.yml", "prompt-promote.yml", "rollback.yml"}
+REUSABLE = {
+    "release-gate.yml",
+    "rollout-advance.yml",
+    "prompt-promote.yml",
+    "prompt-release.yml",
+    "rollback.yml",
+}
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+(?:/[\w./-]+)?@[0-9a-f]{40}$")
 
 # Least privilege, reviewed: the only permissions each job may have. id-token: write lets
@@ -38,6 +44,9 @@ ALLOWED_PERMISSIONS: dict[str, dict[str, dict[str, str]]] = {
         "publish": {"contents": "write", "id-token": "write"},
     },
     "prompt-promote.yml": {"promote": {"contents": "read", "id-token": "write"}},
+    "prompt-release.yml": {
+        "release": {"contents": "read", "id-token": "write", "deployments": "write"}
+    },
     "rollback.yml": {"rollback": {"contents": "read", "id-token": "write", "deployments": "write"}},
 }
 
