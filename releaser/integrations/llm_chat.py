@@ -38,8 +38,6 @@ httpx is imported inside the functions that use it, so importing this module sta
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import dataclasses
 import email.utils
 import hashlib
@@ -305,6 +303,8 @@ async def _attempt(
     attempt: int,
 ) -> tuple[str, int, int, float]:
     """One HTTP attempt: the answer, or ``_Retry``/``ChatError`` (messages redacted)."""
+    import asyncio
+
     import httpx
 
     headers = {"content-type": "application/json", "accept": "application/json"}
@@ -397,6 +397,8 @@ async def complete(
     rng: random.Random | None = None,
 ) -> ChatAnswer:
     """One chat completion, retried on 429/5xx/timeouts/connection errors; or ``ChatError``."""
+    import asyncio
+
     key = _api_key(settings)
     body: dict[str, Any] = {"model": settings.model, "messages": [dict(m) for m in messages]}
     body.update(settings.parameters())
@@ -534,6 +536,9 @@ class ChatCache:
 
 def _run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine to completion from synchronous code, even under a running loop."""
+    import asyncio
+    import concurrent.futures
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -585,6 +590,8 @@ def run_chats(
             progress(done, total)
 
     async def fetch_all() -> None:
+        import asyncio
+
         import httpx
 
         nonlocal done
