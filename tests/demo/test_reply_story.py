@@ -76,9 +76,39 @@ def test_v2_is_refused_naming_the_slice_v3_is_canaried_and_the_key_is_never_writ
     # The endpoint demanded the key on every call; it is written nowhere.
     leaks = [where for where, text in _everything_written(root, lines) if KEY in text]
     assert leaks == []
+    _over_budget(root)
     assert (
         subprocess.run(
             ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True
         ).stdout
         == ""
     )
+
+
+def _over_budget(root: Path) -> None:
+    """The same prompt v3 with a mean-token budget it cannot meet (its calls average about
+    115 tokens): the new release's gate fails naming the budget, and nothing starts."""
+    import os
+
+    from releaser.api.prompt_release import release_prompt
+    from releaser.demo.llm_stub import ChatStub
+    from releaser.demo.reply_story import KEY_ENV
+
+    cfg = root / "releaser.yaml"
+    stub = ChatStub()  # the workspace's endpoint stopped with the story: a new one
+    text = cfg.read_text()
+    old_url = text.split("base_url: ", 1)[1].split("\n", 1)[0]
+    cfg.write_text(text.replace("mean_tokens: 250", "mean_tokens: 60").replace(old_url, stub.url))
+    subprocess.run(["git", "commit", "-qam", "a tight budget"], cwd=root, check=True)
+    os.environ[KEY_ENV] = "any"  # this stand-in takes any key
+    ws = open_workspace(root)
+    try:
+        res = release_prompt(ws, "reply-drafter", "reply-draft", 3)
+    finally:
+        ws.close()
+        stub.close()
+        os.environ.pop(KEY_ENV, None)
+    assert res.gate is not None and not res.gate.passed and res.rollout is None
+    failures = [f for f in res.gate.failures if f.startswith("budget")]
+    assert len(failures) == 1 and failures[0].startswith("budget mean_tokens: ")
+    assert failures[0].endswith("> 60")
