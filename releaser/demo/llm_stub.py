@@ -9,9 +9,9 @@ from every answer. It is a stdlib ``ThreadingHTTPServer`` on 127.0.0.1 in a thre
 
 The prompt
     The contents of all messages, joined with newlines. It is read line by line; each
-    line is stripped, and a leading ``-``, ``*`` or ``•`` bullet is dropped. Lines are
-    matched case-insensitively; a final full stop is optional. Lines that match no rule
-    are ignored. A prompt is a *judge prompt* when a line starts with
+    line is stripped, and a leading bullet (``-``, ``*`` or ``•`` then a space) is
+    dropped. Lines are matched case-insensitively; a final full stop is optional. Lines
+    that match no rule are ignored. A prompt is a *judge prompt* when a line starts with
     ``You are grading a reply``; otherwise it is a *reply prompt*.
 
 Reply prompts: facts
@@ -86,7 +86,8 @@ Usage
 Controls (``ChatStub``), checked per request in this order after the ``delay_s`` wait:
     ``require_key(key)`` answers 401 to a request without ``Authorization: Bearer <key>``;
     ``rate_limit(n, retry_after_s)`` answers the next n requests 429 with ``Retry-After``;
-    ``fail_next(n, status)`` answers the next n with that status; ``garble_next(n, body)``
+    ``fail_next(n, status, message)`` answers the next n with that status (and an error
+    body carrying ``message``); ``garble_next(n, body)``
     answers the next n 200 with ``body`` as it is. Counters: ``calls``, ``statuses``,
     ``in_flight``/``max_in_flight``, ``connections`` (TCP connections accepted), ``log``
     (time, prompt and status of each request) and ``last_request`` (its JSON body, without
@@ -120,7 +121,7 @@ __all__ = [
 MAX_REQUEST_BYTES = 1024 * 1024
 NEXT_STEP = "We will reply within 10 working days."
 _LOG_LIMIT = 10_000
-_BULLET = re.compile(r"^[-*\u2022]\s*")
+_BULLET = re.compile(r"^[-*\u2022]\s+")
 _QUOTED = r"""(?:'(?P<s>[^']*)'|"(?P<d>[^"]*)")"""
 _INCLUDE = re.compile(rf"^include the phrase {_QUOTED}$", re.I)
 _SIGN_OFF = re.compile(r"^sign off as (?P<name>.+)$", re.I)
@@ -316,6 +317,13 @@ class StubRequest:
     status: int
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog (5) drops connections when 16 calls start at once; a dropped one
+    # surfaces a second later as a reset, which is not the endpoint behaviour under test.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class ChatStub:
     """The stand-in server, running in a daemon thread; use as a context manager or ``close``."""
 
@@ -326,8 +334,7 @@ class ChatStub:
         self._key: str | None = None
         self._overrides: deque[tuple[int, dict[str, str], bytes]] = deque()
         self.reset()
-        self.server = ThreadingHTTPServer((host, port), self._handler())
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), self._handler())
         self.url = f"http://{host}:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
         self._thread.daemon = True
@@ -367,9 +374,10 @@ class ChatStub:
         body = _error_body("rate limit reached (stub)", "rate_limit_exceeded")
         self._queue(n, 429, {"retry-after": value}, body)
 
-    def fail_next(self, n: int, status: int = 500) -> None:
+    def fail_next(self, n: int, status: int = 500, message: str | None = None) -> None:
         """Answer the next ``n`` requests with ``status`` and an OpenAI-style error body."""
-        self._queue(n, status, {}, _error_body(f"stub failure {status}", "server_error"))
+        text = message if message is not None else f"stub failure {status}"
+        self._queue(n, status, {}, _error_body(text, "server_error"))
 
     def garble_next(self, n: int, body: str | bytes = b'{"id": "not-a-completion"}') -> None:
         """Answer the next ``n`` requests 200 with ``body`` as it is (not a completion)."""
@@ -416,6 +424,13 @@ class ChatStub:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 if length > MAX_REQUEST_BYTES:
+                    # Drained (not kept) so the client reads the 413 rather than a reset.
+                    remaining = min(length, 64 * MAX_REQUEST_BYTES)
+                    while remaining > 0:
+                        chunk = self.rfile.read(min(remaining, 1 << 16))
+                        if not chunk:
+                            break
+                        remaining -= len(chunk)
                     self.close_connection = True
                     self._send(413, _error_body("request body too large", "invalid_request"))
                     return
