@@ -34,14 +34,16 @@ Reply prompts: instructions, and what each does
     ``Include the phrase '<text>'.`` (or with double quotes)
         adds ``<text>`` as a sentence of its own; several may be given, in prompt order.
     ``Sign off as <name>.``
-        ends the reply with ``Kind regards, <name>``.
+        ends the reply with ``Kind regards, <name>`` (the first such line counts).
     ``Keep it under <N> words.``
-        keeps only the first N-1 words of the reply (applied last, to the reply text).
+        keeps only the first N-1 words of the reply (applied last, to the reply text;
+        the smallest N counts).
     ``Answer in JSON with keys <k1>, <k2> and <k3>.`` (any number of keys, separated by
     commas and/or ``and``)
         the answer is a JSON object with those keys, in that order: ``reply`` (the reply
         text), ``next_step`` (the next-step sentence), ``topic``, ``reference``, ``resident``
-        (the facts); any other key is ``null``. Serialised with ``json.dumps`` defaults.
+        (the facts); any other key is ``null``. Serialised with ``json.dumps`` defaults;
+        the first such line counts.
 
     The reply text is, in this order and whatever the order of the instructions: the
     greeting; ``Thank you for your message about <topic words>.`` (the topic with ``-``
@@ -83,15 +85,21 @@ Usage
     ``prompt_tokens`` over the prompt (all message contents joined with newlines),
     ``completion_tokens`` over the answer.
 
-Controls (``ChatStub``), checked per request in this order after the ``delay_s`` wait:
-    ``require_key(key)`` answers 401 to a request without ``Authorization: Bearer <key>``;
-    ``rate_limit(n, retry_after_s)`` answers the next n requests 429 with ``Retry-After``;
-    ``fail_next(n, status, message)`` answers the next n with that status (and an error
-    body carrying ``message``); ``garble_next(n, body)``
-    answers the next n 200 with ``body`` as it is. Counters: ``calls``, ``statuses``,
-    ``in_flight``/``max_in_flight``, ``connections`` (TCP connections accepted), ``log``
-    (time, prompt and status of each request) and ``last_request`` (its JSON body, without
-    the ``Authorization`` header). Bodies over 1 MiB are refused (413).
+Controls (``ChatStub``)
+    Every chat request first waits ``delay_s`` seconds (0 by default). Then
+    ``require_key(key)`` answers 401 to a request without ``Authorization: Bearer <key>``.
+    Then queued answers are used up, one per request, in the order they were queued:
+    ``rate_limit(n, retry_after_s)`` queues n answers 429 with ``Retry-After``;
+    ``fail_next(n, status, message)`` queues n answers with that status and an error body
+    carrying ``message``; ``garble_next(n, body)`` queues n answers 200 with ``body`` as
+    it is. Otherwise the request is answered as above (400 if it is not JSON with a
+    ``messages`` list). Bodies over 1 MiB are refused (413).
+
+Counters
+    ``calls``, ``statuses`` (a Counter by status), ``in_flight``/``max_in_flight``,
+    ``connections`` (TCP connections accepted), ``log`` (answer time, prompt and status
+    of the last 10,000 requests) and ``last_request`` (its JSON body and headers, without
+    the ``Authorization`` header); ``reset()`` zeroes them.
 """
 
 from __future__ import annotations
@@ -312,7 +320,7 @@ class StubRequest:
     """One chat request as the stub saw it."""
 
     at: float
-    """``time.monotonic()`` when the request arrived."""
+    """``time.monotonic()`` when its answer was decided, just before it was sent."""
     prompt: str
     status: int
 
