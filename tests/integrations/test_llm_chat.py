@@ -387,6 +387,11 @@ def test_settings_keep_their_own_copy_of_extra() -> None:
     assert hash(frozen) == hash(ChatSettings(base_url="http://h/v1/", model="m"))
 
 
+def test_no_prompts_make_no_calls(stub: ChatStub) -> None:
+    assert run_chats(settings(stub), [], concurrency=4) == []
+    assert stub.calls == 0 and stub.connections == 0
+
+
 def test_run_chats_refuses_a_bad_concurrency(stub: ChatStub) -> None:
     with pytest.raises(BadInput):
         run_chats(settings(stub), ["x"], concurrency=0)
