@@ -9,10 +9,9 @@ from every answer. It is a stdlib ``ThreadingHTTPServer`` on 127.0.0.1 in a thre
 
 The prompt
     The contents of all messages, joined with newlines. It is read line by line; each
-    line is stripped, and a leading ``-``, ``*`` or ``•`` bullet is dropped (a ``-``
-    followed by a digit is a criterion's sign, not a bullet). Lines are
-    matched case-insensitively; a final full stop is optional. Lines that match no rule
-    are ignored. A prompt is a *judge prompt* when a line starts with
+    line is stripped, and a leading bullet (``-``, ``*`` or ``•`` then a space) is
+    dropped. Lines are matched case-insensitively; a final full stop is optional. Lines
+    that match no rule are ignored. A prompt is a *judge prompt* when a line starts with
     ``You are grading a reply``; otherwise it is a *reply prompt*.
 
 Reply prompts: facts
@@ -35,14 +34,16 @@ Reply prompts: instructions, and what each does
     ``Include the phrase '<text>'.`` (or with double quotes)
         adds ``<text>`` as a sentence of its own; several may be given, in prompt order.
     ``Sign off as <name>.``
-        ends the reply with ``Kind regards, <name>``.
+        ends the reply with ``Kind regards, <name>`` (the first such line counts).
     ``Keep it under <N> words.``
-        keeps only the first N-1 words of the reply (applied last, to the reply text).
+        keeps only the first N-1 words of the reply (applied last, to the reply text;
+        the smallest N counts).
     ``Answer in JSON with keys <k1>, <k2> and <k3>.`` (any number of keys, separated by
     commas and/or ``and``)
         the answer is a JSON object with those keys, in that order: ``reply`` (the reply
         text), ``next_step`` (the next-step sentence), ``topic``, ``reference``, ``resident``
-        (the facts); any other key is ``null``. Serialised with ``json.dumps`` defaults.
+        (the facts); any other key is ``null``. Serialised with ``json.dumps`` defaults;
+        the first such line counts.
 
     The reply text is, in this order and whatever the order of the instructions: the
     greeting; ``Thank you for your message about <topic words>.`` (the topic with ``-``
@@ -84,14 +85,21 @@ Usage
     ``prompt_tokens`` over the prompt (all message contents joined with newlines),
     ``completion_tokens`` over the answer.
 
-Controls (``ChatStub``), checked per request in this order after the ``delay_s`` wait:
-    ``require_key(key)`` answers 401 to a request without ``Authorization: Bearer <key>``;
-    ``rate_limit(n, retry_after_s)`` answers the next n requests 429 with ``Retry-After``;
-    ``fail_next(n, status)`` answers the next n with that status; ``garble_next(n, body)``
-    answers the next n 200 with ``body`` as it is. Counters: ``calls``, ``statuses``,
-    ``in_flight``/``max_in_flight``, ``connections`` (TCP connections accepted), ``log``
-    (time, prompt and status of each request) and ``last_request`` (its JSON body, without
-    the ``Authorization`` header). Bodies over 1 MiB are refused (413).
+Controls (``ChatStub``)
+    Every chat request first waits ``delay_s`` seconds (0 by default). Then
+    ``require_key(key)`` answers 401 to a request without ``Authorization: Bearer <key>``.
+    Then queued answers are used up, one per request, in the order they were queued:
+    ``rate_limit(n, retry_after_s)`` queues n answers 429 with ``Retry-After``;
+    ``fail_next(n, status, message)`` queues n answers with that status and an error body
+    carrying ``message``; ``garble_next(n, body)`` queues n answers 200 with ``body`` as
+    it is. Otherwise the request is answered as above (400 if it is not JSON with a
+    ``messages`` list). Bodies over 1 MiB are refused (413).
+
+Counters
+    ``calls``, ``statuses`` (a Counter by status), ``in_flight``/``max_in_flight``,
+    ``connections`` (TCP connections accepted), ``log`` (answer time, prompt and status
+    of the last 10,000 requests) and ``last_request`` (its JSON body and headers, without
+    the ``Authorization`` header); ``reset()`` zeroes them.
 """
 
 from __future__ import annotations
@@ -121,8 +129,7 @@ __all__ = [
 MAX_REQUEST_BYTES = 1024 * 1024
 NEXT_STEP = "We will reply within 10 working days."
 _LOG_LIMIT = 10_000
-# A "-" followed by a digit is a criterion's sign ("-2 if ..."), not a bullet.
-_BULLET = re.compile(r"^(?:[*\u2022]\s*|-(?!\d)\s*)")
+_BULLET = re.compile(r"^[-*\u2022]\s+")
 _QUOTED = r"""(?:'(?P<s>[^']*)'|"(?P<d>[^"]*)")"""
 _INCLUDE = re.compile(rf"^include the phrase {_QUOTED}$", re.I)
 _SIGN_OFF = re.compile(r"^sign off as (?P<name>.+)$", re.I)
@@ -313,16 +320,15 @@ class StubRequest:
     """One chat request as the stub saw it."""
 
     at: float
-    """``time.monotonic()`` when the request arrived."""
+    """``time.monotonic()`` when its answer was decided, just before it was sent."""
     prompt: str
     status: int
 
 
 class _Server(ThreadingHTTPServer):
-    """Room in the listen queue for many clients at once (the default, 5, resets some of
-    16 concurrent connections)."""
-
-    request_queue_size = 128
+    # The default backlog (5) drops connections when 16 calls start at once; a dropped one
+    # surfaces a second later as a reset, which is not the endpoint behaviour under test.
+    request_queue_size = 256
     daemon_threads = True
 
 
@@ -337,7 +343,6 @@ class ChatStub:
         self._overrides: deque[tuple[int, dict[str, str], bytes]] = deque()
         self.reset()
         self.server = _Server((host, port), self._handler())
-        self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
         self._thread.daemon = True
@@ -377,9 +382,10 @@ class ChatStub:
         body = _error_body("rate limit reached (stub)", "rate_limit_exceeded")
         self._queue(n, 429, {"retry-after": value}, body)
 
-    def fail_next(self, n: int, status: int = 500) -> None:
+    def fail_next(self, n: int, status: int = 500, message: str | None = None) -> None:
         """Answer the next ``n`` requests with ``status`` and an OpenAI-style error body."""
-        self._queue(n, status, {}, _error_body(f"stub failure {status}", "server_error"))
+        text = message if message is not None else f"stub failure {status}"
+        self._queue(n, status, {}, _error_body(text, "server_error"))
 
     def garble_next(self, n: int, body: str | bytes = b'{"id": "not-a-completion"}') -> None:
         """Answer the next ``n`` requests 200 with ``body`` as it is (not a completion)."""
@@ -426,6 +432,13 @@ class ChatStub:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 if length > MAX_REQUEST_BYTES:
+                    # Drained (not kept) so the client reads the 413 rather than a reset.
+                    remaining = min(length, 64 * MAX_REQUEST_BYTES)
+                    while remaining > 0:
+                        chunk = self.rfile.read(min(remaining, 1 << 16))
+                        if not chunk:
+                            break
+                        remaining -= len(chunk)
                     self.close_connection = True
                     self._send(413, _error_body("request body too large", "invalid_request"))
                     return

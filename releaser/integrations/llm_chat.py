@@ -431,9 +431,9 @@ async def complete(
                 ceiling = min(settings.max_backoff_s, settings.backoff_s * 2.0**retries_done)
                 wait = ceiling * (0.5 + 0.5 * jitter.random())
             logger.info(
-                "chat call %s (%s); retry %d of %d in %.2f s",
+                "chat call %s: %s; retry %d of %d in %.2f s",
                 error.kind,
-                error.status if error.status is not None else "no status",
+                error.message,
                 attempt,
                 settings.max_retries,
                 wait,
