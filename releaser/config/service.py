@@ -157,6 +157,19 @@ class LlmEndpoint(_Model):
         description="Base URL; requests go to <base_url>/chat/completions.",
     )
     model: str = Field(min_length=1, max_length=256, description="Model name sent with each call.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        netloc = value.split("://", 1)[1].split("/", 1)[0]
+        if "@" in netloc:
+            raise problem(
+                "the base URL holds credentials (user:password@): they would be written into "
+                "releases, reports and runbooks",
+                hint="give the key through api_key_env (the name of an environment variable)",
+            )
+        return value
+
     api_key_env: str | None = Field(
         default=None,
         pattern=_ENV_NAME,

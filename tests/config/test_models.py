@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from releaser.config import (
     AttributeRule,
     Config,
+    LlmEndpoint,
     RolloutPlan,
     ScorerSpec,
     Service,
@@ -564,3 +565,8 @@ def test_judge_options_belong_to_the_judge_and_need_an_endpoint() -> None:
             ScorerSpec.model_validate({"name": "judge", "prompt": "grader", **bad})
     with pytest.raises(ValidationError, match="the judge scorer needs 'prompt'"):
         ScorerSpec.model_validate({"name": "judge"})
+
+
+def test_an_llm_base_url_with_credentials_is_refused() -> None:
+    with pytest.raises(ValidationError, match="the base URL holds credentials"):
+        LlmEndpoint(base_url="https://user:sk-live-123@llm.example.org/v1", model="m")
