@@ -18,6 +18,11 @@ subclasses uvicorn's HTTP protocol to add three things per connection:
 - **header size**: bytes buffered before the headers complete are counted; past
   ``max_header_bytes`` the client gets 431 and the connection is closed.
 
+It also hands uvicorn a transport whose small writes of one event-loop step leave in one
+system call (:class:`CoalescedWrites`): uvicorn writes a response's head at
+``http.response.start`` and its body at ``http.response.body``, two writes (and, on
+loopback, two wake-ups of the client) where one does.
+
 The body (size, time) and concurrent requests are bounded in the ASGI app
 (:mod:`releaser.serve.gateway`), which sees them; the upstream's response time by the
 upstream client's read timeout.
@@ -35,9 +40,12 @@ from releaser.errors import BadInput
 if TYPE_CHECKING:
     from releaser.config.deploy import GatewayLimits
 
-__all__ = ["bind_socket", "bounded_protocol", "connection_cap"]
+__all__ = ["CoalescedWrites", "bind_socket", "bounded_protocol", "connection_cap"]
 
 MAX_PORT = 65_535
+# Writes past this size go out at once (after what is held): coalescing is for the small
+# head and body of one response, not for holding a stream's chunks in memory.
+COALESCE_MAX_BYTES = 16 * 1024
 
 
 def connection_cap(limits: GatewayLimits) -> int:
@@ -57,6 +65,88 @@ def _raw_response(status: int, reason: str, text: str, extra: bytes = b"") -> by
         + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
         + body
     )
+
+
+class CoalescedWrites:
+    """A transport wrapper: the small writes made in one event-loop step leave as one.
+
+    The first write of a step is held and a flush is scheduled for the end of the step
+    (``loop.call_soon``); later writes of the step join it. A write of
+    ``COALESCE_MAX_BYTES`` or more, ``close()`` and ``write_eof()`` flush what is held
+    first, so bytes leave in the order written and nothing is held past a close. Flow
+    control is the wrapped transport's: at most one step's small writes are held.
+    Everything else is the wrapped transport's.
+    """
+
+    __slots__ = ("_held", "_held_bytes", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] | None = None
+        self._held_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        """Hold ``data`` until the end of this event-loop step (a large write goes now)."""
+        if not data:
+            return
+        held = self._held
+        size = len(data)
+        if held is None:
+            if size >= COALESCE_MAX_BYTES:
+                self._transport.write(data)
+                return
+            self._held = [data]
+            self._held_bytes = size
+            self._loop.call_soon(self.flush)
+            return
+        held.append(data)
+        self._held_bytes += size
+        if self._held_bytes >= COALESCE_MAX_BYTES:
+            self.flush()
+
+    def writelines(self, data: Any) -> None:
+        """Write each buffer (held like :meth:`write`)."""
+        for chunk in data:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        """Send what is held, in one write (dropped if the transport is closing)."""
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        self._held_bytes = 0
+        transport = self._transport
+        if transport.is_closing():
+            return
+        if len(held) == 1:
+            transport.write(held[0])
+        else:
+            transport.writelines(held)
+
+    def get_write_buffer_size(self) -> int:
+        """The wrapped transport's buffered bytes plus those held."""
+        return self._transport.get_write_buffer_size() + self._held_bytes
+
+    def write_eof(self) -> None:
+        """Flush, then half-close."""
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        """Flush, then close."""
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Drop what is held and abort at once."""
+        self._held = None
+        self._held_bytes = 0
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
@@ -87,7 +177,7 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
         _refused = False
 
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
+            super().connection_made(CoalescedWrites(transport, self.loop))
             if len(self.connections) > max_connections:
                 oldest = next(iter(waiting), None)
                 if oldest is None:  # every connection has a request in flight
