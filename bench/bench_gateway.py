@@ -107,7 +107,8 @@ GATEWAY = textwrap.dedent(
         app = Gateway("bench", router, StaticUpstreams(upstream, upstream), settings)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-            server_header=False, date_header=False, lifespan="on", loop="auto",
+            server_header=False, date_header=False, proxy_headers=False, lifespan="on",
+            loop="auto",
             http=bounded_protocol(limits), timeout_keep_alive=max(1, round(limits.keep_alive_s)),
             h11_max_incomplete_event_size=limits.max_header_bytes)
         uvicorn.Server(config).run()

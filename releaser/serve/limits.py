@@ -172,6 +172,10 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
     class BoundedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         """uvicorn's protocol, refusing extra connections and slow or oversized headers."""
 
+        # The header clock: running while ``_header_deadline`` is set (loop time). One timer
+        # per connection, pushed on when the clock restarts, rather than a timer made and
+        # cancelled for every request of a keep-alive connection.
+        _header_deadline = 0.0
         _header_timer: asyncio.TimerHandle | None = None
         _header_bytes = 0
         _refused = False
@@ -195,18 +199,27 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
 
         def _start_header_clock(self) -> None:
             self._header_bytes = 0
-            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+            self._header_deadline = deadline = self.loop.time() + header_timeout_s
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_at(deadline, self._header_clock_rings)
             waiting[self] = None
 
         def _stop_header_clock(self) -> None:
             waiting.pop(self, None)
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+            self._header_deadline = 0.0
+
+        def _header_clock_rings(self) -> None:
+            self._header_timer = None
+            deadline = self._header_deadline
+            if not deadline:
+                return  # stopped since
+            if self.loop.time() < deadline:  # restarted since: wait for the new deadline
+                self._header_timer = self.loop.call_at(deadline, self._header_clock_rings)
+                return
+            self._headers_too_slow()
 
         def _headers_too_slow(self) -> None:
-            self._header_timer = None
-            waiting.pop(self, None)
+            self._stop_header_clock()
             if self.transport.is_closing():
                 return
             if self._header_bytes:
@@ -216,10 +229,10 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
-            waiting = self._header_timer is not None
+            clocked = bool(self._header_deadline)
             cycle = self.cycle
             super().data_received(data)
-            if not waiting or self.transport.is_closing():
+            if not clocked or self.transport.is_closing():
                 return
             if self.cycle is not cycle:  # a request's headers are complete
                 self._stop_header_clock()
@@ -234,11 +247,14 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
             super().on_response_complete()
             cycle = self.cycle
             idle = cycle is None or cycle.response_complete
-            if idle and self._header_timer is None and not self.transport.is_closing():
+            if idle and not self._header_deadline and not self.transport.is_closing():
                 self._start_header_clock()  # the next request's headers are on the clock
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_header_clock()
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
             super().connection_lost(exc)
 
     return BoundedHTTPProtocol
