@@ -125,6 +125,10 @@ class CoalescedWrites:
         else:
             transport.writelines(held)
 
+    def is_closing(self) -> bool:
+        """Whether the wrapped transport is closing (asked several times a request)."""
+        return self._transport.is_closing()
+
     def get_write_buffer_size(self) -> int:
         """The wrapped transport's buffered bytes plus those held."""
         return self._transport.get_write_buffer_size() + self._held_bytes

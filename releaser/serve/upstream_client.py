@@ -53,7 +53,8 @@ class _Origin:
     port: int
     tls: bool
     prefix: str
-    host_header: bytes
+    host_line: bytes
+    """``host: <netloc>`` and its line end."""
 
 
 @dataclass(slots=True)
@@ -112,7 +113,8 @@ def _origin(base: str) -> _Origin:
     tls = parts.scheme == "https"
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if tls else 80)
-    return _Origin(host, port, tls, parts.path.rstrip("/"), (parts.netloc or host).encode())
+    host_line = b"host: " + (parts.netloc or host).encode() + b"\r\n"
+    return _Origin(host, port, tls, parts.path.rstrip("/"), host_line)
 
 
 class UpstreamClient:
@@ -149,10 +151,14 @@ class UpstreamClient:
         origin = self._origins.get(base)
         if origin is None:
             origin = self._origins[base] = _origin(base)
-        lines = [f"{method} {origin.prefix}{target} HTTP/1.1\r\n".encode("latin-1")]
-        lines.append(b"host: " + origin.host_header + b"\r\n")
+        # The pieces of the request head, joined once (no bytes made per header).
+        lines = [
+            f"{method} {origin.prefix}{target} HTTP/1.1\r\n".encode("latin-1"),
+            origin.host_line,
+        ]
+        extend = lines.extend
         for name, value in headers:
-            lines.append(name + b": " + value + b"\r\n")
+            extend((name, b": ", value, b"\r\n"))
         if not isinstance(body, bytes):
             lines.append(b"content-length: " + str(length or 0).encode() + b"\r\n\r\n")
             fresh = await self._connect(origin)
@@ -167,7 +173,9 @@ class UpstreamClient:
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             lines.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
         lines.append(b"\r\n")
-        payload = b"".join(lines) + body
+        if body:
+            lines.append(body)
+        payload = b"".join(lines)
         conn = self._take(origin)
         if conn is not None:
             try:
