@@ -43,39 +43,43 @@ def _wrapped(loop: asyncio.AbstractEventLoop) -> tuple[CoalescedWrites, Recordin
     return CoalescedWrites(inner, loop), inner  # type: ignore[arg-type]
 
 
-def test_writes_of_one_step_leave_as_one_in_order() -> None:
-    async def run() -> tuple[list[bytes], list[bytes], int]:
+def test_a_small_write_leaves_with_the_next_at_once_or_at_the_steps_end() -> None:
+    async def run() -> tuple[list[bytes], int, list[bytes], list[bytes], list[bytes]]:
         outer, inner = _wrapped(asyncio.get_running_loop())
-        outer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        outer.write(b"HTTP/1.1 200 OK\r\n\r\n")  # held: nothing has left
         outer.write(b"")
-        outer.write(b"body")
-        held = list(inner.writes)
-        size = outer.get_write_buffer_size()
-        await asyncio.sleep(0)  # the step ends: the flush runs
+        held, size = list(inner.writes), outer.get_write_buffer_size()
+        outer.write(b"body")  # leaves at once, with the head, as one write
+        together = list(inner.writes)
+        outer.write(b"HTTP/1.1 204 No Content\r\n\r\n")  # nothing follows it this step
+        await asyncio.sleep(0)  # the step ends: it is sent
+        alone = list(inner.writes)
         outer.write(b"next")
-        await asyncio.sleep(0)
-        return held, inner.writes, size
+        outer.flush()  # sent when asked (a response complete)
+        return held, size, together, alone, inner.writes
 
-    held, writes, size = asyncio.run(run())
-    assert held == []  # nothing left during the step
-    assert size == len(b"HTTP/1.1 200 OK\r\n\r\nbody")  # held bytes count as buffered
-    assert writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"next"]
+    held, size, together, alone, flushed = asyncio.run(run())
+    assert held == [] and size == len(b"HTTP/1.1 200 OK\r\n\r\n")  # held bytes count
+    assert together == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    assert alone == [*together, b"HTTP/1.1 204 No Content\r\n\r\n"]
+    assert flushed == [*alone, b"next"]
 
 
-def test_a_large_write_goes_at_once_after_what_is_held() -> None:
+def test_a_large_write_is_not_held() -> None:
     big = b"x" * COALESCE_MAX_BYTES
 
     async def run() -> list[bytes]:
         outer, inner = _wrapped(asyncio.get_running_loop())
         outer.write(big)  # nothing held: straight through
         outer.write(b"head")
-        outer.write(big)  # past the cap: what is held and this leave now
+        outer.write(big)  # with what is held
+        outer.write(big)
         writes = list(inner.writes)
         await asyncio.sleep(0)
-        assert inner.writes == writes  # nothing left to flush
+        assert inner.writes == writes  # nothing left to send
         return writes
 
-    assert asyncio.run(run()) == [big, b"head" + big]
+    assert asyncio.run(run()) == [big, b"head" + big, big]
 
 
 def test_close_flushes_first_abort_drops_and_the_rest_is_the_transports() -> None:
