@@ -30,15 +30,26 @@ cores, the kernel's loopback work included) and divides it by the requests done.
 cores (Python 3.11.7, uvloop, httptools), over four runs, direct cost 115-145 us of CPU a
 request (wrk and upstream), through nginx 150-165, through the gateway 420-490 (both cores
 0% idle while it ran): the gateway adds about 300 us of CPU to every request, nginx 10-45.
-Per-process CPU times are tick-sampled and missed half of it, so they are not used.
+Per-process CPU times in /proc/PID/stat are tick-sampled and missed half of it; the
+scheduler's own count (/proc/PID/task/*/schedstat) is exact, and is printed for the
+upstream (direct) and for the gateway process alone.
 py-spy (``pip install py-spy`` into the bench's environment; it needs ptrace) then samples
-gateway (a), native frames included, during a further wrk run, not a measured one. A third
-to two fifths of its samples are in ``write``/``read`` system calls: the response head and
-body go to the client in two writes (uvicorn writes the head at ``http.response.start``),
-the request to the upstream in a third. The rest: uvloop and interpreter overhead
-(Py_DECREF, task and timeout handles: ``asyncio.timeout`` around each upstream exchange,
-``get_running_loop``), httptools callbacks, the gateway's own header loop (about 5%),
-metrics (about 3%) and routing with recording (2-7%; the RE2 rule does not show).
+gateway (a), native frames included, during a further wrk run, not a measured one.
+
+Per proxied request the gateway now makes one write to the upstream, one to the client
+(the head held for the body: ``releaser.serve.limits.CoalescedWrites``), two reads and
+three ``getpid`` calls (Python 3.11's ``get_running_loop`` makes one each time; all three
+are in the gateway's request-body path: the body deadline and ``asyncio.timeout_at``);
+before, three writes and nine ``getpid`` calls (system calls counted over a wrk run: 7.9 a
+request, from 14.7). The gateway process's own CPU a request (its schedstat, over eight
+interleaved wrk rounds in one run, the machine shared with other work): 126 us before,
+108 us after; on a quieter machine earlier, 125 and 93. A sampled
+profile of what remains: the two writes' system calls (loopback delivery included) about
+a third, uvloop's loop with the two reads a fifth, uvicorn's protocol (httptools
+callbacks, scope, task, keep-alive timer) an eighth, the gateway's request path (headers,
+routing, body receive) a tenth, the upstream client's Python a twentieth, prometheus
+metrics and recording a twentieth. By a native sampler: 58% interpreter, 29% kernel, 6%
+uvloop.
 
     python bench/bench_gateway.py [--seconds 10] [--rate 200] [--wrk-seconds 5]
 """
@@ -107,7 +118,8 @@ GATEWAY = textwrap.dedent(
         app = Gateway("bench", router, StaticUpstreams(upstream, upstream), settings)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-            server_header=False, date_header=False, lifespan="on", loop="auto",
+            server_header=False, date_header=False, proxy_headers=False, lifespan="on",
+            loop="auto",
             http=bounded_protocol(limits), timeout_keep_alive=max(1, round(limits.keep_alive_s)),
             h11_max_incomplete_event_size=limits.max_header_bytes)
         uvicorn.Server(config).run()
@@ -329,10 +341,30 @@ def start_nginx(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes],
     return proc, port
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """Seconds of CPU a process's threads have run (the scheduler's exact count), if known."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
+
+
 def throughput(
-    wrk: str, script: str, targets: dict[str, int | str], args: argparse.Namespace
+    wrk: str,
+    script: str,
+    targets: dict[str, int | str],
+    args: argparse.Namespace,
+    servers: dict[str, int] | None = None,
 ) -> None:
-    """wrk against every target, in interleaved rounds; medians and ratios to direct."""
+    """wrk against every target, in interleaved rounds; medians and ratios to direct.
+
+    ``servers``: target -> the pid of the one process serving it, whose own CPU a request
+    is printed too (exact, unlike the machine's busy time, which other work on a shared
+    machine inflates).
+    """
     threads, conns, seconds = args.wrk_threads, args.wrk_connections, args.wrk_seconds
     rounds = args.wrk_rounds
     print(
@@ -344,14 +376,21 @@ def throughput(
     latencies: dict[str, list[str]] = {name: [] for name in ports}
     errors: Counter[str] = Counter()
     busy_us: dict[str, list[float]] = {name: [] for name in ports}
+    own_us: dict[str, list[float]] = {name: [] for name in ports}
+    servers = servers or {}
     for _ in range(rounds):
         for name, port in ports.items():
+            pid = servers.get(name)
+            own_before = process_cpu_s(pid) if pid else None
             before = cpu_busy_s()
             out = run_wrk(wrk, script, port, threads, conns, seconds)
             after = cpu_busy_s()
+            own_after = process_cpu_s(pid) if pid else None
             done = re.search(r"(\d+) requests in", out)
             if before is not None and after is not None and done and int(done.group(1)):
                 busy_us[name].append((after - before) / int(done.group(1)) * 1e6)
+            if own_before is not None and own_after is not None and done and int(done.group(1)):
+                own_us[name].append((own_after - own_before) / int(done.group(1)) * 1e6)
             found = re.search(r"Requests/sec:\s*([\d.]+)", out)
             failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
             lat = re.search(r"Latency\s+(\S+)", out)
@@ -370,6 +409,8 @@ def throughput(
         )
         if busy_us[name]:
             line += f"  CPU {statistics.median(busy_us[name]):.0f} us/request"
+        if own_us[name]:
+            line += f" (its server process {statistics.median(own_us[name]):.0f})"
         if name != "direct" and direct:
             ratio = median / direct
             line += f"  {ratio:.0%} of direct"
@@ -557,7 +598,8 @@ def main() -> None:
             else:
                 procs.append(nginx[0])
                 targets[nginx_name] = nginx[1]
-            throughput(wrk, str(script), targets, args)
+            servers = {"direct": upstream.pid, "(a) gateway": gateway.pid}
+            throughput(wrk, str(script), targets, args, servers)
             print(
                 "  one gateway process and one nginx worker, sharing the cores with wrk and "
                 "the upstream; CPU: the whole machine's busy time (every process and the "

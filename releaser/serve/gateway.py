@@ -413,33 +413,43 @@ class Gateway:
         headers = [(k, v) for k, v in response.headers if k not in _HOP_BY_HOP]
         headers.extend(marks)
         error = status >= 500
-        body_iter = response.body
         # The stable answer, kept to compare with the candidate's (None past the limit).
         answer: list[bytes] | None = [] if mirrored is not None else None
         kept, keep_up_to = 0, mirror.plan.max_body_bytes if mirror is not None else 0
-        try:
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            async for chunk in body_iter:
-                if answer is not None:
-                    kept += len(chunk)
-                    if kept > keep_up_to:
-                        answer = None
-                    else:
-                        answer.append(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except UpstreamError as exc:  # the upstream broke off mid-response
-            error = True
-            logger.warning("releaser gateway: upstream %s broke off: %s", base, exc)
-        finally:
-            await body_iter.aclose()  # type: ignore[attr-defined]
-        # Recorded before the last (empty) body message, so a client that has its response
-        # knows the request is counted.
+        # A small body read whole with the head goes in the last message (one write with
+        # the head); a larger one is streamed as it arrives and the last message is empty.
+        start_message = {"type": "http.response.start", "status": status, "headers": headers}
+        last = response.content
+        if last is not None:
+            if answer is not None:
+                answer = [last] if len(last) <= keep_up_to else None
+            await send(start_message)
+        else:
+            last = b""
+            body_iter = response.body
+            try:
+                await send(start_message)
+                async for chunk in body_iter:
+                    if answer is not None:
+                        kept += len(chunk)
+                        if kept > keep_up_to:
+                            answer = None
+                        else:
+                            answer.append(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except UpstreamError as exc:  # the upstream broke off mid-response
+                error = True
+                logger.warning("releaser gateway: upstream %s broke off: %s", base, exc)
+            finally:
+                await body_iter.aclose()  # type: ignore[attr-defined]
+        # Recorded before the last body message, so a client that has its response knows
+        # the request is counted.
         elapsed = time.perf_counter() - start
         self.router.record(assignment, latency_ms=elapsed * 1000.0, error=error)
         self.metrics.observe(variant, release, status, elapsed)
         if error:
             self.metrics.error(variant, release, "status_5xx" if status >= 500 else "broken")
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": last})
         if mirror is not None and mirrored is not None and isinstance(body, bytes):
             stable = None if answer is None or error else b"".join(answer)
             mirror.start(scope["method"], target, mirrored, body, status, stable)

@@ -18,6 +18,11 @@ subclasses uvicorn's HTTP protocol to add three things per connection:
 - **header size**: bytes buffered before the headers complete are counted; past
   ``max_header_bytes`` the client gets 431 and the connection is closed.
 
+It also hands uvicorn a transport that sends a response's small head with the write that
+follows it (:class:`CoalescedWrites`): uvicorn writes the head at ``http.response.start``
+and the body at ``http.response.body``, two system calls (and, on loopback, two wake-ups
+of the client) where one does.
+
 The body (size, time) and concurrent requests are bounded in the ASGI app
 (:mod:`releaser.serve.gateway`), which sees them; the upstream's response time by the
 upstream client's read timeout.
@@ -35,9 +40,11 @@ from releaser.errors import BadInput
 if TYPE_CHECKING:
     from releaser.config.deploy import GatewayLimits
 
-__all__ = ["bind_socket", "bounded_protocol", "connection_cap"]
+__all__ = ["CoalescedWrites", "bind_socket", "bounded_protocol", "connection_cap"]
 
 MAX_PORT = 65_535
+# Writes of this size or more are not held: coalescing is for a response's small head.
+COALESCE_MAX_BYTES = 16 * 1024
 
 
 def connection_cap(limits: GatewayLimits) -> int:
@@ -57,6 +64,83 @@ def _raw_response(status: int, reason: str, text: str, extra: bytes = b"") -> by
         + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
         + body
     )
+
+
+class CoalescedWrites:
+    """A transport wrapper: a small write waits for the next one, so the two leave as one.
+
+    A write under ``COALESCE_MAX_BYTES`` with nothing held is held (a response's head);
+    the next write goes out with it, in one system call, at once. What is still held at
+    the end of the event-loop step is sent then (``loop.call_soon``: a head whose body
+    is not ready yet), and :meth:`flush` sends it sooner (the protocol calls it when a
+    response is complete: a deferred send costs a loop iteration of latency, measured at
+    about 0.1 ms at the median on the gateway bench). ``close()`` and ``write_eof()``
+    flush first, so bytes leave in the order written and nothing is held past a close.
+    At most one small write is held; flow control and everything else are the wrapped
+    transport's.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        """Hold a small ``data`` for the next write; else send it, with what is held."""
+        if not data:
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        elif len(data) < COALESCE_MAX_BYTES:
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def writelines(self, data: Any) -> None:
+        """Write each buffer, as :meth:`write` does."""
+        for chunk in data:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        """Send what is held now (dropped if the transport is closing)."""
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        if not self._transport.is_closing():
+            self._transport.write(held)
+
+    def is_closing(self) -> bool:
+        """Whether the wrapped transport is closing (asked several times a request)."""
+        return self._transport.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        """The wrapped transport's buffered bytes plus those held."""
+        held = self._held
+        return self._transport.get_write_buffer_size() + (len(held) if held else 0)
+
+    def write_eof(self) -> None:
+        """Flush, then half-close."""
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        """Flush, then close."""
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Drop what is held and abort at once."""
+        self._held = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
@@ -82,12 +166,16 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
     class BoundedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         """uvicorn's protocol, refusing extra connections and slow or oversized headers."""
 
+        # The header clock: running while ``_header_deadline`` is set (loop time). One timer
+        # per connection, pushed on when the clock restarts, rather than a timer made and
+        # cancelled for every request of a keep-alive connection.
+        _header_deadline = 0.0
         _header_timer: asyncio.TimerHandle | None = None
         _header_bytes = 0
         _refused = False
 
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
+            super().connection_made(CoalescedWrites(transport, self.loop))
             if len(self.connections) > max_connections:
                 oldest = next(iter(waiting), None)
                 if oldest is None:  # every connection has a request in flight
@@ -105,18 +193,27 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
 
         def _start_header_clock(self) -> None:
             self._header_bytes = 0
-            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+            self._header_deadline = deadline = self.loop.time() + header_timeout_s
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_at(deadline, self._header_clock_rings)
             waiting[self] = None
 
         def _stop_header_clock(self) -> None:
             waiting.pop(self, None)
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+            self._header_deadline = 0.0
+
+        def _header_clock_rings(self) -> None:
+            self._header_timer = None
+            deadline = self._header_deadline
+            if not deadline:
+                return  # stopped since
+            if self.loop.time() < deadline:  # restarted since: wait for the new deadline
+                self._header_timer = self.loop.call_at(deadline, self._header_clock_rings)
+                return
+            self._headers_too_slow()
 
         def _headers_too_slow(self) -> None:
-            self._header_timer = None
-            waiting.pop(self, None)
+            self._stop_header_clock()
             if self.transport.is_closing():
                 return
             if self._header_bytes:
@@ -126,10 +223,10 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
-            waiting = self._header_timer is not None
+            clocked = bool(self._header_deadline)
             cycle = self.cycle
             super().data_received(data)
-            if not waiting or self.transport.is_closing():
+            if not clocked or self.transport.is_closing():
                 return
             if self.cycle is not cycle:  # a request's headers are complete
                 self._stop_header_clock()
@@ -141,14 +238,18 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
                 self.transport.close()
 
         def on_response_complete(self) -> None:
+            self.transport.flush()  # a complete response need not wait for the step's end
             super().on_response_complete()
             cycle = self.cycle
             idle = cycle is None or cycle.response_complete
-            if idle and self._header_timer is None and not self.transport.is_closing():
+            if idle and not self._header_deadline and not self.transport.is_closing():
                 self._start_header_clock()  # the next request's headers are on the clock
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_header_clock()
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
             super().connection_lost(exc)
 
     return BoundedHTTPProtocol

@@ -159,6 +159,10 @@ def run_gateway(
                 access_log=False,
                 server_header=False,  # the upstream's Server and Date headers pass through
                 date_header=False,
+                # The gateway reads neither scope["client"] nor scope["scheme"], which is all
+                # uvicorn's X-Forwarded-* rewriting sets; those headers reach the upstream as
+                # they came either way.
+                proxy_headers=False,
                 lifespan="on",
                 loop="auto",
                 http=bounded_protocol(limits),

@@ -6,6 +6,14 @@ Why not httpx: measured on the gateway bench (2 cores, loopback), httpx's pool a
 connections per host, a connect and a read timeout, bodies by Content-Length, chunked or
 until close, streamed back as they arrive.
 
+A response with a Content-Length of at most 64 KiB (or none to read) is read whole with
+its head and handed over as ``content`` (its connection back in the pool at once): the
+common case of a model endpoint's answer, with no body stream to run.
+
+A read that waits longer than the read timeout fails with a timeout. The deadline is one
+timer per connection, pushed forward at each read rather than made anew (a timer and a
+cancel scope per read cost more than the rest of the client's work for a small response).
+
 A request that fails on a reused idle connection before any response byte arrives is
 retried once on a new connection (the upstream may have closed it while idle). A body
 given as an async iterator is streamed (with the Content-Length the caller declares, each
@@ -25,6 +33,8 @@ from urllib.parse import urlsplit
 __all__ = ["UpstreamClient", "UpstreamError", "UpstreamResponse"]
 
 _MAX_HEADER_BYTES = 64 * 1024
+_READ_CHUNK = 64 * 1024
+_WHOLE_MAX = _READ_CHUNK  # bodies read whole with the head, at most
 _NO_BODY_STATUS = frozenset({204, 304})
 T = TypeVar("T")
 
@@ -43,26 +53,59 @@ class _Origin:
     port: int
     tls: bool
     prefix: str
-    host_header: bytes
+    host_line: bytes
+    """``host: <netloc>`` and its line end."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    loop: asyncio.AbstractEventLoop
     reused: bool = False
+    deadline: float = 0.0
+    """Loop time by which the read under way must complete; 0.0 while none is."""
+    timer: asyncio.TimerHandle | None = None
 
     def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.writer.close()
 
+    def arm(self, timeout_s: float) -> None:
+        """Start the read timeout for a read about to wait."""
+        self.deadline = deadline = self.loop.time() + timeout_s
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self._check)
 
-@dataclass
+    def _check(self) -> None:
+        # The timer fires at the deadline it was set for; a later read may have pushed the
+        # deadline on since (then it waits again), or none may be under way.
+        self.timer = None
+        deadline = self.deadline
+        if not deadline:
+            return
+        if self.loop.time() < deadline:
+            self.timer = self.loop.call_at(deadline, self._check)
+            return
+        self.deadline = 0.0
+        self.reader.set_exception(TimeoutError())  # the waiting read raises it
+        self.close()
+
+
+@dataclass(slots=True)
 class UpstreamResponse:
-    """Status, raw headers (hop-by-hop ones included) and the body as an async iterator."""
+    """Status, raw headers (hop-by-hop ones included) and the body as an async iterator.
+
+    ``content`` is the whole body when it was small enough to read with the head (``body``
+    then yields it once); None when the body is streamed through ``body``.
+    """
 
     status: int
     headers: list[tuple[bytes, bytes]]
     body: AsyncIterator[bytes] = field(repr=False)
+    content: bytes | None = field(default=None, repr=False)
 
 
 def _origin(base: str) -> _Origin:
@@ -70,7 +113,8 @@ def _origin(base: str) -> _Origin:
     tls = parts.scheme == "https"
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if tls else 80)
-    return _Origin(host, port, tls, parts.path.rstrip("/"), (parts.netloc or host).encode())
+    host_line = b"host: " + (parts.netloc or host).encode() + b"\r\n"
+    return _Origin(host, port, tls, parts.path.rstrip("/"), host_line)
 
 
 class UpstreamClient:
@@ -107,10 +151,14 @@ class UpstreamClient:
         origin = self._origins.get(base)
         if origin is None:
             origin = self._origins[base] = _origin(base)
-        lines = [f"{method} {origin.prefix}{target} HTTP/1.1\r\n".encode("latin-1")]
-        lines.append(b"host: " + origin.host_header + b"\r\n")
+        # The pieces of the request head, joined once (no bytes made per header).
+        lines = [
+            f"{method} {origin.prefix}{target} HTTP/1.1\r\n".encode("latin-1"),
+            origin.host_line,
+        ]
+        extend = lines.extend
         for name, value in headers:
-            lines.append(name + b": " + value + b"\r\n")
+            extend((name, b": ", value, b"\r\n"))
         if not isinstance(body, bytes):
             lines.append(b"content-length: " + str(length or 0).encode() + b"\r\n\r\n")
             fresh = await self._connect(origin)
@@ -125,7 +173,9 @@ class UpstreamClient:
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             lines.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
         lines.append(b"\r\n")
-        payload = b"".join(lines) + body
+        if body:
+            lines.append(body)
+        payload = b"".join(lines)
         conn = self._take(origin)
         if conn is not None:
             try:
@@ -190,7 +240,7 @@ class UpstreamClient:
             raise UpstreamError(
                 "connect", f"cannot connect to {origin.host}:{origin.port}: {exc.strerror or exc}"
             ) from exc
-        return _Conn(reader, writer)
+        return _Conn(reader, writer, asyncio.get_running_loop())
 
     async def _exchange(
         self, origin: _Origin, conn: _Conn, method: str, payload: bytes
@@ -199,8 +249,9 @@ class UpstreamClient:
         try:
             if payload:
                 conn.writer.write(payload)
-            async with asyncio.timeout(self.read_timeout_s):
-                head = await reader.readuntil(b"\r\n\r\n")
+            conn.arm(self.read_timeout_s)
+            head = await reader.readuntil(b"\r\n\r\n")
+            conn.deadline = 0.0
         except TimeoutError as exc:
             conn.close()
             raise UpstreamError("timeout", f"no response within {self.read_timeout_s:g}s") from exc
@@ -219,39 +270,89 @@ class UpstreamClient:
             raise
         if method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200:
             length, chunked = 0, False
+        if length is not None and length <= _WHOLE_MAX:
+            return await self._whole(origin, conn, status, headers, length, keep_alive)
         body = self._body(origin, conn, length, chunked, keep_alive)
         return UpstreamResponse(status, headers, body)
+
+    async def _whole(
+        self,
+        origin: _Origin,
+        conn: _Conn,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        length: int,
+        keep_alive: bool,
+    ) -> UpstreamResponse:
+        """The response with its small body read whole; a body cut short still has its head.
+
+        As with a streamed body, a body that breaks off is the response's: its head is
+        returned, and its body yields what arrived, then raises the UpstreamError.
+        """
+        content = b""
+        if length:
+            reader = conn.reader
+            try:
+                conn.arm(self.read_timeout_s)
+                content = await reader.readexactly(length)
+                conn.deadline = 0.0
+            except TimeoutError:
+                conn.close()
+                broken = UpstreamError("timeout", "the response body timed out")
+                return UpstreamResponse(status, headers, _broken(b"", broken))
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                conn.close()
+                partial = getattr(exc, "partial", b"")
+                broken = UpstreamError("protocol", f"the response broke off: {exc}")
+                return UpstreamResponse(status, headers, _broken(partial, broken))
+        if keep_alive:
+            self._give_back(origin, conn)
+        else:
+            conn.close()
+        return UpstreamResponse(status, headers, _Once(content), content)
 
     async def _body(
         self, origin: _Origin, conn: _Conn, length: int | None, chunked: bool, keep_alive: bool
     ) -> AsyncIterator[bytes]:
         reader = conn.reader
-        timed = self._timed
+        timeout_s = self.read_timeout_s
         done = False
         try:
-            # A timeout per read, not around the generator: a deadline spanning the
-            # yields would cancel the consumer's own awaits.
+            # A timeout per read (armed before it, cleared after), not around the
+            # generator: the consumer's time between reads is not the upstream's.
             if chunked:
                 while True:
-                    size_line = await timed(reader.readuntil(b"\r\n"))
+                    conn.arm(timeout_s)
+                    size_line = await reader.readuntil(b"\r\n")
                     size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
                     if size == 0:
-                        while (await timed(reader.readuntil(b"\r\n"))) != b"\r\n":
-                            pass  # trailers
+                        conn.arm(timeout_s)
+                        while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                            conn.arm(timeout_s)  # trailers
+                        conn.deadline = 0.0
                         break
-                    chunk = await timed(reader.readexactly(size + 2))
+                    conn.arm(timeout_s)
+                    chunk = await reader.readexactly(size + 2)
+                    conn.deadline = 0.0
                     yield chunk[:-2]
             elif length is not None:
                 remaining = length
                 while remaining > 0:
-                    chunk = await timed(reader.read(min(remaining, 65536)))
+                    conn.arm(timeout_s)
+                    chunk = await reader.read(min(remaining, _READ_CHUNK))
+                    conn.deadline = 0.0
                     if not chunk:
                         raise asyncio.IncompleteReadError(b"", remaining)
                     remaining -= len(chunk)
                     yield chunk
             else:
                 keep_alive = False
-                while chunk := await timed(reader.read(65536)):
+                while True:
+                    conn.arm(timeout_s)
+                    chunk = await reader.read(_READ_CHUNK)
+                    conn.deadline = 0.0
+                    if not chunk:
+                        break
                     yield chunk
             done = True
         except TimeoutError as exc:
@@ -278,6 +379,35 @@ class UpstreamClient:
 
 class _Stale(Exception):
     """A reused connection was closed by the upstream before it answered."""
+
+
+class _Once:
+    """An async iterator over one body read whole (none for an empty body)."""
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: bytes) -> None:
+        self._content: bytes | None = content or None
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        content = self._content
+        if content is None:
+            raise StopAsyncIteration
+        self._content = None
+        return content
+
+    async def aclose(self) -> None:
+        """Nothing to release: the connection went back with the body read."""
+
+
+async def _broken(partial: bytes, exc: UpstreamError) -> AsyncIterator[bytes]:
+    """A body that broke off: what arrived of it, then ``exc``."""
+    if partial:
+        yield partial
+    raise exc
 
 
 def _parse_head(

@@ -184,3 +184,56 @@ def test_request_line_headers_and_body_reach_the_upstream(
     assert b'"path": "/prefix/predict?q=1"' in body and b'"echo": "payload"' in body
     assert base.last_headers["x-trace"] == "abc"
     assert base.last_headers["host"] == base.url.removeprefix("http://")
+
+
+def test_a_small_body_comes_whole_with_the_head_and_frees_its_connection(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    server = raw_server(lambda n: (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", False))
+    large = b"y" * (70 * 1024)
+    streamed = raw_server(
+        lambda n: (b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(large) + large, False)
+    )
+
+    async def run() -> tuple[bytes | None, bytes, bytes | None, bytes | None, bytes]:
+        client = UpstreamClient()
+        try:
+            first = await client.request("GET", server.url, "/", [], b"")
+            # Its connection is back in the pool before its body is iterated: a second
+            # request meanwhile reuses it.
+            second = await client.request("GET", server.url, "/", [], b"")
+            body = b"".join([c async for c in first.body])
+            big = await client.request("GET", streamed.url, "/", [], b"")
+            big_body = b"".join([c async for c in big.body])
+            return first.content, body, second.content, big.content, big_body
+        finally:
+            await client.aclose()
+
+    content, body, again, big_content, big_body = asyncio.run(run())
+    assert content == body == again == b"hello"
+    assert server.connections == 1 and server.requests == 2
+    assert big_content is None and big_body == large  # past 64 KiB: streamed
+
+
+def test_a_body_that_stalls_times_out_after_its_head(raw_server: Callable[..., RawServer]) -> None:
+    stalled = raw_server(lambda n: (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", False))
+    chunked = raw_server(
+        lambda n: (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n", False)
+    )
+
+    async def run(base: str) -> tuple[int, bytes, str]:
+        client = UpstreamClient(read_timeout_s=0.3)
+        received = b""
+        try:
+            response = await client.request("GET", base, "/", [], b"")
+            try:
+                async for chunk in response.body:
+                    received += chunk
+            except UpstreamError as exc:
+                return response.status, received, exc.kind
+            return response.status, received, "no error"
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run(stalled.url))[::2] == (200, "timeout")
+    assert asyncio.run(run(chunked.url)) == (200, b"abc", "timeout")
