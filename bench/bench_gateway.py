@@ -13,7 +13,9 @@ paths: the upstream directly; (a) a gateway with a percentage-only route; (b) a 
 whose route's cohort also takes a group defined by a ``matches`` rule on a header
 attribute (``X-Tier`` -> ``tier``, pattern ``^(a+)+$``), requests carrying an ordinary
 value; (c) the same route in its own gateway, requests carrying ``'a' * 30 + '!'``, a value
-on which a backtracking engine explores 2**30 paths (RE2 runs it in linear time). Targets
+on which a backtracking engine explores 2**30 paths (RE2 runs it in linear time); (d) a
+gateway in a shadow step: every request served by the stable release, 10% also mirrored to
+the candidate (the same upstream) after the response. Targets
 for each gateway path, against the direct call of the same run: added p50 <= 1 ms, added
 p99 <= 5 ms; and (c) within noise of (b), beside the rule's test timed alone on both values.
 
@@ -73,6 +75,8 @@ from collections import Counter
 from pathlib import Path
 
 PATTERN = "^(a+)+$"
+SHADOW_PERCENT = 10.0
+SHADOWING = f"(d) gateway, shadowing {SHADOW_PERCENT:g}%"
 NORMAL_TIER = "gold"
 ADVERSARIAL_TIER = "a" * 30 + "!"
 
@@ -104,10 +108,17 @@ GATEWAY = textwrap.dedent(
     from releaser.store import open_store
     from releaser.store.base import Write
     store_url, port, upstream, pattern = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    shadow = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
     groups = {"tier-a": GroupDef(rules=[("tier", "matches", pattern)])} if pattern else {}
-    route = ServiceRoute(service="bench", stable="rel-base", candidate="rel-cand",
-                         rollout_id="ro-bench", step=0, step_name="half", percent=50.0, seed=7,
-                         groups=sorted(groups), group_defs=groups)
+    if shadow:  # a shadow step: everyone on the stable release, a share mirrored
+        from releaser.core.shadow import ShadowPlan
+        route = ServiceRoute(service="bench", stable="rel-base", candidate="rel-cand",
+                             rollout_id="ro-bench", step=0, step_name="shadow", percent=0.0,
+                             seed=7, shadow=ShadowPlan(percent=shadow))
+    else:
+        route = ServiceRoute(service="bench", stable="rel-base", candidate="rel-cand",
+                             rollout_id="ro-bench", step=0, step_name="half", percent=50.0,
+                             seed=7, groups=sorted(groups), group_defs=groups)
     with open_store(store_url) as store:
         store.commit([Write(ROUTE_KIND, "bench", route.to_value(), 0)],
                      EventDraft(actor="bench", action="route.set", subject="route/bench",
@@ -548,10 +559,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
 
-        def start_gateway(name: str, pattern: str) -> tuple[subprocess.Popen[bytes], int]:
+        def start_gateway(
+            name: str, pattern: str, shadow: float = 0.0
+        ) -> tuple[subprocess.Popen[bytes], int]:
             port = free_port()
             store_url = f"sqlite://{(tmp / f'{name}.db').as_posix()}"
             cmd = [sys.executable, "-c", GATEWAY, store_url, str(port), upstream_url, pattern]
+            cmd.append(str(shadow))
             procs.append(subprocess.Popen(cmd))
             return procs[-1], port
 
@@ -563,7 +577,9 @@ def main() -> None:
             gateway, gw_port = start_gateway("plain", "")
             ruled, rule_port = start_gateway("rule", PATTERN)
             ruled_again, adversarial_port = start_gateway("rule-adversarial", PATTERN)
+            shadowing, shadow_port = start_gateway("shadow", "", SHADOW_PERCENT)
             wait_listening(up_port, upstream)
+            wait_listening(shadow_port, shadowing)
             for proc, port in ((gateway, gw_port), (ruled, rule_port)):
                 wait_listening(port, proc)
             wait_listening(adversarial_port, ruled_again)
@@ -575,6 +591,7 @@ def main() -> None:
                 "(a) gateway": Conn(gw_port),
                 normal: Conn(rule_port, {"X-Tier": NORMAL_TIER}),
                 adversarial: Conn(adversarial_port, {"X-Tier": ADVERSARIAL_TIER}),
+                SHADOWING: Conn(shadow_port),
             }
             print(
                 f"  (b), (c): the route's cohort adds group 'tier-a' = tier matches {PATTERN}, "
