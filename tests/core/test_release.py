@@ -58,3 +58,23 @@ def test_edited_release_no_longer_verifies() -> None:
     tampered = rel.model_copy(update={"content": _content(md5="0" * 32)})
     assert rel.verify_id()
     assert not tampered.verify_id()
+
+
+def test_a_pinned_judge_changes_the_id_and_a_change_of_judge_shows_in_the_diff() -> None:
+    from releaser.core.canonical import content_hash
+
+    plain = _content()
+    # Without judges the id is what it always was: the hash of the content without the key.
+    legacy = plain.model_dump(mode="json")
+    del legacy["judges"]
+    assert release_id(plain) == content_hash(legacy)[:16]
+
+    def judged(version: int) -> ReleaseContent:
+        judge = PromptRef(name="reply-judge", version=version, alias="production", content_hash="c")
+        return plain.model_copy(update={"judges": [judge]})
+
+    assert len({release_id(plain), release_id(judged(1)), release_id(judged(2))}) == 3
+    changes = {c.path: (c.before, c.after) for c in diff_content(judged(1), judged(2))}
+    assert changes == {"judges[reply-judge].version": (1, 2)}
+    added = {c.path for c in diff_content(plain, judged(1))}
+    assert "judges[reply-judge].version" in added
