@@ -14,8 +14,9 @@ A latency of ``ms`` >= 1 goes to ``min(101, 1 + floor(20 * log10(ms)))`` (IEEE d
 Token counts per request (LLM services) use the same layout for the total tokens of a
 request (prompt plus completion): bin 0 holds requests of 0 tokens, bin 101 those of
 100,000 tokens or more. Beside the histogram a variant keeps the requests that reported
-tokens, the sums of prompt and of completion tokens, and the sum of squares of the totals
-(what the mean-token and cost guardrails need for a variance-aware test).
+tokens, the sums of prompt and of completion tokens, and the sums of squares of the totals,
+of the prompt and of the completion tokens (what the mean-token and cost guardrails need for
+a variance-aware test: a request's cost ``p * in + c * out`` squared sums exactly from them).
 """
 
 from __future__ import annotations
@@ -155,6 +156,12 @@ class VariantStats(BaseModel):
     tokens_sumsq: float = Field(
         default=0.0, ge=0, description="Sum of squares of total tokens per request."
     )
+    prompt_tokens_sumsq: float = Field(
+        default=0.0, ge=0, description="Sum of squares of prompt tokens per request."
+    )
+    completion_tokens_sumsq: float = Field(
+        default=0.0, ge=0, description="Sum of squares of completion tokens per request."
+    )
     tokens: LatencyHistogram = Field(
         default_factory=LatencyHistogram,
         description="Total tokens per request, in the latency histogram's bins.",
@@ -178,10 +185,12 @@ class VariantStats(BaseModel):
         # The histogram is not held to token_requests: a prune removes histograms only.
         n, ss = self.token_requests, self.tokens_sumsq
         t = self.prompt_tokens + self.completion_tokens
-        if n == 0 and (t or ss):
+        parts = self.prompt_tokens_sumsq + self.completion_tokens_sumsq
+        if n == 0 and (t or ss or parts):
             raise ValueError("token sums are counted but no request reported tokens")
         slack = 1e-9 * max(1.0, ss)
-        if n and (ss < t * t / n - slack or ss > float(t) * t + slack):
+        # sum t^2 = sum p^2 + sum c^2 + 2 sum p*c, and p*c >= 0.
+        if n and (ss < t * t / n - slack or ss > float(t) * t + slack or parts > ss + slack):
             raise ValueError(
                 "token sums are not those of non-negative counts "
                 f"(requests {n}, total {t}, sum of squares {ss})"
@@ -224,6 +233,8 @@ class VariantStats(BaseModel):
             prompt_tokens=sum(p for p, _ in tokens),
             completion_tokens=sum(c for _, c in tokens),
             tokens_sumsq=float(sum(t * t for t in totals)),
+            prompt_tokens_sumsq=float(sum(p * p for p, _ in tokens)),
+            completion_tokens_sumsq=float(sum(c * c for _, c in tokens)),
             tokens=LatencyHistogram.of(totals),
         )
 
@@ -252,6 +263,8 @@ class VariantStats(BaseModel):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             tokens_sumsq=self.tokens_sumsq + other.tokens_sumsq,
+            prompt_tokens_sumsq=self.prompt_tokens_sumsq + other.prompt_tokens_sumsq,
+            completion_tokens_sumsq=self.completion_tokens_sumsq + other.completion_tokens_sumsq,
             tokens=self.tokens.merge(other.tokens),
         )
 

@@ -4,8 +4,9 @@
 ``(rollout_id, step, variant)``, a list of latency bin counts (the fixed histogram layout of
 :mod:`releaser.core.stats_aggregates`), the count, sum and sum of squares of quality
 scores, and for requests that report tokens their count, the sums of prompt and completion
-tokens, the sum of squares of their totals (exact integers) and a list of total-token bin
-counts in the same layout. A call without tokens pays two ``is None`` tests for them.
+tokens, the sums of squares of their totals, prompt and completion tokens (exact integers)
+and a list of total-token bin counts in the same layout. A call without tokens pays two
+``is None`` tests for them.
 ``flush`` swaps the counters out and writes them as a batch of
 :class:`~releaser.store.base.MetricDelta` under a fresh batch id. A batch whose write
 failed is re-sent unchanged, under the same id, before anything newer, so the store adds
@@ -93,8 +94,10 @@ class _Tally:
 
     __slots__ = (
         "bins",
+        "completion_sumsq",
         "completion_tokens",
         "errors",
+        "prompt_sumsq",
         "prompt_tokens",
         "quality_count",
         "quality_sum",
@@ -115,7 +118,9 @@ class _Tally:
         self.token_requests = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.tokens_sumsq = 0  # an exact int: converted to float once, in stats()
+        self.tokens_sumsq = 0  # exact ints: converted to float once, in stats()
+        self.prompt_sumsq = 0
+        self.completion_sumsq = 0
         self.token_bins = [0] * LATENCY_BINS
 
     def count_tokens(self, prompt: int, completion: int) -> None:
@@ -125,6 +130,8 @@ class _Tally:
         self.prompt_tokens += prompt
         self.completion_tokens += completion
         self.tokens_sumsq += total * total
+        self.prompt_sumsq += prompt * prompt
+        self.completion_sumsq += completion * completion
         self.token_bins[_token_bin(total)] += 1
 
     def absorb(self, other: _Tally) -> None:
@@ -138,6 +145,8 @@ class _Tally:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.tokens_sumsq += other.tokens_sumsq
+        self.prompt_sumsq += other.prompt_sumsq
+        self.completion_sumsq += other.completion_sumsq
         self.token_bins = [a + b for a, b in zip(self.token_bins, other.token_bins, strict=True)]
 
     def stats(self) -> VariantStats:
@@ -157,6 +166,8 @@ class _Tally:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             tokens_sumsq=float(self.tokens_sumsq),
+            prompt_tokens_sumsq=float(self.prompt_sumsq),
+            completion_tokens_sumsq=float(self.completion_sumsq),
             tokens=LatencyHistogram(counts=tuple(self.token_bins)),
         )
 
@@ -296,6 +307,8 @@ class MetricsBuffer:
                 tally.prompt_tokens += p
                 tally.completion_tokens += c
                 tally.tokens_sumsq += tokens * tokens
+                tally.prompt_sumsq += p * p
+                tally.completion_sumsq += c * c
                 tally.token_bins[token_bin] += 1
         finally:
             lock.release()

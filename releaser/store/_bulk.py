@@ -105,6 +105,8 @@ TABLES: tuple[Table, ...] = (
             "prompt_tokens:int",
             "completion_tokens:int",
             "tokens_sumsq:float",
+            "prompt_tokens_sumsq:float",
+            "completion_tokens_sumsq:float",
             since=6,
         ),
         ("rollout_id", "step", "variant"),

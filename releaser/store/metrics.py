@@ -107,13 +107,16 @@ class PreparedMetric:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     tokens_sumsq: float = 0.0
+    prompt_tokens_sumsq: float = 0.0
+    completion_tokens_sumsq: float = 0.0
     token_bins: tuple[tuple[int, int], ...] = ()
     """(bin, count) of the non-empty total-token bins, by bin."""
 
     def row(self) -> tuple[Any, ...]:
         """(rollout_id, step, variant, requests, errors, slow, slow_threshold_ms,
         quality_count, quality_sum, quality_sumsq, token_requests, prompt_tokens,
-        completion_tokens, tokens_sumsq), the column order of the upsert."""
+        completion_tokens, tokens_sumsq, prompt_tokens_sumsq, completion_tokens_sumsq), the
+        column order of the upsert."""
         return (
             self.rollout_id,
             self.step,
@@ -129,6 +132,8 @@ class PreparedMetric:
             self.prompt_tokens,
             self.completion_tokens,
             self.tokens_sumsq,
+            self.prompt_tokens_sumsq,
+            self.completion_tokens_sumsq,
         )
 
     def bin_rows(self) -> list[tuple[str, int, str, int, int]]:
@@ -169,7 +174,8 @@ def threshold_conflict(where: str, stored: float | None, given: float | None) ->
 
 METRIC_COLUMNS = (
     "step, variant, requests, errors, slow, slow_threshold_ms, quality_count, quality_sum, "
-    "quality_sumsq, token_requests, prompt_tokens, completion_tokens, tokens_sumsq"
+    "quality_sumsq, token_requests, prompt_tokens, completion_tokens, tokens_sumsq, "
+    "prompt_tokens_sumsq, completion_tokens_sumsq"
 )
 """The ``rollout_metrics`` columns :func:`stats_from_rows` reads, in its order."""
 
@@ -189,7 +195,7 @@ def stats_from_rows(
     fields: dict[tuple[int, str], dict[str, Any]] = {}
     for row in metric_rows:
         step, variant, requests, errors, slow, threshold, q_count, q_sum, q_sumsq = row[:9]
-        t_requests, t_prompt, t_completion, t_sumsq = row[9:]
+        t_requests, t_prompt, t_completion, t_sumsq, p_sumsq, c_sumsq = row[9:]
         fields[(int(step), str(variant))] = {
             "requests": int(requests),
             "errors": int(errors),
@@ -202,6 +208,8 @@ def stats_from_rows(
             "prompt_tokens": int(t_prompt),
             "completion_tokens": int(t_completion),
             "tokens_sumsq": float(t_sumsq),
+            "prompt_tokens_sumsq": float(p_sumsq),
+            "completion_tokens_sumsq": float(c_sumsq),
         }
     bins = _histograms(bin_rows, "latency", url)
     token_bins = _histograms(token_bin_rows, "token", url)
@@ -237,7 +245,7 @@ class _Sum:
         self.requests = self.errors = self.slow = self.quality_count = 0
         self.quality_sum = self.quality_sumsq = 0.0
         self.token_requests = self.prompt_tokens = self.completion_tokens = 0
-        self.tokens_sumsq = 0.0
+        self.tokens_sumsq = self.prompt_tokens_sumsq = self.completion_tokens_sumsq = 0.0
         self.threshold: float | None = None
         self.bins: Sequence[int] = ()
         self.token_bins: Sequence[int] = ()
@@ -258,6 +266,8 @@ class _Sum:
         self.prompt_tokens += stats.prompt_tokens
         self.completion_tokens += stats.completion_tokens
         self.tokens_sumsq += stats.tokens_sumsq
+        self.prompt_tokens_sumsq += stats.prompt_tokens_sumsq
+        self.completion_tokens_sumsq += stats.completion_tokens_sumsq
         self.bins = _added(self.bins, stats.latency.counts)
         self.token_bins = _added(self.token_bins, stats.tokens.counts)
 
@@ -276,6 +286,8 @@ class _Sum:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             tokens_sumsq=self.tokens_sumsq,
+            prompt_tokens_sumsq=self.prompt_tokens_sumsq,
+            completion_tokens_sumsq=self.completion_tokens_sumsq,
             token_bins=tuple([(b, n) for b, n in enumerate(self.token_bins) if n]),
         )
 
@@ -353,7 +365,8 @@ def metric_upserts(metrics_source: str, bins_source: str) -> tuple[str, str, str
 
     ``metrics_source`` yields (rollout_id, step, variant, requests, errors, slow,
     slow_threshold_ms, quality_count, quality_sum, quality_sumsq, token_requests,
-    prompt_tokens, completion_tokens, tokens_sumsq, updated_at) rows: ``VALUES (...)``
+    prompt_tokens, completion_tokens, tokens_sumsq, prompt_tokens_sumsq,
+    completion_tokens_sumsq, updated_at) rows: ``VALUES (...)``
     or a ``SELECT``; ``bins_source`` yields (rollout_id, step, variant, bin, count) for
     either histogram. A source must not repeat a key (batches are summed per key
     first). An aggregate row whose slow threshold differs from the stored one is
@@ -363,7 +376,8 @@ def metric_upserts(metrics_source: str, bins_source: str) -> tuple[str, str, str
     metrics = f"""INSERT INTO rollout_metrics AS m (
             rollout_id, step, variant, requests, errors, slow, slow_threshold_ms,
             quality_count, quality_sum, quality_sumsq, token_requests, prompt_tokens,
-            completion_tokens, tokens_sumsq, updated_at
+            completion_tokens, tokens_sumsq, prompt_tokens_sumsq, completion_tokens_sumsq,
+            updated_at
         ) {metrics_source}
         ON CONFLICT (rollout_id, step, variant) DO UPDATE SET
             requests = m.requests + excluded.requests,
@@ -377,6 +391,8 @@ def metric_upserts(metrics_source: str, bins_source: str) -> tuple[str, str, str
             prompt_tokens = m.prompt_tokens + excluded.prompt_tokens,
             completion_tokens = m.completion_tokens + excluded.completion_tokens,
             tokens_sumsq = m.tokens_sumsq + excluded.tokens_sumsq,
+            prompt_tokens_sumsq = m.prompt_tokens_sumsq + excluded.prompt_tokens_sumsq,
+            completion_tokens_sumsq = m.completion_tokens_sumsq + excluded.completion_tokens_sumsq,
             updated_at = excluded.updated_at
         WHERE m.slow_threshold_ms IS NULL OR excluded.slow_threshold_ms IS NULL
             OR m.slow_threshold_ms = excluded.slow_threshold_ms"""

@@ -26,10 +26,11 @@ Tables (both backends):
   ``store.anchor`` entry written by the migration. On PostgreSQL ``records.value``
   becomes ``json`` (the text as written) instead of ``jsonb``.
 - v6: ``rollout_metrics`` gains ``token_requests``, ``prompt_tokens``,
-  ``completion_tokens`` (sums) and ``tokens_sumsq`` (sum of squares of total tokens per
-  request), all 0 for rows written before; ``rollout_token_bins(rollout_id, step,
-  variant, bin, count)`` holds the histogram of total tokens per request (the latency
-  layout), one row per non-empty bin, merged like the latency bins.
+  ``completion_tokens`` (sums), ``tokens_sumsq``, ``prompt_tokens_sumsq`` and
+  ``completion_tokens_sumsq`` (sums of squares per request), all 0 for rows written
+  before; ``rollout_token_bins(rollout_id, step, variant, bin, count)`` holds the
+  histogram of total tokens per request (the latency layout), one row per non-empty bin,
+  merged like the latency bins.
 - ``metric_batches(batch_id, applied_at)`` (v3): ids of metric batches already added
   (unix seconds, database clock), so a router re-sending a batch whose commit it never
   saw confirmed does not count it twice; kept for ``BATCH_ID_RETENTION_S``.
@@ -159,6 +160,10 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             "DEFAULT 0 CHECK (completion_tokens >= 0)",
             "ALTER TABLE rollout_metrics ADD COLUMN tokens_sumsq REAL NOT NULL "
             "DEFAULT 0 CHECK (tokens_sumsq >= 0)",
+            "ALTER TABLE rollout_metrics ADD COLUMN prompt_tokens_sumsq REAL NOT NULL "
+            "DEFAULT 0 CHECK (prompt_tokens_sumsq >= 0)",
+            "ALTER TABLE rollout_metrics ADD COLUMN completion_tokens_sumsq REAL NOT NULL "
+            "DEFAULT 0 CHECK (completion_tokens_sumsq >= 0)",
             """CREATE TABLE rollout_token_bins (
                 rollout_id TEXT NOT NULL,
                 step INTEGER NOT NULL,
@@ -281,7 +286,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
                 ADD COLUMN completion_tokens BIGINT NOT NULL DEFAULT 0
                     CHECK (completion_tokens >= 0),
                 ADD COLUMN tokens_sumsq DOUBLE PRECISION NOT NULL DEFAULT 0
-                    CHECK (tokens_sumsq >= 0)""",
+                    CHECK (tokens_sumsq >= 0),
+                ADD COLUMN prompt_tokens_sumsq DOUBLE PRECISION NOT NULL DEFAULT 0
+                    CHECK (prompt_tokens_sumsq >= 0),
+                ADD COLUMN completion_tokens_sumsq DOUBLE PRECISION NOT NULL DEFAULT 0
+                    CHECK (completion_tokens_sumsq >= 0)""",
             """CREATE TABLE rollout_token_bins (
                 rollout_id TEXT COLLATE "C" NOT NULL,
                 step INTEGER NOT NULL,

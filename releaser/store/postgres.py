@@ -75,7 +75,8 @@ _METRICS_UPSERT, _BIN_UPSERT, _TOKEN_BIN_UPSERT = metric_upserts(
     """SELECT u.*, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
     FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
         %s::float8[], %s::bigint[], %s::float8[], %s::float8[],
-        %s::bigint[], %s::bigint[], %s::bigint[], %s::float8[]) AS u""",
+        %s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[],
+        %s::float8[]) AS u""",
     "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::int[], %s::bigint[])",
 )
 # A waiter re-reads the token (and sees whether the store was closed) at least this often.
@@ -258,7 +259,7 @@ class PostgresStore(AuditReads):
                 cur.execute, batch_id, ph="%s", now_s="extract(epoch FROM now())::bigint"
             ):
                 return False
-            cur.execute(_METRICS_UPSERT, _columns([p.row() for p in prepared], 14))
+            cur.execute(_METRICS_UPSERT, _columns([p.row() for p in prepared], 16))
             if cur.rowcount != len(prepared):
                 raise find_threshold_conflict(prepared, lambda p: _stored_threshold(cur, p))
             if bin_rows:

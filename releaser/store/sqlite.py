@@ -58,7 +58,7 @@ BATCH_SIZE = 10_000
 POLL_INTERVAL_S = 0.005
 """How often :meth:`SqliteStore.wait_for_change` reads the change token."""
 _METRICS_UPSERT, _BIN_UPSERT, _TOKEN_BIN_UPSERT = metric_upserts(
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+    f"VALUES ({', '.join(['?'] * 16)}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
     "VALUES (?, ?, ?, ?, ?)",
 )
 _RECORD_COLUMNS = "kind, key, version, value, updated_at"

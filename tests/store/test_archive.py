@@ -147,8 +147,9 @@ def as_schema_5(path: Path) -> None:
     old = b""
     for line in lines:
         row = json.loads(line)
-        for name in ("token_requests", "prompt_tokens", "completion_tokens", "tokens_sumsq"):
-            del row[name]
+        for name in row.copy():
+            if "token" in name:
+                del row[name]
         old += json.dumps(row).encode() + b"\n"
     with zipfile.ZipFile(path) as zf:
         manifest = json.loads(zf.read(MANIFEST))

@@ -183,6 +183,8 @@ class TestMigrations:
             assert after == before.merge(tokens)
             assert (after.prompt_tokens, after.completion_tokens) == (400, 100)
             assert after.tokens_sumsq == 120.0**2 + 380.0**2
+            assert after.prompt_tokens_sumsq == 100.0**2 + 300.0**2
+            assert after.completion_tokens_sumsq == 20.0**2 + 80.0**2
         finally:
             upgraded.close()
 
