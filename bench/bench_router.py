@@ -13,7 +13,8 @@ Prints figures and PASS/FAIL against the targets:
   Python's ``re``) costs at most 10% more than a plain e-mail of the same length, in the
   same interleaved rounds. A 10,000-character adversarial value is shown beside them: RE2's
   cost grows with the length of the value, never with the pattern's nesting.
-* ``Router.record`` (latency, error flag and score) <= 2 us per call.
+* ``Router.record`` (latency, error flag and score) <= 2 us per call, and the same with
+  prompt and completion token counts (measured in interleaved rounds with it).
 * How long a route change committed by another process takes to be visible through
   ``assign`` (p50 / p99 over 50 changes), for sqlite and, when ``RELEASER_TEST_POSTGRES_DSN``
   is set, PostgreSQL: p99 <= 1 s.
@@ -318,14 +319,36 @@ def bench_assign_and_record(url: str, workdir: Path) -> None:
         live = [a for a in assignments if a.variant != "stable"]
         rng = random.Random(7)
         calls = [(a, rng.lognormvariate(3.5, 0.8), rng.random() < 0.01, rng.random()) for a in live]
-        record = router.record
-        recorded = [
-            per_call_ns(
-                lambda: [record(a, latency_ms=ms, error=e, score=s) for a, ms, e, s in calls],
-                len(calls),
-            )
-            for _ in range(ROUNDS)
+        usage = [
+            (int(rng.lognormvariate(6.5, 0.7)), int(rng.lognormvariate(5.0, 0.6))) for _ in live
         ]
+        with_tokens = [(*call, p, c) for call, (p, c) in zip(calls, usage, strict=True)]
+        record = router.record
+        recorded: list[float] = []
+        recorded_tokens: list[float] = []
+        for _ in range(ROUNDS):  # interleaved, so machine noise hits both alike
+            recorded.append(
+                per_call_ns(
+                    lambda: [record(a, latency_ms=ms, error=e, score=s) for a, ms, e, s in calls],
+                    len(calls),
+                )
+            )
+            recorded_tokens.append(
+                per_call_ns(
+                    lambda: [
+                        record(
+                            a,
+                            latency_ms=ms,
+                            error=e,
+                            score=s,
+                            prompt_tokens=p,
+                            completion_tokens=c,
+                        )
+                        for a, ms, e, s, p, c in with_tokens
+                    ],
+                    len(with_tokens),
+                )
+            )
         both = [
             per_call_ns(
                 lambda: [
@@ -339,10 +362,16 @@ def bench_assign_and_record(url: str, workdir: Path) -> None:
         record_ns = statistics.median(recorded)
         print("\nrecord(latency_ms, error, score): median / best ns per call")
         print(f"  {'record':<28} {record_ns:>10.0f} {min(recorded):>10.0f}")
+        tokens_ns = statistics.median(recorded_tokens)
+        print(f"  {'record + tokens':<28} {tokens_ns:>10.0f} {min(recorded_tokens):>10.0f}")
         print(f"  {'assign + record':<28} {statistics.median(both):>10.0f} {min(both):>10.0f}")
         verdict(
             record_ns <= TARGET_RECORD_NS,
             f"record median {record_ns:.0f} ns <= {TARGET_RECORD_NS:.0f} ns",
+        )
+        verdict(
+            tokens_ns <= TARGET_RECORD_NS,
+            f"record with token counts median {tokens_ns:.0f} ns <= {TARGET_RECORD_NS:.0f} ns",
         )
         written = router.flush()
         print(f"  flushed {written} metric deltas; counts {router.metrics_counts()}")

@@ -128,7 +128,8 @@ def plan_prune(ws: Workspace, *, now: str | None = None) -> PrunePlan:
             ended = rec.value.get("ended_at")
             if not ended or _parse(str(ended)) >= ended_before:
                 continue
-            if any(any(s.latency.counts) for s in stats_of(rec.key).values()):
+            stored = stats_of(rec.key).values()
+            if any(any(s.latency.counts) or any(s.tokens.counts) for s in stored):
                 histograms.append({"rollout_id": rec.key, "ended_at": ended})
     return PrunePlan(
         at=at,

@@ -175,6 +175,8 @@ class StatusReport:
     def to_dict(self) -> dict[str, Any]:
         """The documented ``rollout status --json`` shape."""
 
+        prices = self._prices()
+
         def stats(v: VariantStats | None) -> dict[str, Any] | None:
             if v is None:
                 return None
@@ -185,6 +187,7 @@ class StatusReport:
                 "latency_p95_ms": v.latency.quantile(0.95),
                 "quality_mean": v.quality_sum / v.quality_count if v.quality_count else None,
                 "quality_count": v.quality_count,
+                "tokens": _token_figures(v, prices),
             }
 
         return {
@@ -206,6 +209,12 @@ class StatusReport:
             "problems": list(self.problems),
         }
 
+    def _prices(self) -> tuple[float, float] | None:
+        """(input, output) prices per 1,000 tokens the rollout pinned, if any."""
+        pinned = self.rollout.guardrails if self.rollout is not None else {}
+        price_in, price_out = pinned.get("price_input_per_1k"), pinned.get("price_output_per_1k")
+        return None if price_in is None or price_out is None else (price_in, price_out)
+
     def _shadow(self) -> dict[str, Any] | None:
         """The shadow step's figures: mirrored calls (the candidate's) and agreement."""
         if self.agreement is None or self.rollout is None:
@@ -218,6 +227,23 @@ class StatusReport:
             "agreement": self.agreement.rate,
             "min_agreement": self.agreement.floor,
         }
+
+
+def _token_figures(v: VariantStats, prices: tuple[float, float] | None) -> dict[str, Any] | None:
+    """A variant's token figures (None when no request reported tokens): requests counted,
+    mean and p95 of total tokens per request, mean prompt and completion tokens, and the
+    cost of 1,000 requests at the pinned prices (None without prices)."""
+    n = v.token_requests
+    if not n:
+        return None
+    return {
+        "requests": n,
+        "mean": v.tokens_mean,
+        "p95": v.tokens.quantile(0.95),
+        "prompt_mean": v.prompt_tokens / n,
+        "completion_mean": v.completion_tokens / n,
+        "cost_per_1k_requests": None if prices is None else v.cost_per_1k_requests(*prices),
+    }
 
 
 def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> StatusReport:

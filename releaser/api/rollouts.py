@@ -338,7 +338,7 @@ def start_rollout(
         steps=_steps(plan),
         now=now,
         alpha=plan.alpha,
-        guardrails={k: v for k, v in plan.guardrails.model_dump().items() if v is not None},
+        guardrails=plan.guardrails.limits(),
         comparisons=list(plan.comparisons),
         actor=actor,
     )

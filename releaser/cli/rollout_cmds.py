@@ -125,20 +125,24 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
     minutes = (rep.in_step_s or 0) / 60
     say(f"rollout {r.id}: candidate {r.candidate} at {_where(r)}, {minutes:.0f} min in step")
     data = rep.to_dict()["variants"]
+    # The tokens column shows only once a request of either variant reported tokens.
+    with_tokens = any(data[name]["tokens"] for name in ("baseline", "candidate"))
     rows: list[list[Any]] = []
     for name in ("baseline", "candidate"):
         v = data[name]
-        rows.append(
-            [
-                name,
-                v["requests"],
-                v["errors"],
-                _pct(v["error_rate"]),
-                _num(v["latency_p95_ms"]),
-                _num(v["quality_mean"]),
-            ]
-        )
-    table(["variant", "requests", "errors", "error rate", "p95 ms", "quality"], rows)
+        row = [
+            name,
+            v["requests"],
+            v["errors"],
+            _pct(v["error_rate"]),
+            _num(v["latency_p95_ms"]),
+            _num(v["quality_mean"]),
+        ]
+        if with_tokens:
+            row.append(_tokens(v["tokens"]))
+        rows.append(row)
+    headers = ["variant", "requests", "errors", "error rate", "p95 ms", "quality"]
+    table(headers + (["tokens mean / p95 (cost per 1k)"] if with_tokens else []), rows)
     shadow = rep.to_dict()["shadow"]
     if shadow is not None:
         say(
@@ -159,6 +163,22 @@ def _pct(v: float | None) -> str:
 
 def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:.3g}"
+
+
+def _tokens(t: dict[str, Any] | None) -> str:
+    """'812 / 1900 (1.23)': mean and p95 of total tokens per request, and the cost of
+    1,000 requests when prices are pinned."""
+    if t is None:
+        return "-"
+    text = f"{_count(t['mean'])} / {_count(t['p95'])}"
+    cost = t.get("cost_per_1k_requests")
+    return text if cost is None else f"{text} ({cost:.3g})"
+
+
+def _count(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if v < 10_000 else f"{v / 1000:.3g}k"
 
 
 @app.command("advance")

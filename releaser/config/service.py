@@ -486,14 +486,68 @@ class Slos(_Model):
         return self
 
 
+_MAX_TOKENS = 1e9
+"""The most tokens a request may count (the router ignores larger counts)."""
+
+
+class TokenPrices(_Model):
+    """Prices of 1,000 tokens of the candidate's model, for the cost guardrail and status."""
+
+    input_per_1k: float = Field(ge=0, le=1e6, description="Price of 1,000 prompt tokens.")
+    output_per_1k: float = Field(ge=0, le=1e6, description="Price of 1,000 completion tokens.")
+
+
 class Guardrails(_Model):
-    """Absolute limits that stop a rollout whatever the comparison with the baseline says."""
+    """Absolute limits that stop a rollout whatever the comparison with the baseline says.
+
+    The token limits read the counts services pass to ``Router.record(prompt_tokens=...,
+    completion_tokens=...)``; their tests assume only that counts are non-negative.
+    """
 
     error_rate: float | None = Field(default=None, ge=0, le=1, description="Largest error rate.")
     latency_p95_ms: float | None = Field(default=None, gt=0, description="Largest p95, ms.")
     quality_score: float | None = Field(
         default=None, ge=0, le=1, description="Smallest quality score."
     )
+    tokens_mean: float | None = Field(
+        default=None,
+        gt=0,
+        le=_MAX_TOKENS,
+        description="Largest mean of total tokens (prompt + completion) per request.",
+    )
+    tokens_p95: float | None = Field(
+        default=None,
+        gt=0,
+        le=_MAX_TOKENS,
+        description="Largest p95 of total tokens per request: at most 5% of requests above it.",
+    )
+    cost_per_1k_requests: float | None = Field(
+        default=None,
+        gt=0,
+        description="Largest mean cost of 1,000 requests at 'prices' (their currency).",
+    )
+    prices: TokenPrices | None = Field(
+        default=None,
+        description="Prices per 1,000 tokens: needed by cost_per_1k_requests; 'rollout "
+        "status' shows the cost when they are set.",
+    )
+
+    @model_validator(mode="after")
+    def _priced(self) -> Guardrails:
+        if self.cost_per_1k_requests is not None and self.prices is None:
+            raise ValueError(
+                "cost_per_1k_requests needs prices: {input_per_1k: ..., output_per_1k: ...}"
+            )
+        return self
+
+    def limits(self) -> dict[str, float]:
+        """The limits a rollout pins: those set, prices as ``price_input_per_1k`` and
+        ``price_output_per_1k`` (the keys of the analysis' guardrails)."""
+        out = {k: v for k, v in self.model_dump(exclude={"prices"}).items() if v is not None}
+        if self.prices is not None:
+            out["price_input_per_1k"] = self.prices.input_per_1k
+            out["price_output_per_1k"] = self.prices.output_per_1k
+        return out
 
 
 _COMPARE_PATTERN = r"^(json|text|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"

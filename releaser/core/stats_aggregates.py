@@ -10,6 +10,13 @@ Latency histogram layout (fixed, so histograms from any process merge bin by bin
     bin 101        [100000 ms, infinity)
 
 A latency of ``ms`` >= 1 goes to ``min(101, 1 + floor(20 * log10(ms)))`` (IEEE double).
+
+Token counts per request (LLM services) use the same layout for the total tokens of a
+request (prompt plus completion): bin 0 holds requests of 0 tokens, bin 101 those of
+100,000 tokens or more. Beside the histogram a variant keeps the requests that reported
+tokens, the sums of prompt and of completion tokens, and the sums of squares of the totals,
+of the prompt and of the completion tokens (what the mean-token and cost guardrails need for
+a variance-aware test: a request's cost ``p * in + c * out`` squared sums exactly from them).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from releaser.errors import BadInput
 __all__ = [
     "LATENCY_BINS",
     "LATENCY_BINS_PER_DECADE",
+    "MAX_TOKENS_PER_REQUEST",
     "LatencyHistogram",
     "VariantStats",
     "latency_bin",
@@ -34,6 +42,10 @@ __all__ = [
 LATENCY_BINS_PER_DECADE = 20
 LATENCY_BINS = 102
 """Bins in a latency histogram: under 1 ms, 100 log-spaced bins up to 100 s, and overflow."""
+
+MAX_TOKENS_PER_REQUEST = 1_000_000_000
+"""Prompt or completion tokens of one request above this are a bug upstream, not traffic;
+the bound also keeps the sums inside 64-bit columns."""
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
 
@@ -138,6 +150,22 @@ class VariantStats(BaseModel):
     quality_count: int = Field(default=0, ge=0)
     quality_sum: float = Field(default=0.0, ge=0)
     quality_sumsq: float = Field(default=0.0, ge=0)
+    token_requests: int = Field(default=0, ge=0, description="Requests that reported tokens.")
+    prompt_tokens: int = Field(default=0, ge=0, description="Sum of their prompt tokens.")
+    completion_tokens: int = Field(default=0, ge=0, description="Sum of completion tokens.")
+    tokens_sumsq: float = Field(
+        default=0.0, ge=0, description="Sum of squares of total tokens per request."
+    )
+    prompt_tokens_sumsq: float = Field(
+        default=0.0, ge=0, description="Sum of squares of prompt tokens per request."
+    )
+    completion_tokens_sumsq: float = Field(
+        default=0.0, ge=0, description="Sum of squares of completion tokens per request."
+    )
+    tokens: LatencyHistogram = Field(
+        default_factory=LatencyHistogram,
+        description="Total tokens per request, in the latency histogram's bins.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -154,6 +182,19 @@ class VariantStats(BaseModel):
                 "quality sums are not those of scores in [0, 1] "
                 f"(count {n}, sum {s}, sum of squares {ss})"
             )
+        # The histogram is not held to token_requests: a prune removes histograms only.
+        n, ss = self.token_requests, self.tokens_sumsq
+        t = self.prompt_tokens + self.completion_tokens
+        parts = self.prompt_tokens_sumsq + self.completion_tokens_sumsq
+        if n == 0 and (t or ss or parts):
+            raise ValueError("token sums are counted but no request reported tokens")
+        slack = 1e-9 * max(1.0, ss)
+        # sum t^2 = sum p^2 + sum c^2 + 2 sum p*c, and p*c >= 0.
+        if n and (ss < t * t / n - slack or ss > float(t) * t + slack or parts > ss + slack):
+            raise ValueError(
+                "token sums are not those of non-negative counts "
+                f"(requests {n}, total {t}, sum of squares {ss})"
+            )
         return self
 
     @classmethod
@@ -164,10 +205,18 @@ class VariantStats(BaseModel):
         latencies_ms: Sequence[float] = (),
         scores: Sequence[float] = (),
         slow_threshold_ms: float | None = None,
+        tokens: Sequence[tuple[int, int]] = (),
     ) -> VariantStats:
-        """Aggregates of individual requests (one error flag each), latencies and scores."""
+        """Aggregates of individual requests (one error flag each), latencies, scores and
+        (prompt, completion) token counts."""
         if any(not 0.0 <= x <= 1.0 for x in scores):
             raise BadInput("quality scores must lie in [0, 1]", hint="rescale them first")
+        if any(not 0 <= p <= MAX_TOKENS_PER_REQUEST for pair in tokens for p in pair):
+            raise BadInput(
+                f"token counts must lie in [0, {MAX_TOKENS_PER_REQUEST}]",
+                hint="pass the prompt and completion tokens the endpoint reported",
+            )
+        totals = [p + c for p, c in tokens]
         slow = 0
         if slow_threshold_ms is not None:
             slow = sum(1 for ms in latencies_ms if ms > slow_threshold_ms)
@@ -180,6 +229,13 @@ class VariantStats(BaseModel):
             quality_count=len(scores),
             quality_sum=math.fsum(scores),
             quality_sumsq=math.fsum(x * x for x in scores),
+            token_requests=len(tokens),
+            prompt_tokens=sum(p for p, _ in tokens),
+            completion_tokens=sum(c for _, c in tokens),
+            tokens_sumsq=float(sum(t * t for t in totals)),
+            prompt_tokens_sumsq=float(sum(p * p for p, _ in tokens)),
+            completion_tokens_sumsq=float(sum(c * c for _, c in tokens)),
+            tokens=LatencyHistogram.of(totals),
         )
 
     def merge(self, other: VariantStats) -> VariantStats:
@@ -203,6 +259,13 @@ class VariantStats(BaseModel):
             quality_count=self.quality_count + other.quality_count,
             quality_sum=self.quality_sum + other.quality_sum,
             quality_sumsq=self.quality_sumsq + other.quality_sumsq,
+            token_requests=self.token_requests + other.token_requests,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            tokens_sumsq=self.tokens_sumsq + other.tokens_sumsq,
+            prompt_tokens_sumsq=self.prompt_tokens_sumsq + other.prompt_tokens_sumsq,
+            completion_tokens_sumsq=self.completion_tokens_sumsq + other.completion_tokens_sumsq,
+            tokens=self.tokens.merge(other.tokens),
         )
 
     @property
@@ -214,3 +277,17 @@ class VariantStats(BaseModel):
     def quality_mean(self) -> float | None:
         """Mean quality score, or None before any score."""
         return self.quality_sum / self.quality_count if self.quality_count else None
+
+    @property
+    def tokens_mean(self) -> float | None:
+        """Mean total tokens per request that reported tokens, or None before any."""
+        if not self.token_requests:
+            return None
+        return (self.prompt_tokens + self.completion_tokens) / self.token_requests
+
+    def cost_per_1k_requests(self, input_per_1k: float, output_per_1k: float) -> float | None:
+        """Mean cost of 1,000 requests at prices per 1,000 prompt and completion tokens."""
+        if not self.token_requests:
+            return None
+        cost = self.prompt_tokens * input_per_1k + self.completion_tokens * output_per_1k
+        return cost / self.token_requests

@@ -12,18 +12,32 @@ with probability at most ``alpha`` per guardrail over the whole rollout.
   that limit, else on the histogram's requests certainly slower than it (never overstated);
 - mean quality score ``>= floor``: one-sample Hoeffding normal mixture on (count, sum);
 - in a shadow step, agreement with the stable answers ``>= min_agreement``: the error-rate
-  test on the disagreement (one minus each score) against ``1 - min_agreement``.
+  test on the disagreement (one minus each score) against ``1 - min_agreement``;
+- mean total tokens per request ``<= tokens_mean``: the unbounded one-sample mean test of
+  :func:`~releaser.core.stats_means.mean_above_limit_log_e` on (requests that reported
+  tokens, their total, the sum of squares of their totals);
+- p95 of total tokens per request ``<= tokens_p95``: the share of requests above it is at
+  most 5%, the rate test on the token histogram's requests certainly above it (as latency);
+- mean cost of 1,000 requests ``<= cost_per_1k_requests`` at the prices per 1,000 prompt
+  and completion tokens: the same mean test on each request's cost ``p * in + c * out``,
+  whose sum of squares is ``in**2 * sum p**2 + 2 * in * out * sum p*c + out**2 * sum c**2``
+  (``sum p*c`` from the sums of squares of totals, prompts and completions).
+
+The token tests assume only that token counts are non-negative: no cap per request. Their
+samples are the requests that reported tokens.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from releaser.core.stats_aggregates import VariantStats
 from releaser.core.stats_counts import rate_above_limit_log_e
-from releaser.core.stats_means import mean_below_floor_log_e
+from releaser.core.stats_means import mean_above_limit_log_e, mean_below_floor_log_e
 
 __all__ = ["Agreement", "GuardrailBreach", "Guardrails", "check_agreement", "check_guardrails"]
 
@@ -40,12 +54,42 @@ class Guardrails(BaseModel):
     quality_score: float | None = Field(
         default=None, ge=0, le=1, description="Smallest mean quality score."
     )
+    tokens_mean: float | None = Field(
+        default=None, gt=0, description="Largest mean total tokens (prompt + completion)."
+    )
+    tokens_p95: float | None = Field(
+        default=None, gt=0, description="Largest p95 of total tokens per request."
+    )
+    cost_per_1k_requests: float | None = Field(
+        default=None, gt=0, description="Largest mean cost of 1,000 requests."
+    )
+    price_input_per_1k: float | None = Field(
+        default=None, ge=0, description="Price of 1,000 prompt tokens."
+    )
+    price_output_per_1k: float | None = Field(
+        default=None, ge=0, description="Price of 1,000 completion tokens."
+    )
     min_samples: int = Field(
         default=100, ge=0, description="Observations needed before a guardrail can fire."
     )
     alpha: float = Field(
         default=0.01, gt=0, lt=1, description="Chance of a false trip per guardrail."
     )
+
+    @model_validator(mode="after")
+    def _priced(self) -> Self:
+        if self.cost_per_1k_requests is not None and self.prices is None:
+            raise ValueError(
+                "cost_per_1k_requests needs price_input_per_1k and price_output_per_1k"
+            )
+        return self
+
+    @property
+    def prices(self) -> tuple[float, float] | None:
+        """(input, output) prices per 1,000 tokens, None unless both are set."""
+        if self.price_input_per_1k is None or self.price_output_per_1k is None:
+            return None
+        return self.price_input_per_1k, self.price_output_per_1k
 
 
 class Agreement(BaseModel):
@@ -70,7 +114,9 @@ class GuardrailBreach(BaseModel):
 
     metric: str
     limit: float
-    observed: float | None = Field(description="Point estimate: rate, p95 in ms, or mean score.")
+    observed: float | None = Field(
+        description="Point estimate: rate, p95 in ms, mean score, tokens or cost."
+    )
     samples: int
     e_value: float
     threshold: float
@@ -87,6 +133,22 @@ class GuardrailBreach(BaseModel):
             p95 = "unknown" if self.observed is None else f"{self.observed:.0f} ms"
             what = (
                 f"p95 latency {p95} over {self.samples} requests breaks the limit {self.limit:g} ms"
+            )
+        elif self.metric == "tokens_mean":
+            what = (
+                f"mean tokens per request {self.observed or 0:.1f} over {self.samples} requests "
+                f"breaks the limit {self.limit:g}"
+            )
+        elif self.metric == "tokens_p95":
+            p95 = "unknown" if self.observed is None else f"{self.observed:.0f}"
+            what = (
+                f"p95 tokens per request {p95} over {self.samples} requests breaks the limit "
+                f"{self.limit:g}"
+            )
+        elif self.metric == "cost_per_1k_requests":
+            what = (
+                f"cost per 1,000 requests {self.observed or 0:.4g} over {self.samples} requests "
+                f"breaks the limit {self.limit:g}"
             )
         elif self.metric == "agreement":
             what = (
@@ -146,7 +208,38 @@ def check_guardrails(stats: VariantStats, guardrails: Guardrails) -> list[Guardr
         mean = stats.quality_sum / stats.quality_count
         breach("quality_score", floor, mean, stats.quality_count, log_e)
 
+    _check_tokens(stats, guardrails, breach)
     return breaches
+
+
+def _check_tokens(
+    stats: VariantStats,
+    guardrails: Guardrails,
+    breach: Callable[[str, float, float | None, int, float], None],
+) -> None:
+    """Call ``breach`` for each token guardrail (mean, p95, cost) with its evidence."""
+    n = stats.token_requests
+    total = stats.prompt_tokens + stats.completion_tokens
+    if guardrails.tokens_mean is not None and n:
+        limit = guardrails.tokens_mean
+        log_e = float(mean_above_limit_log_e(n, total, stats.tokens_sumsq, limit)[0])
+        breach("tokens_mean", limit, total / n, n, log_e)
+    if guardrails.tokens_p95 is not None and stats.tokens.total:
+        limit = guardrails.tokens_p95
+        above, counted = stats.tokens.count_above(limit), stats.tokens.total
+        log_e = rate_above_limit_log_e(above, counted, 0.05)
+        breach("tokens_p95", limit, stats.tokens.quantile(0.95), counted, log_e)
+    prices = guardrails.prices
+    if guardrails.cost_per_1k_requests is not None and prices is not None and n:
+        limit = guardrails.cost_per_1k_requests
+        price_in, price_out = prices
+        cost = stats.prompt_tokens * price_in + stats.completion_tokens * price_out
+        p_sq, c_sq = stats.prompt_tokens_sumsq, stats.completion_tokens_sumsq
+        # sum p*c from (p + c)^2 = p^2 + 2pc + c^2; never negative (float rounding).
+        cross = max(0.0, (stats.tokens_sumsq - p_sq - c_sq) / 2)
+        sumsq = price_in**2 * p_sq + 2 * price_in * price_out * cross + price_out**2 * c_sq
+        log_e = float(mean_above_limit_log_e(n, cost, sumsq, limit)[0])
+        breach("cost_per_1k_requests", limit, cost / n, n, log_e)
 
 
 def check_agreement(agreement: Agreement, guardrails: Guardrails) -> GuardrailBreach | None:

@@ -22,6 +22,20 @@ prior (scale 1), in closed form.
 
 One sample (guardrail: mean below a floor). Cumulative count ``n`` and sum ``s``:
 ``T = n * floor - s``, proxy ``n / 4``, the same closed form.
+
+One sample, unbounded above (guardrail: mean tokens or cost per request above a limit).
+Token counts have no upper bound, so Hoeffding does not apply; they are non-negative, and
+that is the one assumption used (besides each request's conditional mean being at most the
+limit ``L`` under the null). With ``Y = X / L - 1 >= -1``, Fan, Grama and Liu's inequality
+(2015, Lemma 4.1), ``exp(lam * y - psi(lam) * y**2) <= 1 + lam * y`` for ``y >= -1`` and
+``0 <= lam < 1``, ``psi(lam) = -log(1 - lam) - lam``, makes
+``exp(lam * S - psi(lam) * V)`` a test supermartingale for every such ``lam``, where
+``S = sum Y`` and ``V = sum Y**2``. Both follow from the cumulative count ``n``, sum ``T``
+and sum of squares ``Q`` of the values: ``S = (T - n L) / L``,
+``V = (Q - 2 L T + n L**2) / L**2``. ``Q`` may be any upper bound of the sum of squares
+(a larger ``V`` only shrinks the e-value). The e-value is the
+average over a fixed grid of ``lam`` (:data:`UNBOUNDED_MEAN_GRID`), so no cap on tokens
+per request is needed, and the test adapts to the spread the values show.
 """
 
 from __future__ import annotations
@@ -30,10 +44,12 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import log_ndtr
+from scipy.special import log_ndtr, logsumexp
 
 __all__ = [
     "MIXTURE_SCALE",
+    "UNBOUNDED_MEAN_GRID",
+    "mean_above_limit_log_e",
     "mean_below_floor_log_e",
     "normal_mixture_log_e",
     "normal_mixture_radius",
@@ -71,3 +87,39 @@ def mean_below_floor_log_e(count: int, total: float, floor: float) -> float:
     if count == 0:
         return 0.0
     return float(normal_mixture_log_e(count * floor - total, count / 4.0))
+
+
+UNBOUNDED_MEAN_GRID = tuple(0.95 * 2.0 ** (-k / 2) for k in range(40))
+"""Betting rates ``lam`` of the unbounded-mean test, 0.95 down to about 1.3e-6 (factors of
+sqrt 2), equally weighted. The best rate is about the effect over the spread, both in units
+of the limit, so the small rates serve values with a large spread or far above the limit
+(a cost limit set per request by mistake); the price of the wide grid is log(40), about
+3.7, on the log e-value."""
+_GRID = np.asarray(UNBOUNDED_MEAN_GRID)[:, None]
+_PSI = -np.log1p(-_GRID) - _GRID
+_LOG_K = math.log(len(UNBOUNDED_MEAN_GRID))
+
+
+def mean_above_limit_log_e(
+    count: ArrayLike, total: ArrayLike, sumsq: ArrayLike, limit: float
+) -> NDArray[np.float64]:
+    """Log e-value against "the mean of non-negative values is at most ``limit``".
+
+    From the cumulative ``count``, ``total`` and ``sumsq`` (the sum of squares, or an upper
+    bound of it); see the module docstring. Vectorised over the three; 0 where ``count`` is 0.
+    """
+    if not limit > 0:
+        raise ValueError(f"the limit must be positive, not {limit}")
+    n = np.atleast_1d(np.asarray(count, dtype=np.float64))
+    t = np.atleast_1d(np.asarray(total, dtype=np.float64))
+    q = np.atleast_1d(np.asarray(sumsq, dtype=np.float64))
+    s = (t - n * limit) / limit
+    # Rounding in q - 2LT + nL^2 is covered by a relative slack; the sum of squares of the
+    # Y is never below S^2 / n (Cauchy-Schwarz), so raising it there is conservative.
+    v = (q - 2.0 * limit * t + n * limit * limit) / (limit * limit) + 1e-12 * q / (limit * limit)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        floor = np.where(n > 0, s * s / np.maximum(n, 1.0), 0.0)
+    v = np.maximum(v, floor)
+    terms = _GRID * s[None, :] - _PSI * v[None, :]
+    out: NDArray[np.float64] = np.where(n > 0, logsumexp(terms, axis=0) - _LOG_K, 0.0)
+    return out

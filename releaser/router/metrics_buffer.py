@@ -2,8 +2,12 @@
 
 ``add`` costs a lock, a dict look-up and a few integer increments: plain counters per
 ``(rollout_id, step, variant)``, a list of latency bin counts (the fixed histogram layout of
-:mod:`releaser.core.stats_aggregates`) and the count, sum and sum of squares of quality
-scores. ``flush`` swaps the counters out and writes them as a batch of
+:mod:`releaser.core.stats_aggregates`), the count, sum and sum of squares of quality
+scores, and for requests that report tokens their count, the sums of prompt and completion
+tokens, the sums of squares of their totals, prompt and completion tokens (exact integers)
+and a list of total-token bin counts in the same layout. A call without tokens pays two
+``is None`` tests for them.
+``flush`` swaps the counters out and writes them as a batch of
 :class:`~releaser.store.base.MetricDelta` under a fresh batch id. A batch whose write
 failed is re-sent unchanged, under the same id, before anything newer, so the store adds
 it exactly once even when the failure hid a commit that landed. Counts that could not be
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import threading
 import uuid
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from releaser.core.stats_aggregates import (
     LATENCY_BINS,
     LATENCY_BINS_PER_DECADE,
+    MAX_TOKENS_PER_REQUEST,
     LatencyHistogram,
     VariantStats,
     latency_bin,
@@ -40,6 +46,7 @@ MAX_PENDING_KEYS = 10_000
 _LAST_BIN = LATENCY_BINS - 1
 _BINS_PER_DECADE = LATENCY_BINS_PER_DECADE
 _log10 = math.log10
+_MAX_TOKENS = MAX_TOKENS_PER_REQUEST
 _Key = tuple[str, int, str]
 
 
@@ -54,10 +61,52 @@ def _odd_latency_bin(ms: object) -> int:
     return latency_bin(ms)
 
 
+def _token_count(value: object) -> int | None:
+    """A token count given as something other than a plain int (a float 12.0, a numpy
+    integer), or None when it is no count: not a whole number, negative, too large, a bool."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, float):
+            if not value.is_integer():
+                return None
+            count = int(value)
+        else:
+            count = operator.index(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return count if 0 <= count <= _MAX_TOKENS else None
+
+
+def _token_bin(tokens: int) -> int:
+    """The histogram bin of a request's total tokens (the latency layout; 0 tokens: bin 0)."""
+    if tokens < 1:
+        return 0
+    if tokens >= 100_000:
+        return _LAST_BIN
+    return 1 + int(_BINS_PER_DECADE * _log10(tokens))
+
+
 class _Tally:
     """Mutable counters of one (rollout, step, variant); only touched under the lock."""
 
-    __slots__ = ("bins", "errors", "quality_count", "quality_sum", "quality_sumsq", "requests")
+    __slots__ = (
+        "bins",
+        "completion_sumsq",
+        "completion_tokens",
+        "errors",
+        "prompt_sumsq",
+        "prompt_tokens",
+        "quality_count",
+        "quality_sum",
+        "quality_sumsq",
+        "requests",
+        "token_bins",
+        "token_requests",
+        "tokens_sumsq",
+    )
 
     def __init__(self) -> None:
         self.requests = 0
@@ -66,6 +115,24 @@ class _Tally:
         self.quality_count = 0
         self.quality_sum = 0.0
         self.quality_sumsq = 0.0
+        self.token_requests = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.tokens_sumsq = 0  # exact ints: converted to float once, in stats()
+        self.prompt_sumsq = 0
+        self.completion_sumsq = 0
+        self.token_bins = [0] * LATENCY_BINS
+
+    def count_tokens(self, prompt: int, completion: int) -> None:
+        """Count one request's tokens (lock held; the slow path's twin of add's)."""
+        total = prompt + completion
+        self.token_requests += 1
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.tokens_sumsq += total * total
+        self.prompt_sumsq += prompt * prompt
+        self.completion_sumsq += completion * completion
+        self.token_bins[_token_bin(total)] += 1
 
     def absorb(self, other: _Tally) -> None:
         self.requests += other.requests
@@ -74,6 +141,13 @@ class _Tally:
         self.quality_count += other.quality_count
         self.quality_sum += other.quality_sum
         self.quality_sumsq += other.quality_sumsq
+        self.token_requests += other.token_requests
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.tokens_sumsq += other.tokens_sumsq
+        self.prompt_sumsq += other.prompt_sumsq
+        self.completion_sumsq += other.completion_sumsq
+        self.token_bins = [a + b for a, b in zip(self.token_bins, other.token_bins, strict=True)]
 
     def stats(self) -> VariantStats:
         # Float sums of many clamped scores can drift past the validator's bounds by an
@@ -88,6 +162,13 @@ class _Tally:
             quality_count=n,
             quality_sum=total,
             quality_sumsq=sumsq,
+            token_requests=self.token_requests,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            tokens_sumsq=float(self.tokens_sumsq),
+            prompt_tokens_sumsq=float(self.prompt_sumsq),
+            completion_tokens_sumsq=float(self.completion_sumsq),
+            tokens=LatencyHistogram(counts=tuple(self.token_bins)),
         )
 
 
@@ -102,7 +183,9 @@ class BufferCounts:
     clamped_scores: int
     """Scores outside [0, 1] that were clamped into it."""
     rejected_values: int
-    """Scores or latencies that were not numbers (NaN, strings) and were ignored."""
+    """Scores or latencies that were not numbers (NaN, strings), and token counts that were
+    not whole numbers in [0, 10**9], which were ignored (a request with a bad token count
+    has none of its tokens counted)."""
     dropped_requests: int
     """Requests whose counts were dropped because flushes kept failing."""
 
@@ -154,16 +237,21 @@ class MetricsBuffer:
         latency_ms: float | None = None,
         error: bool = False,
         score: float | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
     ) -> None:
         """Count one request of a baseline or candidate assignment; never raises on values.
 
         A score outside [0, 1] is clamped into it and counted in ``clamped_scores``; a score
-        or latency that is not a number is ignored and counted in ``rejected_values``.
+        or latency that is not a number is ignored and counted in ``rejected_values``, as is
+        a token count that is not a whole number in [0, 10**9]. A request reports tokens
+        when either count is given (a missing one counts as 0).
         """
         if assignment.rollout_id is None or assignment.variant == "stable":
             return  # stable traffic is in no comparison
         odd = False
         bin_index = -1
+        tokens = -1
         try:
             if latency_ms is not None:
                 # latency_bin() inlined for the common range (the tests hold it to the same
@@ -176,6 +264,24 @@ class MetricsBuffer:
             # Only a float in [0, 1] takes the fast path: the sums must stay floats.
             if score is not None and (score.__class__ is not float or not 0.0 <= score <= 1.0):
                 odd = True
+            if prompt_tokens is not None or completion_tokens is not None:
+                p = 0 if prompt_tokens is None else prompt_tokens
+                c = 0 if completion_tokens is None else completion_tokens
+                # Only plain ints in range take the fast path; the rest goes to _add_odd.
+                if (
+                    p.__class__ is int
+                    and c.__class__ is int
+                    and 0 <= p <= _MAX_TOKENS
+                    and 0 <= c <= _MAX_TOKENS
+                ):
+                    tokens = p + c
+                    # _token_bin() inlined, as for latency (the tests hold it to the bins).
+                    if 1 <= tokens < 100_000:
+                        token_bin = 1 + int(_BINS_PER_DECADE * _log10(tokens))
+                    else:
+                        token_bin = 0 if tokens < 1 else _LAST_BIN
+                else:
+                    odd = True
         except Exception:  # not numbers: sorted out (and counted) by _add_odd
             odd = True
         # Assignments are built once per compiled route, so identity finds the counters;
@@ -196,10 +302,20 @@ class MetricsBuffer:
                 tally.quality_count += 1
                 tally.quality_sum += score
                 tally.quality_sumsq += score * score
+            if tokens >= 0:
+                tally.token_requests += 1
+                tally.prompt_tokens += p
+                tally.completion_tokens += c
+                tally.tokens_sumsq += tokens * tokens
+                tally.prompt_sumsq += p * p
+                tally.completion_sumsq += c * c
+                tally.token_bins[token_bin] += 1
         finally:
             lock.release()
         if odd:
-            self._add_odd(entry, latency_ms, score)
+            if tokens >= 0:  # counted above: only the score or latency was odd
+                prompt_tokens = completion_tokens = None
+            self._add_odd(entry, latency_ms, score, prompt_tokens, completion_tokens)
 
     def _entry(self, assignment: Assignment) -> tuple[Assignment, _Tally]:
         """The counters of an assignment seen for the first time (lock held)."""
@@ -213,9 +329,24 @@ class MetricsBuffer:
         self._by_assignment[id(assignment)] = entry
         return entry
 
-    def _add_odd(self, entry: tuple[Assignment, _Tally], latency_ms: object, score: object) -> None:
-        """Count a score outside [0, 1] (clamped) and values that are not numbers."""
+    def _add_odd(
+        self,
+        entry: tuple[Assignment, _Tally],
+        latency_ms: object,
+        score: object,
+        prompt_tokens: object = None,
+        completion_tokens: object = None,
+    ) -> None:
+        """Count a score outside [0, 1] (clamped), token counts given other than as plain
+        ints, and reject values that are not numbers (or no token counts)."""
         rejected = 0
+        tokens: tuple[int, int] | None = None
+        if prompt_tokens is not None or completion_tokens is not None:
+            p, c = _token_count(prompt_tokens), _token_count(completion_tokens)
+            if p is None or c is None:
+                rejected += (p is None) + (c is None)
+            else:
+                tokens = p, c
         if latency_ms is not None and _odd_latency_bin(latency_ms) < 0:
             rejected += 1
         clamped = 0
@@ -233,13 +364,16 @@ class MetricsBuffer:
                 rejected += 1
                 score = None
         with self._lock:
-            if score is not None:
+            if score is not None or tokens is not None:
                 tally = entry[1]
                 if self._by_assignment.get(id(entry[0])) is not entry:
                     tally = self._entry(entry[0])[1]  # flushed meanwhile: count in the new one
-                tally.quality_count += 1
-                tally.quality_sum += value
-                tally.quality_sumsq += value * value
+                if score is not None:
+                    tally.quality_count += 1
+                    tally.quality_sum += value
+                    tally.quality_sumsq += value * value
+                if tokens is not None:
+                    tally.count_tokens(*tokens)
             self._clamped += clamped
             self._rejected += rejected
 

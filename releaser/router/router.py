@@ -164,17 +164,25 @@ class Router:
         latency_ms: float | None = None,
         error: bool = False,
         score: float | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
     ) -> None:
         """Count one served request of a baseline or candidate assignment (stable: ignored).
 
         No I/O and no exception for bad values: a quality ``score`` outside [0, 1] is
         clamped, a non-number is ignored; both are counted (see :meth:`metrics_counts`).
+        ``prompt_tokens`` and ``completion_tokens`` are the request's token usage (an LLM
+        call's ``usage``); the token guardrails read them. Either may be left out (it counts
+        as 0); a count that is not a whole number in [0, 10**9] is ignored and counted in
+        ``rejected_values``, and that request's tokens are not counted.
         The counts reach the store at the next flush (none after :meth:`close`).
         ``assignment`` is the :class:`Assignment` that :meth:`assign` returned; None or
         another object without its fields raises TypeError saying so.
         """
         try:
-            self._metrics.add(assignment, latency_ms, error, score)
+            self._metrics.add(
+                assignment, latency_ms, error, score, prompt_tokens, completion_tokens
+            )
         except AttributeError:
             # Checked only on failure: a try costs nothing on the request path.
             if isinstance(assignment, Assignment):

@@ -38,6 +38,9 @@ class Column:
     name: str
     type: type
     nullable: bool = False
+    since: int = 1
+    """The schema version that added the column; rows of older archives take ``default``."""
+    default: Any = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     key: tuple[str, ...]
+    since: int = 1
+    """The schema version that added the table; older archives do not carry it."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -54,13 +59,16 @@ class Table:
         return tuple(c.name for c in self.columns)
 
 
-def _cols(*spec: str) -> tuple[Column, ...]:
-    """Columns from ``name:type`` (``?`` after the type: nullable)."""
+def _cols(*spec: str, since: int = 1) -> tuple[Column, ...]:
+    """Columns from ``name:type`` (``?`` after the type: nullable), added at ``since``
+    (a column added after the table was made defaults to 0)."""
     types = {"str": str, "int": int, "float": float}
     out = []
     for item in spec:
         name, _, kind = item.partition(":")
-        out.append(Column(name, types[kind.rstrip("?")], kind.endswith("?")))
+        column_type = types[kind.rstrip("?")]
+        default = column_type(0) if since > 1 and column_type is not str else None
+        out.append(Column(name, column_type, kind.endswith("?"), since, default))
     return tuple(out)
 
 
@@ -91,6 +99,15 @@ TABLES: tuple[Table, ...] = (
             "quality_sum:float",
             "quality_sumsq:float",
             "updated_at:str",
+        )
+        + _cols(
+            "token_requests:int",
+            "prompt_tokens:int",
+            "completion_tokens:int",
+            "tokens_sumsq:float",
+            "prompt_tokens_sumsq:float",
+            "completion_tokens_sumsq:float",
+            since=6,
         ),
         ("rollout_id", "step", "variant"),
     ),
@@ -98,6 +115,12 @@ TABLES: tuple[Table, ...] = (
         "rollout_latency_bins",
         _cols("rollout_id:str", "step:int", "variant:str", "bin:int", "count:int"),
         ("rollout_id", "step", "variant", "bin"),
+    ),
+    Table(
+        "rollout_token_bins",
+        _cols("rollout_id:str", "step:int", "variant:str", "bin:int", "count:int"),
+        ("rollout_id", "step", "variant", "bin"),
+        since=6,
     ),
     Table("metric_batches", _cols("batch_id:str", "applied_at:int"), ("batch_id",)),
 )

@@ -7,8 +7,12 @@ Format ``releaser-store-archive/1``, a zip (deflate) holding exactly these membe
   ``schema_version``), ``audit_head`` (``seq``, ``hash``) and ``members``: for each
   member below its ``sha256``, ``bytes`` and ``rows``.
 - ``records.jsonl``, ``audit_events.jsonl``, ``rollout_metrics.jsonl``,
-  ``rollout_latency_bins.jsonl``, ``metric_batches.jsonl``: JSON Lines, one object a
-  row, keyed by column name, in primary-key order (see ``releaser.store._bulk.TABLES``).
+  ``rollout_latency_bins.jsonl``, ``rollout_token_bins.jsonl``, ``metric_batches.jsonl``:
+  JSON Lines, one object a row, keyed by column name, in primary-key order (see
+  ``releaser.store._bulk.TABLES``). An archive of an older schema (``schema_version``)
+  lacks the tables and columns added since (``rollout_token_bins`` and the token columns
+  of ``rollout_metrics`` came with 6); reading it gives those columns 0 and those tables
+  no rows.
   A record's ``value`` and an audit entry's ``payload`` are strings holding the exact
   text stored (the payload is what its hash covers).
 
@@ -179,9 +183,15 @@ class ArchiveReader:
         head = self.manifest["audit_head"]
         return int(head["seq"]), str(head["hash"])
 
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the store the archive was made from."""
+        return int(self.manifest["source"]["schema_version"])
+
     def rows_in(self, table: Table) -> int:
         """How many rows of ``table`` the manifest says the archive holds."""
-        return int(self.manifest["members"][member_name(table)]["rows"])
+        entry = self.manifest["members"].get(member_name(table))
+        return 0 if entry is None else int(entry["rows"])
 
     # -- sources ------------------------------------------------------------------
 
@@ -204,6 +214,8 @@ class ArchiveReader:
         """Every row of ``table``, each field checked; the member's size, row count and
         SHA-256 are checked against the manifest when its end is reached."""
         name = member_name(table)
+        if table.since > self.schema_version:
+            return  # made before the table existed
         want = self.manifest["members"][name]
         info = self._zip.getinfo(name)
         sha = hashlib.sha256()
@@ -245,9 +257,9 @@ class ArchiveReader:
 
     def _check_names(self) -> None:
         names = [i.filename for i in self._zip.infolist()]
-        expected = {MANIFEST, *_BY_MEMBER}
+        known = {MANIFEST, *_BY_MEMBER}
         for name in names:
-            if name not in expected:
+            if name not in known:
                 raise self._bad(
                     name[:200],
                     "is not part of a store archive (only manifest.json and the "
@@ -258,13 +270,6 @@ class ArchiveReader:
             if name in seen:
                 raise self._bad(name, "appears twice in the archive")
             seen.add(name)
-        missing = sorted(expected - seen)
-        if missing:
-            raise BadInput(
-                f"archive {self.path} has no member {missing[0]}: it is not a complete store "
-                "archive",
-                hint=_HINT,
-            )
         for info in self._zip.infolist():
             limit = MAX_MANIFEST_BYTES if info.filename == MANIFEST else self._max_member
             if info.file_size > limit:
@@ -301,6 +306,17 @@ class ArchiveReader:
                 f"source.schema_version {schema!r} is not one this releaser knows "
                 f"(up to {len(SQLITE_MIGRATIONS)})",
             )
+        expected = {MANIFEST, *_members(schema)}
+        missing = sorted(expected - set(self._zip.namelist()))
+        if missing:
+            raise BadInput(
+                f"archive {self.path} has no member {missing[0]}: it is not a complete store "
+                "archive",
+                hint=_HINT,
+            )
+        extra = sorted(set(self._zip.namelist()) - expected)
+        if extra:
+            raise self._bad(extra[0], f"is not part of an archive of schema version {schema}")
         head = data.get("audit_head")
         if (
             not isinstance(head, dict)
@@ -310,8 +326,8 @@ class ArchiveReader:
         ):
             raise self._bad(MANIFEST, "audit_head is not {seq, hash}")
         members = data.get("members")
-        if not isinstance(members, dict) or set(members) != set(_BY_MEMBER):
-            raise self._bad(MANIFEST, f"members does not list exactly {sorted(_BY_MEMBER)}")
+        if not isinstance(members, dict) or set(members) != _members(schema):
+            raise self._bad(MANIFEST, f"members does not list exactly {sorted(_members(schema))}")
         for name, entry in members.items():
             ok = (
                 isinstance(entry, dict)
@@ -328,10 +344,15 @@ class ArchiveReader:
             data = json.loads(line.decode("utf-8", "surrogateescape"))
         except ValueError as exc:
             raise self._bad(name, f"{where} is not JSON: {exc}") from None
-        if not isinstance(data, dict) or set(data) != set(table.names):
-            raise self._bad(name, f"{where} does not have exactly the fields {list(table.names)}")
+        schema = self.schema_version
+        fields = [c.name for c in table.columns if c.since <= schema]
+        if not isinstance(data, dict) or set(data) != set(fields):
+            raise self._bad(name, f"{where} does not have exactly the fields {fields}")
         row: list[Any] = []
         for column in table.columns:
+            if column.since > schema:
+                row.append(column.default)  # made before the column existed
+                continue
             value = data[column.name]
             if value is None and column.nullable:
                 row.append(None)
@@ -346,6 +367,11 @@ class ArchiveReader:
                 )
             row.append(value)
         return tuple(row)
+
+
+def _members(schema: int) -> set[str]:
+    """The members an archive of a store at schema version ``schema`` holds."""
+    return {member_name(t) for t in TABLES if t.since <= schema}
 
 
 def _table(name: str) -> Table:

@@ -1,8 +1,8 @@
 """Rollout metrics in the SQL stores: batch checks, additive upserts, reading back.
 
 Both backends sum a batch of :class:`MetricDelta` per (rollout, step, variant)
-in Python, then merge it into ``rollout_metrics`` and ``rollout_latency_bins``
-with additive upserts; a slow threshold that differs from the stored one
+in Python, then merge it into ``rollout_metrics``, ``rollout_latency_bins`` and
+``rollout_token_bins`` with additive upserts; a slow threshold that differs from the stored one
 rolls the whole batch back.
 """
 
@@ -21,6 +21,7 @@ from releaser.store.base import METRIC_VARIANTS, MetricDelta
 
 __all__ = [
     "BATCH_ID_RETENTION_S",
+    "METRIC_COLUMNS",
     "PreparedMetric",
     "check_batch_id",
     "claim_batch_id",
@@ -75,7 +76,15 @@ def claim_batch_id(execute: Execute, batch_id: str, *, ph: str, now_s: str) -> b
 _MAX_DELTA_COUNT = 2**53
 # Postgres INTEGER.
 _MAX_STEP = 2**31 - 1
-_INT_FIELDS = ("requests", "errors", "slow", "quality_count")
+_INT_FIELDS = (
+    "requests",
+    "errors",
+    "slow",
+    "quality_count",
+    "token_requests",
+    "prompt_tokens",
+    "completion_tokens",
+)
 
 
 @dataclass(frozen=True)
@@ -94,10 +103,20 @@ class PreparedMetric:
     quality_sumsq: float
     bins: tuple[tuple[int, int], ...]
     """(bin, count) of the non-empty latency bins, by bin."""
+    token_requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens_sumsq: float = 0.0
+    prompt_tokens_sumsq: float = 0.0
+    completion_tokens_sumsq: float = 0.0
+    token_bins: tuple[tuple[int, int], ...] = ()
+    """(bin, count) of the non-empty total-token bins, by bin."""
 
     def row(self) -> tuple[Any, ...]:
         """(rollout_id, step, variant, requests, errors, slow, slow_threshold_ms,
-        quality_count, quality_sum, quality_sumsq), the column order of the upsert."""
+        quality_count, quality_sum, quality_sumsq, token_requests, prompt_tokens,
+        completion_tokens, tokens_sumsq, prompt_tokens_sumsq, completion_tokens_sumsq), the
+        column order of the upsert."""
         return (
             self.rollout_id,
             self.step,
@@ -109,11 +128,21 @@ class PreparedMetric:
             self.quality_count,
             self.quality_sum,
             self.quality_sumsq,
+            self.token_requests,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.tokens_sumsq,
+            self.prompt_tokens_sumsq,
+            self.completion_tokens_sumsq,
         )
 
     def bin_rows(self) -> list[tuple[str, int, str, int, int]]:
-        """(rollout_id, step, variant, bin, count) for each non-empty bin."""
+        """(rollout_id, step, variant, bin, count) for each non-empty latency bin."""
         return [(self.rollout_id, self.step, self.variant, b, n) for b, n in self.bins]
+
+    def token_bin_rows(self) -> list[tuple[str, int, str, int, int]]:
+        """(rollout_id, step, variant, bin, count) for each non-empty total-token bin."""
+        return [(self.rollout_id, self.step, self.variant, b, n) for b, n in self.token_bins]
 
 
 def prepare_metrics(batch: Sequence[MetricDelta]) -> list[PreparedMetric]:
@@ -143,16 +172,30 @@ def threshold_conflict(where: str, stored: float | None, given: float | None) ->
     )
 
 
+METRIC_COLUMNS = (
+    "step, variant, requests, errors, slow, slow_threshold_ms, quality_count, quality_sum, "
+    "quality_sumsq, token_requests, prompt_tokens, completion_tokens, tokens_sumsq, "
+    "prompt_tokens_sumsq, completion_tokens_sumsq"
+)
+"""The ``rollout_metrics`` columns :func:`stats_from_rows` reads, in its order."""
+
+
 def stats_from_rows(
-    metric_rows: Sequence[tuple[Any, ...]], bin_rows: Sequence[tuple[Any, ...]], *, url: str
+    metric_rows: Sequence[tuple[Any, ...]],
+    bin_rows: Sequence[tuple[Any, ...]],
+    token_bin_rows: Sequence[tuple[Any, ...]] = (),
+    *,
+    url: str,
 ) -> dict[tuple[int, str], VariantStats]:
     """Stored aggregates as :class:`VariantStats` by (step, variant), ordered by key.
 
-    ``metric_rows`` are (step, variant, requests, errors, slow, slow_threshold_ms,
-    quality_count, quality_sum, quality_sumsq); ``bin_rows`` are (step, variant, bin, count).
+    ``metric_rows`` are the :data:`METRIC_COLUMNS`; ``bin_rows`` and ``token_bin_rows``
+    are (step, variant, bin, count) of the latency and total-token histograms.
     """
     fields: dict[tuple[int, str], dict[str, Any]] = {}
-    for step, variant, requests, errors, slow, threshold, q_count, q_sum, q_sumsq in metric_rows:
+    for row in metric_rows:
+        step, variant, requests, errors, slow, threshold, q_count, q_sum, q_sumsq = row[:9]
+        t_requests, t_prompt, t_completion, t_sumsq, p_sumsq, c_sumsq = row[9:]
         fields[(int(step), str(variant))] = {
             "requests": int(requests),
             "errors": int(errors),
@@ -161,22 +204,38 @@ def stats_from_rows(
             "quality_count": int(q_count),
             "quality_sum": float(q_sum),
             "quality_sumsq": float(q_sumsq),
+            "token_requests": int(t_requests),
+            "prompt_tokens": int(t_prompt),
+            "completion_tokens": int(t_completion),
+            "tokens_sumsq": float(t_sumsq),
+            "prompt_tokens_sumsq": float(p_sumsq),
+            "completion_tokens_sumsq": float(c_sumsq),
         }
-    bins: dict[tuple[int, str], list[int]] = {}
-    for step, variant, bin_, count in bin_rows:
-        key = (int(step), str(variant))
-        if not 0 <= int(bin_) < LATENCY_BINS:
-            raise _damaged(url, f"latency bin {bin_} of step {step} {variant} is out of range")
-        bins.setdefault(key, [0] * LATENCY_BINS)[int(bin_)] = int(count)
+    bins = _histograms(bin_rows, "latency", url)
+    token_bins = _histograms(token_bin_rows, "token", url)
+    empty = [0] * LATENCY_BINS
     result: dict[tuple[int, str], VariantStats] = {}
-    for key in sorted(fields.keys() | bins.keys()):
+    for key in sorted(fields.keys() | bins.keys() | token_bins.keys()):
         data = fields.get(key, {})
-        data["latency"] = {"counts": tuple(bins.get(key, [0] * LATENCY_BINS))}
+        data["latency"] = {"counts": tuple(bins.get(key, empty))}
+        data["tokens"] = {"counts": tuple(token_bins.get(key, empty))}
         try:
             result[key] = VariantStats.model_validate(data)
         except ValidationError as exc:
             raise _damaged(url, f"step {key[0]} {key[1]}: {_describe(exc)}") from None
     return result
+
+
+def _histograms(
+    rows: Sequence[tuple[Any, ...]], what: str, url: str
+) -> dict[tuple[int, str], list[int]]:
+    bins: dict[tuple[int, str], list[int]] = {}
+    for step, variant, bin_, count in rows:
+        key = (int(step), str(variant))
+        if not 0 <= int(bin_) < LATENCY_BINS:
+            raise _damaged(url, f"{what} bin {bin_} of step {step} {variant} is out of range")
+        bins.setdefault(key, [0] * LATENCY_BINS)[int(bin_)] = int(count)
+    return bins
 
 
 class _Sum:
@@ -185,8 +244,11 @@ class _Sum:
     def __init__(self) -> None:
         self.requests = self.errors = self.slow = self.quality_count = 0
         self.quality_sum = self.quality_sumsq = 0.0
+        self.token_requests = self.prompt_tokens = self.completion_tokens = 0
+        self.tokens_sumsq = self.prompt_tokens_sumsq = self.completion_tokens_sumsq = 0.0
         self.threshold: float | None = None
         self.bins: Sequence[int] = ()
+        self.token_bins: Sequence[int] = ()
 
     def add(self, stats: VariantStats, where: str) -> None:
         given = stats.slow_threshold_ms
@@ -200,9 +262,14 @@ class _Sum:
         self.quality_count += stats.quality_count
         self.quality_sum += stats.quality_sum
         self.quality_sumsq += stats.quality_sumsq
-        counts = stats.latency.counts
-        # Most keys get one delta a batch: its counts are taken as they are.
-        self.bins = [a + b for a, b in zip(self.bins, counts, strict=True)] if self.bins else counts
+        self.token_requests += stats.token_requests
+        self.prompt_tokens += stats.prompt_tokens
+        self.completion_tokens += stats.completion_tokens
+        self.tokens_sumsq += stats.tokens_sumsq
+        self.prompt_tokens_sumsq += stats.prompt_tokens_sumsq
+        self.completion_tokens_sumsq += stats.completion_tokens_sumsq
+        self.bins = _added(self.bins, stats.latency.counts)
+        self.token_bins = _added(self.token_bins, stats.tokens.counts)
 
     def prepared(self, key: tuple[str, int, str]) -> PreparedMetric:
         return PreparedMetric(
@@ -215,7 +282,19 @@ class _Sum:
             quality_sum=self.quality_sum,
             quality_sumsq=self.quality_sumsq,
             bins=tuple([(b, n) for b, n in enumerate(self.bins) if n]),
+            token_requests=self.token_requests,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            tokens_sumsq=self.tokens_sumsq,
+            prompt_tokens_sumsq=self.prompt_tokens_sumsq,
+            completion_tokens_sumsq=self.completion_tokens_sumsq,
+            token_bins=tuple([(b, n) for b, n in enumerate(self.token_bins) if n]),
         )
+
+
+def _added(kept: Sequence[int], counts: Sequence[int]) -> Sequence[int]:
+    # Most keys get one delta a batch: its counts are taken as they are.
+    return [a + b for a, b in zip(kept, counts, strict=True)] if kept else counts
 
 
 def _checked_key(delta: object, index: int) -> tuple[str, int, str]:
@@ -244,10 +323,11 @@ def _checked_stats(stats: object, where: str) -> VariantStats:
         raise BadInput(f"{where}: stats is a {type(stats).__name__}, not a VariantStats")
     data: dict[str, Any] = {name: getattr(stats, name) for name in VariantStats.model_fields}
     # Nested models are not re-validated unless passed as data.
-    latency = data["latency"]
-    data["latency"] = {
-        "counts": latency.counts if isinstance(latency, LatencyHistogram) else latency
-    }
+    for name in ("latency", "tokens"):
+        histogram = data[name]
+        data[name] = {
+            "counts": histogram.counts if isinstance(histogram, LatencyHistogram) else histogram
+        }
     try:
         checked = VariantStats.model_validate(data)
     except ValidationError as exc:
@@ -255,7 +335,8 @@ def _checked_stats(stats: object, where: str) -> VariantStats:
             f"{where}: {_describe(exc)}; nothing of the batch was written",
             hint="report deltas of non-negative counts, as VariantStats.of builds them",
         ) from None
-    counts = [getattr(checked, name) for name in _INT_FIELDS] + list(checked.latency.counts)
+    counts = [getattr(checked, name) for name in _INT_FIELDS]
+    counts += list(checked.latency.counts) + list(checked.tokens.counts)
     if max(counts) > _MAX_DELTA_COUNT:
         raise BadInput(
             f"{where}: a count above {_MAX_DELTA_COUNT} in one delta; nothing was written",
@@ -278,20 +359,25 @@ def _damaged(url: str, problem: str) -> ReleaserError:
     )
 
 
-def metric_upserts(metrics_source: str, bins_source: str) -> tuple[str, str]:
-    """The additive upserts of aggregate rows and of latency bins, fed by the given sources.
+def metric_upserts(metrics_source: str, bins_source: str) -> tuple[str, str, str]:
+    """The additive upserts of aggregate rows, of latency bins and of total-token bins,
+    fed by the given sources.
 
     ``metrics_source`` yields (rollout_id, step, variant, requests, errors, slow,
-    slow_threshold_ms, quality_count, quality_sum, quality_sumsq, updated_at) rows:
-    ``VALUES (...)`` or a ``SELECT``; ``bins_source`` yields (rollout_id, step,
-    variant, bin, count). A source must not repeat a key (batches are summed per key
+    slow_threshold_ms, quality_count, quality_sum, quality_sumsq, token_requests,
+    prompt_tokens, completion_tokens, tokens_sumsq, prompt_tokens_sumsq,
+    completion_tokens_sumsq, updated_at) rows: ``VALUES (...)``
+    or a ``SELECT``; ``bins_source`` yields (rollout_id, step, variant, bin, count) for
+    either histogram. A source must not repeat a key (batches are summed per key
     first). An aggregate row whose slow threshold differs from the stored one is
     not updated, so fewer rows change than were given: callers compare the row
     count and roll back.
     """
     metrics = f"""INSERT INTO rollout_metrics AS m (
             rollout_id, step, variant, requests, errors, slow, slow_threshold_ms,
-            quality_count, quality_sum, quality_sumsq, updated_at
+            quality_count, quality_sum, quality_sumsq, token_requests, prompt_tokens,
+            completion_tokens, tokens_sumsq, prompt_tokens_sumsq, completion_tokens_sumsq,
+            updated_at
         ) {metrics_source}
         ON CONFLICT (rollout_id, step, variant) DO UPDATE SET
             requests = m.requests + excluded.requests,
@@ -301,6 +387,12 @@ def metric_upserts(metrics_source: str, bins_source: str) -> tuple[str, str]:
             quality_count = m.quality_count + excluded.quality_count,
             quality_sum = m.quality_sum + excluded.quality_sum,
             quality_sumsq = m.quality_sumsq + excluded.quality_sumsq,
+            token_requests = m.token_requests + excluded.token_requests,
+            prompt_tokens = m.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = m.completion_tokens + excluded.completion_tokens,
+            tokens_sumsq = m.tokens_sumsq + excluded.tokens_sumsq,
+            prompt_tokens_sumsq = m.prompt_tokens_sumsq + excluded.prompt_tokens_sumsq,
+            completion_tokens_sumsq = m.completion_tokens_sumsq + excluded.completion_tokens_sumsq,
             updated_at = excluded.updated_at
         WHERE m.slow_threshold_ms IS NULL OR excluded.slow_threshold_ms IS NULL
             OR m.slow_threshold_ms = excluded.slow_threshold_ms"""
@@ -308,7 +400,11 @@ def metric_upserts(metrics_source: str, bins_source: str) -> tuple[str, str]:
         {bins_source}
         ON CONFLICT (rollout_id, step, variant, bin)
         DO UPDATE SET count = b.count + excluded.count"""
-    return metrics, bins
+    token_bins = f"""INSERT INTO rollout_token_bins AS b (rollout_id, step, variant, bin, count)
+        {bins_source}
+        ON CONFLICT (rollout_id, step, variant, bin)
+        DO UPDATE SET count = b.count + excluded.count"""
+    return metrics, bins, token_bins
 
 
 def find_threshold_conflict(

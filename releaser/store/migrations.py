@@ -25,6 +25,12 @@ Tables (both backends):
   of state alone is detected. Records older than v5 are vouched for by one
   ``store.anchor`` entry written by the migration. On PostgreSQL ``records.value``
   becomes ``json`` (the text as written) instead of ``jsonb``.
+- v6: ``rollout_metrics`` gains ``token_requests``, ``prompt_tokens``,
+  ``completion_tokens`` (sums), ``tokens_sumsq``, ``prompt_tokens_sumsq`` and
+  ``completion_tokens_sumsq`` (sums of squares per request), all 0 for rows written
+  before; ``rollout_token_bins(rollout_id, step, variant, bin, count)`` holds the
+  histogram of total tokens per request (the latency layout), one row per non-empty bin,
+  merged like the latency bins.
 - ``metric_batches(batch_id, applied_at)`` (v3): ids of metric batches already added
   (unix seconds, database clock), so a router re-sending a batch whose commit it never
   saw confirmed does not count it twice; kept for ``BATCH_ID_RETENTION_S``.
@@ -142,6 +148,32 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         ("ALTER TABLE records ADD COLUMN event_seq INTEGER",),
         anchor_records=True,
     ),
+    Migration(
+        6,
+        "rollout metrics: token sums per variant and a histogram of tokens per request",
+        (
+            "ALTER TABLE rollout_metrics ADD COLUMN token_requests INTEGER NOT NULL "
+            "DEFAULT 0 CHECK (token_requests >= 0)",
+            "ALTER TABLE rollout_metrics ADD COLUMN prompt_tokens INTEGER NOT NULL "
+            "DEFAULT 0 CHECK (prompt_tokens >= 0)",
+            "ALTER TABLE rollout_metrics ADD COLUMN completion_tokens INTEGER NOT NULL "
+            "DEFAULT 0 CHECK (completion_tokens >= 0)",
+            "ALTER TABLE rollout_metrics ADD COLUMN tokens_sumsq REAL NOT NULL "
+            "DEFAULT 0 CHECK (tokens_sumsq >= 0)",
+            "ALTER TABLE rollout_metrics ADD COLUMN prompt_tokens_sumsq REAL NOT NULL "
+            "DEFAULT 0 CHECK (prompt_tokens_sumsq >= 0)",
+            "ALTER TABLE rollout_metrics ADD COLUMN completion_tokens_sumsq REAL NOT NULL "
+            "DEFAULT 0 CHECK (completion_tokens_sumsq >= 0)",
+            """CREATE TABLE rollout_token_bins (
+                rollout_id TEXT NOT NULL,
+                step INTEGER NOT NULL,
+                variant TEXT NOT NULL,
+                bin INTEGER NOT NULL CHECK (bin >= 0),
+                count INTEGER NOT NULL CHECK (count >= 0),
+                PRIMARY KEY (rollout_id, step, variant, bin)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -242,6 +274,32 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE records ALTER COLUMN value TYPE json USING value::text::json",
         ),
         anchor_records=True,
+    ),
+    Migration(
+        6,
+        "rollout metrics: token sums per variant and a histogram of tokens per request",
+        (
+            """ALTER TABLE rollout_metrics
+                ADD COLUMN token_requests BIGINT NOT NULL DEFAULT 0
+                    CHECK (token_requests >= 0),
+                ADD COLUMN prompt_tokens BIGINT NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
+                ADD COLUMN completion_tokens BIGINT NOT NULL DEFAULT 0
+                    CHECK (completion_tokens >= 0),
+                ADD COLUMN tokens_sumsq DOUBLE PRECISION NOT NULL DEFAULT 0
+                    CHECK (tokens_sumsq >= 0),
+                ADD COLUMN prompt_tokens_sumsq DOUBLE PRECISION NOT NULL DEFAULT 0
+                    CHECK (prompt_tokens_sumsq >= 0),
+                ADD COLUMN completion_tokens_sumsq DOUBLE PRECISION NOT NULL DEFAULT 0
+                    CHECK (completion_tokens_sumsq >= 0)""",
+            """CREATE TABLE rollout_token_bins (
+                rollout_id TEXT COLLATE "C" NOT NULL,
+                step INTEGER NOT NULL,
+                variant TEXT COLLATE "C" NOT NULL,
+                bin INTEGER NOT NULL CHECK (bin >= 0),
+                count BIGINT NOT NULL CHECK (count >= 0),
+                PRIMARY KEY (rollout_id, step, variant, bin)
+            )""",
+        ),
     ),
 )
 

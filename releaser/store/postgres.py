@@ -47,6 +47,7 @@ from releaser.store._writes import (
 )
 from releaser.store.base import Delete, MetricDelta, Record, Write
 from releaser.store.metrics import (
+    METRIC_COLUMNS,
     PreparedMetric,
     check_batch_id,
     claim_batch_id,
@@ -70,10 +71,12 @@ _Cursor = psycopg.Cursor[tuple[Any, ...]]
 _Connection = psycopg.Connection[tuple[Any, ...]]
 # A whole batch is one statement per table: arrays in, unnest, upsert (the arrays are in
 # key order, so concurrent batches lock rows in the same order).
-_METRICS_UPSERT, _BIN_UPSERT = metric_upserts(
+_METRICS_UPSERT, _BIN_UPSERT, _TOKEN_BIN_UPSERT = metric_upserts(
     """SELECT u.*, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
     FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
-        %s::float8[], %s::bigint[], %s::float8[], %s::float8[]) AS u""",
+        %s::float8[], %s::bigint[], %s::float8[], %s::float8[],
+        %s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[],
+        %s::float8[]) AS u""",
     "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::int[], %s::bigint[])",
 )
 # A waiter re-reads the token (and sees whether the store was closed) at least this often.
@@ -250,26 +253,28 @@ class PostgresStore(AuditReads):
         if not prepared:
             return True
         bin_rows = [row for p in prepared for row in p.bin_rows()]
+        token_bin_rows = [row for p in prepared for row in p.token_bin_rows()]
         with self._transaction() as cur:
             if batch_id is not None and not claim_batch_id(
                 cur.execute, batch_id, ph="%s", now_s="extract(epoch FROM now())::bigint"
             ):
                 return False
-            cur.execute(_METRICS_UPSERT, _columns([p.row() for p in prepared], 10))
+            cur.execute(_METRICS_UPSERT, _columns([p.row() for p in prepared], 16))
             if cur.rowcount != len(prepared):
                 raise find_threshold_conflict(prepared, lambda p: _stored_threshold(cur, p))
             if bin_rows:
                 cur.execute(_BIN_UPSERT, _columns(bin_rows, 5))
+            if token_bin_rows:
+                cur.execute(_TOKEN_BIN_UPSERT, _columns(token_bin_rows, 5))
         return True
 
     def read_metrics(self, rollout_id: str) -> dict[tuple[int, str], VariantStats]:
         """The cumulative aggregates of one rollout by (step, variant), from one snapshot."""
         with self._transaction() as cur:
-            # One snapshot for both tables, so a flush cannot land between the two reads.
+            # One snapshot for every table, so a flush cannot land between the reads.
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             cur.execute(
-                "SELECT step, variant, requests, errors, slow, slow_threshold_ms, "
-                "quality_count, quality_sum, quality_sumsq FROM rollout_metrics "
+                f"SELECT {METRIC_COLUMNS} FROM rollout_metrics "
                 "WHERE rollout_id = %s ORDER BY step, variant",
                 (rollout_id,),
             )
@@ -280,7 +285,13 @@ class PostgresStore(AuditReads):
                 (rollout_id,),
             )
             bin_rows = cur.fetchall()
-        return stats_from_rows(metric_rows, bin_rows, url=self._url)
+            cur.execute(
+                "SELECT step, variant, bin, count FROM rollout_token_bins "
+                "WHERE rollout_id = %s ORDER BY step, variant, bin",
+                (rollout_id,),
+            )
+            token_bin_rows = cur.fetchall()
+        return stats_from_rows(metric_rows, bin_rows, token_bin_rows, url=self._url)
 
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:

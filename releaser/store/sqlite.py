@@ -40,6 +40,7 @@ from releaser.store._writes import (
 )
 from releaser.store.base import Delete, MetricDelta, Record, Write
 from releaser.store.metrics import (
+    METRIC_COLUMNS,
     PreparedMetric,
     check_batch_id,
     claim_batch_id,
@@ -56,8 +57,8 @@ BUSY_TIMEOUT_MS = 30_000
 BATCH_SIZE = 10_000
 POLL_INTERVAL_S = 0.005
 """How often :meth:`SqliteStore.wait_for_change` reads the change token."""
-_METRICS_UPSERT, _BIN_UPSERT = metric_upserts(
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+_METRICS_UPSERT, _BIN_UPSERT, _TOKEN_BIN_UPSERT = metric_upserts(
+    f"VALUES ({', '.join(['?'] * 16)}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
     "VALUES (?, ?, ?, ?, ?)",
 )
 _RECORD_COLUMNS = "kind, key, version, value, updated_at"
@@ -218,6 +219,9 @@ class SqliteStore(AuditReads):
             if cur.rowcount != len(prepared):
                 raise find_threshold_conflict(prepared, lambda p: _stored_threshold(conn, p))
             conn.executemany(_BIN_UPSERT, [row for p in prepared for row in p.bin_rows()])
+            conn.executemany(
+                _TOKEN_BIN_UPSERT, [row for p in prepared for row in p.token_bin_rows()]
+            )
         return True
 
     def read_metrics(self, rollout_id: str) -> dict[tuple[int, str], VariantStats]:
@@ -225,12 +229,11 @@ class SqliteStore(AuditReads):
         with self._lock:
             conn = self._connection()
             try:
-                # One read transaction: both tables from the same WAL snapshot.
+                # One read transaction: every table from the same WAL snapshot.
                 conn.execute("BEGIN")
                 try:
                     metric_rows = conn.execute(
-                        "SELECT step, variant, requests, errors, slow, slow_threshold_ms, "
-                        "quality_count, quality_sum, quality_sumsq FROM rollout_metrics "
+                        f"SELECT {METRIC_COLUMNS} FROM rollout_metrics "
                         "WHERE rollout_id = ? ORDER BY step, variant",
                         (rollout_id,),
                     ).fetchall()
@@ -239,12 +242,17 @@ class SqliteStore(AuditReads):
                         "WHERE rollout_id = ? ORDER BY step, variant, bin",
                         (rollout_id,),
                     ).fetchall()
+                    token_bin_rows = conn.execute(
+                        "SELECT step, variant, bin, count FROM rollout_token_bins "
+                        "WHERE rollout_id = ? ORDER BY step, variant, bin",
+                        (rollout_id,),
+                    ).fetchall()
                 finally:
                     if conn.in_transaction:
                         conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
-        return stats_from_rows(metric_rows, bin_rows, url=self._url)
+        return stats_from_rows(metric_rows, bin_rows, token_bin_rows, url=self._url)
 
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:

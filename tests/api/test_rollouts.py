@@ -213,3 +213,90 @@ def test_agreement_scores_of_a_passed_shadow_step_stay_out_of_the_quality_compar
         assert status["variants"]["candidate"]["quality_count"] == 10  # step 1's scores only
     finally:
         ws.close()
+
+
+def _token_rollout(release_ws: ExampleWorkspace) -> tuple[Path, str, str]:
+    """Release 1 stable, release 2 at its first step, both pinning token guardrails."""
+    root = release_ws.root
+    cfg = root / "releaser.yaml"
+    rails = "        latency_p95_ms: 1500\n"
+    tokens = (
+        "        tokens_mean: 600\n        tokens_p95: 1500\n"
+        "        cost_per_1k_requests: 0.4\n"
+        "        prices: {input_per_1k: 0.0005, output_per_1k: 0.0015}\n"
+    )
+    cfg.write_text(cfg.read_text().replace(rails, rails + tokens, 1))
+    subprocess.run(["git", "commit", "-qam", "token guardrails"], cwd=root, check=True)
+    ws = open_workspace(root)
+    r1 = create_release(ws, SERVICE).release.id
+    assert run_gate(ws, SERVICE, r1).passed
+    start_rollout(ws, SERVICE, r1, initial=True, now=_iso(T0))
+    r2 = _candidate_release(root, ws, 2)
+    ws = open_workspace(root)
+    assert run_gate(ws, SERVICE, r2).passed
+    start_rollout(ws, SERVICE, r2, now=_iso(T0))
+    ws.close()
+    return root, r1, r2
+
+
+def test_token_guardrails_roll_back_a_candidate_that_spends_too_much(
+    release_ws: ExampleWorkspace,
+) -> None:
+    from releaser.router import Router
+
+    root, r1, r2 = _token_rollout(release_ws)
+    ws = open_workspace(root)
+    try:
+        state = service_state(ws, SERVICE)
+        assert state.active_rollout is not None
+        rollout_id = state.active_rollout
+        pinned = ws.store.get("rollout", rollout_id)
+        assert pinned is not None
+        assert pinned.value["guardrails"] == {
+            "error_rate": 0.02,
+            "latency_p95_ms": 1500,
+            "tokens_mean": 600,
+            "tokens_p95": 1500,
+            "cost_per_1k_requests": 0.4,
+            "price_input_per_1k": 0.0005,
+            "price_output_per_1k": 0.0015,
+        }
+        # Staff get the candidate at the first step; it answers at length (900 tokens a
+        # request against a mean limit of 600, 0.65 per 1,000 requests against 0.4), the
+        # baseline within both (400 tokens, 0.30).
+        with Router(ws.store.url, flush_interval_ms=60_000) as router:
+            for i in range(800):
+                a = router.assign(SERVICE, f"staff-{i}", {"email": f"u{i}@example.org"})
+                usage = (700, 200) if a.variant == "candidate" else (300, 100)
+                router.record(
+                    a, latency_ms=40.0, prompt_tokens=usage[0], completion_tokens=usage[1]
+                )
+            for i in range(400):
+                b = router.assign(SERVICE, f"resident-{i}", {"email": f"r{i}@resident.test"})
+                router.record(b, latency_ms=40.0, prompt_tokens=300, completion_tokens=100)
+            router.flush()
+        report = rollout_status(ws, SERVICE).to_dict()
+        candidate = report["variants"]["candidate"]["tokens"]
+        baseline = report["variants"]["baseline"]["tokens"]
+        assert candidate["requests"] > 0 and baseline["requests"] > 0
+        assert candidate["mean"] == 900 and baseline["mean"] == 400
+        assert (candidate["prompt_mean"], candidate["completion_mean"]) == (700, 200)
+        assert candidate["cost_per_1k_requests"] == pytest.approx(700 * 0.0005 + 200 * 0.0015)
+        assert baseline["cost_per_1k_requests"] == pytest.approx(0.3)
+        assert 800 <= candidate["p95"] <= 1000  # within its 12% bin
+        assert "shadow" in report and report["shadow"] is None
+        decision = advance_rollout(ws, SERVICE, now=_iso(T0))
+        assert decision.decision.action == "rollback"
+        reasons = " | ".join(decision.decision.reasons)
+        assert (
+            "guardrail: mean tokens per request 900.0 over 800 requests breaks the limit 600 "
+            "(e-value" in reasons
+        ), reasons
+        assert (
+            "guardrail: cost per 1,000 requests 0.65 over 800 requests breaks the limit 0.4"
+            in reasons
+        )
+        assert "p95 tokens" not in reasons  # 900 tokens is under the p95 limit of 1500
+        assert service_state(ws, SERVICE).stable == r1 and r2 != r1
+    finally:
+        ws.close()

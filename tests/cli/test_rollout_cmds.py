@@ -223,3 +223,50 @@ def test_release_list_shows_each_release_gate_and_standing(
         assert column in header
     assert "stable" in row1 and "passed" in row1 and "case-triage-system v1" in row1
     assert "case-triage v2" in row2 and "stable" not in row2
+
+
+@pytest.mark.parametrize("with_tokens", [True, False])
+def test_status_shows_a_tokens_column_once_tokens_were_recorded(
+    cli, tmp_path, monkeypatch: pytest.MonkeyPatch, with_tokens: bool
+) -> None:
+    from releaser.api import rollout_status as status_module
+    from releaser.api.rollout_status import StatusReport
+    from releaser.api.state import ServiceState
+    from releaser.core import rollout as ro
+    from releaser.core.stats_aggregates import VariantStats
+
+    rollout = ro.start(
+        rollout_id="svc-2",
+        service="svc",
+        baseline="r1",
+        candidate="r2",
+        seed=1,
+        steps=[ro.StepPlan(name="internal", percent=5, bake_s=0, min_samples=100)],
+        now="2026-03-02T09:00:00Z",
+        guardrails={"tokens_mean": 600, "price_input_per_1k": 0.5, "price_output_per_1k": 1.5},
+    )
+    usage = [(300, 100), (2_000, 40_000)] if with_tokens else []
+    candidate = VariantStats.of(errors=[False] * 2, tokens=usage)
+    report = StatusReport(
+        ServiceState(service="svc", stable="r1", active_rollout="svc-2", rollouts=2),
+        rollout,
+        VariantStats.of(errors=[False] * 3),
+        candidate,
+        None,
+        60.0,
+    )
+    monkeypatch.setattr(status_module, "rollout_status", lambda ws, service: report)
+    assert cli("init", cwd=tmp_path).code == 0  # a releaser.yaml to find the store by
+    res = cli("rollout", "status", "svc", cwd=tmp_path)
+    assert res.code == 0, res.err
+    if with_tokens:
+        assert "tokens mean / p95 (cost per 1k)" in res.out
+        # Mean 21,200 tokens, p95 in the 42k bin, cost (2300 * 0.5 + 40100 * 1.5) / 2.
+        assert "21.2k / 4" in res.out and "(3.06e+04)" in res.out
+        figures = json.loads(cli("rollout", "status", "svc", "--json", cwd=tmp_path).out)
+        tokens = figures["variants"]["candidate"]["tokens"]
+        assert tokens["requests"] == 2 and tokens["mean"] == 21_200
+        assert tokens["cost_per_1k_requests"] == (2_300 * 0.5 + 40_100 * 1.5) / 2
+        assert figures["variants"]["baseline"]["tokens"] is None
+    else:
+        assert "tokens" not in res.out

@@ -97,6 +97,32 @@ def test_variant_stats_validation_and_merge() -> None:
         a.merge(VariantStats(slow_threshold_ms=100))
 
 
+def test_token_aggregates_merge_and_validate() -> None:
+    a = VariantStats.of(errors=[False] * 3, tokens=[(100, 20), (0, 0), (90_000, 30_000)])
+    assert (a.token_requests, a.prompt_tokens, a.completion_tokens) == (3, 90_100, 30_020)
+    assert a.tokens_sumsq == 120.0**2 + 120_000.0**2
+    assert a.tokens.counts[0] == 1 and a.tokens.counts[-1] == 1
+    assert a.tokens.counts[latency_bin(120)] == 1
+    assert a.tokens_mean == pytest.approx(120_120 / 3)
+    # Prices per 1,000 tokens: 1,000 requests cost the mean of p * in + c * out.
+    assert a.cost_per_1k_requests(0.5, 1.5) == pytest.approx((90_100 * 0.5 + 30_020 * 1.5) / 3)
+    both = a.merge(a)
+    assert (both.token_requests, both.tokens.total, both.tokens_sumsq) == (
+        6,
+        6,
+        2 * a.tokens_sumsq,
+    )
+    assert VariantStats().tokens_mean is None and VariantStats().cost_per_1k_requests(1, 1) is None
+    with pytest.raises(ValueError, match="no request reported tokens"):
+        VariantStats(prompt_tokens=3)
+    with pytest.raises(ValueError, match="token sums"):
+        VariantStats(token_requests=2, prompt_tokens=10, tokens_sumsq=10.0)  # below 10**2 / 2
+    with pytest.raises(ValueError, match="token sums"):
+        VariantStats(token_requests=2, prompt_tokens=10, tokens_sumsq=101.0)  # above 10**2
+    with pytest.raises(BadInput, match="token counts"):
+        VariantStats.of(errors=[False], tokens=[(-1, 0)])
+
+
 # --- the rate-ratio kernel ------------------------------------------------------------
 
 

@@ -225,3 +225,83 @@ def test_capping_trims_an_unconfirmed_batch_without_double_counting(
     buffer.flush(sqlite_store)
     stored = sqlite_store.read_metrics("ro-1")
     assert (stored[(2, "baseline")].requests, stored[(2, "candidate")].requests) == (1, 1)
+
+
+def test_token_counts_reach_the_store_exactly(backend: StoreBackend, store: Store) -> None:
+    put_route(store, rollout_route(percent=50, step=2))
+    usage = [(120, 30), (0, 0), (2_048, 512), (99_000, 999), (150_000, 4_000), (7, 0)]
+    with Router(backend.url, flush_interval_ms=60_000) as router:
+        by_variant: dict[str, list[int]] = {"baseline": [], "candidate": []}
+        for i in range(3000):
+            assignment = router.assign("svc", f"user-{i}")
+            prompt, completion = usage[i % len(usage)]
+            if i % 4 == 0:
+                router.record(assignment, latency_ms=12.0)  # no tokens reported
+            else:
+                router.record(
+                    assignment,
+                    latency_ms=12.0,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                )
+            by_variant[assignment.variant].append(i)
+        router.flush()
+        assert router.metrics_counts().rejected_values == 0
+    stored = store.read_metrics("ro-1")
+    for variant, indices in by_variant.items():
+        expected = VariantStats.of(
+            errors=[False] * len(indices),
+            latencies_ms=[12.0] * len(indices),
+            tokens=[usage[i % len(usage)] for i in indices if i % 4],
+        )
+        assert stored[(2, variant)] == expected, variant
+
+
+def test_bad_token_counts_are_rejected_never_raised(sqlite_store: Store) -> None:
+    buffer = MetricsBuffer()
+    buffer.add(CANDIDATE, prompt_tokens=100)  # completion left out: 0
+    buffer.add(CANDIDATE, completion_tokens=40.0)  # type: ignore[arg-type]  # a whole float
+    buffer.add(CANDIDATE, prompt_tokens=-5, completion_tokens=10)  # negative: rejected
+    buffer.add(CANDIDATE, prompt_tokens=3.5)  # type: ignore[arg-type]  # not whole: rejected
+    buffer.add(CANDIDATE, prompt_tokens="12", completion_tokens=math.nan)  # type: ignore[arg-type]
+    buffer.add(CANDIDATE, prompt_tokens=True)  # type: ignore[arg-type]  # a bool is no count
+    buffer.add(CANDIDATE, prompt_tokens=10**10)  # above the bound: rejected
+    buffer.add(CANDIDATE, latency_ms="x", prompt_tokens=5, completion_tokens=6)  # type: ignore[arg-type]
+    buffer.add(CANDIDATE, score=2.0, prompt_tokens=1, completion_tokens=1)  # clamped, counted
+    counts = buffer.counts()
+    assert (counts.clamped_scores, counts.rejected_values) == (1, 7)
+    buffer.flush(sqlite_store)
+    stats = sqlite_store.read_metrics("ro-1")[(2, "candidate")]
+    assert stats.requests == 9
+    assert (stats.token_requests, stats.prompt_tokens, stats.completion_tokens) == (4, 106, 47)
+    assert stats.tokens_sumsq == 100.0**2 + 40.0**2 + 11.0**2 + 2.0**2
+    assert stats.tokens.total == 4 and stats.quality_count == 1
+
+
+def test_token_bins_match_the_latency_layout(sqlite_store: Store) -> None:
+    values = [0, 1, 2, 9, 10, 11, 99, 100, 101, 999, 1_000, 1_001, 31_623, 99_999, 100_000]
+    values += list(range(0, 5000, 7)) + [10**6, 10**9]
+    buffer = MetricsBuffer()
+    expected = [0] * LATENCY_BINS
+    for n in values:
+        buffer.add(BASELINE, prompt_tokens=n)
+        expected[latency_bin(n)] += 1
+    buffer.flush(sqlite_store)
+    stored = sqlite_store.read_metrics("ro-1")[(2, "baseline")]
+    assert stored.tokens.counts == tuple(expected)
+    assert stored.tokens_sumsq == float(sum(n * n for n in values))
+
+
+def test_a_batch_with_tokens_whose_commit_was_not_confirmed_is_counted_once(
+    backend: StoreBackend, store: Store
+) -> None:
+    buffer = MetricsBuffer()
+    for _ in range(5):
+        buffer.add(CANDIDATE, prompt_tokens=300, completion_tokens=50)
+    flaky = _LostConfirmation(store)
+    with pytest.raises(ExternalUnavailable):
+        buffer.flush(flaky)  # type: ignore[arg-type]
+    buffer.add(CANDIDATE, prompt_tokens=1, completion_tokens=2)
+    buffer.flush(flaky)  # type: ignore[arg-type]
+    stats = store.read_metrics("ro-1")[(2, "candidate")]
+    assert (stats.token_requests, stats.prompt_tokens, stats.completion_tokens) == (6, 1501, 252)

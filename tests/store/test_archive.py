@@ -50,6 +50,7 @@ def fill(store: Store, releases: int = 12) -> None:
                 latencies_ms=[3.0, 40.0, 900.0 + step],
                 scores=[0.25, 0.5],
                 slow_threshold_ms=250.0,
+                tokens=[(120, 30), (0, 0), (90_000, 20_000 + step)],
             )
             store.add_metrics(
                 [MetricDelta("svc-rollout", step, variant, stats)],
@@ -104,6 +105,7 @@ def test_round_trip_between_backends_keeps_every_row_and_verifies(
     assert summary.head_seq == head[0] == 19 and summary.head_hash == head[1]
     assert summary.rows == {t.name: len(before[t.name]) for t in TABLES}
     assert summary.rows["rollout_latency_bins"] > 0 and summary.rows["metric_batches"] == 6
+    assert summary.rows["rollout_token_bins"] == 3 * 2 * 3
     with target.open() as store:
         steps.clear()
         imported = import_store(store, path, phase=steps.append)
@@ -122,7 +124,11 @@ def test_round_trip_between_backends_keeps_every_row_and_verifies(
         # The imported store works on: the next commit chains on the imported head.
         store.commit([Write("rollout", "svc", {"step": 9}, 4)], draft("rollout:svc", "advance"))
         assert store.get("release", "r000").value["big"] == 7.2e246  # type: ignore[union-attr]
-        assert store.read_metrics("svc-rollout")[(2, "candidate")].requests == 3
+        read = store.read_metrics("svc-rollout")[(2, "candidate")]
+        assert read.requests == 3 and read.token_requests == 3
+        assert (read.prompt_tokens, read.completion_tokens) == (90_120, 20_032)
+        assert read.tokens_sumsq == 150.0**2 + 110_002.0**2
+        assert read.tokens.counts[-1] == 1 and read.tokens.counts[0] == 1
         assert store.add_metrics([], batch_id="b-0-baseline") is True  # empty: nothing to add
     # The manifest names the source, with no password.
     with zipfile.ZipFile(path) as zf:
@@ -131,8 +137,48 @@ def test_round_trip_between_backends_keeps_every_row_and_verifies(
         "sqlite",
         "postgresql",
     )
-    assert manifest["source"]["schema_version"] == 5
+    assert manifest["source"]["schema_version"] == 6
     assert manifest["audit_head"] == {"seq": head[0], "hash": head[1]}
+
+
+def as_schema_5(path: Path) -> None:
+    """Rewrite an archive as a releaser of schema 5 made it: no token columns or bins."""
+    lines = read_member(path, "rollout_metrics.jsonl").splitlines(keepends=True)
+    old = b""
+    for line in lines:
+        row = json.loads(line)
+        for name in row.copy():
+            if "token" in name:
+                del row[name]
+        old += json.dumps(row).encode() + b"\n"
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read(MANIFEST))
+    manifest["source"]["schema_version"] = 5
+    del manifest["members"]["rollout_token_bins.jsonl"]
+    rewrite(
+        path,
+        {
+            "rollout_metrics.jsonl": old,
+            "rollout_token_bins.jsonl": None,
+            MANIFEST: json.dumps(manifest).encode(),
+        },
+    )
+
+
+def test_an_archive_of_schema_5_imports_with_no_tokens(
+    archive: Path, target: Backend, tmp_path: Path
+) -> None:
+    as_schema_5(archive)
+    with target.open() as store:
+        summary = import_store(store, archive)
+        assert summary.rows["rollout_token_bins"] == 0 and summary.rows["rollout_metrics"] == 6
+        for (_step, _variant), stats in store.read_metrics("svc-rollout").items():
+            assert stats.requests == 3 and stats.quality_count == 2
+            assert stats.token_requests == stats.prompt_tokens == 0 and not any(stats.tokens.counts)
+    # A schema-5 archive that carries a token member anyway is not one releaser made.
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("rollout_token_bins.jsonl", b"")
+    assert "is not part of an archive of schema version 5" in refused(archive, tmp_path)
 
 
 def test_an_empty_store_round_trips(backend: Backend, tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from releaser.core.audit import GENESIS_HASH, EventDraft, chain_hash, verify_chain
+from releaser.core.stats_aggregates import LATENCY_BINS, LatencyHistogram, VariantStats
 from releaser.errors import BadInput, ReleaserError, StateConflict
-from releaser.store.base import Record, Store, Write
+from releaser.store.base import MetricDelta, Record, Store, Write
 
 from .conftest import AT, Backend, draft, insert, shipped
 
@@ -360,3 +361,104 @@ class TestAuditListing:
         for raw, event in zip(store.raw_events(), events, strict=True):
             text = event_json(raw.seq, raw.prev_hash, raw.hash, raw.payload)
             assert text is not None and json.loads(text) == event.to_dict()
+
+
+def _tokens(pairs: list[tuple[int, int]], **kw: Any) -> VariantStats:
+    """Aggregates of requests that reported (prompt, completion) tokens."""
+    return VariantStats.of(errors=[False] * len(pairs), tokens=pairs, **kw)
+
+
+class TestTokenMetrics:
+    """Token sums and the histogram of tokens per request (schema v6), on every backend."""
+
+    def test_token_sums_and_bins_add_up_per_key(self, store: Store) -> None:
+        a = _tokens([(100, 20), (0, 0), (2_000, 500)], latencies_ms=[5.0, 6.0, 7.0])
+        b = _tokens([(150_000, 1)])
+        plain = VariantStats.of(errors=[True, False])  # requests without tokens
+        store.add_metrics(
+            [
+                MetricDelta("ro", 0, "candidate", a),
+                MetricDelta("ro", 0, "candidate", plain),
+                MetricDelta("ro", 0, "baseline", b),
+            ]
+        )
+        store.add_metrics([MetricDelta("ro", 0, "candidate", b)])
+        got = store.read_metrics("ro")
+        candidate = got[(0, "candidate")]
+        assert candidate == a.merge(plain).merge(b)
+        assert candidate.requests == 6 and candidate.token_requests == 4
+        assert (candidate.prompt_tokens, candidate.completion_tokens) == (152_100, 521)
+        assert candidate.tokens_sumsq == 120.0**2 + 2_500.0**2 + 150_001.0**2
+        assert candidate.tokens.counts[0] == 1 and candidate.tokens.counts[-1] == 1
+        assert candidate.tokens_mean == (152_100 + 521) / 4
+        assert got[(0, "baseline")] == b
+
+    def test_every_token_bin_round_trips(self, store: Store) -> None:
+        counts = tuple(range(1, LATENCY_BINS + 1))
+        delta = VariantStats(
+            requests=sum(counts),
+            token_requests=sum(counts),
+            prompt_tokens=10**12,
+            tokens_sumsq=10**24 / sum(counts) * 2,
+            tokens=LatencyHistogram(counts=counts),
+        )
+        store.add_metrics([MetricDelta("ro", 1, "baseline", delta)] * 2)
+        got = store.read_metrics("ro")[(1, "baseline")]
+        assert got.tokens.counts == tuple(2 * n for n in counts)
+        assert got.prompt_tokens == 2 * 10**12 and got.latency.total == 0
+
+    def test_a_batch_with_tokens_is_added_once(self, store: Store) -> None:
+        delta = MetricDelta("ro", 0, "candidate", _tokens([(10, 5), (300, 40)]))
+        assert store.add_metrics([delta], batch_id="tokens-1")
+        assert not store.add_metrics([delta], batch_id="tokens-1")  # a re-send after a lost ack
+        got = store.read_metrics("ro")[(0, "candidate")]
+        assert got.token_requests == 2 and got.prompt_tokens == 310
+        assert got.tokens.total == 2
+
+    @pytest.mark.parametrize(
+        ("bad", "match"),
+        [
+            (VariantStats.model_construct(prompt_tokens=-1), "prompt_tokens"),
+            (VariantStats.model_construct(prompt_tokens=5), "no request reported tokens"),
+            (
+                VariantStats.model_construct(
+                    requests=1, token_requests=1, completion_tokens=10, tokens_sumsq=1e9
+                ),
+                "token sums are not those of non-negative counts",
+            ),
+            (
+                VariantStats.model_construct(
+                    tokens=LatencyHistogram.model_construct(counts=(-1,) + (0,) * 101)
+                ),
+                "non-negative counts",
+            ),
+            (
+                VariantStats.model_construct(
+                    requests=1, token_requests=1, prompt_tokens=2**60, tokens_sumsq=2.0**120
+                ),
+                "a count above",
+            ),
+        ],
+    )
+    def test_bad_token_sums_write_nothing(self, store: Store, bad: Any, match: str) -> None:
+        good = MetricDelta("ro", 0, "candidate", _tokens([(1, 1)]))
+        store.add_metrics([good])
+        before = store.read_metrics("ro")
+        with pytest.raises(BadInput, match=match):
+            store.add_metrics([good, MetricDelta("ro", 0, "baseline", bad)], batch_id="bad-1")
+        assert store.read_metrics("ro") == before
+        assert store.add_metrics([good], batch_id="bad-1")  # the refused batch kept no id
+
+    def test_prune_removes_token_bins_and_keeps_the_sums(self, store: Store) -> None:
+        delta = _tokens([(100, 20), (4_000, 900)], latencies_ms=[3.0, 9.0])
+        store.add_metrics([MetricDelta("old", 0, "candidate", delta)])
+        store.add_metrics([MetricDelta("new", 0, "candidate", delta)])
+        store.prune([], draft("store", "store.prune"), histograms_of=["old"])
+        old = store.read_metrics("old")[(0, "candidate")]
+        assert not any(old.tokens.counts) and not any(old.latency.counts)
+        assert (old.token_requests, old.prompt_tokens, old.tokens_sumsq) == (
+            2,
+            4_100,
+            delta.tokens_sumsq,
+        )
+        assert store.read_metrics("new")[(0, "candidate")] == delta

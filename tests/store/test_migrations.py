@@ -6,7 +6,7 @@ import pytest
 
 from releaser.core.audit import chain_hash, payload_writes, verify_chain
 from releaser.core.canonical import canonical_json
-from releaser.core.stats_aggregates import VariantStats
+from releaser.core.stats_aggregates import LATENCY_BINS, LatencyHistogram, VariantStats
 from releaser.errors import ReleaserError
 from releaser.store.base import MetricDelta, Write
 from releaser.store.migrations import SQLITE_MIGRATIONS, Migration, pending_migrations
@@ -14,7 +14,12 @@ from releaser.store.migrations import SQLITE_MIGRATIONS, Migration, pending_migr
 from . import _workers
 from .conftest import AT, Backend, draft, insert, shipped
 
-METRICS_TABLES = ("rollout_metrics", "rollout_latency_bins", "metric_batches")
+METRICS_TABLES = (
+    "rollout_metrics",
+    "rollout_latency_bins",
+    "rollout_token_bins",
+    "metric_batches",
+)
 
 
 def extra(backend: Backend) -> Migration:
@@ -74,7 +79,7 @@ def versions(backend: Backend) -> list[int]:
 class TestMigrations:
     def test_fresh_store_gets_every_table(self, backend: Backend) -> None:
         backend.open().close()
-        assert versions(backend) == [m.version for m in shipped(backend)] == [1, 2, 3, 4, 5]
+        assert versions(backend) == [m.version for m in shipped(backend)] == [1, 2, 3, 4, 5, 6]
         for table in ("records", "audit_events", "audit_head", "schema_version", *METRICS_TABLES):
             assert table_exists(backend, table)
 
@@ -109,7 +114,7 @@ class TestMigrations:
 
         upgraded = backend.open()
         try:
-            assert versions(backend) == [1, 2, 3, 4, 5]
+            assert versions(backend) == [1, 2, 3, 4, 5, 6]
             assert upgraded.get("rollout", "svc").value == {"step": 1}
             assert upgraded.get("release", "r1").value["model"] == "m:3"
             # One new entry vouches for the records written before they named their entry.
@@ -134,7 +139,54 @@ class TestMigrations:
         finally:
             upgraded.close()
         backend.open().close()  # reopening applies nothing more
-        assert versions(backend) == [1, 2, 3, 4, 5]
+        assert versions(backend) == [1, 2, 3, 4, 5, 6]
+
+    def test_v5_metrics_read_unchanged_after_the_token_columns_arrive(
+        self, backend: Backend
+    ) -> None:
+        backend.open(migrations=shipped(backend)[:5]).close()
+        # What a releaser of schema v5 wrote: aggregates and latency bins, no token columns.
+        backend.sql(
+            "INSERT INTO rollout_metrics (rollout_id, step, variant, requests, errors, slow, "
+            "slow_threshold_ms, quality_count, quality_sum, quality_sumsq, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("svc-1", 0, "candidate", 40, 3, 2, 250.0, 10, 7.5, 6.25, AT),
+        )
+        for bin_, count in ((41, 30), (48, 8), (60, 2)):
+            backend.sql(
+                "INSERT INTO rollout_latency_bins (rollout_id, step, variant, bin, count) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ("svc-1", 0, "candidate", bin_, count),
+            )
+        counts = [0] * LATENCY_BINS
+        counts[41], counts[48], counts[60] = 30, 8, 2
+        before = VariantStats(
+            requests=40,
+            errors=3,
+            slow=2,
+            slow_threshold_ms=250.0,
+            latency=LatencyHistogram(counts=tuple(counts)),
+            quality_count=10,
+            quality_sum=7.5,
+            quality_sumsq=6.25,
+        )
+        upgraded = backend.open()
+        try:
+            assert versions(backend) == [1, 2, 3, 4, 5, 6]
+            assert upgraded.read_metrics("svc-1") == {(0, "candidate"): before}
+            stats = upgraded.read_metrics("svc-1")[(0, "candidate")]
+            assert stats.token_requests == 0 and stats.tokens_mean is None
+            # Token counts add onto the old row; everything else stays as it was.
+            tokens = VariantStats.of(errors=[False, False], tokens=[(100, 20), (300, 80)])
+            assert upgraded.add_metrics([MetricDelta("svc-1", 0, "candidate", tokens)])
+            after = upgraded.read_metrics("svc-1")[(0, "candidate")]
+            assert after == before.merge(tokens)
+            assert (after.prompt_tokens, after.completion_tokens) == (400, 100)
+            assert after.tokens_sumsq == 120.0**2 + 380.0**2
+            assert after.prompt_tokens_sumsq == 100.0**2 + 300.0**2
+            assert after.completion_tokens_sumsq == 20.0**2 + 80.0**2
+        finally:
+            upgraded.close()
 
     def test_failed_step_leaves_no_trace(self, backend: Backend) -> None:
         backend.open().close()

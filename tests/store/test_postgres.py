@@ -121,6 +121,7 @@ def test_tables_live_in_the_search_path_schema(pg: PostgresBackend, pg_store: St
         "records",
         "rollout_latency_bins",
         "rollout_metrics",
+        "rollout_token_bins",
         "schema_version",
     ]
 
