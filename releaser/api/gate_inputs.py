@@ -121,8 +121,14 @@ class _CsvReader(Protocol):
     def __next__(self) -> list[str]: ...
 
 
-def _parse(path: str, data: bytes) -> tuple[list[dict[str, Any]], list[int]]:
-    """Rows, and the line of the file each row starts on (for messages)."""
+def _parse(
+    path: str, data: bytes, *, numbered: bool = True
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows, and the line of the file each row starts on (for messages).
+
+    Without ``numbered`` a CSV's lines are not counted (the list is empty): they are
+    wanted only for a message, and counting costs a sixth of reading the file.
+    """
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -172,7 +178,7 @@ def _parse(path: str, data: bytes) -> tuple[list[dict[str, Any]], list[int]]:
         csv.field_size_limit(MAX_CELL_CHARS)
         reader = csv.reader(io.StringIO(text, newline=""), dialect=dialect)
         try:
-            return _csv_rows(reader, lines), lines
+            return _csv_rows(reader, lines if numbered else None), lines
         except csv.Error as exc:
             raise BadInput(
                 f"golden set {path}:{reader.line_num}: {exc}",
@@ -214,7 +220,15 @@ def _csv_rows(reader: _CsvReader, lines: list[int] | None = None) -> list[dict[s
         return []
     width = len(header)
     rows: list[dict[str, Any]] = []
-    starts: list[int] = [] if lines is None else lines
+    if lines is None:
+        add = rows.append
+        for values in reader:
+            if len(values) == width:
+                add(dict(zip(header, values)))  # noqa: B905 - the lengths are equal
+            elif values:
+                add(_uneven_row(header, values))
+        return rows
+    starts: list[int] = lines
     add_row, add_start = rows.append, starts.append  # once, not per row
     last = reader.line_num
     for values in reader:
@@ -222,16 +236,22 @@ def _csv_rows(reader: _CsvReader, lines: list[int] | None = None) -> list[dict[s
         if len(values) == width:
             add_row(dict(zip(header, values)))  # noqa: B905 - the lengths are equal
         elif values:
-            row: dict[Any, Any] = dict(zip(header, values, strict=False))
-            if len(values) < width:
-                row.update(dict.fromkeys(header[len(values) :]))
-            else:
-                row[None] = values[width:]
-            add_row(row)
+            add_row(_uneven_row(header, values))
         else:
             continue  # a blank line
         add_start(start)
     return rows
+
+
+def _uneven_row(header: list[str], values: list[str]) -> dict[Any, Any]:
+    """A row of another width than the header, as csv.DictReader gives it."""
+    width = len(header)
+    row: dict[Any, Any] = dict(zip(header, values, strict=False))
+    if len(values) < width:
+        row.update(dict.fromkeys(header[len(values) :]))
+    else:
+        row[None] = values[width:]
+    return row
 
 
 def _is_missing(value: Any) -> bool:
@@ -268,7 +288,16 @@ def parse_golden(
 
     ``path`` names the file in messages; ``name`` (the file name) gives the format.
     """
-    rows, lines = _parse(name, data)
+    rows, _ = _parse(name, data, numbered=False)
+
+    numbers: list[int] = []
+
+    def line(i: int) -> int:
+        """The line row ``i`` starts on, counted only for a message."""
+        if not numbers:
+            numbers.extend(_parse(name, data)[1])
+        return numbers[i]
+
     if not rows:
         raise BadInput(
             f"golden set {path} has no rows",
@@ -301,11 +330,11 @@ def parse_golden(
             kinds.setdefault(_kind(value), i)
     if bad is not None:
         raise BadInput(
-            f"golden set {path}, line {lines[bad]}: the label column {label!r} is empty or NaN",
+            f"golden set {path}, line {line(bad)}: the label column {label!r} is empty or NaN",
             hint="every golden row needs a verified answer; fix or drop the row",
         )
     if len(kinds) > 1:
-        detail = ", ".join(f"{k} (first on line {lines[i]})" for k, i in kinds.items())
+        detail = ", ".join(f"{k} (first on line {line(i)})" for k, i in kinds.items())
         raise BadInput(
             f"golden set {path}: the label column {label!r} mixes types: {detail}",
             hint="give every label the same type (quote numbers meant as text)",
@@ -314,7 +343,7 @@ def parse_golden(
         for i, value in enumerate(labels):
             if _to_number(value) is None:
                 raise BadInput(
-                    f"golden set {path}, line {lines[i]}: label {value!r} in column "
+                    f"golden set {path}, line {line(i)}: label {value!r} in column "
                     f"{label!r} is not a number, but the numeric_tolerance scorer needs one",
                     hint="fix the label, or use another scorer",
                 )

@@ -165,8 +165,6 @@ def peek_service(path: Path, service: str) -> tuple[dict[str, Any], dict[str, An
     elsewhere in the file does not stand in their way. No value read here may be used
     as if it were valid.
     """
-    from releaser.config.service import Service
-
     try:
         text = _read_text(path)
     except (ConfigError, WorkspaceError):
@@ -185,8 +183,7 @@ def peek_service(path: Path, service: str) -> tuple[dict[str, Any], dict[str, An
     spec = services.get(service) if isinstance(services, dict) else None
     if not isinstance(spec, dict):
         return None
-    service_keys = {info.alias or name for name, info in Service.model_fields.items()}
-    if not _known_keys(data, _CONFIG_KEYS) or not _known_keys(spec, service_keys):
+    if not _known_keys(data, _CONFIG_KEYS) or not _known_keys(spec, _SERVICE_KEYS):
         return None
     return data, spec
 
@@ -208,6 +205,23 @@ _CONFIG_KEYS = frozenset(
 )
 """The top-level keys of ``releaser.yaml`` (the fields of ``Config``; a test keeps them so),
 written out so that :func:`peek_service` does not import the whole model tree."""
+
+_SERVICE_KEYS = frozenset(
+    {
+        "description",
+        "model",
+        "prompts",
+        "datasets",
+        "eval",
+        "slos",
+        "rollout",
+        "phases",
+        "irreversible",
+        "deploy",
+    }
+)
+"""The keys of a service (the fields of ``Service``; a test keeps them so), written out
+for the same reason."""
 
 _peek_cache: dict[tuple[Path, str], dict[Any, Any]] = {}
 

@@ -755,7 +755,9 @@ def test_peek_service_of_a_missing_file_cannot_tell(tmp_path: Path) -> None:
     assert peek_service(tmp_path / CONFIG_NAME, "case-triage") is None
 
 
-def test_the_top_level_keys_peek_service_knows_are_the_configs() -> None:
-    from releaser.config.loader import _CONFIG_KEYS
+def test_the_keys_peek_service_knows_are_the_models() -> None:
+    from releaser.config import Service
+    from releaser.config.loader import _CONFIG_KEYS, _SERVICE_KEYS
 
     assert _CONFIG_KEYS == {info.alias or name for name, info in Config.model_fields.items()}
+    assert _SERVICE_KEYS == {info.alias or name for name, info in Service.model_fields.items()}
