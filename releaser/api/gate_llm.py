@@ -10,7 +10,8 @@ its prompt and completion tokens and its latency, for the budgets and the varian
 
 A judge scorer renders the judge prompt the release pins with the row's input columns,
 ``answer`` (the answer graded) and ``expected`` (the label), passing only the variables
-the judge declares, and asks its endpoint (the scorer's, else predict's) for a score:
+the judge declares, and asks its endpoint (the scorer's, else predict's without predict's
+temperature, max_tokens and seed: the judge prompt's parameters apply) for a score:
 ``Score: n`` or ``{"score": n}`` on the judge's ``scale``, or one of its ``labels``,
 mapped to [0, 1]. An answer it cannot read scores 0 and is counted.
 
@@ -297,7 +298,13 @@ def judge_rows(
 
     from releaser.integrations.llm_chat import ChatError, run_chats
 
-    endpoint = spec.endpoint or suite.llm
+    endpoint: LlmEndpoint | None = spec.endpoint
+    if endpoint is None and suite.llm is not None:
+        # predict's endpoint, without predict's sampling: the judge's own prompt parameters
+        # (else temperature 0) decide how it answers.
+        endpoint = suite.llm.model_copy(
+            update={"temperature": None, "max_tokens": None, "seed": None}
+        )
     if endpoint is None:  # refused by the config's validation
         raise BadInput("the judge has no endpoint", hint="give the judge scorer an 'endpoint'")
     ref = _pinned(release.content.judges, spec.prompt, "judge prompt")

@@ -38,7 +38,6 @@ from releaser.api.state import rollout_record as _rollout_record
 from releaser.api.state import state_record as _state_record
 from releaser.api.state import traffic_change as _change
 from releaser.api.workspace import Workspace
-from releaser.config.service import RolloutPlan
 from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
 from releaser.core.effects import SideEffect, TrafficChange
@@ -48,7 +47,9 @@ from releaser.errors import BadInput, NotFound
 from releaser.store.base import Record, Write
 
 if TYPE_CHECKING:
-    # numpy and scipy load with the analysis: only advance and status need them.
+    # The config models load with rollout start (a rollback never needs them), and numpy
+    # and scipy with the analysis (only advance and status need them).
+    from releaser.config.service import RolloutPlan
     from releaser.core.analysis import Decision
 
 __all__ = [
@@ -198,6 +199,8 @@ def pinned_plan(ws: Workspace, release: Release) -> PinnedPlan:
     the rules it was released with. An edit to releaser.yaml since is reported as
     drift (field by field), never applied.
     """
+    from releaser.config.service import RolloutPlan
+
     pinned = RolloutPlan.model_validate(release.content.config.get("rollout", {}))
     return PinnedPlan(pinned, pinned_drift(ws, release, "rollout"))
 

@@ -86,8 +86,9 @@ def test_v2_is_refused_naming_the_slice_v3_is_canaried_and_the_key_is_never_writ
 
 
 def _over_budget(root: Path) -> None:
-    """The same prompt v3 with a mean-token budget it cannot meet (its calls average about
-    115 tokens): the new release's gate fails naming the budget, and nothing starts."""
+    """The same prompt v3, now sampled 3 times a row at temperature 1, with a mean-token
+    budget it cannot meet (its calls average about 115 tokens): the new release's gate
+    reports the variance between samples and fails naming the budget; nothing starts."""
     import os
 
     from releaser.api.prompt_release import release_prompt
@@ -98,7 +99,13 @@ def _over_budget(root: Path) -> None:
     stub = ChatStub()  # the workspace's endpoint stopped with the story: a new one
     text = cfg.read_text()
     old_url = text.split("base_url: ", 1)[1].split("\n", 1)[0]
-    cfg.write_text(text.replace("mean_tokens: 250", "mean_tokens: 60").replace(old_url, stub.url))
+    text = text.replace("mean_tokens: 250", "mean_tokens: 60").replace(old_url, stub.url)
+    text = text.replace(
+        "          concurrency: 16\n",
+        "          concurrency: 16\n          samples: 3\n          temperature: 1.0\n",
+        1,
+    )
+    cfg.write_text(text)
     subprocess.run(["git", "commit", "-qam", "a tight budget"], cwd=root, check=True)
     os.environ[KEY_ENV] = "any"  # this stand-in takes any key
     ws = open_workspace(root)
@@ -112,3 +119,9 @@ def _over_budget(root: Path) -> None:
     failures = [f for f in res.gate.failures if f.startswith("budget")]
     assert len(failures) == 1 and failures[0].startswith("budget mean_tokens: ")
     assert failures[0].endswith("> 60")
+    gate = res.gate
+    assert gate.usage is not None and gate.usage["requests"] == 300  # 100 rows x 3 samples
+    # At temperature 1 the stand-in drops an instruction in some samples: the judge's
+    # grades of a row's samples differ, and the report says by how much.
+    assert set(gate.sample_variance) == {"contains", "judge"}
+    assert gate.sample_variance["judge"] > 0
