@@ -474,7 +474,7 @@ class LlmEvidence:
             self.usage = figures.to_dict()
             if base is not None and base.calls is not None:
                 self.baseline_usage = usage_of(base.calls, llm).to_dict()
-        else:  # a model or a function: only the latency budget applies
+        elif suite.budgets is not None:  # a model or a function: only the latency budget
             figures = usage_figures([], [], [ms for ms in cand.latency_ms if ms is not None])
         if suite.budgets is not None:
             self.budgets = check_budgets(figures, suite.budgets.model_dump())

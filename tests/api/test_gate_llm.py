@@ -56,3 +56,29 @@ def test_settings_come_from_the_config_then_the_prompt_version() -> None:
     s = chat_settings(fixed, {"temperature": 0.7, "max_tokens": 300})
     assert (s.temperature, s.max_tokens) == (0.0, 50)
     assert chat_settings(endpoint, None).temperature == 0.0
+
+
+def test_a_model_gate_checks_only_its_latency_budget() -> None:
+    from releaser.api.gate_llm import LlmEvidence
+    from releaser.api.gate_predict import Predictions
+    from releaser.config.service import EvalSuite
+
+    suite = EvalSuite.model_validate(
+        {
+            "dataset": "g.csv",
+            "predict": "models:/m@champion",
+            "input_columns": ["text"],
+            "label_column": "label",
+            "scorers": ["accuracy"],
+            "budgets": {"p95_latency_ms": 50},
+        }
+    )
+    fast = Predictions(["a"] * 20, [True] * 20, [10.0] * 19 + [None], [])
+    slow = Predictions(["a"] * 20, [True] * 20, [10.0] * 10 + [90.0] * 10, [])
+    ok = LlmEvidence(None, None, None, suite, [], fast, None)  # type: ignore[arg-type]
+    assert [(b.name, b.passed) for b in ok.budgets] == [("p95_latency_ms", True)]
+    assert ok.usage is None  # tokens are not measured without an LLM endpoint
+    over = LlmEvidence(None, None, None, suite, [], slow, None)  # type: ignore[arg-type]
+    assert [(b.name, b.passed, b.value) for b in over.budgets] == [("p95_latency_ms", False, 90.0)]
+    none = suite.model_copy(update={"budgets": None})
+    assert LlmEvidence(None, None, None, none, [], slow, None).budgets == []  # type: ignore[arg-type]
