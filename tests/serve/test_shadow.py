@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -142,7 +143,8 @@ def test_a_slow_failing_candidate_never_touches_users_and_the_shadow_step_rolls_
         print(
             f"users' p99: {1000 * _p99(control):.1f} ms without mirroring, "
             f"{1000 * _p99(mirrored):.1f} ms while a slow, failing candidate is mirrored; "
-            f"errors 0 of {len(control)} and 0 of {len(mirrored)}"
+            f"errors 0 of {len(control)} and 0 of {len(mirrored)}",
+            file=sys.__stderr__,  # past the cli fixture's capture: the figures for the record
         )
         assert stable.hits == 600 and stable.shadow_hits == 0
         assert wait_until(lambda: _status(cli)["shadow"]["mirrored"] >= 150, timeout_s=30)
