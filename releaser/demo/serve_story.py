@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["GatewayStory", "free_port", "run_gateway_story"]
+__all__ = ["GatewayStory", "JsonHandler", "free_port", "run_gateway_story", "serve_in_thread"]
 
 Report = Callable[[str], None]
 
@@ -39,21 +39,34 @@ class GatewayStory:
 def _endpoint(name: str) -> ThreadingHTTPServer:
     body = json.dumps({"served_by": name}).encode()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    return serve_in_thread(Handler)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A stand-in endpoint's handler: keep-alive HTTP/1.1, JSON answers, no access log."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def answer(self, body: bytes) -> None:
+        """A 200 with ``body`` as JSON."""
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve_in_thread(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A stand-in endpoint on a free port of 127.0.0.1, served by a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return server

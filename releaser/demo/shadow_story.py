@@ -19,9 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 __all__ = ["SHADOW_STEP", "ShadowStory", "add_shadow_step", "run_shadow_story"]
 
@@ -61,31 +60,21 @@ def _queue(text: str, *, stale: bool) -> str:
 
 def _endpoint(name: str, *, stale: bool) -> tuple[ThreadingHTTPServer, list[int]]:
     """A model endpoint stand-in answering ``{"queue": ...}``; counts mirrored requests."""
+    from releaser.demo.serve_story import JsonHandler, serve_in_thread
+
     mirrored = [0]
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             text = json.loads(self.rfile.read(length) or b"{}").get("text", "")
             if self.headers.get("x-releaser-shadow") == "1":
                 mirrored[0] += 1
-            body = json.dumps({"queue": _queue(text, stale=stale), "served_by": name}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(
+                json.dumps({"queue": _queue(text, stale=stale), "served_by": name}).encode()
+            )
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    return server, mirrored
+    return serve_in_thread(Handler), mirrored
 
 
 def add_shadow_step(root: Path) -> None:

@@ -111,17 +111,17 @@ def test_three_times_the_errors_is_rolled_back_at_the_first_step(rollout_ws) -> 
         ws.close()
 
 
-def _shadow_rollout(release_ws: ExampleWorkspace) -> tuple[Path, str, str]:
-    """Release 1 stable, release 2 started at a shadow step (min_agreement 0.9)."""
+def _edited_rollout(
+    release_ws: ExampleWorkspace, old: str, new: str, message: str
+) -> tuple[Path, str, str]:
+    """Edit releaser.yaml (``old`` -> ``new``) and commit; then release 1 stable and
+    release 2 started at its first step, both pinning the edited plan."""
     root = release_ws.root
     cfg = root / "releaser.yaml"
-    first = "        - name: internal\n"
-    step = (
-        "        - name: shadow\n          percent: 0\n          min_samples: 100\n"
-        "          shadow: {percent: 10, min_agreement: 0.9}\n"
-    )
-    cfg.write_text(cfg.read_text().replace(first, step + first, 1))
-    subprocess.run(["git", "commit", "-qam", "shadow step"], cwd=root, check=True)
+    text = cfg.read_text()
+    assert old in text
+    cfg.write_text(text.replace(old, new, 1))
+    subprocess.run(["git", "commit", "-qam", message], cwd=root, check=True)
     ws = open_workspace(root)
     r1 = create_release(ws, SERVICE).release.id
     assert run_gate(ws, SERVICE, r1).passed
@@ -132,6 +132,16 @@ def _shadow_rollout(release_ws: ExampleWorkspace) -> tuple[Path, str, str]:
     start_rollout(ws, SERVICE, r2, now=_iso(T0))
     ws.close()
     return root, r1, r2
+
+
+def _shadow_rollout(release_ws: ExampleWorkspace) -> tuple[Path, str, str]:
+    """Release 1 stable, release 2 started at a shadow step (min_agreement 0.9)."""
+    first = "        - name: internal\n"
+    step = (
+        "        - name: shadow\n          percent: 0\n          min_samples: 100\n"
+        "          shadow: {percent: 10, min_agreement: 0.9}\n"
+    )
+    return _edited_rollout(release_ws, first, step + first, "shadow step")
 
 
 def _mirrored(ws: Workspace, rollout_id: str, step: int, n: int, agree: float) -> None:
@@ -217,26 +227,13 @@ def test_agreement_scores_of_a_passed_shadow_step_stay_out_of_the_quality_compar
 
 def _token_rollout(release_ws: ExampleWorkspace) -> tuple[Path, str, str]:
     """Release 1 stable, release 2 at its first step, both pinning token guardrails."""
-    root = release_ws.root
-    cfg = root / "releaser.yaml"
     rails = "        latency_p95_ms: 1500\n"
     tokens = (
         "        tokens_mean: 600\n        tokens_p95: 1500\n"
         "        cost_per_1k_requests: 0.4\n"
         "        prices: {input_per_1k: 0.0005, output_per_1k: 0.0015}\n"
     )
-    cfg.write_text(cfg.read_text().replace(rails, rails + tokens, 1))
-    subprocess.run(["git", "commit", "-qam", "token guardrails"], cwd=root, check=True)
-    ws = open_workspace(root)
-    r1 = create_release(ws, SERVICE).release.id
-    assert run_gate(ws, SERVICE, r1).passed
-    start_rollout(ws, SERVICE, r1, initial=True, now=_iso(T0))
-    r2 = _candidate_release(root, ws, 2)
-    ws = open_workspace(root)
-    assert run_gate(ws, SERVICE, r2).passed
-    start_rollout(ws, SERVICE, r2, now=_iso(T0))
-    ws.close()
-    return root, r1, r2
+    return _edited_rollout(release_ws, rails, rails + tokens, "token guardrails")
 
 
 def test_token_guardrails_roll_back_a_candidate_that_spends_too_much(

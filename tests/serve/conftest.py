@@ -121,6 +121,17 @@ def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
         cand.close()
 
 
+@pytest.fixture
+def endpoints() -> Iterator[tuple[Upstream, Upstream]]:
+    """Two endpoints, renamed by a test to the release each serves once it exists."""
+    one, two = Upstream("v1"), Upstream("v2")
+    try:
+        yield one, two
+    finally:
+        one.close()
+        two.close()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:

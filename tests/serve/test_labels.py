@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +32,6 @@ from .rollout_ws import SERVICE, add_deploy, to_step, two_releases
 from .test_limits import GatewayProcess
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def endpoints() -> Iterator[tuple[Upstream, Upstream]]:
-    """Two endpoints, renamed to the release each serves once it exists."""
-    one, two = Upstream("v1"), Upstream("v2")
-    try:
-        yield one, two
-    finally:
-        one.close()
-        two.close()
 
 
 def _set_releases(root: Path, mapping: dict[str, str]) -> None:

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,6 @@ pytestmark = pytest.mark.slow
 
 CANDIDATE_DELAY_S = 3.0
 """How long the candidate's slow answers take: no user request may take this long."""
-
-
-@pytest.fixture
-def endpoints() -> Iterator[tuple[Upstream, Upstream]]:
-    one, two = Upstream("v1"), Upstream("v2")
-    try:
-        yield one, two
-    finally:
-        one.close()
-        two.close()
 
 
 def _shadow_first(root: Path, shadow: str) -> None:
