@@ -14,12 +14,20 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["GatewayStory", "JsonHandler", "free_port", "run_gateway_story", "serve_in_thread"]
+__all__ = [
+    "GatewayStory",
+    "JsonHandler",
+    "free_port",
+    "run_gateway_story",
+    "serve_in_thread",
+    "serving",
+]
 
 Report = Callable[[str], None]
 
@@ -72,6 +80,25 @@ def serve_in_thread(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServe
     return server
 
 
+@contextmanager
+def serving(app: Any) -> Iterator[int]:
+    """Serve an ASGI app with uvicorn in a thread on a free port of 127.0.0.1; its port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -89,16 +116,13 @@ def run_gateway_story(
     rollback: Callable[[], object] | None = None,
 ) -> GatewayStory:
     """Serve ``service``'s live route through the gateway and show where users went."""
-    import uvicorn
 
     from releaser.router import Router
     from releaser.serve import Gateway, StaticUpstreams
 
     baseline, candidate = _endpoint("baseline"), _endpoint("candidate")
-    port = free_port()
     router = Router(store_url, refresh_interval_ms=20)
-    server: uvicorn.Server | None = None
-    thread: threading.Thread | None = None
+    stack = ExitStack()
     try:
         # An endpoint per release, as deploy.upstreams.releases names them.
         live = router.routes()[service]
@@ -108,14 +132,7 @@ def run_gateway_story(
         }
         upstreams = StaticUpstreams(None, releases=releases, by_role=False)
         gateway = Gateway(service, router, upstreams)
-        server = uvicorn.Server(
-            uvicorn.Config(gateway, host="127.0.0.1", port=port, log_level="error")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
+        port = stack.enter_context(serving(gateway))
         report(f"gateway on http://127.0.0.1:{port} in front of two stand-in endpoints")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
@@ -155,10 +172,7 @@ def run_gateway_story(
         router.flush()
         return GatewayStory(2 * users, to_candidate, sticky, headers_match, after)
     finally:
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=10)
+        stack.close()
         router.close()
         for endpoint in (baseline, candidate):
             endpoint.shutdown()

@@ -15,9 +15,9 @@ import hashlib
 import http.client
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -95,12 +95,10 @@ def run_shadow_story(
     root: Path, release_id: str, stable_id: str, report: Report, *, requests: int = 1000
 ) -> ShadowStory:
     """Start ``release_id`` at its shadow step behind the gateway, then let advance judge it."""
-    import uvicorn
-
     from releaser.api.rollout_status import rollout_status
     from releaser.api.rollouts import advance_rollout, start_rollout
     from releaser.api.workspace import open_workspace
-    from releaser.demo.serve_story import free_port
+    from releaser.demo.serve_story import serving
     from releaser.router import Router
     from releaser.serve import Gateway, StaticUpstreams
 
@@ -108,8 +106,7 @@ def run_shadow_story(
     candidate_server, mirrored = _endpoint("candidate", stale=True)
     ws = open_workspace(root)
     router = Router(ws.store_url, refresh_interval_ms=20)
-    server: uvicorn.Server | None = None
-    thread: threading.Thread | None = None
+    stack = ExitStack()
     try:
         start_rollout(ws, SERVICE, release_id, now="2026-03-30T09:00:00.000000Z")
         report(f"rollout of {release_id} started at its shadow step: it serves no user yet")
@@ -118,15 +115,7 @@ def run_shadow_story(
             release_id: f"http://127.0.0.1:{candidate_server.server_address[1]}",
         }
         gateway = Gateway(SERVICE, router, StaticUpstreams(None, releases=urls, by_role=False))
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(gateway, host="127.0.0.1", port=port, log_level="error")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
+        port = stack.enter_context(serving(gateway))
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         from_candidate = 0
         for i in range(requests):
@@ -164,10 +153,7 @@ def run_shadow_story(
             reasons=list(decision.reasons),
         )
     finally:
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=10)
+        stack.close()
         router.close()
         ws.close()
         for endpoint in (stable_server, candidate_server):
