@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -138,11 +137,13 @@ class Predictions:
         return text + 32 * len(self.values) + sum(len(e) for e in self.errors)
 
     def to_json(self) -> dict[str, Any]:
-        """The cached form."""
+        """The cached and stored form. ``ok`` and ``latency_ms`` are run-length encoded
+        (``{"runs": [[value, count], ...]}``) when that is shorter: every row of a model's
+        call shares its latency, and nearly every row is ok."""
         data: dict[str, Any] = {
             "values": self.values,
-            "ok": self.ok,
-            "latency_ms": self.latency_ms,
+            "ok": _runs(self.ok),
+            "latency_ms": _runs(self.latency_ms),
             "errors": self.errors,
             "not_predicted": self.not_predicted,
         }
@@ -197,8 +198,8 @@ def _from_json(data: Any, rows: int, *, stored: bool = False) -> Predictions | N
     try:
         cached = Predictions(
             list(data["values"]),
-            [bool(v) for v in data["ok"]],
-            list(data["latency_ms"]),
+            [bool(v) for v in _expand(data["ok"])],
+            _expand(data["latency_ms"]),
             list(data["errors"]),
             int(data.get("not_predicted", 0)),
             cached=True,
@@ -209,7 +210,8 @@ def _from_json(data: Any, rows: int, *, stored: bool = False) -> Predictions | N
         return None
     if cached.calls is not None and len(cached.calls) != rows:
         return None
-    return cached if len(cached.values) == rows == len(cached.ok) else None
+    same = len(cached.values) == rows == len(cached.ok) == len(cached.latency_ms)
+    return cached if same else None
 
 
 def _write_cache(path: Path, predictions: Predictions) -> None:
@@ -226,38 +228,37 @@ def _write_cache(path: Path, predictions: Predictions) -> None:
 
 
 def _cache_text(predictions: Predictions) -> str:
-    """:meth:`Predictions.to_json` as compact JSON text: for 6,000 rows predicted here
-    about 0.7 ms against json's 1.8, which a gate pays for each release it predicts."""
-    parts = [
-        f"{json.dumps(key)}:{json.dumps(value, separators=(',', ':'))}"
-        for key, value in predictions.to_json().items()
-        if key != "latency_ms"
-    ]
-    parts.append(f'"latency_ms":{_latency_text(predictions.latency_ms)}')
-    return "{" + ",".join(parts) + "}"
+    """:meth:`Predictions.to_json` as compact JSON text."""
+    return json.dumps(predictions.to_json(), separators=(",", ":"))
 
 
-def _latency_text(values: list[float | None]) -> str:
-    """``values`` as a JSON list, as json writes it.
+_NO_VALUE = object()
 
-    Writing floats is most of json's time, and a row's latency is the same float
-    object as the other rows of its call (see ``_run_model``): each object is
-    written once and its text repeated. Values that are mostly distinct objects
-    (read back from a cache) are left to json.
-    """
-    out: list[str] = []
-    last: object = out  # is no value
-    text, fresh, most = "", 0, 64 + len(values) // 8
+
+def _runs(values: list[Any]) -> list[Any] | dict[str, list[list[Any]]]:
+    """``values`` as ``{"runs": [[value, count], ...]}`` when that is at most half as long,
+    else as they are. Equal values of one type make a run (1 and True do not)."""
+    runs: list[list[Any]] = []
+    last: Any = _NO_VALUE
     for value in values:
-        if value is not last:
-            fresh += 1
-            if fresh > most:
-                return json.dumps(values, separators=(",", ":"))
+        if value is last or (type(value) is type(last) and value == last):
+            runs[-1][1] += 1
+        else:
+            runs.append([value, 1])
             last = value
-            finite = type(value) is float and math.isfinite(value)
-            text = float.__repr__(value) if finite else json.dumps(value)  # as json writes it
-        out.append(text)
-    return "[" + ",".join(out) + "]"
+    return {"runs": runs} if 2 * len(runs) <= len(values) else values
+
+
+def _expand(data: Any) -> list[Any]:
+    """A list stored as :func:`_runs` wrote it, as a list again (TypeError when malformed)."""
+    if isinstance(data, list):
+        return data
+    out: list[Any] = []
+    for value, count in data["runs"]:
+        if type(count) is not int or count < 0:
+            raise TypeError(f"a run of {count!r}")
+        out.extend([value] * count)
+    return out
 
 
 def model_uri(release: Release, suite: EvalSuite) -> str | None:

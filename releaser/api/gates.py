@@ -184,8 +184,9 @@ def _evaluate(
             use_cache=use_cache,
             ms_per_row=speeds.get(uri or ""),
         )
-        if uri is not None and preds.ms_per_row is not None:
-            measured[uri] = float(f"{preds.ms_per_row:.4g}")
+        speed = preds.ms_per_row if uri is not None else None
+        if uri is not None and speed is not None:
+            measured[uri] = float(f"{speed:.4g}")
         if suite.store_predictions:
             predicted[cache_key(rel, golden, suite)] = preds
         return preds

@@ -315,3 +315,27 @@ def test_the_cache_text_reads_back_as_the_predictions(shared: bool) -> None:
     back = json.loads(_cache_text(preds))
     # NaN is not equal to itself: compared as json writes it.
     assert json.dumps(back, sort_keys=True) == json.dumps(preds.to_json(), sort_keys=True)
+
+
+def test_ok_flags_and_latencies_are_stored_as_runs_and_read_back_as_lists() -> None:
+    from releaser.api.gate_predict import _from_json
+
+    call = 0.0129
+    latency: list[float | None] = [call] * 4000 + [0.02] * 1999 + [None]
+    ok = [True] * 5999 + [False]
+    preds = Predictions(["housing"] * 6000, ok, latency, ["row 5999: boom"], 0)
+    stored = preds.to_json()
+    assert stored["ok"] == {"runs": [[True, 5999], [False, 1]]}
+    assert stored["latency_ms"] == {"runs": [[call, 4000], [0.02, 1999], [None, 1]]}
+    back = _from_json(json.loads(json.dumps(stored)), 6000)
+    assert back is not None and (back.ok, back.latency_ms) == (ok, latency)
+    # Lists that do not shorten stay lists; the old list form still reads.
+    varied = Predictions([1, True, 1.0], [True, False, True], [1.0, 2.0, 3.0], [], 0)
+    assert varied.to_json()["ok"] == [True, False, True]
+    old = {**stored, "ok": ok, "latency_ms": latency}
+    assert _from_json(old, 6000) is not None
+    # Runs that do not add up to the rows, or are malformed, read as no predictions.
+    assert _from_json({**stored, "ok": {"runs": [[True, 10]]}}, 6000) is None
+    assert _from_json({**stored, "ok": {"runs": [[True, "many"]]}}, 6000) is None
+    assert _from_json({**stored, "latency_ms": {"runs": [[1.0, -3]]}}, 6000) is None
+    assert _from_json({**stored, "latency_ms": {"runs": [[1.0, 5]]}}, 6000) is None
