@@ -36,6 +36,7 @@ __all__ = [
     "rollout_status",
     "shadow_agreement",
     "slow_threshold",
+    "step_requests",
     "variant_totals",
 ]
 
@@ -117,18 +118,21 @@ def decide_step(
     *,
     totals: tuple[VariantStats, VariantStats] | None = None,
     agreement: Agreement | None = None,
+    metrics: Metrics | None = None,
 ) -> Decision:
     """What the analysis would decide for the live step now (pure; nothing written).
 
-    ``totals`` are the variants' :func:`variant_totals` and ``agreement`` the shadow
-    step's :func:`shadow_agreement`, when the caller has them.
+    ``totals`` are the variants' :func:`variant_totals`, ``agreement`` the shadow
+    step's :func:`shadow_agreement` and ``metrics`` the store's per-step aggregates, when
+    the caller has them.
     """
     from releaser.core.analysis import decide
     from releaser.core.stats_guardrails import Guardrails
     from releaser.core.stats_state import AnalysisState
 
-    if totals is None:
+    if metrics is None:
         metrics = ws.store.read_metrics(rollout.id)
+    if totals is None:
         totals = _with_slow_counts(
             _merged_totals(ws, rollout, metrics), slow_threshold(ws, rollout.service)
         )
@@ -149,7 +153,16 @@ def decide_step(
         is_last_step=rollout.step + 1 >= len(rollout.steps),
         comparisons=rollout.comparisons or ("error_rate", "latency", "quality_score"),  # type: ignore[arg-type]
         agreement=agreement,
+        step_requests=step_requests(rollout, metrics),
     )
+
+
+def step_requests(rollout: ro.Rollout, metrics: Metrics) -> tuple[int, int]:
+    """The baseline's and the candidate's requests in the live step (``min_samples`` is
+    per step: a step's evidence of its own cohort, not what earlier steps saw)."""
+    base = metrics.get((rollout.step, "baseline"))
+    cand = metrics.get((rollout.step, "candidate"))
+    return (base.requests if base else 0, cand.requests if cand else 0)
 
 
 @dataclass(frozen=True)
@@ -275,7 +288,15 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         baseline, candidate = _with_slow_counts(totals, threshold)
         running = rollout.status == "running"
         preview = (
-            decide_step(ws, state, rollout, now, totals=(baseline, candidate), agreement=agreement)
+            decide_step(
+                ws,
+                state,
+                rollout,
+                now,
+                totals=(baseline, candidate),
+                agreement=agreement,
+                metrics=metrics,
+            )
             if running
             else None
         )

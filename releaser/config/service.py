@@ -624,7 +624,7 @@ class RolloutStep(_Model):
         default=0,
         ge=0,
         le=MAX_COUNT,
-        description="Minimum requests per variant before deciding.",
+        description="Minimum requests per variant in this step before it may advance.",
     )
     shadow: ShadowSpec | None = Field(
         default=None,

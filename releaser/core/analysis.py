@@ -300,11 +300,15 @@ def decide(
     is_last_step: bool,
     comparisons: Sequence[Metric] = METRICS,
     agreement: Agreement | None = None,
+    step_requests: tuple[int, int] | None = None,
 ) -> Decision:
     """What to do with a rollout step now: roll back, hold, advance or promote.
 
     Roll back on any regression or guardrail breach; advance (promote on the last step)
-    only after the bake time with ``min_samples`` requests per variant; else hold. In a
+    only after the bake time with ``min_samples`` requests per variant in this step
+    (``step_requests``: the baseline's and the candidate's, when the caller has them; the
+    cumulative counts otherwise); else hold. The tests themselves use everything since
+    the rollout began. In a
     shadow step (``agreement`` given) the candidate's figures are its mirrored calls',
     agreement below its floor is a breach too, and advancing also waits for
     ``min_samples`` compared answers.
@@ -329,10 +333,12 @@ def decide(
             action="rollback", reasons=reasons, tests=tests, breaches=breaches, state=new_state
         )
     waiting: list[str] = []
-    for name, stats in (("candidate", candidate), ("baseline", baseline)):
-        if stats.requests < min_samples:
+    in_step = step_requests or (baseline.requests, candidate.requests)
+    where = " in this step" if step_requests is not None else ""
+    for name, count in (("candidate", in_step[1]), ("baseline", in_step[0])):
+        if count < min_samples:
             waiting.append(
-                f"waiting for samples: {name} has {stats.requests} of {min_samples} requests"
+                f"waiting for samples: {name} has {count} of {min_samples} requests{where}"
             )
     if agreement is not None and agreement.compared < max(min_samples, 1):
         waiting.append(

@@ -297,3 +297,29 @@ def test_token_guardrails_roll_back_a_candidate_that_spends_too_much(
         assert service_state(ws, SERVICE).stable == r1 and r2 != r1
     finally:
         ws.close()
+
+
+def test_min_samples_counts_the_live_steps_requests_not_the_rollouts(rollout_ws) -> None:
+    """400 requests a side at 'internal' advance it; 'canary-5' asks 300 of its own, so 50
+    more (450 in all) hold it, naming the step's count; 300 more advance it."""
+    root, _r1, _r2 = rollout_ws
+    ws = open_workspace(root)
+    try:
+        rollout_id = service_state(ws, SERVICE).active_rollout
+        assert rollout_id is not None
+        _mirrored(ws, rollout_id, 0, 400, agree=1.0)
+        moved = advance_rollout(ws, SERVICE, now=_iso(T0.replace(hour=11)))
+        assert moved.decision.action == "advance", moved.decision.reasons
+        assert moved.rollout.current.name == "canary-5"
+        _mirrored(ws, rollout_id, 1, 50, agree=1.0)
+        held = advance_rollout(ws, SERVICE, now=_iso(T0.replace(hour=14)))
+        assert held.decision.action == "hold"
+        assert held.decision.reasons == [
+            "waiting for samples: candidate has 50 of 300 requests in this step",
+            "waiting for samples: baseline has 50 of 300 requests in this step",
+        ]
+        _mirrored(ws, rollout_id, 1, 300, agree=1.0)
+        again = advance_rollout(ws, SERVICE, now=_iso(T0.replace(hour=15)))
+        assert again.decision.action == "advance", again.decision.reasons
+    finally:
+        ws.close()
