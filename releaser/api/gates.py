@@ -20,7 +20,7 @@ import numpy as np
 
 from releaser.api.context import current_actor, utc_now
 from releaser.api.gate_inputs import check_pinned_code, eval_suite, load_golden, resolve_scorers
-from releaser.api.gate_llm import LlmEvidence
+from releaser.api.gate_llm import LlmEvidence, row_means, sample_scores, trace_rows
 from releaser.api.gate_predict import (
     MAX_STORED_BYTES,
     PREDICTIONS_KIND,
@@ -88,8 +88,6 @@ def _scores(
 ) -> dict[str, np.ndarray[Any, np.dtype[np.float64]]]:
     """Per metric, each row's score; from an LLM endpoint, the mean of the row's samples
     (``variance`` then gets each metric's mean variance between samples, when k > 1)."""
-    from releaser.api.gate_llm import row_means, sample_scores
-
     ok = np.asarray(preds.ok, dtype=bool)
     out: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
     spread: dict[str, list[float] | None] = {}
@@ -249,8 +247,6 @@ def _evaluate(
     )
     traces = None
     if suite.llm is not None and suite.store_predictions and cand.calls is not None:
-        from releaser.api.gate_llm import trace_rows
-
         traces = trace_rows(ws, release, golden, suite, cand.calls, cand_scores, llm.judged)
     return report, predicted, traces
 

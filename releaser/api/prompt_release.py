@@ -39,11 +39,6 @@ class PromptRelease:
     already_live: bool = False
     """The release's rollout was already running (a re-run): nothing new was started."""
 
-    @property
-    def started(self) -> bool:
-        """True when the rollout is running (started now or already)."""
-        return self.rollout is not None or self.already_live
-
 
 def release_prompt(
     ws: Workspace,
