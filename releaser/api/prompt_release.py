@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from releaser.api import journal
 from releaser.api.gate_predict import Progress
 from releaser.api.gates import GateReport, run_gate
 from releaser.api.releases import create_release
@@ -53,6 +54,9 @@ def release_prompt(
     Stops after the gate when it fails (the report says why). A service with no stable
     release is refused: a prompt release is compared with what serves today.
     """
+    # What an earlier run owes lands first: a run killed after its rollout started is
+    # finished by a plain re-run, which then finds the rollout live.
+    journal.settle(ws, service=service)
     state = service_state(ws, service)
     if state.stable is None:
         raise BadInput(
