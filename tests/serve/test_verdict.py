@@ -9,7 +9,9 @@ uses, as Argo cannot send one) meets them; samples are written as the router flu
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,5 +206,38 @@ def test_unknown_service_and_bad_requests_get_json_errors(
                 assert big.status_code == 413
                 assert client.put(VERDICT).status_code == 405
             assert ws.store.audit_head() == head
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize(
+    ("candidate_errors", "code", "action"), [(50, 0, "advance"), (1000, 1, "rollback")]
+)
+def test_the_job_variant_runs_rollout_advance_and_exits_on_the_decision(
+    live: tuple[ExampleWorkspace, str], candidate_errors: int, code: int, action: str
+) -> None:
+    """The AnalysisTemplate's Job command, run for real: 0 on advance, 1 on rollback."""
+    from releaser.config.deploy import AnalysisSpec, KubernetesSpec
+    from releaser.integrations.k8s_analysis import analysis_template
+
+    example, _ = live
+    ws = open_workspace(example.root)
+    try:
+        _feed(ws, candidate_errors=candidate_errors)
+        k8s = KubernetesSpec(analysis=AnalysisSpec(provider="job", interval_s=10))
+        template = analysis_template(SERVICE, ws.config.service(SERVICE), k8s, "ns", {}, [])
+        container = template["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]
+        command = container["containers"][0]["command"]
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "HOME": os.environ.get("HOME", str(example.root)),
+            "RELEASER_STORE": ws.store_url,  # what the Secret holds on a cluster
+        }
+        done = subprocess.run(
+            command, cwd=example.root, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == code, done.stderr
+        assert done.stdout.strip() == f"releaser: {action}"
+        assert _events(ws)[-1] == f"rollout.{action}"
     finally:
         ws.close()
