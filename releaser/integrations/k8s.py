@@ -32,26 +32,25 @@ front (or session affinity) where stickiness matters.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from releaser.core.bucketing import Cohort
 from releaser.core.routing import GroupDef, ServiceRoute
-from releaser.errors import BadInput, ConfigError, ConfigProblem
+from releaser.errors import ConfigError, ConfigProblem
 from releaser.integrations.k8s_analysis import (
     TEMPLATE_SUFFIX,
     RenderWarning,
     analysis_template,
     verdict_steps,
 )
+from releaser.integrations.k8s_storage import ResolveModel, mlflow_resolver, storage_uri
 
 if TYPE_CHECKING:
     from releaser.api.workspace import Workspace
     from releaser.config.deploy import KubernetesSpec
     from releaser.config.service import Service
-    from releaser.core.refs import ModelRef
     from releaser.core.release import Release
 
 __all__ = [
@@ -67,23 +66,6 @@ MANAGED_BY = "releaser"
 ANNOTATION = "releaser.dev"
 WEIGHT_SCALE = 10_000  # HTTPRoute weights: one unit per bucket
 MAX_MATCHES = 64  # Gateway API: at most 64 matches per rule
-# Storage URI schemes KServe's storage initializer downloads from.
-KSERVE_SCHEMES = (
-    "s3://",
-    "gs://",
-    "pvc://",
-    "https://",
-    "http://",
-    "hdfs://",
-    "webhdfs://",
-    "oci://",
-    "hf://",
-)
-REGISTRY_SCHEMES = ("models:/", "runs:/")
-_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-
-ResolveModel = Callable[["ModelRef"], str]
-"""The artifact location of a registered model version (an MLflow call)."""
 
 
 @dataclass(frozen=True)
@@ -366,47 +348,6 @@ def _http_route(
     }
 
 
-def _redact(uri: str) -> str:
-    return _PASSWORD.sub(r"\1***@", uri)
-
-
-def _storage_uri(
-    service: str,
-    k8s: KubernetesSpec,
-    release_id: str,
-    release: Release | None,
-    resolve_model: ResolveModel | None,
-) -> str | None:
-    """Where KServe loads the release's model from; None if the release pins no model."""
-    setting = f"services.{service}.deploy.kubernetes.storage_uri"
-    model = release.content.model if release is not None else None
-    if k8s.storage_uri:
-        uri, origin = k8s.storage_uri.replace("{release}", release_id), setting
-    elif model is not None:
-        uri, origin = model.source, f"the model source release {release_id} pinned"
-    else:
-        return None
-    if uri.startswith(REGISTRY_SCHEMES):
-        if model is None:
-            raise BadInput(
-                f"{setting} is {uri!r}, a registry URI, but release {release_id} pins no model",
-                hint=f"set {setting} to a location KServe can load (s3://, gs://, pvc://, ...)",
-            )
-        if uri == model.model_uri and not model.source.startswith(REGISTRY_SCHEMES):
-            uri = model.source  # what the release pinned: no registry call
-        elif resolve_model is not None:
-            uri = resolve_model(model)
-        origin = f"the artifact location of {model.model_uri}"
-    if not uri.startswith(KSERVE_SCHEMES):
-        raise BadInput(
-            f"KServe cannot load the model of release {release_id}: {origin} is "
-            f"{_redact(uri)!r}, not a location its storage initializer downloads from",
-            hint="configure an MLflow artifact store KServe can read (s3://, gs://, https://, "
-            f"pvc://, ...) and register the model there, or set {setting} in releaser.yaml",
-        )
-    return uri
-
-
 def _inference_service(
     service: str,
     k8s: KubernetesSpec,
@@ -420,7 +361,7 @@ def _inference_service(
     stable = route.stable if route is not None else None
     serving = candidate or stable
     storage = (
-        _storage_uri(service, k8s, serving, releases.get(serving), resolve_model)
+        storage_uri(service, k8s, serving, releases.get(serving), resolve_model)
         if serving is not None
         else None
     )
@@ -448,14 +389,6 @@ def _inference_service(
     }
 
 
-def _mlflow_resolver(ws: Workspace) -> ResolveModel:
-    def resolve(model: ModelRef) -> str:
-        # The registry's download URI of the version: its artifact (storage) location.
-        return str(ws.models.client.get_model_version_download_uri(model.name, str(model.version)))
-
-    return resolve
-
-
 def render_service(ws: Workspace, service: str, *, strict: bool = False) -> Rendered:
     """The manifests of a workspace's service at the route the store holds now.
 
@@ -473,7 +406,7 @@ def render_service(ws: Workspace, service: str, *, strict: bool = False) -> Rend
         for rid in (route.stable, route.candidate):
             if rid is not None:
                 releases[rid] = stored_release(ws.store, rid)
-    rendered = render_manifests(service, spec, route, releases, resolve_model=_mlflow_resolver(ws))
+    rendered = render_manifests(service, spec, route, releases, resolve_model=mlflow_resolver(ws))
     if strict and rendered.warnings:
         raise ConfigError(
             [

@@ -235,7 +235,7 @@ def test_the_mlflow_resolver_asks_a_real_registry(
 ) -> None:
     from mlflow import MlflowClient
 
-    from releaser.integrations.k8s import _mlflow_resolver
+    from releaser.integrations.k8s_storage import mlflow_resolver
     from releaser.integrations.mlflow_models import MlflowModelRegistry
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -254,5 +254,5 @@ def test_the_mlflow_resolver_asks_a_real_registry(
     ref = ModelRef(
         name="triage", version=1, source=f"models:/{logged.model_id}", model_uri="models:/triage/1"
     )
-    location = _mlflow_resolver(Ws())(ref)  # type: ignore[arg-type]
+    location = mlflow_resolver(Ws())(ref)  # type: ignore[arg-type]
     assert location.startswith("s3://team-models/k8s/") and logged.model_id in location
