@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -240,4 +241,36 @@ def test_the_job_variant_runs_rollout_advance_and_exits_on_the_decision(
         assert done.stdout.strip() == f"releaser: {action}"
         assert _events(ws)[-1] == f"rollout.{action}"
     finally:
+        ws.close()
+
+
+def test_a_verdict_stuck_on_the_store_is_bounded_and_the_gateway_keeps_answering(
+    live: tuple[ExampleWorkspace, str], serve_app: Any
+) -> None:
+    """Another process holds the store's write lock: 504, /healthz still answers, and the
+    verdict lands once, when the lock is released."""
+    example, r2 = live
+    ws = open_workspace(example.root)
+    _feed(ws)
+    blocker = sqlite3.connect(example.root / ".releaser" / "state.db", isolation_level=None)
+    try:
+        with gateway_for(ws, SERVICE) as gateway:
+            assert gateway.verdict is not None
+            gateway.verdict.timeout_s = 0.5
+            running = serve_app(gateway)
+            with httpx.Client(base_url=running.url, timeout=30) as client:
+                blocker.execute("BEGIN IMMEDIATE")  # the write lock, as a busy writer holds it
+                stuck = client.post(VERDICT, json={"step": 0, "release": r2})
+                assert stuck.status_code == 504 and "ask again" in stuck.json()["error"]
+                assert client.get("/healthz").status_code == 200  # the event loop is free
+                queued = client.post(VERDICT, json={"step": 0, "release": r2})
+                assert queued.status_code == 504 and "still running" in queued.json()["error"]
+                blocker.execute("ROLLBACK")
+                gateway.verdict.timeout_s = 30
+                after = client.post(VERDICT, json={"step": 0, "release": r2}).json()
+                # the stuck call advanced the rollout once the lock was free; this one sees it
+                assert after["decision"] == "advance" and after["written"] is False
+        assert _events(ws).count("rollout.advance") == 1
+    finally:
+        blocker.close()
         ws.close()
