@@ -37,7 +37,9 @@ def serve(
 ) -> None:
     """Run the HTTP gateway: each request goes to the release its unit id gets.
 
-    Request sizes, times and concurrency are bounded by the service's deploy.limits.
+    Request sizes, times and concurrency are bounded by the service's deploy.limits. The
+    gateway also answers /v1/rollouts/SERVICE/verdict, which Argo Rollouts' analysis asks
+    for releaser's decision on a step (see the Kubernetes page of the docs).
     Exits 2 for a port out of range or one that cannot be listened on, and when a release
     of the live route has no endpoint (deploy.upstreams.releases, or a running container).
     """

@@ -182,6 +182,9 @@ def test_after_rollback_everything_points_at_the_stable_release() -> None:
         ("HTTPRoute", ("spec", "hostnames", 0), "Not_A_Host"),
         ("InferenceService", ("spec", "predictor", "model", "modelFormat", "nam"), "x"),
         ("Servicetriage-stable", ("spec", "ports", 0, "port"), "eighty"),
+        ("Rollout", ("spec", "strategy", "canary", "steps", 1, "analysis", "templatez"), []),
+        ("AnalysisTemplate", ("spec", "metrics", 0, "provider", "web", "timeoutSeconds"), "30s"),
+        ("AnalysisTemplate", ("spec", "metrics", 0, "provider", "web", "jsonpath"), "$"),
     ],
 )
 def test_the_schemas_reject_broken_manifests(kind: str, path: tuple[Any, ...], bad: Any) -> None:
