@@ -102,27 +102,37 @@ def _cohort(route: ServiceRoute | None) -> Cohort:
 def _defaults(
     service: str, spec: Service, k8s: KubernetesSpec
 ) -> tuple[dict[str, str], list[RenderWarning]]:
-    """namespace, image template and Gateway: configured, or a default with its warning."""
+    """Settings render needs: configured, or a default with its warning.
+
+    namespace, image and Gateway have no default in the config (None); the container port,
+    KServe model format and unit header do, and are warned of when releaser.yaml does not
+    set them, as what they name must match the cluster. Replicas and hostnames are tuning
+    and are not warned of.
+    """
     key = f"services.{service}.deploy"
     chosen = {
         "namespace": k8s.namespace or "default",
         "image": k8s.image or f"{service}:{{release}}",
         "gateway": k8s.gateway or "releaser-gateway",
+        "port": str(k8s.port),
+        "model_format": k8s.model_format,
     }
+    unset = [s for s in ("namespace", "image", "gateway") if getattr(k8s, s) is None]
+    unset += [s for s in ("port", "model_format") if s not in k8s.model_fields_set]
     warnings = [
         RenderWarning(
             f"{key}.kubernetes.{setting}",
             f"{setting} not set: using {chosen[setting]!r}",
             f"set {key}.kubernetes.{setting} in releaser.yaml",
         )
-        for setting in ("namespace", "image", "gateway")
-        if getattr(k8s, setting) is None
+        for setting in unset
     ]
-    if spec.deploy is None:
+    if spec.deploy is None or "unit_header" not in spec.deploy.model_fields_set:
+        header = spec.deploy.unit_header if spec.deploy is not None else "X-User-Id"
         warnings.append(
             RenderWarning(
                 f"{key}.unit_header",
-                "no deploy section: the HTTPRoute reads unit ids from header 'X-User-Id'",
+                f"unit_header not set: the HTTPRoute matches unit ids in header {header!r}",
                 f"set {key}.unit_header in releaser.yaml",
             )
         )

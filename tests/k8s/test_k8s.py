@@ -57,6 +57,8 @@ services:
         storage_uri: "s3://models/triage/{release}"
         hostnames: [triage.example.org]
         gateway: public
+        port: 8080
+        model_format: mlflow
         analysis: {verdict_url: "http://releaser.casework.svc:8000", interval_s: 30}
 """
 

@@ -56,8 +56,9 @@ def test_render_prints_each_default_strict_refuses_and_a_local_model_is_refused(
     _deploy(root, 'kubernetes: {storage_uri: "s3://models/case-triage/{release}"}')
     rendered = cli("k8s", "render", SERVICE, "-o", str(out))
     assert rendered.code == 0, rendered.err
-    for setting in ("namespace", "image", "gateway", "analysis.verdict_url"):
+    for setting in ("namespace", "image", "gateway", "port", "analysis.verdict_url"):
         assert f"services.{SERVICE}.deploy.kubernetes.{setting}:" in rendered.err
+    assert f"services.{SERVICE}.deploy.unit_header:" in rendered.err
     rollout = yaml.safe_load((out / "rollout.yaml").read_text())
     assert rollout["metadata"]["namespace"] == "default"
     template = yaml.safe_load((out / "analysistemplate.yaml").read_text())
@@ -73,10 +74,13 @@ def test_render_prints_each_default_strict_refuses_and_a_local_model_is_refused(
 
     _deploy(
         root,
-        """kubernetes:
+        """unit_header: X-Case-Worker
+kubernetes:
   namespace: casework
   image: "registry.example.org/case-triage:{release}"
   gateway: public
+  port: 8080
+  model_format: mlflow
   storage_uri: "s3://models/case-triage/{release}"
   analysis: {verdict_url: "http://releaser.casework.svc:8000"}""",
     )

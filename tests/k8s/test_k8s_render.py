@@ -88,12 +88,16 @@ def test_every_default_and_every_left_out_group_is_a_warning_naming_its_setting(
         "services.triage.deploy.kubernetes.namespace",
         "services.triage.deploy.kubernetes.image",
         "services.triage.deploy.kubernetes.gateway",
+        "services.triage.deploy.kubernetes.port",
+        "services.triage.deploy.kubernetes.model_format",
+        "services.triage.deploy.unit_header",
         "services.triage.deploy.kubernetes.analysis.verdict_url",
         "services.triage.deploy.attribute_headers",
     ]
     texts = [str(w) for w in rendered.warnings]
     assert "'default'" in texts[0] and "'triage:{release}'" in texts[1]
-    assert "group 'staff' is left out" in texts[4]  # email carried by no header
+    assert "'8080'" in texts[3] and "'X-User-Id'" in texts[5]
+    assert "group 'staff' is left out" in texts[7]  # email carried by no header
     kinds = _kinds(rendered)
     for body in kinds.values():
         _validate(body)
