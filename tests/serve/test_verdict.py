@@ -152,6 +152,9 @@ def test_polling_again_never_judges_the_next_step_and_a_hold_writes_nothing(
                 # Argo ahead of releaser: hold, nothing written
                 ahead = client.post(VERDICT, json={"step": 3}).json()
                 assert ahead["decision"] == "hold" and ahead["written"] is False
+                # a POST without a step is rollout advance itself: a hold here too
+                plain = client.post(VERDICT).json()
+                assert plain["decision"] == "hold" and plain["written"] is False
                 # a GET previews and never writes
                 peek = client.get(VERDICT).json()
                 assert peek["decision"] == "hold" and peek["written"] is False
