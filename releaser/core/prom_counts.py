@@ -14,7 +14,10 @@ PromQL's ``increase()`` does): the result is the exact difference of scraped val
 Requests between a step's boundary and the scrape after it are counted in the step whose
 window holds that scrape, so consecutive windows partition the counts: none is lost, none
 counted twice. What stays unseen is what a process counted after its last scrape before
-a restart.
+a restart, and a restart itself when the new process counts past its predecessor's last
+scraped value before its first scrape (the drop is never seen, so the predecessor's last
+value, at most, is missed): the same limit as Prometheus' own reset detection, small when
+scrapes are frequent compared with how fast a counter grows.
 
 Resets are detected per series, which is why the samples must not be summed across series
 before this runs (a sum can grow while one of its parts restarts).
