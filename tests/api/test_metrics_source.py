@@ -1,0 +1,200 @@
+"""Rollouts judged on Prometheus metrics: a real Prometheus scraping a stand-in exporter,
+real releases and store; ``advance`` reads counter increases since each step began."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from releaser.api.gates import run_gate
+from releaser.api.releases import create_release
+from releaser.api.rollout_status import rollout_status
+from releaser.api.rollouts import advance_rollout, service_state, start_rollout
+from releaser.api.workspace import open_workspace
+from releaser.demo.workspace import ExampleWorkspace
+from tests.integrations.prometheus_fixture import (  # noqa: F401  (fixtures)
+    Exporter,
+    Prometheus,
+    exporter,
+    prometheus,
+    prometheus_binary,
+    start_prometheus,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.prometheus]
+SERVICE = "case-triage"
+
+
+def _metrics_block(url: str, test: str) -> str:
+    return (
+        "    metrics:\n"
+        "      source: prometheus\n"
+        "      prometheus:\n"
+        f"        url: {url}\n"
+        f"        requests: 'stub_requests_total{{test=\"{test}\"}}'\n"
+        f"        errors: 'stub_errors_total{{test=\"{test}\"}}'\n"
+        f"        latency: 'stub_latency_seconds_bucket{{test=\"{test}\"}}'\n"
+        "        timeout_s: 2\n"
+    )
+
+
+@dataclass
+class Live:
+    """A rollout of ``candidate`` over ``baseline`` whose counts come from Prometheus."""
+
+    root: Path
+    test: str
+    baseline: str
+    candidate: str
+    exporter: Exporter
+    prometheus: Prometheus
+    reasons: list[str] = field(default_factory=list)
+
+    def traffic(self, base_errors: int, cand_errors: int, n: int = 2000) -> None:
+        """One step's traffic of each variant, waited for until Prometheus has scraped it."""
+        self.exporter.serve(self.test, self.baseline, n, base_errors, 0.04)
+        self.exporter.serve(self.test, self.candidate, n, cand_errors, 0.04)
+        self.settle()
+
+    def settle(self) -> None:
+        """Wait until Prometheus shows the exporter's current request counts."""
+        self.prometheus.wait_for(
+            f'stub_requests_total{{test="{self.test}"}}',
+            {r: self.exporter.value(self.test, r) for r in (self.baseline, self.candidate)},
+        )
+
+    def advance(self) -> str:
+        """``rollout advance`` now; the action taken (its reasons in ``self.reasons``)."""
+        ws = open_workspace(self.root)
+        try:
+            result = advance_rollout(ws, SERVICE)
+        finally:
+            ws.close()
+        self.reasons = result.decision.reasons
+        return result.decision.action
+
+
+def _live(release_ws: ExampleWorkspace, exporter: Exporter, server: Prometheus) -> Live:
+    """Two releases, the first stable; the second's rollout started (no bake times)."""
+    root = release_ws.root
+    test = uuid.uuid4().hex[:12]
+    cfg = root / "releaser.yaml"
+    text = re.sub(r"bake_minutes: \d+", "bake_minutes: 0", cfg.read_text(encoding="utf-8"))
+    marker = "  case-triage:\n"
+    text = text.replace(marker, marker + _metrics_block(server.url, test), 1)
+    cfg.write_text(text, encoding="utf-8")
+    subprocess.run(["git", "commit", "-qam", "metrics from prometheus"], cwd=root, check=True)
+    ws = open_workspace(root)
+    r1 = create_release(ws, SERVICE).release.id
+    assert run_gate(ws, SERVICE, r1).passed
+    start_rollout(ws, SERVICE, r1, initial=True)
+    ws.close()
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace("alias: champion", "version: 2", 1),
+        encoding="utf-8",
+    )
+    subprocess.run(["git", "commit", "-qam", "serve model v2"], cwd=root, check=True)
+    ws = open_workspace(root)
+    r2 = create_release(ws, SERVICE).release.id
+    assert run_gate(ws, SERVICE, r2).passed
+    live = Live(root, test, r1, r2, exporter, server)
+    # The stable release served before the rollout: none of that is the rollout's evidence.
+    exporter.serve(test, r1, 5000, 400, 0.04)
+    exporter.serve(test, r2, 0, 0, 0.04)
+    live.settle()
+    start_rollout(ws, SERVICE, r2)
+    ws.close()
+    return live
+
+
+def _store_counts(live: Live) -> tuple[int, int, int, int]:
+    ws = open_workspace(live.root)
+    try:
+        rep = rollout_status(ws, SERVICE)
+    finally:
+        ws.close()
+    assert rep.baseline is not None and rep.candidate is not None
+    return rep.baseline.requests, rep.baseline.errors, rep.candidate.requests, rep.candidate.errors
+
+
+def test_a_healthy_candidate_is_promoted_on_prometheus_evidence(
+    release_ws: ExampleWorkspace, exporter: Exporter, prometheus: Prometheus
+) -> None:
+    live = _live(release_ws, exporter, prometheus)
+    actions = []
+    for _ in range(4):
+        live.traffic(base_errors=10, cand_errors=10)
+        actions.append(live.advance())
+    assert actions == ["advance", "advance", "advance", "promote"]
+    ws = open_workspace(live.root)
+    try:
+        assert service_state(ws, SERVICE).stable == live.candidate
+    finally:
+        ws.close()
+
+
+def test_three_times_the_errors_rolls_back(
+    release_ws: ExampleWorkspace, exporter: Exporter, prometheus: Prometheus
+) -> None:
+    live = _live(release_ws, exporter, prometheus)
+    live.traffic(base_errors=8, cand_errors=24)  # 0.4% against 1.2%
+    first = live.advance()
+    if first != "rollback":  # the sequential test may want a second look's evidence
+        live.traffic(base_errors=8, cand_errors=24)
+        first = live.advance()
+    assert first == "rollback"
+    assert any(r.startswith("regression: error rate") for r in live.reasons), live.reasons
+    ws = open_workspace(live.root)
+    try:
+        state = service_state(ws, SERVICE)
+        assert state.stable == live.baseline and state.active_rollout is None
+    finally:
+        ws.close()
+
+
+def test_counts_stay_exact_over_a_counter_reset(
+    release_ws: ExampleWorkspace, exporter: Exporter, prometheus: Prometheus
+) -> None:
+    live = _live(release_ws, exporter, prometheus)
+    live.traffic(base_errors=3, cand_errors=2, n=700)
+    assert _store_counts(live) == (700, 3, 700, 2)
+    # The candidate's process restarts mid-step and serves 300 more (1 error).
+    exporter.restart(live.test, live.candidate)
+    live.settle()
+    exporter.serve(live.test, live.candidate, 300, 1, 0.04)
+    live.settle()
+    assert _store_counts(live) == (700, 3, 1000, 3)
+
+
+def test_prometheus_stopped_mid_rollout_holds_and_says_why(
+    release_ws: ExampleWorkspace, exporter: Exporter, tmp_path: Path
+) -> None:
+    binary = prometheus_binary()
+    if binary is None:
+        pytest.skip("no prometheus binary (apt-get install prometheus)")
+    own = start_prometheus(binary, tmp_path / "own-prometheus", exporter.port)
+    try:
+        live = _live(release_ws, exporter, own)
+        live.traffic(base_errors=10, cand_errors=10)
+        assert live.advance() == "advance"
+        live.traffic(base_errors=10, cand_errors=10)
+    finally:
+        own.stop()
+    ws = open_workspace(live.root)
+    try:
+        result = advance_rollout(ws, SERVICE)
+        assert result.decision.action == "hold"
+        (reason,) = result.decision.reasons
+        assert "no evidence" in reason and "stub_requests_total" in reason
+        assert service_state(ws, SERVICE).active_rollout is not None
+        assert result.rollout.step == 1
+        rep = rollout_status(ws, SERVICE)
+        assert rep.preview is not None and rep.preview.action == "hold"
+        assert any("did not answer the query" in p for p in rep.problems), rep.problems
+    finally:
+        ws.close()
