@@ -93,7 +93,7 @@ class PrometheusClient:
                     if len(body) > self.max_bytes:
                         raise QueryFailed(
                             f"the answer to the query {shown!r} is larger than "
-                            f"{self.max_bytes // (1024 * 1024)} MiB",
+                            f"{self.max_bytes:,} bytes",
                             hint="narrow the selector with label matchers",
                         )
                     if time.monotonic() > deadline:

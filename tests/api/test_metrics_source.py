@@ -17,14 +17,17 @@ from releaser.api.rollout_status import rollout_status
 from releaser.api.rollouts import advance_rollout, service_state, start_rollout
 from releaser.api.workspace import open_workspace
 from releaser.demo.workspace import ExampleWorkspace
-from tests.integrations.prometheus_fixture import (  # noqa: F401  (fixtures)
+from tests.integrations import prometheus_fixture
+from tests.integrations.prometheus_fixture import (
     Exporter,
     Prometheus,
-    exporter,
-    prometheus,
     prometheus_binary,
     start_prometheus,
 )
+
+# The session fixtures: one Prometheus and one exporter per test process.
+exporter = prometheus_fixture.exporter
+prometheus = prometheus_fixture.prometheus
 
 pytestmark = [pytest.mark.slow, pytest.mark.prometheus]
 SERVICE = "case-triage"
