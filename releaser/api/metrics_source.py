@@ -77,13 +77,20 @@ class PrometheusMetricsSource:
     """Counter and histogram increases per step from Prometheus (``source: prometheus``)."""
 
     def __init__(
-        self, service: str, spec: PrometheusMetrics, client: PrometheusClient | None = None
+        self,
+        service: str,
+        spec: PrometheusMetrics,
+        client: PrometheusClient | None = None,
+        *,
+        store: Store | None = None,
     ) -> None:
         from releaser.integrations.prometheus import PrometheusClient
 
         self.service = service
         self.spec = spec
         self.client = client or PrometheusClient(spec.url, timeout_s=spec.timeout_s)
+        self.store = store
+        """Where a shadow step's mirrored calls are counted (only the gateway sees them)."""
 
     def read(self, rollout: Rollout, now: str) -> Metrics:
         """Each step's increases per variant; raises :class:`NoEvidence` when there are none."""
@@ -120,6 +127,13 @@ class PrometheusMetricsSource:
                     quality_count=quality.get("count"),
                     quality_sumsq=quality.get("sumsq"),
                 )
+        shadows = [i for i in range(len(bounds) - 1) if rollout.steps[i].shadow is not None]
+        if shadows and self.store is not None:
+            # A shadow step's candidate serves nobody: its mirrored calls and their
+            # agreement are what the gateway counted in the store.
+            stored = self.store.read_metrics(rollout.id)
+            for i in shadows:
+                out[(i, "candidate")] = stored.get((i, "candidate"), VariantStats())
         return out
 
     def _names(self) -> list[str]:
@@ -174,7 +188,7 @@ def metrics_source(ws: Workspace, service: str) -> MetricsSource:
     """The source releaser.yaml names for ``service`` (the store unless it says Prometheus)."""
     spec = ws.config.service(service).metrics
     if spec.source == "prometheus":
-        return PrometheusMetricsSource(service, spec.server)
+        return PrometheusMetricsSource(service, spec.server, store=ws.store)
     return StoreMetrics(ws.store)
 
 
