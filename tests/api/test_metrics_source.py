@@ -201,3 +201,51 @@ def test_prometheus_stopped_mid_rollout_holds_and_says_why(
         assert any("did not answer the query" in p for p in rep.problems), rep.problems
     finally:
         ws.close()
+
+
+def test_a_shadow_steps_candidate_figures_come_from_the_store(
+    tmp_path: Path, exporter: Exporter, prometheus: Prometheus
+) -> None:
+    """The candidate serves nobody in a shadow step: its mirrored calls are the gateway's
+    (in the store); the baseline's counts still come from Prometheus."""
+    from releaser.api.context import utc_now
+    from releaser.api.metrics_source import PrometheusMetricsSource
+    from releaser.config.metrics import PrometheusMetrics
+    from releaser.core import rollout as ro
+    from releaser.core.shadow import ShadowPlan
+    from releaser.core.stats_aggregates import VariantStats
+    from releaser.store import open_store
+    from releaser.store.base import MetricDelta
+
+    test = uuid.uuid4().hex[:12]
+    steps = [
+        ro.StepPlan(
+            name="shadow", percent=0, bake_s=0, min_samples=0, shadow=ShadowPlan(percent=50)
+        ),
+        ro.StepPlan(name="all", percent=100, bake_s=0, min_samples=0),
+    ]
+    rollout = ro.start(
+        rollout_id=f"{test}-1",
+        service=SERVICE,
+        baseline="rb",
+        candidate="rc",
+        seed=1,
+        steps=steps,
+        now=utc_now(),
+    )
+    exporter.serve(test, "rb", 40, 1, 0.02)
+    exporter.serve(test, "rc", 0, 0, 0.02)
+    prometheus.wait_for(f'stub_requests_total{{test="{test}"}}', {"rb": 40, "rc": 0})
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    mirrored = VariantStats.of(errors=[False] * 9, scores=[1.0] * 8 + [0.0] * 1)
+    store.add_metrics([MetricDelta(rollout.id, 0, "candidate", mirrored)])
+    spec = PrometheusMetrics(
+        url=prometheus.url,
+        requests=f'stub_requests_total{{test="{test}"}}',
+        errors=f'stub_errors_total{{test="{test}"}}',
+        latency=f'stub_latency_seconds_bucket{{test="{test}"}}',
+    )
+    got = PrometheusMetricsSource(SERVICE, spec, store=store).read(rollout, utc_now())
+    assert (got[(0, "baseline")].requests, got[(0, "baseline")].errors) == (40, 1)
+    assert got[(0, "candidate")] == mirrored
+    store.close()

@@ -286,8 +286,8 @@ def test_prometheus_counts_decide_as_the_router_counts(seed: int) -> None:
 
 def test_prometheus_a_a_false_rollbacks_stay_under_one_percent() -> None:
     """A/A over 300 seeded rollouts of 4 steps at the rollout's default alpha (0.01), read
-    the Prometheus way (two replicas, a restart in every step): observed 0 rollbacks
-    (0.0%) with seeds 1000-1299; the bound is 1%."""
+    the Prometheus way (two replicas, a restart in every step): observed 1 rollback
+    (0.33%) with seeds 1000-1299, the other 299 promoted; the bound is 1%."""
     runs = 300
     rollbacks = 0
     for seed in range(1000, 1000 + runs):
@@ -297,7 +297,8 @@ def test_prometheus_a_a_false_rollbacks_stay_under_one_percent() -> None:
 
 
 def test_a_three_times_error_rate_is_caught_on_prometheus_counts() -> None:
-    """The simulation can fail: at 3x the baseline's error rate most rollouts roll back."""
+    """The simulation can fail: at 3x the baseline's error rate most rollouts roll back
+    (observed: 20 of 20 with seeds 2000-2019)."""
     caught = sum(
         _decisions(_simulate(seed, cand_error=0.06)[1])[-1][0] == "rollback"
         for seed in range(2000, 2020)
