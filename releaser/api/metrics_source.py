@@ -98,7 +98,7 @@ class PrometheusMetricsSource:
         sides = {rollout.candidate: "candidate"}
         if rollout.baseline is not None:
             sides[rollout.baseline] = "baseline"
-        fetched = {name: self._fetch(name, bounds) for name in self._names()}
+        fetched = {name: self._fetch(name, bounds) for name in self.queries()}
         out: dict[tuple[int, str], VariantStats] = {}
         label = self.spec.release_label
         for release, variant in sides.items():
@@ -136,7 +136,8 @@ class PrometheusMetricsSource:
                 out[(i, "candidate")] = stored.get((i, "candidate"), VariantStats())
         return out
 
-    def _names(self) -> list[str]:
+    def queries(self) -> list[str]:
+        """The names of the series read: requests, errors, latency, quality.* when set."""
         names = ["requests", "errors"]
         if self.spec.latency is not None:
             names.append("latency")
@@ -207,7 +208,7 @@ def check_metrics_sources(config: Config, *, now: float | None = None) -> list[s
             continue
         spec = svc.metrics.server
         client = PrometheusClient(spec.url, timeout_s=spec.timeout_s)
-        for which in PrometheusMetricsSource(name, spec, client)._names():
+        for which in PrometheusMetricsSource(name, spec, client).queries():
             selector = spec.selector(which, name)
             found = client.check(selector, at=at)
             note = f"{found} series" if found else "no series yet"
