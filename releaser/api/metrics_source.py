@@ -5,8 +5,9 @@ step and variant, a :class:`~releaser.core.stats_aggregates.VariantStats`.
 
 - :class:`StoreMetrics` reads what the router SDK and the gateway wrote to the store.
 - :class:`PrometheusMetricsSource` reads the raw counter samples of the service's series
-  (``metrics.prometheus`` in releaser.yaml) from the rollout's start to now in one query per
-  series, and splits them at the steps' start times (``releaser.core.prom_counts``). The
+  (``metrics.prometheus`` in releaser.yaml) from the rollout's start to now (one query per
+  selector and window of :data:`CHUNK_S`), and splits them at the steps' start times
+  (``releaser.core.prom_counts``). The
   series' release label tells the variants apart: the rollout's baseline release id is the
   baseline, its candidate release id the candidate; other releases are left out.
 
@@ -19,6 +20,7 @@ counter only after its first increment; ``releaser validate`` still checks it pa
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -48,6 +50,11 @@ __all__ = [
 
 Metrics = Mapping[tuple[int, str], VariantStats]
 """A rollout's aggregates by (step, variant)."""
+
+CHUNK_S = 6 * 3600.0
+"""Longest window one query asks for (6 h of 15-second scrapes of 200 series: ~8 MB)."""
+MIN_CHUNK_S = 60.0
+"""Shortest window a too-large answer is split down to before the read gives up."""
 
 
 class NoEvidence(ExternalUnavailable):
@@ -83,6 +90,8 @@ class PrometheusMetricsSource:
         client: PrometheusClient | None = None,
         *,
         store: Store | None = None,
+        chunk_s: float = CHUNK_S,
+        min_chunk_s: float = MIN_CHUNK_S,
     ) -> None:
         from releaser.integrations.prometheus import PrometheusClient
 
@@ -91,6 +100,7 @@ class PrometheusMetricsSource:
         self.client = client or PrometheusClient(spec.url, timeout_s=spec.timeout_s)
         self.store = store
         """Where a shadow step's mirrored calls are counted (only the gateway sees them)."""
+        self.chunk_s, self.min_chunk_s = chunk_s, min_chunk_s
 
     def read(self, rollout: Rollout, now: str) -> Metrics:
         """Each step's increases per variant; raises :class:`NoEvidence` when there are none."""
@@ -150,9 +160,9 @@ class PrometheusMetricsSource:
     def _fetch(self, name: str, bounds: Sequence[float]) -> list[Series]:
         """The series of one selector, samples from a lookback before the first step on."""
         selector = self.spec.selector(name, self.service)
-        window = bounds[-1] - bounds[0] + self.spec.lookback_s
+        start = bounds[0] - self.spec.lookback_s
         try:
-            series = self.client.raw_samples(selector, at=bounds[-1], window_s=window)
+            series = self._samples(selector, start, bounds[-1])
         except ReleaserError as exc:
             raise NoEvidence(exc.message, hint=exc.hint) from None
         label = self.spec.release_label
@@ -164,6 +174,30 @@ class PrometheusMetricsSource:
                 "rollout holds until there is evidence",
             )
         return series
+
+    def _samples(self, selector: str, start: float, end: float) -> list[Series]:
+        """Raw samples in (start, end], in windows of at most ``chunk_s``, each halved
+        while its answer is too large (a long rollout scraped often), joined per series."""
+        from releaser.integrations.prometheus import ResponseTooLarge, Series
+
+        joined: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
+        pending = [
+            (max(start, end - self.chunk_s * (k + 1)), end - self.chunk_s * k)
+            for k in range(max(1, math.ceil((end - start) / self.chunk_s)))
+        ]
+        while pending:
+            lo, hi = pending.pop()
+            try:
+                part = self.client.raw_samples(selector, at=hi, window_s=hi - lo)
+            except ResponseTooLarge:
+                if hi - lo <= self.min_chunk_s:
+                    raise
+                pending += [((lo + hi) / 2, hi), (lo, (lo + hi) / 2)]
+                continue
+            for s in part:
+                # Windows overlap by under a millisecond: a sample seen twice is one sample.
+                joined.setdefault(tuple(sorted(s.labels.items())), {}).update(s.samples)
+        return [Series(dict(key), sorted(samples.items())) for key, samples in joined.items()]
 
 
 def _bucket_increases(

@@ -2,7 +2,7 @@
 
 Raw samples, not ``increase()``: PromQL's ``increase()`` extrapolates to the window's edges
 and so returns fractional, approximate counts; canary analysis wants the exact difference
-of scraped values. An instant query of a range selector (``selector[Ns]`` at ``time=end``,
+of scraped values. An instant query of a range selector (``selector[Nms]`` at ``time=end``,
 ``/api/v1/query``) returns every scraped sample of every matching series in (end - N, end],
 one series at a time, so counter resets can be found per series before anything is added
 up (summing first, e.g. ``sum by (release)``, would hide a restart of one process behind
@@ -25,7 +25,7 @@ from releaser.config.metrics import redact_url
 from releaser.core.prom_counts import Sample
 from releaser.errors import BadInput, ExternalUnavailable
 
-__all__ = ["MAX_RESPONSE_BYTES", "PrometheusClient", "QueryFailed", "Series"]
+__all__ = ["MAX_RESPONSE_BYTES", "PrometheusClient", "QueryFailed", "ResponseTooLarge", "Series"]
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Largest answer read from Prometheus (a day of 15-second samples of 1,000 series is ~9 MB)."""
@@ -33,6 +33,10 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 class QueryFailed(BadInput):
     """Prometheus refused a query (HTTP 400: the selector does not parse, or the like)."""
+
+
+class ResponseTooLarge(QueryFailed):
+    """The answer was larger than the client reads (ask for a shorter window)."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,8 @@ class PrometheusClient:
 
     def raw_samples(self, selector: str, *, at: float, window_s: float) -> list[Series]:
         """Every sample of every series ``selector`` matches in (at - window_s, at]."""
-        seconds = max(1, math.ceil(window_s))
-        data = self._query(f"{selector}[{seconds}s]", at, shown=selector)
+        millis = max(1, math.ceil(window_s * 1000))
+        data = self._query(f"{selector}[{millis}ms]", at, shown=selector)
         if data.get("resultType") != "matrix":
             raise QueryFailed(
                 f"Prometheus answered the query {selector!r} with a {data.get('resultType')} "
@@ -91,7 +95,7 @@ class PrometheusClient:
                 for chunk in response.iter_bytes():
                     body += chunk
                     if len(body) > self.max_bytes:
-                        raise QueryFailed(
+                        raise ResponseTooLarge(
                             f"the answer to the query {shown!r} is larger than "
                             f"{self.max_bytes:,} bytes",
                             hint="narrow the selector with label matchers",

@@ -249,3 +249,78 @@ def test_a_shadow_steps_candidate_figures_come_from_the_store(
     assert (got[(0, "baseline")].requests, got[(0, "baseline")].errors) == (40, 1)
     assert got[(0, "candidate")] == mirrored
     store.close()
+
+
+def test_reading_in_short_windows_gives_the_same_counts(
+    exporter: Exporter, prometheus: Prometheus
+) -> None:
+    """A long rollout is read in windows, each halved while its answer is too large; the
+    counts are those of one read (no sample lost or counted twice at the seams)."""
+    import time
+
+    from releaser.api.context import utc_now
+    from releaser.api.metrics_source import PrometheusMetricsSource
+    from releaser.config.metrics import PrometheusMetrics
+    from releaser.core import rollout as ro
+    from releaser.integrations.prometheus import PrometheusClient, ResponseTooLarge, Series
+
+    test = uuid.uuid4().hex[:12]
+    exporter.serve(test, "rb", 100, 1, 0.02)
+    prometheus.wait_for(f'stub_requests_total{{test="{test}"}}', {"rb": 100})
+    steps = [ro.StepPlan(name=f"s{i}", percent=50 * i, bake_s=0, min_samples=0) for i in (1, 2)]
+    rollout = ro.start(
+        rollout_id=f"{test}-1",
+        service=SERVICE,
+        baseline="rb",
+        candidate="rc",
+        seed=1,
+        steps=steps,
+        now=utc_now(),
+    )
+    for n in range(6):
+        if n == 3:  # the candidate's process restarts once its count was scraped
+            prometheus.wait_for(
+                f'stub_requests_total{{test="{test}"}}', {"rc": exporter.value(test, "rc")}
+            )
+            exporter.restart(test, "rc")
+        exporter.serve(test, "rb", 10 + n, n % 2, 0.02 * (n + 1))
+        exporter.serve(test, "rc", 20 + n, n % 3, 0.03 * (n + 1))
+        time.sleep(0.6)
+        if n == 2:  # the next step begins once this one's requests were scraped
+            prometheus.wait_for(
+                f'stub_requests_total{{test="{test}"}}',
+                {r: exporter.value(test, r) for r in ("rb", "rc")},
+            )
+            rollout = ro.advance(rollout, now=utc_now())
+    prometheus.wait_for(
+        f'stub_requests_total{{test="{test}"}}',
+        {r: exporter.value(test, r) for r in ("rb", "rc")},
+    )
+    now = utc_now()
+    spec = PrometheusMetrics(
+        url=prometheus.url,
+        requests=f'stub_requests_total{{test="{test}"}}',
+        errors=f'stub_errors_total{{test="{test}"}}',
+        latency=f'stub_latency_seconds_bucket{{test="{test}"}}',
+        lookback_s=30,
+    )
+    whole = PrometheusMetricsSource(SERVICE, spec).read(rollout, now)
+
+    class Counting(PrometheusClient):
+        """The real client, counting the answers it found too large."""
+
+        too_large = 0
+
+        def raw_samples(self, selector: str, *, at: float, window_s: float) -> list[Series]:
+            try:
+                return super().raw_samples(selector, at=at, window_s=window_s)
+            except ResponseTooLarge:
+                self.too_large += 1
+                raise
+
+    small = Counting(prometheus.url, max_bytes=4500)
+    pieces = PrometheusMetricsSource(SERVICE, spec, small, chunk_s=4, min_chunk_s=0.1)
+    assert pieces.read(rollout, now) == whole
+    assert small.too_large > 0
+    assert whole[(0, "baseline")].requests == 10 + 11 + 12
+    assert sum(whole[(i, "candidate")].requests for i in (0, 1)) == sum(range(20, 26))
