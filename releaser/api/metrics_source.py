@@ -12,8 +12,8 @@ step and variant, a :class:`~releaser.core.stats_aggregates.VariantStats`.
   baseline, its candidate release id the candidate; other releases are left out.
 
 No evidence is never good news: Prometheus down or slow, a refused query, or a requests or
-latency query that matches no series of either release raises :class:`NoEvidence`, and the
-decision holds (see ``releaser.api.rollout_status.decide_step``). An errors query that
+latency query that matches no series of the baseline's or the candidate's release raises
+:class:`NoEvidence`, and the decision holds (see ``releaser.api.rollout_status.decide_step``). An errors query that
 matches no series is taken as no error yet, since prometheus-client exports a labelled
 counter only after its first increment; ``releaser validate`` still checks it parses.
 """
@@ -109,8 +109,21 @@ class PrometheusMetricsSource:
         if rollout.baseline is not None:
             sides[rollout.baseline] = "baseline"
         fetched = {name: self._fetch(name, bounds) for name in self.queries()}
-        out: dict[tuple[int, str], VariantStats] = {}
         label = self.spec.release_label
+        # Only the gateway sees a shadow step's candidate (its figures come from the store).
+        needed = [r for r, v in sides.items() if v == "baseline" or rollout.current.shadow is None]
+        for name in ("requests", "latency"):
+            present = {s.labels.get(label) for s in fetched.get(name, [])}
+            missing = [r for r in needed if r not in present]
+            if name in fetched and missing:
+                raise NoEvidence(
+                    f"the {name} query {self.spec.selector(name, self.service)!r} matches no "
+                    f"series with {label}={' or '.join(missing)} at Prometheus "
+                    f"{self.client.shown_url}",
+                    hint=f"the {label!r} label must hold the release id; the rollout holds "
+                    "until that release's series are scraped",
+                )
+        out: dict[tuple[int, str], VariantStats] = {}
         for release, variant in sides.items():
             mine = {
                 name: [s for s in series if s.labels.get(label) == release]

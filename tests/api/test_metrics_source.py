@@ -324,3 +324,37 @@ def test_reading_in_short_windows_gives_the_same_counts(
     assert small.too_large > 0
     assert whole[(0, "baseline")].requests == 10 + 11 + 12
     assert sum(whole[(i, "candidate")].requests for i in (0, 1)) == sum(range(20, 26))
+
+
+def test_no_series_of_the_candidate_release_is_no_evidence(
+    exporter: Exporter, prometheus: Prometheus
+) -> None:
+    """A label holding something else than the release id (or a candidate never scraped)
+    must not pass for a candidate without errors: the read says so and advance holds."""
+    from releaser.api.context import utc_now
+    from releaser.api.metrics_source import NoEvidence, PrometheusMetricsSource
+    from releaser.config.metrics import PrometheusMetrics
+    from releaser.core import rollout as ro
+
+    test = uuid.uuid4().hex[:12]
+    exporter.serve(test, "rb", 50, 0, 0.02)
+    exporter.serve(test, "model-v2", 50, 0, 0.02)  # not the candidate's release id
+    prometheus.wait_for(f'stub_requests_total{{test="{test}"}}', {"rb": 50, "model-v2": 50})
+    steps = [ro.StepPlan(name="all", percent=100, bake_s=0, min_samples=0)]
+    rollout = ro.start(
+        rollout_id=f"{test}-1",
+        service=SERVICE,
+        baseline="rb",
+        candidate="rc",
+        seed=1,
+        steps=steps,
+        now=utc_now(),
+    )
+    spec = PrometheusMetrics(
+        url=prometheus.url,
+        requests=f'stub_requests_total{{test="{test}"}}',
+        errors=f'stub_errors_total{{test="{test}"}}',
+        latency=f'stub_latency_seconds_bucket{{test="{test}"}}',
+    )
+    with pytest.raises(NoEvidence, match=r"requests query .* matches no series with release=rc"):
+        PrometheusMetricsSource(SERVICE, spec).read(rollout, utc_now())
