@@ -13,9 +13,10 @@ step and variant, a :class:`~releaser.core.stats_aggregates.VariantStats`.
 
 No evidence is never good news: Prometheus down or slow, a refused query, or a requests or
 latency query that matches no series of the baseline's or the candidate's release raises
-:class:`NoEvidence`, and the decision holds (see ``releaser.api.rollout_status.decide_step``). An errors query that
-matches no series is taken as no error yet, since prometheus-client exports a labelled
-counter only after its first increment; ``releaser validate`` still checks it parses.
+:class:`NoEvidence`, and the decision holds (see
+``releaser.api.rollout_status.decide_step``). An errors query that matches no series is
+taken as no error yet, since prometheus-client exports a labelled counter only after its
+first increment; ``releaser validate`` still checks it parses.
 """
 
 from __future__ import annotations
