@@ -351,6 +351,7 @@ def _limitations(facts: dict[str, Any]) -> list[str]:
         )
     out.append(
         "releaser checks SLOs and guardrails during rollouts only; between rollouts the "
-        "alerts in this runbook fire only if the team's monitoring implements them."
+        "SLO alerts fire only once the rules 'releaser alerts render' writes are loaded into "
+        "the team's Prometheus."
     )
     return out
