@@ -20,10 +20,17 @@ import yaml
 
 from releaser.api import notify
 from releaser.api.audit import audit_log, verify_audit
+from releaser.api.drills import DrillRecord
 from releaser.api.gates import run_gate
 from releaser.api.releases import create_release
 from releaser.api.rollback import rollback
-from releaser.api.rollouts import abort_rollout, pause_rollout, resume_rollout, start_rollout
+from releaser.api.rollouts import (
+    abort_rollout,
+    pause_rollout,
+    promote_rollout,
+    resume_rollout,
+    start_rollout,
+)
 from releaser.api.workspace import open_workspace
 from releaser.demo.traffic import drive_rollout, make_users
 from releaser.demo.workspace import ExampleWorkspace
@@ -317,3 +324,53 @@ def test_notify_test_posts_to_each_webhook_and_fails_on_one_that_refuses(
     hooks = {h["webhook"]: h for h in report["webhooks"]}
     assert hooks["ops"]["ok"] is False and hooks["ops"]["status"] == 404
     assert hooks["chat"]["ok"] is True
+
+
+def test_side_effects_left_owed_and_a_failed_drill_are_posted(
+    two_releases, receiver, tmp_path, monkeypatch
+) -> None:
+    """MLflow down during a rollback: traffic is back, the alias move stays owed, and the
+    webhook hears of both, with the command that finishes it."""
+    src, r1, r2 = two_releases
+    root = _with_webhooks(src, tmp_path / "ws", [{"name": "ops", "url": f"{receiver.url}/ops"}])
+    ws = open_workspace(root)
+    try:
+        start_rollout(ws, SERVICE, r2)
+        promote_rollout(ws, SERVICE, reason="ship")
+    finally:
+        ws.close()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    ws = open_workspace(root)
+    try:
+        result = rollback(ws, SERVICE, reason="mlflow outage")
+        assert result.switched and result.pending and result.warnings == []
+    finally:
+        ws.close()
+    events = [b["event"] for b in receiver.bodies("/ops")]
+    assert events[-2:] == ["rollout.rolled-back", "effects.pending"]
+    owed = receiver.bodies("/ops")[-1]
+    assert owed["stable"] == r1 and any("MLflow alias" in r for r in owed["reasons"])
+    assert any(f"releaser reconcile {SERVICE}" in r for r in owed["retry"])
+    # A drill that failed, as run_drill records it, is told once recorded.
+    record = DrillRecord(
+        service=SERVICE,
+        at="2026-03-04T09:00:00.000000Z",
+        kind="after-promotion",
+        from_release=r1,
+        to_release=r2,
+        ok=False,
+        time_to_revert_ms=None,
+        switch_ms=3.0,
+        ids_checked=2000,
+        actor="tester",
+        audit_verified=True,
+        detail="the router did not serve the target within 10 s",
+    )
+    ws = open_workspace(root)
+    try:
+        assert notify.drill_failed(ws, record) == []
+    finally:
+        ws.close()
+    drill = receiver.bodies("/ops")[-1]
+    assert drill["event"] == "drill.failed" and drill["release"] == r2
+    assert drill["reasons"] == ["the router did not serve the target within 10 s"]
