@@ -24,10 +24,13 @@ side effects owed) and ``drill.failed`` (:func:`drill_failed`).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -72,6 +75,8 @@ FAILED_ACTION = "notify.failed"
 MAX_REASONS = 20
 MAX_TEXT = 500
 _BACKOFF_S = 0.25
+_MAX_ANSWER = 65_536
+"""Bytes of a webhook's answer read (and dropped)."""
 _TITLES = {
     "rollout.started": "rollout started",
     "rollout.step-advanced": "rollout advanced a step",
@@ -177,9 +182,24 @@ def _hook_secrets(hooks: Sequence[Webhook]) -> list[str]:
     return found
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A webhook that redirects is answered as it stands: the body is not sent elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    # No proxies from the environment and no redirects: the payload goes where configured.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
 def _post(hook: Webhook, body: bytes, deadline: float, secrets: Sequence[str]) -> Delivery:
-    """POST ``body`` until it lands, the retries run out or ``deadline`` passes."""
-    import httpx
+    """POST ``body`` until it lands, the retries run out or ``deadline`` passes.
+
+    The standard library's client, not httpx: it loads in a tenth of the time, and
+    a rollback's notification should cost little more than the request.
+    """
 
     def fail(attempts: int, error: str, status: int | None = None) -> Delivery:
         for s in secrets:
@@ -195,28 +215,33 @@ def _post(hook: Webhook, body: bytes, deadline: float, secrets: Sequence[str]) -
         if not token:
             return fail(0, f"the environment variable {hook.token_env} (the token) is not set")
         headers[hook.header] = token
+    opener = _opener()
     error, status, attempts = "", None, 0
-    with httpx.Client(follow_redirects=False, trust_env=False) as client:
-        for attempt in range(hook.retries + 1):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            attempts = attempt + 1
-            try:
-                answer = client.post(url, content=body, headers=headers, timeout=left)
-            except httpx.HTTPError as exc:
-                error, status = f"{type(exc).__name__}: {exc}", None
-            else:
-                status = answer.status_code
-                if 200 <= status < 300:
-                    return Delivery(hook.name, "", True, attempts, status)
-                error = f"HTTP {status}"
-                if status != 429 and status < 500:
-                    break  # the webhook refuses this request: sending it again will not help
-            pause = min(_BACKOFF_S * 2**attempt, deadline - time.monotonic())
-            if pause <= 0 or attempt == hook.retries:
-                break
-            time.sleep(pause)
+    for attempt in range(hook.retries + 1):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        attempts = attempt + 1
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with opener.open(request, timeout=left) as answer:
+                answer.read(_MAX_ANSWER)
+                status = int(answer.status)
+        except urllib.error.HTTPError as exc:
+            status = int(exc.code)
+            exc.close()
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out
+            error, status = f"{type(exc).__name__}: {exc}", None
+        if status is not None and 200 <= status < 300:
+            return Delivery(hook.name, "", True, attempts, status)
+        if status is not None:
+            error = f"HTTP {status}"
+            if status != 429 and status < 500:
+                break  # the webhook refuses this request: sending it again will not help
+        pause = min(_BACKOFF_S * 2**attempt, deadline - time.monotonic())
+        if pause <= 0 or attempt == hook.retries:
+            break
+        time.sleep(pause)
     if not error:
         error = f"no answer within {hook.timeout_s:g} s"
     elif deadline - time.monotonic() <= 0:
