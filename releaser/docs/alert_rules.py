@@ -67,9 +67,11 @@ class BurnWindow:
 
 
 BURN_WINDOWS: tuple[BurnWindow, ...] = (
-    BurnWindow("BurnFast", "1h", "5m", 14.4, "page", "2m", "2% of the 30-day budget in 1 hour"),
-    BurnWindow("BurnMedium", "6h", "30m", 6.0, "page", "15m", "5% of the budget in 6 hours"),
-    BurnWindow("BurnSlow", "3d", "6h", 1.0, "ticket", "1h", "10% of the budget in 3 days"),
+    BurnWindow(
+        "BurnFast", "1h", "5m", 14.4, "page", "2m", "2% of the 30-day budget goes in an hour"
+    ),
+    BurnWindow("BurnMedium", "6h", "30m", 6.0, "page", "15m", "5% of the budget goes in 6 hours"),
+    BurnWindow("BurnSlow", "3d", "6h", 1.0, "ticket", "1h", "10% of the budget goes in 3 days"),
 )
 _WINDOWS = ("5m", "30m", "1h", "6h", "3d")
 
@@ -259,7 +261,7 @@ def render_alert_rules(
                 description=(
                     f"{bad_word.capitalize()} are above {win.factor:g} times the budget "
                     f"({budget:.6g}) over {win.long} and over {win.short}: at this rate "
-                    f"{win.spent} is spent."
+                    f"{win.spent}."
                 ),
                 runbook_url=f"{base}/{service}.md#{heading_anchor(name)}",
             )

@@ -262,3 +262,24 @@ def test_the_handover_pack_carries_the_rules(rollout_copy, cli, tmp_path) -> Non
     alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
     assert {a["labels"]["release"] for a in alerts} == {rollout_copy.stable}
     assert "## Prometheus alert rules" in (pack / "runbook.md").read_text(encoding="utf-8")
+
+
+def test_alerts_render_refuses_an_objective_no_bucket_can_measure(tmp_path: Path, cli) -> None:
+    config = tmp_path / "releaser.yaml"
+    config.write_text(
+        "project: p\nowners: [{name: A, email: a@example.org, role: owner}]\n"
+        "prompts: {backend: file}\n"
+        "services:\n  s:\n    prompts: [p]\n    slos: {latency_p95_ms: 60000}\n",
+        encoding="utf-8",
+    )
+    refused = cli("alerts", "render", "s", cwd=tmp_path)
+    assert refused.code == 2
+    assert "60000 ms is above the histogram's largest bucket (30000 ms)" in refused.err
+    assert "alerts.latency_buckets_s" in refused.err and "Traceback" not in refused.err
+    assert not (tmp_path / "alerts").exists()
+    config.write_text(config.read_text().replace("60000", "250"), encoding="utf-8")
+    done = cli("alerts", "render", "s", cwd=tmp_path)
+    assert done.code == 0, done.err
+    assert "wrote " in done.out and "ReleaserLatencyBurnFast [page]" in done.out
+    assert "no stable release yet" in done.err
+    assert (tmp_path / "alerts" / "s.rules.yml").is_file()
