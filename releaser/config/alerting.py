@@ -172,7 +172,7 @@ class Webhook(_Model):
     name: Slug = Field(description="Name shown in warnings and the audit log (not the URL).")
     url: str | None = Field(
         default=None,
-        pattern=r"^https?://[^\s/?#@]+(/\S*)?$",
+        pattern=r"^https?://[^\s/?#]+(/\S*)?$",
         max_length=2048,
         description="Where to POST. A URL that is itself a secret (Slack's) goes in url_env.",
     )
@@ -210,6 +210,16 @@ class Webhook(_Model):
         pattern=_ENV_NAME,
         description="Environment variable holding the header's value (never the value).",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        if value is not None and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            raise problem(
+                "the URL holds credentials (user:password@): they would be in the file",
+                hint="give the URL through url_env, or a token through header and token_env",
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Webhook:
