@@ -374,3 +374,34 @@ def test_side_effects_left_owed_and_a_failed_drill_are_posted(
     drill = receiver.bodies("/ops")[-1]
     assert drill["event"] == "drill.failed" and drill["release"] == r2
     assert drill["reasons"] == ["the router did not serve the target within 10 s"]
+
+
+def test_webhooks_get_only_their_services_and_events(receiver, tmp_path) -> None:
+    (tmp_path / "releaser.yaml").write_text(
+        "project: p\nowners: [{name: A, email: a@example.org, role: owner}]\n"
+        "prompts: {backend: file}\n"
+        "services:\n"
+        "  a: {prompts: [p], slos: {availability: 0.99}}\n"
+        "  b: {prompts: [q], slos: {availability: 0.99}}\n"
+        + yaml.safe_dump(
+            {
+                "notifications": [
+                    {"name": "all", "url": f"{receiver.url}/all"},
+                    {"name": "only-a", "url": f"{receiver.url}/a", "services": ["a"]},
+                    {"name": "breaches", "url": f"{receiver.url}/g", "events": ["guard.breach"]},
+                ]
+            }
+        )
+    )
+    ws = open_workspace(tmp_path)
+    try:
+        assert notify.notify(ws, "rollout.promoted", {"service": "b", "release": "r2"}) == []
+        assert notify.guard_breach(ws, "a", release="r3", reasons=["p95 above 800 ms"]) == []
+    finally:
+        ws.close()
+    assert [b["service"] for b in receiver.bodies("/all")] == ["b", "a"]
+    assert [b["event"] for b in receiver.bodies("/a")] == ["guard.breach"]
+    breach = receiver.bodies("/g")
+    assert [(b["event"], b["release"], b["reasons"]) for b in breach] == [
+        ("guard.breach", "r3", ["p95 above 800 ms"])
+    ]
