@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.api.audit import verify_audit
 from releaser.api.context import current_actor, utc_now
+from releaser.api.notify import drill_failed
 from releaser.api.releases import RELEASE_KIND, get_release
 from releaser.api.rollback import plan_rollback, rollback
 from releaser.api.state import ROLLOUT_KIND, SERVICE_KIND, service_state
@@ -272,6 +273,8 @@ def run_drill(
             context=actor.context,
         ),
     )
+    if not record.ok:  # told once it is recorded
+        record = record.model_copy(update={"notes": [*notes, *drill_failed(ws, record)]})
     return record
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from releaser.api import journal
+from releaser.api import journal, notify
 from releaser.api.context import current_actor, utc_now
 from releaser.api.journal import PRODUCTION_ALIAS
 from releaser.api.releases import get_release
@@ -80,6 +80,7 @@ class RollbackResult:
     switched: bool
     dry_run: bool = False
     side_effects: list[SideEffect] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def pending(self) -> list[SideEffect]:
@@ -97,6 +98,7 @@ class RollbackResult:
             "switched": self.switched,
             "dry_run": self.dry_run,
             "side_effects": [e.__dict__ for e in self.side_effects],
+            "warnings": self.warnings,
         }
 
 
@@ -198,9 +200,24 @@ def rollback(
     if plan.kind == "already":
         effects = journal.settle(ws, service=service) if side_effects else []
         return RollbackResult(plan, switched=False, side_effects=effects)
-    _switch(ws, _switch_of(ws, plan, reason, now))
-    effects = journal.settle(ws, service=service) if side_effects else []
-    return RollbackResult(plan, switched=True, side_effects=effects)
+    sw = _switch_of(ws, plan, reason, now)
+    _switch(ws, sw)
+    if not side_effects:  # nothing outside the store is touched (a drill's scratch copy)
+        return RollbackResult(plan, switched=True)
+    effects = journal.settle(ws, service=service)
+    told = notify.after_change(
+        ws,
+        "rollback",
+        service,
+        rollout=sw.rollout,
+        effects=effects,
+        stable=plan.to_release,
+        rolled_back=plan.from_release,
+        kind=plan.kind,
+        reasons=[reason],
+        at=now,
+    )
+    return RollbackResult(plan, switched=True, side_effects=effects, warnings=told)
 
 
 def _may_return_to(ws: Workspace, plan: RollbackPlan) -> None:

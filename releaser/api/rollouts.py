@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from releaser.api import journal
+from releaser.api import journal, notify
 from releaser.api.context import current_actor, utc_now
 from releaser.api.effects import prepare_targets
 from releaser.api.endpoints import require_endpoints
@@ -88,6 +88,7 @@ class AdvanceResult:
     rollout: ro.Rollout
     transitioned: bool
     side_effects: list[SideEffect] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -322,9 +323,9 @@ def start_rollout(
             steps=_steps(plan),
             now=now,
         )
-        return TransitionResult(
-            ro.promote(placeholder, now=now, reason="initial"), effects, warnings
-        )
+        done = ro.promote(placeholder, now=now, reason="initial")
+        warnings += notify.after_change(ws, "service.initial-release", service, effects=effects)
+        return TransitionResult(done, effects, warnings)
     if initial:
         raise BadInput(
             f"{service} already has a stable release ({state.stable})",
@@ -379,6 +380,7 @@ def start_rollout(
             **({"plan_drift": [c.path for c in pinned.drift]} if pinned.drift else {}),
         },
     )
+    warnings += notify.after_change(ws, "rollout.start", service, rollout=rollout, effects=targets)
     return TransitionResult(rollout, targets, warnings)
 
 
@@ -470,7 +472,8 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
             before={"step": rollout.step},
             after=evidence,
         )
-        return AdvanceResult(decision, new, True, targets)
+        told = notify.after_change(ws, "rollout.rollback", service, rollout=new, effects=targets)
+        return AdvanceResult(decision, new, True, targets, told)
     new = ro.advance(rollout, now=now, reasons=decision.reasons, actor=actor)
     if new.status == "promoted":
         _require_stable_endpoint(ws, state, new.candidate)
@@ -486,7 +489,7 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
             "rollout.promote",
             "; ".join(decision.reasons),
         )
-        return AdvanceResult(decision, result.rollout, True, result.side_effects)
+        return AdvanceResult(decision, result.rollout, True, result.side_effects, result.warnings)
     new_state = state.model_copy(update={"analysis": analysis})
     targets = _commit(
         ws,
@@ -501,7 +504,8 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
         before={"step": rollout.current.name},
         after={**evidence, "to_step": new.current.name, "percent": new.current.percent},
     )
-    return AdvanceResult(decision, new, True, targets)
+    told = notify.after_change(ws, "rollout.advance", service, rollout=new, effects=targets)
+    return AdvanceResult(decision, new, True, targets, told)
 
 
 def _require_stable_endpoint(ws: Workspace, state: ServiceState, release_id: str) -> None:
@@ -554,7 +558,9 @@ def _finish_promotion(
             get_release(ws, old.baseline) if old.baseline else None,
         ),
     )
-    return TransitionResult(new, targets)
+    return TransitionResult(
+        new, targets, notify.after_change(ws, action, new.service, rollout=new, effects=targets)
+    )
 
 
 def _simple(
@@ -583,7 +589,9 @@ def _simple(
         before={"status": rollout.status},
         after={"status": new.status},
     )
-    return TransitionResult(new, targets)
+    return TransitionResult(
+        new, targets, notify.after_change(ws, action, service, rollout=new, effects=targets)
+    )
 
 
 def pause_rollout(

@@ -214,6 +214,8 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "phase": ("gate_cmds", "phase_app"),
     "github": ("github_cmds", "app"),
     "store": ("store_cmds", "app"),
+    "alerts": ("alerts_cmds", "app"),
+    "notify": ("alerts_cmds", "notify_app"),
 }
 # Modules that add top-level commands to ``app`` when imported.
 _TOP_LEVEL_MODULES = ("rollback_cmds", "docs_cmds", "gate_cmds", "serve_cmds")

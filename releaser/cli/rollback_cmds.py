@@ -69,6 +69,8 @@ def rollback(
             "pending": ",".join(e.name for e in result.pending),
         }
     )
+    for text in result.warnings:
+        warn(text)
     if as_json:
         emit_json(result.to_dict())
     elif dry_run:

@@ -203,7 +203,7 @@ def advance(
     """
     from releaser.api.rollouts import advance_if_live, advance_rollout
     from releaser.cli.github import append_step_summary, set_outputs
-    from releaser.cli.output import emit_json, say
+    from releaser.cli.output import emit_json, say, warn
 
     ws = state(ctx).workspace()
     res = advance_if_live(ws, service) if if_live else advance_rollout(ws, service)
@@ -212,6 +212,8 @@ def advance(
         return
     d, r = res.decision, res.rollout
     set_outputs({"decision": d.action, "rollout_id": r.id, "status": r.status})
+    for text in res.warnings:
+        warn(text)
     append_step_summary(
         f"### releaser rollout advance: {service}\n\n**{d.action}** ({_where(r)})\n\n"
         + "\n".join(f"- {reason}" for reason in d.reasons)
@@ -224,6 +226,7 @@ def advance(
                 "rollout": r.to_value(),
                 "transitioned": res.transitioned,
                 "side_effects": [e.__dict__ for e in res.side_effects],
+                "warnings": res.warnings,
             }
         )
         return

@@ -24,6 +24,7 @@ from releaser.config.settings import MlflowSettings, PromptSettings, WorkspaceSe
 
 # The models load on first use; this is the one list of their public names.
 _LAZY = (
+    "AlertSettings",
     "ApprovalRule",
     "AttributeRule",
     "Budgets",
@@ -49,6 +50,7 @@ _LAZY = (
     "ShadowSpec",
     "Slos",
     "UserGroup",
+    "Webhook",
     "default_rollout_plan",
 )
 

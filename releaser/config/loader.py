@@ -201,6 +201,8 @@ _CONFIG_KEYS = frozenset(
         "store",
         "retention",
         "services",
+        "alerts",
+        "notifications",
     }
 )
 """The top-level keys of ``releaser.yaml`` (the fields of ``Config``; a test keeps them so),

@@ -24,6 +24,7 @@ __all__ = [
     "FUNCTION_PATTERN",
     "PREDICT_PATTERN",
     "SLUG_PATTERN",
+    "AlertSettings",
     "ApprovalRule",
     "AttributeRule",
     "Budgets",
@@ -54,6 +55,7 @@ __all__ = [
     "ShadowSpec",
     "Slos",
     "UserGroup",
+    "Webhook",
     "default_rollout_plan",
     "did_you_mean",
     "problem",
@@ -72,12 +74,14 @@ from releaser.config._common import (
     Loc,
     Slug,
     _compile,
+    _duplicates,
     _Model,
     did_you_mean,
     problem,
     raise_issues,
     unknown_group,
 )
+from releaser.config.alerting import AlertSettings, Webhook
 from releaser.config.service import (
     ApprovalRule,
     Budgets,
@@ -353,6 +357,16 @@ class Config(_Model):
     services: dict[Slug, Service] = Field(
         min_length=1, description="The services this repo releases, by name."
     )
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings,
+        description="How 'releaser alerts render' writes Prometheus rules from the SLOs.",
+    )
+    notifications: list[Webhook] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Webhooks told about rollout transitions (started, advanced, held, "
+        "promoted, rolled back, guard breach, owed side effects, failed drills).",
+    )
 
     @field_validator("escalation")
     @classmethod
@@ -368,6 +382,20 @@ class Config(_Model):
                     if group not in self.groups:
                         loc: Loc = ("services", name, "rollout", "steps", i, "groups", j)
                         issues.append(Issue(loc, *unknown_group(group, self.groups)))
+        for i, hook in enumerate(self.notifications):
+            issues += [
+                Issue(
+                    ("notifications", i, "services", j),
+                    f"no service {s!r}",
+                    did_you_mean(s, self.services),
+                )
+                for j, s in enumerate(hook.services)
+                if s not in self.services
+            ]
+        issues += [
+            Issue(("notifications", i, "name"), f"the webhook name {v!r} is used twice")
+            for i, v in _duplicates(h.name for h in self.notifications)
+        ]
         raise_issues(issues)
         return self
 

@@ -266,6 +266,8 @@ def _rollback_story(ws: Any, report: Report) -> None:
     """Section 6: a drill, then one command returns to the last known-good release."""
     from releaser.api.drills import run_drill
     from releaser.api.rollback import rollback
+    from releaser.api.workspace import open_workspace
+    from releaser.demo.webhooks import LocalReceiver, notify_to
     from releaser.router import Router
 
     report("")
@@ -284,10 +286,21 @@ def _rollback_story(ws: Any, report: Report) -> None:
     report("  the live service was not touched; the drill is recorded for the runbook")
     report("a week later caseworkers report wrong queues from model v2:")
     report(f"  releaser rollback {SERVICE} --to {back_to} --reason 'wrong queues' --yes")
-    result = rollback(ws, SERVICE, to=back_to, reason="wrong queues reported by caseworkers")
+    with LocalReceiver() as channel:  # the ops channel's webhook, on this machine
+        notify_to(ws.root, channel.url)
+        told = open_workspace(ws.root)
+        try:
+            result = rollback(
+                told, SERVICE, to=back_to, reason="wrong queues reported by caseworkers"
+            )
+        finally:
+            told.close()
+            notify_to(ws.root, None)
     report(f"  traffic switched: {result.plan.describe()}")
     for e in result.side_effects:
         report(f"    {e.name}: {e.status}" + (f" ({e.detail})" if e.detail else ""))
+    for body in channel.received:
+        report(f"  the ops channel's webhook received: {body['event']}: {body['title']}")
     with Router(ws.store_url) as router:
         got = {router.assign(SERVICE, f"user-{i}").release_id for i in range(1000)}
     report(f"  a router opened now gives 1000 users: {', '.join(sorted(str(g) for g in got))}")

@@ -19,6 +19,7 @@ from releaser.api.state import ROLLOUT_KIND, service_state
 from releaser.api.workspace import Workspace
 from releaser.config.service import PHASES
 from releaser.core.release import Release
+from releaser.docs.alert_rules import runbook_section
 from releaser.docs.alerts import build_alerts, rollback_command
 from releaser.docs.secrets import Redactor
 from releaser.errors import ReleaserError
@@ -293,6 +294,7 @@ def collect_facts(
         "irreversible": spec.irreversible,
         "rollback_command": rollback_command(service, "describe what went wrong"),
         "alerts": build_alerts(service, spec, ws.config.escalation),
+        "prometheus": runbook_section(service, spec.slos, ws.config.alerts, state.stable),
         "drill": drill,
         "gate": gate,
         "phases": phases,
@@ -349,6 +351,7 @@ def _limitations(facts: dict[str, Any]) -> list[str]:
         )
     out.append(
         "releaser checks SLOs and guardrails during rollouts only; between rollouts the "
-        "alerts in this runbook fire only if the team's monitoring implements them."
+        "SLO alerts fire only once the rules 'releaser alerts render' writes are loaded into "
+        "the team's Prometheus."
     )
     return out

@@ -350,6 +350,8 @@ def build_handover(ws: Workspace, service: str, out_dir: Path) -> HandoverResult
         }
     )
     files["atrs.json"] = _json({"standard": "ATRS", "version": ATRS_VERSION, "fields": atrs})
+    if facts["prometheus"]["yaml"]:  # the runbook's alerts, ready for Prometheus
+        files["alert-rules.yml"] = facts["prometheus"]["yaml"].encode()
     files["facts.json"] = _json({k: v for k, v in context.items() if k not in ("audit", "charts")})
     files["index.html"] = page.encode()
     files = {p: redactor.text(b.decode()).encode() for p, b in files.items()}

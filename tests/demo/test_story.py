@@ -24,6 +24,7 @@ def test_demo_tells_the_whole_story_and_the_audit_chain_holds(tmp_path: Path, cl
     assert "releaser drill case-triage" in text and "ms after the command" in text
     assert "traffic switched" in text and "already rolled back" in text
     assert "MLflow alias case-triage@production: done (v2 -> v1)" in text
+    assert "webhook received: rollout.rolled-back: case-triage: rolled back" in text
     # Section 7: the gate passes an as-good candidate and names the regressed slice.
     assert "PASSED" in text and "FAIL slice user_group=pilot-councils" in text
     assert "rollout start refused" in text

@@ -1,0 +1,456 @@
+"""Webhook notifications of rollout transitions: told after the fact, never in the way.
+
+A transition is committed first (state, audit event and owed side effects in one
+store transaction) and only then told to the webhooks under ``notifications:``
+in releaser.yaml, so a notification never announces something the store does
+not hold, and a webhook that is down changes nothing that happened.
+
+Posting is bounded: webhooks are posted in parallel, each within its own
+``timeout_s`` (retries with backoff included: on 5xx, 429 and lost
+connections), and the command waits no longer than the largest of them; a
+webhook still hanging then is left behind on a daemon thread. Nothing here
+raises: each failure comes back as a warning for the command to print, and is
+recorded in the audit log (``notify.failed``: which webhook, which event, what
+went wrong; never the URL, a token or the payload). Payloads pass through the
+same redactor as the runbooks, with the webhooks' own URLs and tokens added to
+the secrets it replaces.
+
+Events (``releaser.config.alerting.NOTIFY_EVENTS``): ``rollout.started``,
+``rollout.step-advanced``, ``rollout.held`` (paused), ``rollout.resumed``,
+``rollout.promoted``, ``rollout.rolled-back``, ``rollout.aborted``,
+``guard.breach`` (:func:`guard_breach`), ``effects.pending`` (a change left
+side effects owed) and ``drill.failed`` (:func:`drill_failed`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from releaser.api.context import current_actor, utc_now
+from releaser.api.workspace import Workspace
+from releaser.core.audit import EventDraft
+from releaser.core.effects import SideEffect
+from releaser.errors import ReleaserError
+
+if TYPE_CHECKING:
+    from releaser.api.drills import DrillRecord
+    from releaser.config.alerting import Webhook
+    from releaser.core.rollout import Rollout
+
+__all__ = [
+    "EVENT_OF_ACTION",
+    "Delivery",
+    "after_change",
+    "drill_failed",
+    "guard_breach",
+    "notify",
+    "send_test",
+    "slack_message",
+]
+
+EVENT_OF_ACTION: dict[str, str] = {
+    "rollout.start": "rollout.started",
+    "rollout.advance": "rollout.step-advanced",
+    "rollout.pause": "rollout.held",
+    "rollout.resume": "rollout.resumed",
+    "rollout.abort": "rollout.aborted",
+    "rollout.promote": "rollout.promoted",
+    "rollout.promote-forced": "rollout.promoted",
+    "service.initial-release": "rollout.promoted",
+    "rollout.rollback": "rollout.rolled-back",
+    "rollback": "rollout.rolled-back",
+}
+"""The notification each audited transition sends."""
+
+FAILED_ACTION = "notify.failed"
+MAX_REASONS = 20
+MAX_TEXT = 500
+_BACKOFF_S = 0.25
+_MAX_ANSWER = 65_536
+"""Bytes of a webhook's answer read (and dropped)."""
+_TITLES = {
+    "rollout.started": "rollout started",
+    "rollout.step-advanced": "rollout advanced a step",
+    "rollout.held": "rollout held",
+    "rollout.resumed": "rollout resumed",
+    "rollout.promoted": "release promoted",
+    "rollout.rolled-back": "rolled back",
+    "rollout.aborted": "rollout aborted",
+    "guard.breach": "post-promotion guard breached",
+    "effects.pending": "side effects left pending",
+    "drill.failed": "rollback drill failed",
+    "test": "test notification",
+}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How posting one event to one webhook went (no URL, no token: safe to print)."""
+
+    webhook: str
+    event: str
+    ok: bool
+    attempts: int
+    status: int | None = None
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``notify test --json``, the audit event)."""
+        return {
+            "webhook": self.webhook,
+            "event": self.event,
+            "ok": self.ok,
+            "attempts": self.attempts,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
+
+
+def _payload(ws: Workspace, event: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The generic JSON payload: event, service, releases, step, reasons, actor, at, links."""
+    actor = current_actor()
+    service = str(fields.get("service", ""))
+    links: dict[str, str] = {}
+    try:
+        base = ws.config.alerts.runbook_base_url.rstrip("/")
+        links["runbook"] = f"{base}/{service}.md"
+    except ReleaserError:
+        pass
+    if actor.context.get("run_url"):
+        links["run"] = str(actor.context["run_url"])
+    reasons = [_short(str(r)) for r in fields.get("reasons", ())][:MAX_REASONS]
+    body: dict[str, Any] = {
+        "event": event,
+        "title": f"{service}: {_TITLES.get(event, event)}",
+        **{k: v for k, v in fields.items() if k != "reasons"},
+        "reasons": reasons,
+        "actor": actor.name,
+        "at": fields.get("at") or utc_now(),
+        "links": links,
+    }
+    return body
+
+
+def slack_message(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A Slack incoming-webhook message (``text`` and ``blocks``) for a generic payload."""
+    title = str(payload["title"])
+    facts = [
+        ("Release", payload.get("release") or payload.get("candidate")),
+        ("Stable", payload.get("stable")),
+        ("Rollout", payload.get("rollout_id")),
+        ("Step", payload.get("step")),
+        ("By", payload.get("actor")),
+        ("At", payload.get("at")),
+    ]
+    fields = [{"type": "mrkdwn", "text": f"*{k}*\n`{v}`"} for k, v in facts if v][:10]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+        {"type": "section", "fields": fields},
+    ]
+    reasons = payload.get("reasons") or []
+    if reasons:
+        text = "\n".join(f"• {r}" for r in reasons)[:2900]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    links = payload.get("links") or {}
+    if links:
+        text = " | ".join(f"<{url}|{name}>" for name, url in sorted(links.items()))
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+    return {"text": title, "blocks": blocks}
+
+
+def _hook_secrets(hooks: Sequence[Webhook]) -> list[str]:
+    found = []
+    for h in hooks:
+        for name in (h.url_env, h.token_env):
+            if name and os.environ.get(name):
+                found.append(os.environ[name])
+        if h.url:
+            found.append(h.url)
+    return found
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A webhook that redirects is answered as it stands: the body is not sent elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    # No proxies from the environment and no redirects: the payload goes where configured.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
+def _post(hook: Webhook, body: bytes, deadline: float, secrets: Sequence[str]) -> Delivery:
+    """POST ``body`` until it lands, the retries run out or ``deadline`` passes.
+
+    The standard library's client, not httpx: it loads in a tenth of the time, and
+    a rollback's notification should cost little more than the request.
+    """
+
+    def fail(attempts: int, error: str, status: int | None = None) -> Delivery:
+        for s in secrets:
+            error = error.replace(s, "***")
+        return Delivery(hook.name, "", False, attempts, status, _short(error))
+
+    url = hook.url or os.environ.get(hook.url_env or "", "")
+    if not url:
+        return fail(0, f"the environment variable {hook.url_env} (the URL) is not set")
+    headers = {"Content-Type": "application/json", "User-Agent": "releaser-notify"}
+    if hook.header and hook.token_env:
+        token = os.environ.get(hook.token_env)
+        if not token:
+            return fail(0, f"the environment variable {hook.token_env} (the token) is not set")
+        headers[hook.header] = token
+    opener = _opener()
+    error, status, attempts = "", None, 0
+    for attempt in range(hook.retries + 1):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        attempts = attempt + 1
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with opener.open(request, timeout=left) as answer:
+                answer.read(_MAX_ANSWER)
+                status = int(answer.status)
+        except urllib.error.HTTPError as exc:
+            status = int(exc.code)
+            exc.close()
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out
+            error, status = f"{type(exc).__name__}: {exc}", None
+        if status is not None and 200 <= status < 300:
+            return Delivery(hook.name, "", True, attempts, status)
+        if status is not None:
+            error = f"HTTP {status}"
+            if status != 429 and status < 500:
+                break  # the webhook refuses this request: sending it again will not help
+        pause = min(_BACKOFF_S * 2**attempt, deadline - time.monotonic())
+        if pause <= 0 or attempt == hook.retries:
+            break
+        time.sleep(pause)
+    if not error:
+        error = f"no answer within {hook.timeout_s:g} s"
+    elif deadline - time.monotonic() <= 0:
+        error += f" (gave up after {hook.timeout_s:g} s)"
+    return fail(attempts, error, status)
+
+
+def _deliver(ws: Workspace, event: str, fields: Mapping[str, Any]) -> list[Delivery]:
+    """Post ``event`` to every webhook that takes it, in parallel, each within its timeout."""
+    service = str(fields.get("service", ""))
+    hooks = [
+        h
+        for h in ws.config.notifications
+        if (event in h.events or event == "test") and (not h.services or service in h.services)
+    ]
+    if not hooks:
+        return []
+    # Only with webhooks to tell: the docs package loads the runbook machinery.
+    from releaser.docs.secrets import MIN_SECRET_LENGTH, Redactor
+
+    secrets = _hook_secrets(hooks)
+    base = Redactor.from_environment(ws.store_url)
+    known = {*base.secrets, *(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)}
+    redactor = Redactor(tuple(sorted(known, key=lambda s: (-len(s), s))))
+    payload = redactor.value(_payload(ws, event, fields))
+    bodies = {
+        "json": json.dumps(payload, sort_keys=True).encode(),
+        "slack": json.dumps(slack_message(payload), sort_keys=True).encode(),
+    }
+    results: list[Delivery | None] = [None] * len(hooks)
+    start = time.monotonic()
+
+    def run(i: int, hook: Webhook) -> None:
+        try:
+            results[i] = _post(hook, bodies[hook.format], start + hook.timeout_s, secrets)
+        except Exception as exc:  # noqa: BLE001 - a notification must never fail a command
+            results[i] = Delivery(hook.name, event, False, 0, None, type(exc).__name__)
+
+    threads = [
+        threading.Thread(target=run, args=(i, h), daemon=True, name=f"notify-{h.name}")
+        for i, h in enumerate(hooks)
+    ]
+    for t in threads:
+        t.start()
+    for t, hook in zip(threads, hooks, strict=True):
+        # A little past the webhook's own deadline: its last attempt is cut off by it.
+        t.join(max(0.0, start + hook.timeout_s + 1.0 - time.monotonic()))
+    return [
+        Delivery(h.name, event, r.ok, r.attempts, r.status, r.error)
+        if r is not None
+        else Delivery(h.name, event, False, 0, None, f"no answer within {h.timeout_s:g} s")
+        for h, r in zip(hooks, results, strict=True)
+    ]
+
+
+def _record_failures(ws: Workspace, event: str, service: str, failed: list[Delivery]) -> str:
+    """An audit event naming the webhooks that did not take ``event``; '' or why it could not."""
+    actor = current_actor()
+    try:
+        ws.store.commit(
+            [],
+            EventDraft(
+                actor=actor.name,
+                action=FAILED_ACTION,
+                subject=f"service:{service}",
+                at=utc_now(),
+                after={"event": event, "failures": [d.to_dict() for d in failed]},
+                reason="a webhook did not take a notification",
+                context=actor.context,
+            ),
+        )
+    except ReleaserError as exc:
+        return f"the notification failure could not be audited: {exc.message}"
+    return ""
+
+
+def notify(ws: Workspace, event: str, payload: Mapping[str, Any]) -> list[str]:
+    """Tell the webhooks that take ``event`` about it; the warnings to show (never raises).
+
+    ``payload`` holds the event's facts (``service`` at least; ``rollout_id``,
+    ``stable``, ``candidate``, ``step``, ``reasons``...); the actor, the time and
+    links are added. Call it after the store transaction that made the change.
+    """
+    service = str(payload.get("service", ""))
+    try:
+        failed = [d for d in _deliver(ws, event, payload) if not d.ok]
+    except ReleaserError as exc:  # releaser.yaml unreadable: nobody can be told
+        return [_not_sent(event, exc)]
+    except Exception as exc:  # noqa: BLE001 - a notification must never fail a command
+        return [f"notifications not sent ({event}): {type(exc).__name__}"]
+    if not failed:
+        return []
+    warnings = [f"webhook {d.webhook} was not told {event}: {d.error}" for d in failed]
+    problem = _record_failures(ws, event, service, failed)
+    return warnings + ([problem] if problem else [])
+
+
+def _none_configured(ws: Workspace, service: str) -> bool:
+    """True when releaser.yaml plainly has no ``notifications:``, read without validating the
+    whole file (a rollback opens the store alone and need not pay for that)."""
+    if ws._config is not None or ws.degraded is not None:
+        return False
+    from releaser.config.loader import peek_service
+
+    peeked = peek_service(ws.config_path, service)
+    return peeked is not None and not peeked[0].get("notifications")
+
+
+def _not_sent(event: str, exc: ReleaserError) -> str:
+    first = getattr(exc, "first", None)
+    why = first() if callable(first) else exc.message.splitlines()[0]
+    return f"notifications not sent ({event}): {why}"
+
+
+def _rollout_fields(rollout: Rollout | None) -> dict[str, Any]:
+    if rollout is None:
+        return {}
+    last = rollout.decisions[-1] if rollout.decisions else None
+    return {
+        "rollout_id": rollout.id,
+        "status": rollout.status,
+        "baseline": rollout.baseline,
+        "candidate": rollout.candidate,
+        "step": rollout.current.name,
+        "percent": rollout.current.percent,
+        "reasons": list(last.reasons) if last is not None else [],
+        "at": last.at if last is not None else rollout.started_at,
+    }
+
+
+def after_change(
+    ws: Workspace,
+    action: str,
+    service: str,
+    *,
+    rollout: Rollout | None = None,
+    effects: Iterable[SideEffect] = (),
+    **fields: Any,
+) -> list[str]:
+    """Tell the webhooks about a committed transition (its audit ``action``), and about
+    the side effects it left owed; the warnings to show."""
+    event = EVENT_OF_ACTION.get(action, action)
+    if _none_configured(ws, service):
+        return []
+    try:
+        if not ws.config.notifications:
+            return []
+    except ReleaserError as exc:  # releaser.yaml unreadable: nobody can be told
+        return [_not_sent(event, exc)]
+    effects = list(effects)
+    base = {"service": service, **_rollout_fields(rollout), **fields}
+    if "stable" not in base:
+        from releaser.api.state import service_state
+
+        try:
+            base["stable"] = service_state(ws, service).stable
+        except ReleaserError:
+            base["stable"] = None
+    warnings = notify(ws, event, base)
+    pending = [e for e in effects if e.status == "failed"]
+    if pending:
+        owed = {
+            **base,
+            "reasons": [f"{e.name}: {e.detail}" for e in pending],
+            "retry": sorted({e.retry for e in pending if e.retry}),
+        }
+        warnings += notify(ws, "effects.pending", owed)
+    return warnings
+
+
+def guard_breach(
+    ws: Workspace,
+    service: str,
+    *,
+    release: str,
+    reasons: Sequence[str],
+    rolled_back_to: str | None = None,
+    evidence: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Tell the webhooks that the post-promotion guard found ``release`` breaching its SLOs
+    (call it after the rollback it caused is committed); the warnings to show."""
+    fields: dict[str, Any] = {
+        "service": service,
+        "release": release,
+        "reasons": list(reasons),
+        "rolled_back_to": rolled_back_to,
+    }
+    if evidence:
+        fields["evidence"] = dict(evidence)
+    return notify(ws, "guard.breach", fields)
+
+
+def drill_failed(ws: Workspace, record: DrillRecord) -> list[str]:
+    """Tell the webhooks that a rollback drill failed (after it is recorded)."""
+    return notify(
+        ws,
+        "drill.failed",
+        {
+            "service": record.service,
+            "at": record.at,
+            "stable": record.from_release,
+            "release": record.to_release,
+            "kind": record.kind,
+            "reasons": [record.detail or "the audit chain of the scratch copy did not verify"],
+        },
+    )
+
+
+def send_test(ws: Workspace, service: str) -> list[Delivery]:
+    """Post a ``test`` event to every webhook that takes ``service``'s events (nothing audited)."""
+    ws.config.service(service)
+    return _deliver(ws, "test", {"service": service, "reasons": ["a test from releaser"]})
