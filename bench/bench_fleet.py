@@ -1,0 +1,380 @@
+"""A fleet of router processes on one PostgreSQL store: rollback reach, flush load, connections.
+
+N router processes (default 50; N=1 in the same run as the baseline) follow one store
+(a scratch schema, dropped at the end), each assigning and recording a steady few hundred
+requests a second (``_fleet_worker.py``). A small workspace (one prompt on the file
+backend, no model) starts a rollout through the library API; each worker picks a probe
+unit in the candidate. Then, per cycle (rollout start -> all live -> measuring window ->
+rollback), it measures:
+
+- rollback reach: from the rollback's store commit (the moment a LISTEN connection of
+  this process receives its NOTIFY) and from the call's start, to the moment each router
+  first serves its probe something other than the candidate (``time.time()`` in every
+  process); p50/p99/max over routers and cycles. Target: p99 <= 1 s;
+- flush write load over the window, from PostgreSQL's statistics: metric batches
+  (``metric_batches`` inserts: one per flush transaction) and rows inserted or updated in
+  the metric tables, per second; plus ``pg_stat_database.xact_commit`` of the whole
+  database (every transaction, reads included, of anyone on the server);
+- connections held (``pg_stat_activity``, by each worker's ``application_name``).
+
+Run: .venv/bin/python bench/bench_fleet.py [N] [CYCLES]
+Store: $RELEASER_BENCH_POSTGRES_DSN or $RELEASER_TEST_POSTGRES_DSN, else the local server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import _rollback_setup as setup  # noqa: E402
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+CYCLES = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+RATE = 300  # assigns (and records) per second per router
+WINDOW_S = 10.0
+SETTLE_S = 2.0
+TIMEOUT_S = 60.0
+APP = "releaser_fleet"
+METRIC_TABLES = ("rollout_metrics", "rollout_latency_bins", "rollout_token_bins", "metric_batches")
+WORKER = Path(__file__).parent / "_fleet_worker.py"
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank)."""
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100 * len(s)) - 1))]
+
+
+def with_params(dsn: str, **params: str) -> str:
+    """``dsn`` (a URL) with query parameters added."""
+    from urllib.parse import quote
+
+    sep = "&" if "?" in dsn else "?"
+    return dsn + sep + "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
+
+
+def build(root: Path) -> str:
+    """Two releases of the bench service on the store in $RELEASER_STORE; r1 stable.
+
+    Returns r2, the release each cycle rolls out (and back).
+    """
+    from releaser.api.rollouts import start_rollout
+    from releaser.api.workspace import open_workspace
+
+    git = ["git", "-C", str(root)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "config", "user.email", "bench@example.org"], check=True)
+    subprocess.run([*git, "config", "user.name", "bench"], check=True)
+    (root / "releaser.yaml").write_text(setup.CONFIG.format(alias="production"))
+    for i, text in enumerate(["Summarise:", "Summarise briefly:"], start=1):
+        (root / f"v{i}.yaml").write_text(setup.PROMPT.format(text=text))
+        setup.releaser(root, "prompt", "register", f"v{i}.yaml")
+    setup.releaser(
+        root, "prompt", "promote", "assist-system", "1", "--to", "production", "--reason", "b"
+    )
+    setup.releaser(
+        root, "prompt", "promote", "assist-system", "2", "--to", "staging", "--reason", "b"
+    )
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "v1"], check=True)
+    created = setup.releaser(root, "release", "create", setup.SERVICE, "--json")
+    r1 = json.loads(created.stdout)["release"]["id"]
+    (root / "releaser.yaml").write_text(setup.CONFIG.format(alias="staging"))
+    subprocess.run([*git, "commit", "-qam", "v2"], check=True)
+    created = setup.releaser(root, "release", "create", setup.SERVICE, "--json")
+    r2 = str(json.loads(created.stdout)["release"]["id"])
+    ws = open_workspace(root)
+    try:
+        start_rollout(ws, setup.SERVICE, r1, initial=True)
+    finally:
+        ws.close()
+    return r2
+
+
+class Notices:
+    """A LISTEN connection in a thread: when each commit's NOTIFY for our schema arrived."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute("LISTEN releaser_changes")
+        self.schema = schema
+        self.arrivals: list[float] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for n in self.conn.notifies(timeout=0.2):
+                if n.payload.startswith(self.schema + ":"):
+                    with self.lock:
+                        self.arrivals.append(time.time())
+
+    def first_after(self, t: float, timeout_s: float = 10.0) -> float:
+        """The first arrival at or after ``t``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                later = [a for a in self.arrivals if a >= t]
+            if later:
+                return later[0]
+            time.sleep(0.005)
+        sys.exit("no NOTIFY arrived for the rollback's commit")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.conn.close()
+
+
+class Fleet:
+    """N worker processes and the lines each printed (one reader thread per worker)."""
+
+    def __init__(self, url: str, n: int) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        self.lines: dict[int, list[list[str]]] = {i: [] for i in range(n)}
+        self.lock = threading.Lock()
+        env = setup.child_env()
+        for i in range(n):
+            p = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(WORKER),
+                    with_params(url, application_name=f"{APP}_{i}"),
+                    setup.SERVICE,
+                    str(i),
+                    str(RATE),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            self.procs.append(p)
+            threading.Thread(target=self._read, args=(i, p), daemon=True).start()
+
+    def _read(self, i: int, p: subprocess.Popen[str]) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            with self.lock:
+                self.lines[i].append(line.split())
+
+    def wait_all(self, kind: str, count: int) -> list[float]:
+        """Block until every worker printed ``count`` lines of ``kind``; the count-th values."""
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            with self.lock:
+                got = [[ln for ln in self.lines[i] if ln[0] == kind] for i in self.lines]
+            if all(len(g) >= count for g in got):
+                return [float(g[count - 1][1]) for g in got]
+            dead = [i for i, p in enumerate(self.procs) if p.poll() not in (None, 0)]
+            if dead:
+                sys.exit(f"workers {dead} failed")
+            if time.monotonic() > deadline:
+                short = sum(len(g) < count for g in got)
+                sys.exit(f"{short} workers never printed {kind!r} #{count}")
+            time.sleep(0.02)
+
+    def finish(self) -> list[list[str]]:
+        """Stop every worker; each one's ``done`` line."""
+        for p in self.procs:
+            assert p.stdin is not None
+            p.stdin.close()
+        self.wait_all("done", 1)
+        with self.lock:
+            return [[ln for ln in self.lines[i] if ln[0] == "done"][0] for i in self.lines]
+
+
+def table_counts(conn: Any, schema: str) -> tuple[int, int, int]:
+    """(metric batches inserted, metric rows inserted+updated, database commits) so far."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    rows = conn.execute(
+        "SELECT relname, n_tup_ins, n_tup_upd FROM pg_stat_user_tables "
+        "WHERE schemaname = %s AND relname = ANY(%s)",
+        (schema, list(METRIC_TABLES)),
+    ).fetchall()
+    batches = sum(int(r[1]) for r in rows if r[0] == "metric_batches")
+    written = sum(int(r[1]) + int(r[2]) for r in rows)
+    xacts = conn.execute(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()[0]
+    return batches, written, int(xacts)
+
+
+def connections(conn: Any, n: int) -> list[int]:
+    """Connections each worker holds, by its application_name."""
+    rows = dict(
+        conn.execute(
+            "SELECT application_name, count(*) FROM pg_stat_activity "
+            "WHERE application_name LIKE %s GROUP BY 1",
+            (APP + "_%",),
+        ).fetchall()
+    )
+    return [int(rows.get(f"{APP}_{i}", 0)) for i in range(n)]
+
+
+@dataclass
+class Run:
+    """What one fleet size measured."""
+
+    n: int
+    from_commit: list[float] = field(default_factory=list)
+    from_start: list[float] = field(default_factory=list)
+    api_wall: list[float] = field(default_factory=list)
+    batches_s: list[float] = field(default_factory=list)
+    rows_s: list[float] = field(default_factory=list)
+    xacts_s: list[float] = field(default_factory=list)
+    conns: list[int] = field(default_factory=list)
+    flushed: int = 0
+    dropped: int = 0
+    error: str | None = None
+
+
+def run_fleet(root: Path, url: str, schema: str, r2: str, n: int, admin: Any) -> Run:
+    """Start ``n`` routers, then CYCLES of rollout start -> window -> rollback."""
+    from releaser.api.rollback import rollback
+    from releaser.api.rollouts import start_rollout
+    from releaser.api.workspace import open_workspace
+
+    run = Run(n)
+    notices = Notices(url, schema)
+    fleet = Fleet(url, n)
+    ws = open_workspace(root)
+    try:
+        fleet.wait_all("ready", 1)
+        for cycle in range(1, CYCLES + 1):
+            start_rollout(ws, setup.SERVICE, r2)
+            fleet.wait_all("live", cycle)
+            time.sleep(SETTLE_S)
+            before = table_counts(admin, schema)
+            t0 = time.monotonic()
+            time.sleep(WINDOW_S / 2)
+            run.conns = connections(admin, n)
+            time.sleep(WINDOW_S / 2)
+            after = table_counts(admin, schema)
+            span = time.monotonic() - t0
+            run.batches_s.append((after[0] - before[0]) / span)
+            run.rows_s.append((after[1] - before[1]) / span)
+            run.xacts_s.append((after[2] - before[2]) / span)
+            start = time.time()
+            rollback(ws, setup.SERVICE, reason="bench")
+            run.api_wall.append(time.time() - start)
+            committed = notices.first_after(start)
+            seen = fleet.wait_all("reverted", cycle)
+            run.from_commit += [s - committed for s in seen]
+            run.from_start += [s - start for s in seen]
+        for done in fleet.finish():
+            run.flushed += int(done[1])
+            run.dropped += int(done[3])
+    finally:
+        ws.close()
+        notices.close()
+        for p in fleet.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return run
+
+
+def show(runs: list[Run], load: str) -> None:
+    base, fleet = runs[0], runs[-1]
+
+    def line(what: str, f: str, target: str, b: str) -> None:
+        print(f"{what:<44} {f:>22} {target:>12} {b:>22}")
+
+    def lat(values: list[float]) -> str:
+        ms = [v * 1000 for v in values]
+        return f"{pct(ms, 50):.0f}/{pct(ms, 99):.0f}/{max(ms):.0f} ms"
+
+    print(f"\nload average before the run: {load}")
+    print(
+        f"routers: N={fleet.n} (baseline N={base.n}), {RATE} assigns+records/s each, "
+        f"{CYCLES} rollout+rollback cycles, {WINDOW_S:.0f} s window per cycle"
+    )
+    line("figure", f"N={fleet.n}", "target", f"baseline N={base.n}")
+    line(
+        "rollback commit -> router serves baseline",
+        lat(fleet.from_commit),
+        "p99<=1000 ms",
+        lat(base.from_commit),
+    )
+    line("  (p50/p99/max over routers x cycles)", "", "", "")
+    line(
+        "rollback call start -> router serves baseline",
+        lat(fleet.from_start),
+        "p99<=1000 ms",
+        lat(base.from_start),
+    )
+    line(
+        "rollback() wall (switch + side effects)",
+        f"{statistics.median(fleet.api_wall) * 1000:.0f} ms",
+        "-",
+        f"{statistics.median(base.api_wall) * 1000:.0f} ms",
+    )
+    for label, attr in (
+        ("metric flush transactions/s", "batches_s"),
+        ("metric rows inserted+updated/s", "rows_s"),
+        ("database commits/s (all, incl. reads)", "xacts_s"),
+    ):
+        f, b = statistics.mean(getattr(fleet, attr)), statistics.mean(getattr(base, attr))
+        line(label, f"{f:.1f}", "-", f"{b:.1f}")
+        line("  per router", f"{f / fleet.n:.2f}", "-", f"{b / base.n:.2f}")
+    line("connections held, total", str(sum(fleet.conns)), f"<= {fleet.n}", str(sum(base.conns)))
+    line(
+        "connections held, per router (min-max)",
+        f"{min(fleet.conns)}-{max(fleet.conns)}",
+        "1",
+        f"{min(base.conns)}-{max(base.conns)}",
+    )
+    line(
+        "requests flushed / dropped",
+        f"{fleet.flushed} / {fleet.dropped}",
+        "0 dropped",
+        f"{base.flushed} / {base.dropped}",
+    )
+
+
+def main() -> None:
+    import psycopg
+
+    dsn = (
+        os.environ.get("RELEASER_BENCH_POSTGRES_DSN")
+        or os.environ.get("RELEASER_TEST_POSTGRES_DSN")
+        or "postgresql://postgres@127.0.0.1:5432/test"
+    )
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    schema = f"releaser_fleet_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(dsn, autocommit=True)
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    url = with_params(dsn, options=f"-csearch_path={schema}")
+    os.environ["RELEASER_STORE"] = url
+    os.environ["RELEASER_ACTOR"] = "bench"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            r2 = build(root)
+            os.chdir(root)  # the prompt file backend and config are found from here
+            runs = [run_fleet(root, url, schema, r2, n, admin) for n in (1, N)]
+        show(runs, load)
+    finally:
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.close()
+
+
+if __name__ == "__main__":
+    main()
