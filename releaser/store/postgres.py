@@ -84,7 +84,7 @@ _METRICS_UPSERT, _BIN_UPSERT, _TOKEN_BIN_UPSERT = metric_upserts(
         %s::float8[]) AS u""",
     "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::int[], %s::bigint[])",
 )
-# A waiter re-reads the token (and sees whether the store was closed) at least this often.
+# A waiter re-reads the token at least this often, even when no notification came.
 _WAIT_SLICE_S = 1.0
 
 
@@ -122,6 +122,11 @@ class PostgresStore(AuditReads):
         self._listen_lock = threading.Lock()
         # The connection LISTEN was run on (a replaced connection must LISTEN again).
         self._listening_on: _Connection | None = None
+        # Notifications (and LISTENs) counted so far, and the token a waiter last read with
+        # the count and time of that read: while the count is unchanged, nothing committed
+        # since, and a router's wait every 250 ms needs no query (only its flushes do).
+        self._notices = 0
+        self._known: tuple[int, int, float] | None = None
         # Written to when a notification is consumed by someone else's query (or on
         # close), so a waiter sleeping in select() on the connection's socket wakes.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -225,7 +230,8 @@ class PostgresStore(AuditReads):
         ``timeout_s``. It LISTENs on the store's one connection and sleeps on its
         socket (the connection stays free for other calls meanwhile). The token is
         also re-read every second, so a notification that went astray delays a change
-        by a second at most. Threads of one store wait one at a time.
+        by a second at most; in between, a wait that heard no notification since the
+        last read trusts it (no query). Threads of one store wait one at a time.
         """
         deadline = time.monotonic() + max(0.0, timeout_s)
         if not self._listen_lock.acquire(timeout=max(0.0, timeout_s)):
@@ -235,15 +241,13 @@ class PostgresStore(AuditReads):
                 # LISTEN is committed before the token is read, so no commit after the
                 # read can go unnoticed (PostgreSQL's rule for setting up a listener).
                 self._listen()
-                token = self.change_token()
-                remaining = deadline - time.monotonic()
-                if token != last_token or remaining <= 0:
-                    return token
                 # The channel is shared by every schema in the database: any notification
                 # means "read the token again".
                 noticed, fd = self._drain_notifications()
-                if noticed:
-                    continue
+                token = self._current_token(noticed)
+                remaining = deadline - time.monotonic()
+                if token != last_token or remaining <= 0:
+                    return token
                 try:
                     wake = self._wake_r.fileno()
                     ready, _, _ = select.select([fd, wake], [], [], min(remaining, _WAIT_SLICE_S))
@@ -370,6 +374,22 @@ class PostgresStore(AuditReads):
 
     # -- internals ------------------------------------------------------------
 
+    def _current_token(self, noticed: bool) -> int:
+        """The change token: the last one read, unless a notification came since (or a
+        second passed), else read now."""
+        known = self._known
+        if (
+            not noticed
+            and known is not None
+            and known[1] == self._notices
+            and time.monotonic() - known[2] < _WAIT_SLICE_S
+        ):
+            return known[0]
+        seen = self._notices  # a notification during the read changes it: read again then
+        token = self.change_token()
+        self._known = (token, seen, time.monotonic())
+        return token
+
     def _listen(self) -> None:
         """LISTEN on the store's connection, committed, unless it already does."""
         listening = None
@@ -380,8 +400,9 @@ class PostgresStore(AuditReads):
         if listening is not None:
             # A notification consumed by another call's query reaches the waiter this way
             # (and is not kept in psycopg's backlog, which would grow without end).
-            listening.add_notify_handler(lambda _notice: self._wake())
+            listening.add_notify_handler(self._on_notify)
             self._listening_on = listening
+            self._notices += 1
 
     def _drain_notifications(self) -> tuple[bool, int]:
         """Consume what the server sent on the idle connection: (any notification, socket)."""
@@ -397,6 +418,8 @@ class PostgresStore(AuditReads):
                 noticed = False
                 while pgconn.notifies() is not None:
                     noticed = True
+                if noticed:
+                    self._notices += 1
                 return noticed, pgconn.socket
             except psycopg.Error as exc:
                 conn.close()  # replaced (and LISTENed on again) by the next call
@@ -404,6 +427,10 @@ class PostgresStore(AuditReads):
                     f"lost the change listener on the state store {self._url}: {self._scrub(exc)}",
                     hint="check that PostgreSQL is running; the next wait reconnects",
                 ) from exc
+
+    def _on_notify(self, _notice: psycopg.Notify) -> None:
+        self._notices += 1
+        self._wake()
 
     def _wake(self) -> None:
         try:
