@@ -7,15 +7,17 @@ backend, no model) starts a rollout through the library API; each worker picks a
 unit in the candidate. Then, per cycle (rollout start -> all live -> measuring window ->
 rollback), it measures:
 
-- rollback reach: from the rollback's store commit (the moment a LISTEN connection of
-  this process receives its NOTIFY) and from the call's start, to the moment each router
-  first serves its probe something other than the candidate (``time.time()`` in every
-  process); p50/p99/max over routers and cycles. Target: p99 <= 1 s;
+- rollback reach: from the rollback's store commit (the moment its ``commit`` call
+  returned in this process) and from the ``rollback()`` call's start, to the moment each
+  router first serves its probe something other than the candidate (``time.time()`` in
+  every process); p50/p99/max over routers and cycles. Target: p99 <= 1 s;
 - flush write load over the window, from PostgreSQL's statistics: metric batches
   (``metric_batches`` inserts: one per flush transaction) and rows inserted or updated in
   the metric tables, per second; plus ``pg_stat_database.xact_commit`` of the whole
   database (every transaction, reads included, of anyone on the server);
-- connections held (``pg_stat_activity``, by each worker's ``application_name``).
+- connections held (``pg_stat_activity``, by each worker's ``application_name``), and
+  how many of the routers' backends wait on a lock (sampled every 50 ms over the window:
+  flushes of many routers update the same few aggregate rows).
 
 Run: .venv/bin/python bench/bench_fleet.py [N] [CYCLES]
 Store: $RELEASER_BENCH_POSTGRES_DSN or $RELEASER_TEST_POSTGRES_DSN, else the local server.
@@ -103,43 +105,30 @@ def build(root: Path) -> str:
     return r2
 
 
-class Notices:
-    """A LISTEN connection in a thread: when each commit's NOTIFY for our schema arrived."""
+class CommitClock:
+    """Wraps a store's ``commit`` to note when each call returned (the COMMIT acknowledged).
 
-    def __init__(self, dsn: str, schema: str) -> None:
-        import psycopg
+    Instrumentation of the real store, in this process only: the rollback's switch is the
+    first commit after the call starts.
+    """
 
-        self.conn = psycopg.connect(dsn, autocommit=True)
-        self.conn.execute("LISTEN releaser_changes")
-        self.schema = schema
-        self.arrivals: list[float] = []
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+    def __init__(self, store: Any) -> None:
+        self.returned: list[float] = []
+        inner = store.commit
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            for n in self.conn.notifies(timeout=0.2):
-                if n.payload.startswith(self.schema + ":"):
-                    with self.lock:
-                        self.arrivals.append(time.time())
+        def commit(*args: Any, **kwargs: Any) -> Any:
+            event = inner(*args, **kwargs)
+            self.returned.append(time.time())
+            return event
 
-    def first_after(self, t: float, timeout_s: float = 10.0) -> float:
-        """The first arrival at or after ``t``."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.lock:
-                later = [a for a in self.arrivals if a >= t]
-            if later:
-                return later[0]
-            time.sleep(0.005)
-        sys.exit("no NOTIFY arrived for the rollback's commit")
+        store.commit = commit
 
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.conn.close()
+    def first_after(self, t: float) -> float:
+        """When the first commit after ``t`` returned."""
+        later = [r for r in self.returned if r >= t]
+        if not later:
+            sys.exit("the rollback committed nothing")
+        return later[0]
 
 
 class Fleet:
@@ -228,6 +217,16 @@ def connections(conn: Any, n: int) -> list[int]:
     return [int(rows.get(f"{APP}_{i}", 0)) for i in range(n)]
 
 
+def lock_waiters(conn: Any) -> int:
+    """The routers' backends waiting on a lock right now."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name LIKE %s AND wait_event_type = 'Lock'",
+        (APP + "_%",),
+    ).fetchone()
+    return int(row[0])
+
+
 @dataclass
 class Run:
     """What one fleet size measured."""
@@ -240,6 +239,7 @@ class Run:
     rows_s: list[float] = field(default_factory=list)
     xacts_s: list[float] = field(default_factory=list)
     conns: list[int] = field(default_factory=list)
+    lock_waits: list[int] = field(default_factory=list)
     flushed: int = 0
     dropped: int = 0
     error: str | None = None
@@ -252,9 +252,9 @@ def run_fleet(root: Path, url: str, schema: str, r2: str, n: int, admin: Any) ->
     from releaser.api.workspace import open_workspace
 
     run = Run(n)
-    notices = Notices(url, schema)
     fleet = Fleet(url, n)
     ws = open_workspace(root)
+    clock = CommitClock(ws.store)
     try:
         fleet.wait_all("ready", 1)
         for cycle in range(1, CYCLES + 1):
@@ -263,9 +263,10 @@ def run_fleet(root: Path, url: str, schema: str, r2: str, n: int, admin: Any) ->
             time.sleep(SETTLE_S)
             before = table_counts(admin, schema)
             t0 = time.monotonic()
-            time.sleep(WINDOW_S / 2)
+            while time.monotonic() - t0 < WINDOW_S:
+                run.lock_waits.append(lock_waiters(admin))
+                time.sleep(0.05)
             run.conns = connections(admin, n)
-            time.sleep(WINDOW_S / 2)
             after = table_counts(admin, schema)
             span = time.monotonic() - t0
             run.batches_s.append((after[0] - before[0]) / span)
@@ -274,7 +275,7 @@ def run_fleet(root: Path, url: str, schema: str, r2: str, n: int, admin: Any) ->
             start = time.time()
             rollback(ws, setup.SERVICE, reason="bench")
             run.api_wall.append(time.time() - start)
-            committed = notices.first_after(start)
+            committed = clock.first_after(start)
             seen = fleet.wait_all("reverted", cycle)
             run.from_commit += [s - committed for s in seen]
             run.from_start += [s - start for s in seen]
@@ -283,7 +284,6 @@ def run_fleet(root: Path, url: str, schema: str, r2: str, n: int, admin: Any) ->
             run.dropped += int(done[3])
     finally:
         ws.close()
-        notices.close()
         for p in fleet.procs:
             if p.poll() is None:
                 p.kill()
@@ -341,6 +341,16 @@ def show(runs: list[Run], load: str) -> None:
         "1",
         f"{min(base.conns)}-{max(base.conns)}",
     )
+
+    def waits(r: Run) -> str:
+        busy = sum(w > 0 for w in r.lock_waits) / len(r.lock_waits)
+        return f"{statistics.mean(r.lock_waits):.2f} ({busy:.0%} of samples)"
+
+    def slow(r: Run) -> str:
+        return f"{sum(v > 0.25 for v in r.from_commit)} of {len(r.from_commit)}"
+
+    line("routers waiting on a row lock (mean)", waits(fleet), "-", waits(base))
+    line("reach from commit > 250 ms", slow(fleet), "-", slow(base))
     line(
         "requests flushed / dropped",
         f"{fleet.flushed} / {fleet.dropped}",
