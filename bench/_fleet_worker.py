@@ -1,8 +1,8 @@
 """One router process of the fleet benchmark (run by ``bench_fleet.py``, not by hand).
 
-Usage: ``python _fleet_worker.py STORE_URL SERVICE INDEX RATE``. It builds a
-:class:`~releaser.router.Router` with its default intervals (so metrics flush at the
-router's normal interval) and, every tick of ``1 / TICKS_PER_S`` seconds:
+Usage: ``python _fleet_worker.py STORE_URL SERVICE INDEX RATE FLUSH_MS``. It builds a
+:class:`~releaser.router.Router` with its default refresh interval and a flush interval of
+``FLUSH_MS`` (the default is 500) and, every tick of ``1 / TICKS_PER_S`` seconds:
 
 - assigns and records ``RATE / TICKS_PER_S`` requests of random unit ids (outcomes with
   a latency and a 1% error rate, so the metric flushes carry real counts);
@@ -35,6 +35,7 @@ PROBE_IDS = [f"probe-{i}" for i in range(2000)]
 def main() -> None:
     """Route at a steady rate until stdin closes, reporting what the probe sees."""
     url, service, index, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    flush_ms = int(sys.argv[5])
     stop = threading.Event()
 
     def watch_stdin() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
     rng = random.Random(index)
     per_tick = max(1, rate // TICKS_PER_S)
     tick = 1.0 / TICKS_PER_S
-    router = Router(url)
+    router = Router(url, flush_interval_ms=flush_ms)
     print("ready", os.getpid(), flush=True)
     probe: str | None = None
     next_tick = time.monotonic()

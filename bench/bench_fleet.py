@@ -46,6 +46,7 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 50
 CYCLES = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 RATE = 300  # assigns (and records) per second per router
 WINDOW_S = 10.0
+SLOW_FLUSH_MS = 5000  # a third run: the same fleet flushing ten times less often
 SETTLE_S = 2.0
 TIMEOUT_S = 60.0
 APP = "releaser_fleet"
@@ -134,7 +135,7 @@ class CommitClock:
 class Fleet:
     """N worker processes and the lines each printed (one reader thread per worker)."""
 
-    def __init__(self, url: str, n: int) -> None:
+    def __init__(self, url: str, n: int, flush_ms: int) -> None:
         self.procs: list[subprocess.Popen[str]] = []
         self.lines: dict[int, list[list[str]]] = {i: [] for i in range(n)}
         self.lock = threading.Lock()
@@ -148,6 +149,7 @@ class Fleet:
                     setup.SERVICE,
                     str(i),
                     str(RATE),
+                    str(flush_ms),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -232,6 +234,7 @@ class Run:
     """What one fleet size measured."""
 
     n: int
+    flush_ms: int
     from_commit: list[float] = field(default_factory=list)
     from_start: list[float] = field(default_factory=list)
     api_wall: list[float] = field(default_factory=list)
@@ -245,14 +248,15 @@ class Run:
     error: str | None = None
 
 
-def run_fleet(root: Path, url: str, schema: str, r2: str, n: int, admin: Any) -> Run:
-    """Start ``n`` routers, then CYCLES of rollout start -> window -> rollback."""
+def run_fleet(root: Path, url: str, schema: str, r2: str, n: int, flush_ms: int, admin: Any) -> Run:
+    """Start ``n`` routers flushing every ``flush_ms``, then CYCLES of rollout start ->
+    window -> rollback."""
     from releaser.api.rollback import rollback
     from releaser.api.rollouts import start_rollout
     from releaser.api.workspace import open_workspace
 
-    run = Run(n)
-    fleet = Fleet(url, n)
+    run = Run(n, flush_ms)
+    fleet = Fleet(url, n, flush_ms)
     ws = open_workspace(root)
     clock = CommitClock(ws.store)
     try:
@@ -292,71 +296,62 @@ def run_fleet(root: Path, url: str, schema: str, r2: str, n: int, admin: Any) ->
 
 
 def show(runs: list[Run], load: str) -> None:
-    base, fleet = runs[0], runs[-1]
+    """The table: the fleet's figure, the target, the N=1 baseline, and the fleet again
+    flushing every SLOW_FLUSH_MS."""
+    base, fleet, slow_flush = runs
 
-    def line(what: str, f: str, target: str, b: str) -> None:
-        print(f"{what:<44} {f:>22} {target:>12} {b:>22}")
+    def line(what: str, f: str, target: str, b: str, s: str) -> None:
+        print(f"{what:<42} {f:>20} {target:>13} {b:>18} {s:>20}")
 
     def lat(values: list[float]) -> str:
         ms = [v * 1000 for v in values]
         return f"{pct(ms, 50):.0f}/{pct(ms, 99):.0f}/{max(ms):.0f} ms"
 
-    print(f"\nload average before the run: {load}")
-    print(
-        f"routers: N={fleet.n} (baseline N={base.n}), {RATE} assigns+records/s each, "
-        f"{CYCLES} rollout+rollback cycles, {WINDOW_S:.0f} s window per cycle"
-    )
-    line("figure", f"N={fleet.n}", "target", f"baseline N={base.n}")
-    line(
-        "rollback commit -> router serves baseline",
-        lat(fleet.from_commit),
-        "p99<=1000 ms",
-        lat(base.from_commit),
-    )
-    line("  (p50/p99/max over routers x cycles)", "", "", "")
-    line(
-        "rollback call start -> router serves baseline",
-        lat(fleet.from_start),
-        "p99<=1000 ms",
-        lat(base.from_start),
-    )
-    line(
-        "rollback() wall (switch + side effects)",
-        f"{statistics.median(fleet.api_wall) * 1000:.0f} ms",
-        "-",
-        f"{statistics.median(base.api_wall) * 1000:.0f} ms",
-    )
-    for label, attr in (
-        ("metric flush transactions/s", "batches_s"),
-        ("metric rows inserted+updated/s", "rows_s"),
-        ("database commits/s (all, incl. reads)", "xacts_s"),
-    ):
-        f, b = statistics.mean(getattr(fleet, attr)), statistics.mean(getattr(base, attr))
-        line(label, f"{f:.1f}", "-", f"{b:.1f}")
-        line("  per router", f"{f / fleet.n:.2f}", "-", f"{b / base.n:.2f}")
-    line("connections held, total", str(sum(fleet.conns)), f"<= {fleet.n}", str(sum(base.conns)))
-    line(
-        "connections held, per router (min-max)",
-        f"{min(fleet.conns)}-{max(fleet.conns)}",
-        "1",
-        f"{min(base.conns)}-{max(base.conns)}",
-    )
+    def each(fn: Any) -> tuple[str, str, str]:
+        return fn(fleet), fn(base), fn(slow_flush)
 
     def waits(r: Run) -> str:
         busy = sum(w > 0 for w in r.lock_waits) / len(r.lock_waits)
-        return f"{statistics.mean(r.lock_waits):.2f} ({busy:.0%} of samples)"
+        return f"{statistics.mean(r.lock_waits):.2f} ({busy:.0%})"
 
-    def slow(r: Run) -> str:
-        return f"{sum(v > 0.25 for v in r.from_commit)} of {len(r.from_commit)}"
-
-    line("routers waiting on a row lock (mean)", waits(fleet), "-", waits(base))
-    line("reach from commit > 250 ms", slow(fleet), "-", slow(base))
-    line(
-        "requests flushed / dropped",
-        f"{fleet.flushed} / {fleet.dropped}",
-        "0 dropped",
-        f"{base.flushed} / {base.dropped}",
+    print(f"\nload average before the run: {load}")
+    print(
+        f"N={fleet.n} routers (baseline N={base.n}), {RATE} assigns+records/s each, "
+        f"{CYCLES} rollout+rollback cycles, {WINDOW_S:.0f} s window per cycle"
     )
+    line(
+        "figure",
+        f"N={fleet.n}",
+        "target",
+        f"baseline N={base.n}",
+        f"N={slow_flush.n} flush {slow_flush.flush_ms / 1000:.0f} s",
+    )
+    f, b, s = each(lambda r: lat(r.from_commit))
+    line("rollback commit -> router serves baseline", f, "p99<=1000 ms", b, s)
+    line("  (p50/p99/max over routers x cycles)", "", "", "", "")
+    f, b, s = each(lambda r: lat(r.from_start))
+    line("rollback call -> router serves baseline", f, "p99<=1000 ms", b, s)
+    f, b, s = each(lambda r: f"{sum(v > 0.25 for v in r.from_commit)} of {len(r.from_commit)}")
+    line("  reaches over 250 ms after the commit", f, "-", b, s)
+    f, b, s = each(lambda r: f"{statistics.median(r.api_wall) * 1000:.0f} ms")
+    line("rollback() wall, median", f, "-", b, s)
+    for label, attr in (
+        ("metric flush transactions/s", "batches_s"),
+        ("metric rows inserted+updated/s", "rows_s"),
+        ("database commits/s (all users, reads too)", "xacts_s"),
+    ):
+        f, b, s = each(lambda r, a=attr: f"{statistics.mean(getattr(r, a)):.1f}")
+        line(label, f, "-", b, s)
+        f, b, s = each(lambda r, a=attr: f"{statistics.mean(getattr(r, a)) / r.n:.2f}")
+        line("  per router", f, "-", b, s)
+    f, b, s = each(lambda r: str(sum(r.conns)))
+    line("connections held, total", f, f"<= {fleet.n}", b, s)
+    f, b, s = each(lambda r: f"{min(r.conns)}-{max(r.conns)}")
+    line("connections held, per router (min-max)", f, "1", b, s)
+    f, b, s = each(waits)
+    line("backends waiting on a lock (mean, % busy)", f, "-", b, s)
+    f, b, s = each(lambda r: f"{r.flushed} / {r.dropped}")
+    line("requests flushed / dropped", f, "0 dropped", b, s)
 
 
 def main() -> None:
@@ -379,7 +374,10 @@ def main() -> None:
             root = Path(tmp)
             r2 = build(root)
             os.chdir(root)  # the prompt file backend and config are found from here
-            runs = [run_fleet(root, url, schema, r2, n, admin) for n in (1, N)]
+            runs = [
+                run_fleet(root, url, schema, r2, n, flush_ms, admin)
+                for n, flush_ms in ((1, 500), (N, 500), (N, SLOW_FLUSH_MS))
+            ]
         show(runs, load)
     finally:
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
