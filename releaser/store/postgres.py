@@ -277,19 +277,13 @@ class PostgresStore(AuditReads):
                 cur.execute, batch_id, ph="%s", now_s="extract(epoch FROM now())::bigint"
             ):
                 return False
-            # Every router's flush updates the same aggregate rows of a live rollout, and
-            # holds their locks until COMMIT: the upserts go in one round trip (not one
-            # each), so a flusher that loses the CPU between them keeps the others waiting
-            # for less. A threshold conflict is found after it and rolls everything back.
-            conn = cur.connection
-            with conn.pipeline(), conn.cursor() as bins, conn.cursor() as token_bins:
-                cur.execute(_METRICS_UPSERT, _columns([p.row() for p in prepared], 16))
-                if bin_rows:
-                    bins.execute(_BIN_UPSERT, _columns(bin_rows, 5))
-                if token_bin_rows:
-                    token_bins.execute(_TOKEN_BIN_UPSERT, _columns(token_bin_rows, 5))
+            cur.execute(_METRICS_UPSERT, _columns([p.row() for p in prepared], 16))
             if cur.rowcount != len(prepared):
                 raise find_threshold_conflict(prepared, lambda p: _stored_threshold(cur, p))
+            if bin_rows:
+                cur.execute(_BIN_UPSERT, _columns(bin_rows, 5))
+            if token_bin_rows:
+                cur.execute(_TOKEN_BIN_UPSERT, _columns(token_bin_rows, 5))
         return True
 
     def read_metrics(self, rollout_id: str) -> dict[tuple[int, str], VariantStats]:
