@@ -2,9 +2,11 @@
 
 ``Router(store)`` loads every ``route`` record into an immutable :class:`Snapshot` and
 starts one daemon thread that follows the store: on PostgreSQL it waits on LISTEN/NOTIFY
-(``store.wait_for_change``), on sqlite it polls ``change_token()`` every
-``refresh_interval_ms``; on a change it reloads and swaps the snapshot reference. The same
-thread flushes the metrics that :meth:`Router.record` counts every ``flush_interval_ms``.
+(``store.wait_for_change``, on the store's one connection: a router holds one server
+connection, so a fleet needs ``max_connections`` above its size), on sqlite it polls
+``change_token()`` every ``refresh_interval_ms``; on a change it reloads and swaps the
+snapshot reference. The same thread flushes the metrics that :meth:`Router.record` counts
+every ``flush_interval_ms``.
 
 The request path (:meth:`Router.assign`, :meth:`Router.record`) does no I/O and never
 waits on the store: ``assign`` reads one attribute holding a dict of precompiled closures.

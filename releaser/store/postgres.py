@@ -5,7 +5,10 @@ Every transition is one READ COMMITTED transaction that first locks the single
 and the audit chain: a writer that waited sees its predecessor's committed
 versions, so its compare-and-swap fails cleanly instead of overwriting. Each
 commit sends ``NOTIFY releaser_changes, '<schema>:<seq>'`` so routers can LISTEN:
-:meth:`PostgresStore.wait_for_change` does, on a dedicated autocommit connection.
+:meth:`PostgresStore.wait_for_change` does, on the store's one connection. One
+connection a store (so one a router process) is what lets a fleet of routers share a
+server: a second, dedicated listening connection doubled the count, and 50 routers
+then exhausted PostgreSQL's default ``max_connections = 100``.
 
 Metric batches do not take the head lock: additive upserts
 (``INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n``) merge concurrent
@@ -21,6 +24,8 @@ imports it only when a PostgreSQL URL is opened.
 from __future__ import annotations
 
 import secrets
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -79,7 +84,7 @@ _METRICS_UPSERT, _BIN_UPSERT, _TOKEN_BIN_UPSERT = metric_upserts(
         %s::float8[]) AS u""",
     "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::int[], %s::bigint[])",
 )
-# A waiter re-reads the token (and sees whether the store was closed) at least this often.
+# A waiter re-reads the token at least this often, even when no notification came.
 _WAIT_SLICE_S = 1.0
 
 
@@ -112,9 +117,21 @@ class PostgresStore(AuditReads):
         self._lock = threading.Lock()
         self._closed = False
         self._conn: _Connection | None = None
-        # The LISTEN connection has a lock of its own: a waiter must not block other calls.
+        # Waiters take turns; a waiter holds ``_lock`` only while it reads, never while it
+        # sleeps, so it does not block other calls on the connection.
         self._listen_lock = threading.Lock()
-        self._listener: _Connection | None = None
+        # The connection LISTEN was run on (a replaced connection must LISTEN again).
+        self._listening_on: _Connection | None = None
+        # Notifications (and LISTENs) counted so far, and the token a waiter last read with
+        # the count and time of that read: while the count is unchanged, nothing committed
+        # since, and a router's wait every 250 ms needs no query (only its flushes do).
+        self._notices = 0
+        self._known: tuple[int, int, float] | None = None
+        # Written to when a notification is consumed by someone else's query (or on
+        # close), so a waiter sleeping in select() on the connection's socket wakes.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         try:
             self._migrate(migrations)
         except BaseException:
@@ -210,36 +227,37 @@ class PostgresStore(AuditReads):
         """Block until the change token differs from ``last_token``; wakes on NOTIFY.
 
         Returns the new token, or the current one (``last_token``) after
-        ``timeout_s``. The token is also re-read every second, so a listener that
-        silently lost its connection delays a change by a second at most. Threads
-        of one store wait one at a time on its LISTEN connection.
+        ``timeout_s``. It LISTENs on the store's one connection and sleeps on its
+        socket (the connection stays free for other calls meanwhile). The token is
+        also re-read every second, so a notification that went astray delays a change
+        by a second at most; in between, a wait that heard no notification since the
+        last read trusts it (no query). Threads of one store wait one at a time.
         """
         deadline = time.monotonic() + max(0.0, timeout_s)
         if not self._listen_lock.acquire(timeout=max(0.0, timeout_s)):
             return self.change_token()
         try:
-            # LISTEN is in place before the token is read, so no commit after the read
-            # can go unnoticed. The token is read on the main connection: a query on the
-            # listening one could swallow a notification that arrives meanwhile.
-            listener = self._listening()
             while True:
-                token = self.change_token()
+                # LISTEN is committed before the token is read, so no commit after the
+                # read can go unnoticed (PostgreSQL's rule for setting up a listener).
+                self._listen()
+                # The channel is shared by every schema in the database: any notification
+                # means "read the token again".
+                noticed, fd = self._drain_notifications()
+                token = self._current_token(noticed)
                 remaining = deadline - time.monotonic()
                 if token != last_token or remaining <= 0:
                     return token
-                # The channel is shared by every schema in the database: wake on any
-                # notification, then re-read this store's token.
-                for _ in listener.notifies(timeout=min(remaining, _WAIT_SLICE_S), stop_after=1):
-                    pass
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self._close_listener()
-            raise ExternalUnavailable(
-                f"lost the change listener on the state store {self._url}: {self._scrub(exc)}",
-                hint="check that PostgreSQL is running; the next wait reconnects",
-            ) from exc
+                try:
+                    wake = self._wake_r.fileno()
+                    ready, _, _ = select.select([fd, wake], [], [], min(remaining, _WAIT_SLICE_S))
+                except (OSError, ValueError):
+                    continue  # the connection was closed meanwhile: the next read says so
+                if wake in ready:
+                    self._drain_wake()
         finally:
             if self._closed:
-                self._close_listener()
+                self._close_wake()
             self._listen_lock.release()
 
     def add_metrics(self, batch: Sequence[MetricDelta], *, batch_id: str | None = None) -> bool:
@@ -331,16 +349,17 @@ class PostgresStore(AuditReads):
         return Snapshot(read, backend="postgresql", url=self._url, batch_size=self._batch_size)
 
     def close(self) -> None:
-        """Close the connections; the store cannot be used afterwards."""
+        """Close the connection; the store cannot be used afterwards."""
         with self._lock:
             self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-        # A thread waiting on the listener closes it itself within a wait slice.
+            self._listening_on = None
+        self._wake()  # a waiter ends at once, and closes the wake-up sockets itself
         if self._listen_lock.acquire(blocking=False):
             try:
-                self._close_listener()
+                self._close_wake()
             finally:
                 self._listen_lock.release()
 
@@ -355,24 +374,81 @@ class PostgresStore(AuditReads):
 
     # -- internals ------------------------------------------------------------
 
-    def _listening(self) -> _Connection:
-        """The autocommit connection that LISTENs for commits (call with the listen lock)."""
-        if self._closed:
-            raise ReleaserError(f"the state store {self._url} is closed")
-        if self._listener is None or self._listener.closed:
-            conn = psycopg.connect(self._dsn, autocommit=True, **self._connect_kwargs)
-            try:
-                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            except BaseException:
-                conn.close()
-                raise
-            self._listener = conn
-        return self._listener
+    def _current_token(self, noticed: bool) -> int:
+        """The change token: the last one read, unless a notification came since (or a
+        second passed), else read now."""
+        known = self._known
+        if (
+            not noticed
+            and known is not None
+            and known[1] == self._notices
+            and time.monotonic() - known[2] < _WAIT_SLICE_S
+        ):
+            return known[0]
+        seen = self._notices  # a notification during the read changes it: read again then
+        token = self.change_token()
+        self._known = (token, seen, time.monotonic())
+        return token
 
-    def _close_listener(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+    def _listen(self) -> None:
+        """LISTEN on the store's connection, committed, unless it already does."""
+        listening = None
+        with self._transaction() as cur:
+            if self._listening_on is not cur.connection:
+                cur.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                listening = cur.connection
+        if listening is not None:
+            # A notification consumed by another call's query reaches the waiter this way
+            # (and is not kept in psycopg's backlog, which would grow without end).
+            listening.add_notify_handler(self._on_notify)
+            self._listening_on = listening
+            self._notices += 1
+
+    def _drain_notifications(self) -> tuple[bool, int]:
+        """Consume what the server sent on the idle connection: (any notification, socket)."""
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.closed or conn is not self._listening_on:
+                return True, -1  # lost meanwhile: the next round reconnects and LISTENs
+            pgconn = conn.pgconn
+            try:
+                # libpq may hold a notification already read with an earlier reply; the
+                # socket would then not wake select(), so look into its buffer too.
+                pgconn.consume_input()
+                noticed = False
+                while pgconn.notifies() is not None:
+                    noticed = True
+                if noticed:
+                    self._notices += 1
+                return noticed, pgconn.socket
+            except psycopg.Error as exc:
+                conn.close()  # replaced (and LISTENed on again) by the next call
+                raise ExternalUnavailable(
+                    f"lost the change listener on the state store {self._url}: {self._scrub(exc)}",
+                    hint="check that PostgreSQL is running; the next wait reconnects",
+                ) from exc
+
+    def _on_notify(self, _notice: psycopg.Notify) -> None:
+        self._notices += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # full (a wake-up is pending anyway) or closed (the store is)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass  # drained (would block) or closed
+
+    def _close_wake(self) -> None:
+        """Close the wake-up sockets (call with the listen lock)."""
+        self._wake_r.close()
+        self._wake_w.close()
 
     def _connection(self) -> _Connection:
         if self._closed:

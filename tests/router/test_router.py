@@ -269,6 +269,50 @@ def test_postgres_outage_and_recovery(tmp_path: Path, caplog: pytest.LogCaptureF
         backend.cleanup()
 
 
+@pytest.mark.postgres
+def test_routers_on_postgres_hold_one_connection_each(tmp_path: Path) -> None:
+    # A fleet of routers shares one server: with a LISTEN connection beside the store's
+    # own, each router held two, and 50 of them filled the default max_connections (100).
+    import uuid
+
+    import psycopg
+
+    from tests.store_backends import with_params
+
+    from .conftest import make_backend
+
+    backend = make_backend("postgres", tmp_path)
+    app = f"releaser_router_{uuid.uuid4().hex[:12]}"
+    writer = backend.open()
+    routers: list[Router] = []
+    try:
+        put_route(writer, rollout_route("svc", percent=100.0))
+        routers = [
+            Router(with_params(backend.url, application_name=f"{app}_{i}")) for i in range(5)
+        ]
+        assert all(r.assign("svc", "u1").variant == "candidate" for r in routers)
+        wait_until(lambda: False, timeout_s=0.5)  # each follow thread is listening by now
+        with psycopg.connect(backend.admin_dsn, autocommit=True) as admin:
+            held = dict(
+                admin.execute(
+                    "SELECT application_name, count(*) FROM pg_stat_activity "
+                    "WHERE application_name LIKE %s GROUP BY 1",
+                    (f"{app}_%",),
+                ).fetchall()
+            )
+        assert held == {f"{app}_{i}": 1 for i in range(5)}
+        # ... and each still follows a change through that one connection (a rollback).
+        put_route(writer, make_route("svc", stable="rel-stable"))
+        assert all(
+            wait_until(lambda r=r: r.assign("svc", "u1").variant == "stable") for r in routers
+        )
+    finally:
+        for r in routers:
+            r.close()
+        writer.close()
+        backend.cleanup()
+
+
 # -- status and lifecycle ----------------------------------------------------------
 
 
