@@ -200,6 +200,7 @@ _CONFIG_KEYS = frozenset(
         "github",
         "store",
         "retention",
+        "freezes",
         "services",
     }
 )
