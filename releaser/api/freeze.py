@@ -42,6 +42,7 @@ __all__ = [
     "ChangeFrozen",
     "FreezeChange",
     "FreezeView",
+    "freeze_facts",
     "freeze_service",
     "freeze_view",
     "freezes_now",
@@ -159,6 +160,21 @@ def freeze_view(ws: Workspace, service: str, now: str | None = None) -> FreezeVi
     in_force = active_freezes(windows, manual, moment)
     shown = rec.value if rec is not None and manual is not None else None
     return FreezeView(in_force, configured, shown, problems)
+
+
+def freeze_facts(ws: Workspace, service: str) -> dict[str, Any]:
+    """The freeze windows of ``service`` and its manual freeze as recorded, for the runbook.
+
+    No clock: whether the manual freeze is still in force is for ``rollout status`` to say.
+    """
+    windows = [
+        w.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for w in ws.config.freezes
+        if w.applies_to(service)
+    ]
+    rec = ws.store.get(FREEZE_KIND, service)
+    manual = rec.value if rec is not None and not rec.value.get("lifted") else None
+    return {"windows": windows, "manual": manual}
 
 
 def refuse_if_frozen(ws: Workspace, service: str, now: str, doing: str) -> None:

@@ -378,6 +378,35 @@ def test_a_window_in_releaser_yaml_refuses_by_name(frozen_ws) -> None:
         fresh.close()
 
 
+def test_the_runbook_lists_the_windows_and_the_manual_freeze(frozen_ws) -> None:
+    from releaser.docs.runbook import render_runbook
+
+    ws, *_ = frozen_ws
+    root = ws.root
+    cfg = root / "releaser.yaml"
+    cfg.write_text(
+        cfg.read_text() + "\nfreezes:\n"
+        "  - {name: weekend, from: 'Fri 16:00', to: 'Mon 08:00', timezone: Europe/London,"
+        " reason: nobody on call}\n"
+        "  - {name: christmas, dates: [2026-12-25, 2026-12-26]}\n"
+        "  - {name: other, dates: [2026-12-31], services: [case-triage]}\n"
+    )
+    subprocess.run(["git", "commit", "-qam", "freezes"], cwd=root, check=True)
+    ws.close()
+    fresh = open_workspace(root)
+    try:
+        freeze_service(fresh, SERVICE, until="2h", reason="elections", now=_iso(T0))
+        text = render_runbook(fresh, SERVICE)
+    finally:
+        fresh.close()
+    assert "## Change freezes" in text and "**Rollback, pause and abort always work**" in text
+    weekend = "| weekend | Fri 16:00 to Mon 08:00, every week | Europe/London | nobody on call |"
+    assert weekend in text
+    assert "| christmas | 2026-12-25, 2026-12-26 | UTC |  |" in text
+    assert "| manual (`releaser freeze`) | until 2026-03-02T11:00:00Z" in text
+    assert "releaser freeze case-triage --until 2h" in text
+
+
 def test_prompt_promotion_to_production_is_refused_during_a_freeze(frozen_ws) -> None:
     ws, *_ = frozen_ws
     freeze_service(ws, SERVICE, until="2h", reason="elections")  # the real clock: now + 2 h
