@@ -134,3 +134,45 @@ def test_explain_a_unit_and_export_the_cohort(release_ws: ExampleWorkspace, cli,
     assert [r["candidate"] for r in export["rows"]] == [None, r2]
     res = cli("explain", "cohort", SERVICE, "--from", "2020-01-01")
     assert res.code == 2 and "needs --from and --to" in res.err
+
+
+def test_freeze_killed_at_any_point_is_all_or_nothing_and_a_rerun_converges(
+    release_ws: ExampleWorkspace, cli
+) -> None:
+    """kill -9 during 'releaser freeze': the record and its audit event land together or
+    not at all, and the same command run again leaves exactly one freeze in force."""
+    import random
+    import signal
+    import sys
+    import time
+
+    root = release_ws.root
+    releaser = str(Path(sys.executable).parent / "releaser")
+    until = _iso(datetime.now(UTC) + timedelta(days=2))[:19] + "Z"
+    command = [releaser, "freeze", SERVICE, "--until", until, "--reason", "elections"]
+    began = time.monotonic()
+    assert subprocess.run(command, cwd=root, capture_output=True).returncode == 0
+    took = time.monotonic() - began  # only to spread the kill points over a run
+    assert cli("unfreeze", SERVICE, "--reason", "reset", cwd=root).code == 0
+    rng = random.Random(24)
+    for delay in sorted(rng.uniform(0.0, took) for _ in range(5)):
+        before = json.loads(cli("audit", "log", "--json").out)
+        proc = subprocess.Popen(
+            command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert cli("audit", "verify").code == 0
+        after = json.loads(cli("audit", "log", "--json").out)
+        new = [e["action"] for e in after[len(before) :]]
+        status = json.loads(cli("rollout", "status", SERVICE, "--json").out)["freezes"]
+        assert new in ([], ["freeze.set"])
+        assert (status["manual"] is not None) == (new == ["freeze.set"])
+        rerun = subprocess.run(command, cwd=root, capture_output=True, text=True)
+        assert rerun.returncode == 0, rerun.stderr
+        final = json.loads(cli("audit", "log", "--json").out)
+        assert [e["action"] for e in final[len(before) :]] == ["freeze.set"]
+        status = json.loads(cli("rollout", "status", SERVICE, "--json").out)["freezes"]
+        assert status["manual"]["until"] == until
+        assert cli("unfreeze", SERVICE, "--reason", "reset").code == 0
