@@ -8,6 +8,7 @@ the route history and must give every unit the same release and variant.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -227,3 +228,47 @@ def test_route_history_is_pruned_after_its_retention_and_the_live_version_kept(p
     assert explain_unit(ws, SERVICE, "u", at=later).release_id == r1
     with pytest.raises(NotFound, match="history starts at"):
         explain_unit(ws, SERVICE, "u", at=_iso(T0 + timedelta(hours=2)))
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgresql"])
+def test_route_history_explain_and_freeze_on_each_store_backend(
+    backend_name: str, release_ws: ExampleWorkspace, tmp_path: Path, monkeypatch
+) -> None:
+    """The same history, replay and freeze record on sqlite and on PostgreSQL."""
+    from releaser.api.freeze import freeze_service, freezes_now
+    from tests.store_backends import make_backend
+
+    if backend_name == "postgresql" and not os.environ.get("RELEASER_TEST_POSTGRES_DSN"):
+        pytest.skip("set RELEASER_TEST_POSTGRES_DSN to run the PostgreSQL store tests")
+    (tmp_path / "store").mkdir()
+    backend = make_backend(backend_name, tmp_path / "store")
+    monkeypatch.setenv("RELEASER_STORE", backend.url)
+    root = release_ws.root
+    try:
+        ws = open_workspace(root)
+        r1 = create_release(ws, SERVICE).release.id
+        assert run_gate(ws, SERVICE, r1).passed
+        start_rollout(ws, SERVICE, r1, initial=True, now=_iso(T0))
+        r2 = _candidate(root, ws)
+        ws = open_workspace(root)
+        t = T0 + timedelta(hours=1)
+        start_rollout(ws, SERVICE, r2, now=_iso(t))
+        rollback(ws, SERVICE, reason="drill", now=_iso(t + timedelta(hours=1)))
+        assert ws.store.url.split(":")[0] == backend.url.split(":")[0]
+        assert [p.route.step_name for p in route_periods(ws, SERVICE)] == [None, "internal", None]
+        staff = explain_unit(
+            ws,
+            SERVICE,
+            "s",
+            at=_iso(t + timedelta(minutes=1)),
+            attributes={"email": "a@example.org"},
+        )
+        assert (staff.release_id, staff.matched_group["name"]) == (r2, "staff")  # type: ignore[index]
+        assert explain_unit(ws, SERVICE, "s", at=_iso(t + timedelta(hours=2))).release_id == r1
+        freeze_service(ws, SERVICE, until="1d", reason="x", now=_iso(t))
+        assert [f.name for f in freezes_now(ws, SERVICE, _iso(t + timedelta(hours=3)))] == [
+            "manual"
+        ]
+        ws.close()
+    finally:
+        backend.cleanup()
