@@ -14,6 +14,7 @@ from releaser.api import journal
 from releaser.api.context import utc_now
 from releaser.api.endpoints import Endpoint, endpoints_of
 from releaser.api.freeze import FreezeView, freeze_view
+from releaser.api.metrics_source import NoEvidence, metrics_source
 from releaser.api.state import ROLLOUT_KIND, ServiceState, rollout_record, state_record
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     # numpy and scipy load with the analysis: only advance and status need them.
     from releaser.core.analysis import Decision
     from releaser.core.stats_guardrails import Agreement
+    from releaser.core.stats_state import AnalysisState
 
 Metrics = Mapping[tuple[int, str], VariantStats]
 """A rollout's stored aggregates by (step, variant), as the store reads them."""
@@ -34,6 +36,7 @@ Metrics = Mapping[tuple[int, str], VariantStats]
 __all__ = [
     "StatusReport",
     "decide_step",
+    "no_evidence_hold",
     "rollout_status",
     "shadow_agreement",
     "slow_threshold",
@@ -131,8 +134,12 @@ def decide_step(
     from releaser.core.stats_guardrails import Guardrails
     from releaser.core.stats_state import AnalysisState
 
+    analysis = AnalysisState.model_validate(state.analysis) if state.analysis else None
     if metrics is None:
-        metrics = ws.store.read_metrics(rollout.id)
+        try:
+            metrics = metrics_source(ws, rollout.service).read(rollout, now)
+        except NoEvidence as exc:
+            return no_evidence_hold(exc, analysis)
     if totals is None:
         totals = _with_slow_counts(
             _merged_totals(ws, rollout, metrics), slow_threshold(ws, rollout.service)
@@ -141,7 +148,6 @@ def decide_step(
     baseline, candidate = totals
     step = rollout.current
     guard = Guardrails(**rollout.guardrails) if rollout.guardrails else None
-    analysis = AnalysisState.model_validate(state.analysis) if state.analysis else None
     return decide(
         baseline,
         candidate,
@@ -155,6 +161,20 @@ def decide_step(
         comparisons=rollout.comparisons or ("error_rate", "latency", "quality_score"),  # type: ignore[arg-type]
         agreement=agreement,
         step_requests=step_requests(rollout, metrics),
+    )
+
+
+def no_evidence_hold(exc: NoEvidence, analysis: AnalysisState | None) -> Decision:
+    """Hold, saying why: the metrics source gave no evidence (the tests' state is kept)."""
+    from releaser.core.analysis import Decision
+    from releaser.core.stats_state import AnalysisState
+
+    return Decision(
+        action="hold",
+        reasons=[f"no evidence, so no decision: {exc.message}"],
+        tests=[],
+        breaches=[],
+        state=analysis or AnalysisState(),
     )
 
 
@@ -280,7 +300,14 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         )
     rollout, _rec = rollout_record(ws, state.active_rollout)
     problems: tuple[str, ...] = ()
-    metrics = ws.store.read_metrics(rollout.id)
+    missing: NoEvidence | None = None
+    try:
+        metrics = metrics_source(ws, service).read(rollout, now)
+    except ConfigError:  # releaser.yaml broken: the stored counts still show
+        metrics = ws.store.read_metrics(rollout.id)
+    except NoEvidence as exc:
+        missing, metrics = exc, {}
+        problems = (f"no evidence from the metrics source: {exc.message}",)
     totals = _merged_totals(ws, rollout, metrics)
     agreement = shadow_agreement(rollout, metrics)
     try:
@@ -288,14 +315,19 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
     except ConfigError as exc:
         # The stored figures still show; what needs releaser.yaml (the latency SLO for
         # slow counts, the decision preview) waits until the file validates again.
-        problems = (f"releaser.yaml is invalid, so there is no decision preview: {exc.first()}",)
+        problems += (f"releaser.yaml is invalid, so there is no decision preview: {exc.first()}",)
         baseline, candidate = totals
         preview = None
     else:
         baseline, candidate = _with_slow_counts(totals, threshold)
+        from releaser.core.stats_state import AnalysisState
+
         running = rollout.status == "running"
+        analysis = AnalysisState.model_validate(state.analysis) if state.analysis else None
         preview = (
-            decide_step(
+            no_evidence_hold(missing, analysis)
+            if running and missing is not None
+            else decide_step(
                 ws,
                 state,
                 rollout,

@@ -151,9 +151,17 @@ def validate(
     file: Annotated[
         Path | None, typer.Argument(help="The file (default: releaser.yaml found upwards).")
     ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Do not ask Prometheus whether its queries work.")
+    ] = False,
 ) -> None:
-    """Check releaser.yaml and report every problem with file:line and a hint."""
+    """Check releaser.yaml and report every problem with file:line and a hint.
+
+    Services whose metrics come from Prometheus have each query asked once (exit 2 when
+    Prometheus refuses one, 3 when it cannot be reached), unless ``--offline``.
+    """
     from releaser.api.init import config_warnings, validate_config
+    from releaser.api.metrics_source import check_metrics_sources
     from releaser.cli.output import warn
     from releaser.config import find_config
 
@@ -166,6 +174,8 @@ def validate(
     typer.echo(f"{path}: ok ({len(cfg.services)} service(s): {names})")
     for line in config_warnings(cfg):
         warn(line)
+    for line in [] if offline else check_metrics_sources(cfg):
+        typer.echo(line)
 
 
 @app.command()

@@ -37,7 +37,9 @@ def serve(
 ) -> None:
     """Run the HTTP gateway: each request goes to the release its unit id gets.
 
-    Request sizes, times and concurrency are bounded by the service's deploy.limits.
+    Request sizes, times and concurrency are bounded by the service's deploy.limits. The
+    gateway also answers /v1/rollouts/SERVICE/verdict, which Argo Rollouts' analysis asks
+    for releaser's decision on a step (see the Kubernetes page of the docs).
     Exits 2 for a port out of range or one that cannot be listened on, and when a release
     of the live route has no endpoint (deploy.upstreams.releases, or a running container).
     """
@@ -59,16 +61,34 @@ def k8s_render(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder to write the manifests into.")
     ] = Path("k8s"),
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Refuse to render (exit 2) rather than fill a setting with a default or "
+            "leave a group out; every such setting is named.",
+        ),
+    ] = False,
 ) -> None:
-    """Write the Rollout, HTTPRoute, InferenceService and Services at the live weights."""
-    from releaser.cli.output import say
+    """Write the Rollout, AnalysisTemplate, HTTPRoute, InferenceService and Services.
+
+    Each default render fills in (namespace, image, Gateway, verdict URL, ...) and each
+    group the HTTPRoute cannot express is printed as a warning naming the releaser.yaml
+    setting. A model location KServe cannot load exits 2 with nothing written.
+    """
+    from releaser.cli.output import say, warn
     from releaser.integrations.k8s import render_service, write_manifests
 
     ws = state(ctx).workspace()
-    paths = write_manifests(render_service(ws, service), out)
-    for path in paths:
+    rendered = render_service(ws, service, strict=strict)
+    for warning in rendered.warnings:
+        warn(f"{warning.setting}: {warning}")
+    for path in write_manifests(rendered.manifests, out):
         say(f"wrote {path}")
-    say(f"apply with: kubectl apply -f {out}  (render again after every rollout change)")
+    say(
+        f"apply with: kubectl apply -f {out}  (render again after a rollout start, promote or "
+        "rollback; Argo moves step by step on releaser's verdict)"
+    )
 
 
 @containers_app.command("up")

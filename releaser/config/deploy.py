@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from releaser.config._common import MAX_TIMEOUT_S, RepoPath, _Model, problem
 
 __all__ = [
+    "AnalysisSpec",
     "ContainerSpec",
     "DeploySpec",
     "EndpointRole",
@@ -177,10 +178,59 @@ class ContainerSpec(_Model):
     )
 
 
-class KubernetesSpec(_Model):
-    """What ``releaser k8s render`` writes: names, image and the serving details."""
+class AnalysisSpec(_Model):
+    """How Argo Rollouts asks releaser for its verdict on each step (``releaser k8s render``)."""
 
-    namespace: str = Field(default="default", pattern=_DNS_LABEL, description="Namespace.")
+    provider: Literal["web", "job"] = Field(
+        default="web",
+        description="web: Argo POSTs the verdict endpoint of 'releaser serve'; job: Argo runs "
+        "'releaser rollout advance' in a Job (for clusters where the gateway does not run).",
+    )
+    verdict_url: str | None = Field(
+        default=None,
+        description="Base URL of 'releaser serve' as the Argo controller reaches it "
+        "(provider web; default http://<service>-releaser.<namespace>.svc.cluster.local:8000).",
+    )
+    interval_s: int = Field(
+        default=60, ge=10, le=3_600, description="Seconds between two asks in one step."
+    )
+    max_hold_minutes: int | None = Field(
+        default=None,
+        ge=1,
+        le=43_200,
+        description="How long one step may hold before Argo pauses the rollout for a person "
+        "(default: twice the longest bake time plus an hour).",
+    )
+    releaser_image: str | None = Field(
+        default=None,
+        description="Image with releaser and the repository's releaser.yaml (provider job).",
+    )
+    store_secret: str | None = Field(
+        default=None,
+        pattern=_DNS_LABEL,
+        description="Secret holding the store DSN (provider job; default "
+        "'<service>-releaser-store').",
+    )
+    store_secret_key: str = Field(
+        default="dsn", min_length=1, description="Key of the DSN in store_secret."
+    )
+
+    @field_validator("verdict_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+
+class KubernetesSpec(_Model):
+    """What ``releaser k8s render`` writes: names, image and the serving details.
+
+    Settings left unset are filled by ``releaser k8s render`` with a default it names in a
+    warning (``--strict`` refuses them instead).
+    """
+
+    namespace: str | None = Field(
+        default=None, pattern=_DNS_LABEL, description="Namespace (default: 'default')."
+    )
     image: str | None = Field(
         default=None,
         description="Model-server image; '{release}' is replaced by the release id "
@@ -189,10 +239,10 @@ class KubernetesSpec(_Model):
     port: int = Field(default=8080, ge=1, le=65535, description="Container port.")
     # Kubernetes holds replicas in a 32-bit integer.
     replicas: int = Field(default=2, ge=1, le=2**31 - 1, description="Pods of the Rollout.")
-    gateway: str = Field(
-        default="releaser-gateway",
+    gateway: str | None = Field(
+        default=None,
         pattern=_DNS_LABEL,
-        description="Gateway API Gateway the HTTPRoute attaches to.",
+        description="Gateway API Gateway the HTTPRoute attaches to (default: 'releaser-gateway').",
     )
     hostnames: list[str] = Field(default_factory=list, description="HTTPRoute hostnames.")
     model_format: str = Field(
@@ -201,7 +251,11 @@ class KubernetesSpec(_Model):
     storage_uri: str | None = Field(
         default=None,
         description="KServe storageUri of the model; '{release}' is replaced by the release id "
-        "(default: the release's model source).",
+        "(default: the artifact location the release pinned, if KServe can load it).",
+    )
+    analysis: AnalysisSpec = Field(
+        default_factory=AnalysisSpec,
+        description="How Argo asks releaser's verdict on each step.",
     )
 
 

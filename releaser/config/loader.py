@@ -219,6 +219,7 @@ _SERVICE_KEYS = frozenset(
         "phases",
         "irreversible",
         "deploy",
+        "metrics",
     }
 )
 """The keys of a service (the fields of ``Service``; a test keeps them so), written out

@@ -35,6 +35,7 @@ from releaser.config._common import (
     unknown_group,
 )
 from releaser.config.deploy import DeploySpec
+from releaser.config.metrics import MetricsSpec
 
 
 class ModelSpec(_Model):
@@ -841,6 +842,12 @@ class Service(_Model):
         exclude=True,
         description="Where releases run and how the gateway finds them (docker, kubernetes, "
         "or upstream URLs).",
+    )
+    # Excluded too: where the counts are read is not part of what a release is.
+    metrics: MetricsSpec = Field(
+        default_factory=MetricsSpec,
+        exclude=True,
+        description="Where canary analysis reads its counts: the router (default) or Prometheus.",
     )
 
     @model_validator(mode="after")

@@ -5,7 +5,8 @@ unit gets (an in-process snapshot, no I/O), proxy to that release's upstream thr
 pooled keep-alive client (:mod:`releaser.serve.upstream_client`), stream the response
 back with ``X-Releaser-Release`` and ``X-Releaser-Variant`` added, and record latency and
 outcome for the variant (the router batches them into the store). ``/healthz`` and
-``/metrics`` are answered by the gateway.
+``/metrics`` are answered by the gateway, and so is ``/v1/rollouts/<service>/verdict``
+(:mod:`releaser.serve.verdict`) when the gateway is built for a workspace.
 
 Limits (``deploy.limits``, :class:`releaser.config.deploy.GatewayLimits`): past
 ``max_concurrent_requests`` proxied requests a request gets 503 with ``Retry-After``;
@@ -44,6 +45,7 @@ from releaser.serve.upstreams import Upstreams
 
 if TYPE_CHECKING:
     from releaser.router import Router
+    from releaser.serve.verdict import VerdictEndpoint
 
 __all__ = ["Gateway", "GatewaySettings"]
 
@@ -128,8 +130,11 @@ class Gateway:
         router: Router,
         upstreams: Upstreams,
         settings: GatewaySettings | None = None,
+        verdict: VerdictEndpoint | None = None,
     ) -> None:
         self.service = service
+        # ``/v1/rollouts/<service>/verdict`` (Argo's analysis asks it), when given.
+        self.verdict = verdict
         self.router = router
         self.upstreams = upstreams
         self.settings = settings or GatewaySettings()
@@ -169,6 +174,8 @@ class Gateway:
                 await self._health(send)
             elif path == self.settings.metrics_path:
                 await self._metrics(send)
+            elif self.verdict is not None and path.startswith("/v1/rollouts/"):
+                await self.verdict(scope, receive, send)
             else:
                 await self._bounded_proxy(scope, receive, send)
         elif kind == "lifespan":

@@ -126,7 +126,10 @@ def gateway_for(
         ups.close()
         raise
     try:
-        yield Gateway(service, router, ups, settings_of(deploy))
+        from releaser.serve.verdict import VerdictEndpoint
+
+        verdict = VerdictEndpoint(ws, service)
+        yield Gateway(service, router, ups, settings_of(deploy), verdict)
     finally:
         router.close()
         ups.close()

@@ -36,15 +36,19 @@ def test_k8s_render_writes_manifests(tmp_path: Path, cli) -> None:
     assert res.code == 0, res.err
     assert "kubectl apply -f" in res.out
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    # no release yet, and a prompt-only service: no InferenceService, and a warning says so
     assert files == [
+        "analysistemplate.yaml",
         "httproute.yaml",
-        "inferenceservice.yaml",
         "rollout.yaml",
         "service-canary.yaml",
         "service-stable.yaml",
     ]
     rollout = yaml.safe_load((tmp_path / "out" / "rollout.yaml").read_text())
     assert rollout["metadata"]["namespace"] == "assist-ns"
+    for setting in ("image", "gateway", "analysis.verdict_url", "storage_uri"):
+        assert f"warning: services.assist.deploy.kubernetes.{setting}:" in res.err
+    assert "kubernetes.namespace" not in res.err  # set: no warning
     # the default plan: 1% -> 5% -> 25% -> 100%
     weights = [
         s["setWeight"] for s in rollout["spec"]["strategy"]["canary"]["steps"] if "setWeight" in s

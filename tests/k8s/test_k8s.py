@@ -18,13 +18,15 @@ import yaml
 
 from releaser.config import parse_config
 from releaser.core.routing import GroupDef, ServiceRoute
-from releaser.integrations.k8s import Manifest, render_manifests, write_manifests
+from releaser.integrations.k8s import Manifest, write_manifests
+from releaser.integrations.k8s import render_manifests as render
 
 SCHEMAS = Path(__file__).parent / "schemas"
 CRD_SCHEMAS = {
     "Rollout": "rollout_v1alpha1.json",
     "HTTPRoute": "httproute_v1.json",
     "InferenceService": "inferenceservice_v1beta1.json",
+    "AnalysisTemplate": "analysistemplate_v1alpha1.json",
 }
 K8S_VERSION = "1.37.0"
 
@@ -54,6 +56,10 @@ services:
         image: "registry.example.org/triage:{release}"
         storage_uri: "s3://models/triage/{release}"
         hostnames: [triage.example.org]
+        gateway: public
+        port: 8080
+        model_format: mlflow
+        analysis: {verdict_url: "http://releaser.casework.svc:8000", interval_s: 30}
 """
 
 
@@ -74,6 +80,13 @@ def _mid_rollout(percent: float = 25.5) -> ServiceRoute:
         group_defs={"pilot": GroupDef(allow=["council-017", "council-042"])},
         seed=11,
     )
+
+
+def render_manifests(*args: Any, **kwargs: Any) -> list[Manifest]:
+    """The manifests of a fully configured service: render warns of nothing."""
+    rendered = render(*args, **kwargs)
+    assert rendered.warnings == []
+    return rendered.manifests
 
 
 def _by_kind(manifests: list[Manifest]) -> dict[str, dict[str, Any]]:
@@ -107,6 +120,7 @@ def _validate(body: dict[str, Any]) -> None:
 def test_mid_rollout_manifests_validate_and_carry_the_plan(percent: float) -> None:
     manifests = render_manifests("triage", _spec(), _mid_rollout(percent))
     assert sorted(m.kind for m in manifests) == [
+        "AnalysisTemplate",
         "HTTPRoute",
         "InferenceService",
         "Rollout",
@@ -117,16 +131,14 @@ def test_mid_rollout_manifests_validate_and_carry_the_plan(percent: float) -> No
         _validate(m.body)
     kinds = _by_kind(manifests)
     steps = kinds["Rollout"]["spec"]["strategy"]["canary"]["steps"]
-    # setWeight per plan step, an indefinite pause between: releaser decides when to move
-    assert steps == [
-        {"setWeight": 0},
-        {"pause": {}},
-        {"setWeight": 5},
-        {"pause": {}},
-        {"setWeight": 26},
-        {"pause": {}},
-        {"setWeight": 100},
-    ]
+    # setWeight per plan step, then an analysis of that step: releaser decides when to move
+    assert steps[::2] == [{"setWeight": 0}, {"setWeight": 5}, {"setWeight": 26}, {"setWeight": 100}]
+    for index, step in enumerate(steps[1::2]):
+        assert step["analysis"]["templates"] == [{"templateName": "triage-releaser-verdict"}]
+        assert step["analysis"]["args"] == [
+            {"name": "step", "value": str(index)},
+            {"name": "release", "value": "relcandidate0002"},
+        ]
     template = kinds["Rollout"]["spec"]["template"]
     assert (
         template["spec"]["containers"][0]["image"] == "registry.example.org/triage:relcandidate0002"
@@ -172,6 +184,9 @@ def test_after_rollback_everything_points_at_the_stable_release() -> None:
         ("HTTPRoute", ("spec", "hostnames", 0), "Not_A_Host"),
         ("InferenceService", ("spec", "predictor", "model", "modelFormat", "nam"), "x"),
         ("Servicetriage-stable", ("spec", "ports", 0, "port"), "eighty"),
+        ("Rollout", ("spec", "strategy", "canary", "steps", 1, "analysis", "templatez"), []),
+        ("AnalysisTemplate", ("spec", "metrics", 0, "provider", "web", "timeoutSeconds"), "30s"),
+        ("AnalysisTemplate", ("spec", "metrics", 0, "provider", "web", "jsonpath"), "$"),
     ],
 )
 def test_the_schemas_reject_broken_manifests(kind: str, path: tuple[Any, ...], bad: Any) -> None:
@@ -188,6 +203,7 @@ def test_write_manifests_writes_yaml_that_reads_back(tmp_path: Path) -> None:
     manifests = render_manifests("triage", _spec(), _mid_rollout())
     paths = write_manifests(manifests, tmp_path / "out")
     assert sorted(p.name for p in paths) == [
+        "analysistemplate.yaml",
         "httproute.yaml",
         "inferenceservice.yaml",
         "rollout.yaml",
