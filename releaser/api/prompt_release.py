@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from releaser.api import journal
+from releaser.api.context import utc_now
+from releaser.api.freeze import refuse_if_frozen
 from releaser.api.gate_predict import Progress
 from releaser.api.gates import GateReport, run_gate
 from releaser.api.releases import create_release
@@ -77,6 +79,9 @@ def release_prompt(
         live, _ = rollout_record(ws, state.active_rollout)
         if live.candidate == release.id:
             return PromptRelease(release, made.created, None, None, made.warnings, True)
+    # Refused before the gate runs: the rollout could not start anyway (a re-run that
+    # finds the rollout live, above, is not a new change).
+    refuse_if_frozen(ws, service, utc_now(), f"release prompt {prompt} v{version}")
     spec = ws.config.service(service)
     gate: GateReport | None = None
     if spec.eval is not None:

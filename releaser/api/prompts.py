@@ -195,6 +195,9 @@ def promote_prompt(
     rollback sets the alias again.
     """
     _need_reason(reason)
+    from releaser.api.freeze import refuse_prompt_if_frozen
+
+    refuse_prompt_if_frozen(ws, name, alias, utc_now())
     return _move(
         ws, name, alias, reason, "promote", lambda _current: version, expect_current, override
     )

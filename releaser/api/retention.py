@@ -9,7 +9,11 @@ The store keeps two things only for speed or for charts, and both grow with use:
   ``keep_releases``, and for ``gate_predictions_days`` after they were written;
   the gate's report (its evidence) is a separate record and is never pruned;
 - **latency histograms** of rollouts that ended ``rollout_histograms_days`` ago (when
-  set): their request, error and quality counts stay.
+  set): their request, error and quality counts stay;
+- **route history** (kind ``route_history``): each version of a service's routing record,
+  kept so ``releaser explain`` can replay a past assignment, is pruned
+  ``route_history_days`` (default 400) after it stopped applying, that is after the next
+  version's start; the version in force is always kept.
 
 Metric batch ids are already forgotten after a week by the store itself. Releases, gate
 reports, rollouts and their decisions, approvals, alias history and the audit log are
@@ -50,6 +54,7 @@ class PrunePlan:
     at: str
     predictions: list[dict[str, Any]] = field(default_factory=list)
     histograms: list[dict[str, Any]] = field(default_factory=list)
+    route_history: list[dict[str, Any]] = field(default_factory=list)
     kept_predictions: int = 0
     kept_releases: dict[str, list[str]] = field(default_factory=dict)
     applied: bool = False
@@ -58,7 +63,7 @@ class PrunePlan:
     @property
     def empty(self) -> bool:
         """True when there is nothing to remove."""
-        return not self.predictions and not self.histograms
+        return not self.predictions and not self.histograms and not self.route_history
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``store prune --json`` shape."""
@@ -94,6 +99,27 @@ def _protected(ws: Workspace, keep_latest: int) -> dict[str, list[str]]:
                     if rid and rid not in keep:
                         keep.append(str(rid))
     return protected
+
+
+def _old_routes(ws: Workspace, ended_before: datetime) -> list[dict[str, Any]]:
+    """Route history entries whose successor started before ``ended_before``."""
+    from releaser.api.routes import ROUTE_HISTORY_KIND
+
+    doomed: list[dict[str, Any]] = []
+    entries = ws.store.list(ROUTE_HISTORY_KIND, omit=("route",))
+    for rec, after in zip(entries, entries[1:], strict=False):
+        same = rec.value.get("service") == after.value.get("service")
+        if same and _parse(str(after.value["from"])) < ended_before:
+            doomed.append(
+                {
+                    "kind": ROUTE_HISTORY_KIND,
+                    "key": rec.key,
+                    "version": rec.version,
+                    "service": rec.value.get("service"),
+                    "until": after.value["from"],
+                }
+            )
+    return doomed
 
 
 def plan_prune(ws: Workspace, *, now: str | None = None) -> PrunePlan:
@@ -135,6 +161,7 @@ def plan_prune(ws: Workspace, *, now: str | None = None) -> PrunePlan:
         at=at,
         predictions=doomed,
         histograms=histograms,
+        route_history=_old_routes(ws, moment - timedelta(days=retention.route_history_days)),
         kept_predictions=kept,
         kept_releases={s: sorted(ids) for s, ids in sorted(protected.items())},
     )
@@ -159,12 +186,16 @@ def prune_store(ws: Workspace, *, now: str | None = None) -> PrunePlan:
         after={
             "gate_predictions": [p["key"] for p in plan.predictions],
             "latency_histograms_of": [h["rollout_id"] for h in plan.histograms],
+            "route_history": [r["key"] for r in plan.route_history],
             "retention": retention.model_dump(mode="json"),
         },
         context=actor.context,
     )
     done = ws.store.prune(
-        [Delete(p["kind"], p["key"], p["version"]) for p in plan.predictions],
+        [
+            Delete(p["kind"], p["key"], p["version"])
+            for p in [*plan.predictions, *plan.route_history]
+        ],
         event,
         histograms_of=[h["rollout_id"] for h in plan.histograms],
     )
@@ -172,6 +203,7 @@ def prune_store(ws: Workspace, *, now: str | None = None) -> PrunePlan:
         at=plan.at,
         predictions=plan.predictions,
         histograms=plan.histograms,
+        route_history=plan.route_history,
         kept_predictions=plan.kept_predictions,
         kept_releases=plan.kept_releases,
         applied=True,

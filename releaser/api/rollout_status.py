@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from releaser.api import journal
 from releaser.api.context import utc_now
 from releaser.api.endpoints import Endpoint, endpoints_of
+from releaser.api.freeze import FreezeView, freeze_view
 from releaser.api.metrics_source import NoEvidence, metrics_source
 from releaser.api.state import ROLLOUT_KIND, ServiceState, rollout_record, state_record
 from releaser.api.workspace import Workspace
@@ -204,6 +205,8 @@ class StatusReport:
     service (its URL None when releaser.yaml names none); None when not known here."""
     agreement: Agreement | None = None
     """In a shadow step: the mirrored answers compared and their agreement."""
+    freezes: FreezeView | None = None
+    """Change freezes in force now, the windows configured and any manual freeze."""
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``rollout status --json`` shape."""
@@ -240,6 +243,7 @@ class StatusReport:
             ),
             "shadow": self._shadow(),
             "problems": list(self.problems),
+            "freezes": self.freezes.to_dict() if self.freezes else None,
         }
 
     def _prices(self) -> tuple[float, float] | None:
@@ -284,13 +288,16 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
     now = now or utc_now()
     state, _ = state_record(ws, service)
     owed = tuple(journal.planned(journal.owed(ws, service=service)))
+    frozen = freeze_view(ws, service, now)
     if state.active_rollout is None:
         last = None
         if state.rollouts:
             rec = ws.store.get(ROLLOUT_KIND, f"{service}-{state.rollouts}")
             last = ro.Rollout.model_validate(rec.value) if rec else None
         sides = _endpoints(ws, state, None)
-        return StatusReport(state, last, None, None, None, None, owed=owed, endpoints=sides)
+        return StatusReport(
+            state, last, None, None, None, None, owed=owed, endpoints=sides, freezes=frozen
+        )
     rollout, _rec = rollout_record(ws, state.active_rollout)
     problems: tuple[str, ...] = ()
     missing: NoEvidence | None = None
@@ -343,6 +350,7 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         owed,
         _endpoints(ws, state, rollout.candidate),
         agreement,
+        frozen,
     )
 
 

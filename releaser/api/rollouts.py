@@ -19,6 +19,7 @@ from releaser.api import journal, notify
 from releaser.api.context import current_actor, utc_now
 from releaser.api.effects import prepare_targets
 from releaser.api.endpoints import require_endpoints
+from releaser.api.freeze import hold_for_freeze, refuse_if_frozen
 from releaser.api.journal import PRODUCTION_ALIAS
 from releaser.api.releases import (
     get_release,
@@ -26,7 +27,7 @@ from releaser.api.releases import (
     pinned_drift,
     pinned_drift_warning,
 )
-from releaser.api.routes import build_route, route_write
+from releaser.api.routes import build_route, route_writes
 from releaser.api.state import (
     ROLLOUT_KIND,
     SERVICE_KIND,
@@ -41,6 +42,7 @@ from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
 from releaser.core.effects import SideEffect, TrafficChange
+from releaser.core.freeze import ActiveFreeze
 from releaser.core.release import FieldChange, Release
 from releaser.core.shadow import ShadowPlan
 from releaser.errors import BadInput, NotFound
@@ -89,6 +91,8 @@ class AdvanceResult:
     transitioned: bool
     side_effects: list[SideEffect] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    frozen: ActiveFreeze | None = None
+    """The change freeze that turned an advance or a promotion into this hold, if any."""
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -136,7 +140,7 @@ def _commit(
     writes = [Write(SERVICE_KIND, state.service, state.model_dump(mode="json"), state_version)]
     if rollout is not None and rollout_version is not None:
         writes.append(Write(ROLLOUT_KIND, rollout.id, rollout.to_value(), rollout_version))
-    writes.append(route_write(ws, build_route(ws, state.service, stable, rollout, now)))
+    writes += route_writes(ws, build_route(ws, state.service, stable, rollout, now))
     writes += extra or []
     change = _change(state.service, action, stable, rollout, rolled_back, reason, now)
     intents = owed_by(ws, change, aliases)
@@ -261,6 +265,7 @@ def start_rollout(
     """
     now = now or utc_now()
     ws.config.service(service)  # a mistyped service: "did you mean", not a release mismatch
+    refuse_if_frozen(ws, service, now, "start a rollout")  # nothing is written while frozen
     release = get_service_release(ws, service, release_ref)
     pinned = pinned_plan(ws, release)
     plan = pinned.plan
@@ -423,7 +428,8 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
         )
     from releaser.api.rollout_status import decide_step
 
-    decision = decide_step(ws, state, rollout, now)
+    # A freeze turns a widening step or a promotion into a hold; a rollback still happens.
+    decision, frozen = hold_for_freeze(ws, service, decide_step(ws, state, rollout, now), now)
     evidence = {
         "decision": decision.action,
         "reasons": decision.reasons,
@@ -453,7 +459,7 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
                     reason="; ".join(decision.reasons),
                 ),
             )
-        return AdvanceResult(decision, rollout, False)
+        return AdvanceResult(decision, rollout, False, frozen=frozen)
     if decision.action == "rollback":
         new = ro.roll_back(rollout, now=now, reasons=decision.reasons, actor=actor)
         new_state = back_to_stable(
@@ -663,6 +669,7 @@ def promote_rollout(
     if done is not None:
         return TransitionResult(done, journal.settle(ws, service=service))
     state, version, rollout, rec = _active(ws, service)
+    refuse_if_frozen(ws, service, now, "promote the rollout")
     new = ro.promote(rollout, now=now, reason=reason, actor=current_actor().name)
     _require_stable_endpoint(ws, state, new.candidate)
     return _finish_promotion(

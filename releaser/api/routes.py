@@ -2,6 +2,12 @@
 
 Every traffic transition rewrites it in the same commit as the rollout and
 service records; routers (SDK, gateway) compile it into their snapshot.
+
+The same commit keeps each version of the record in the route history (kind
+``route_history``, key ``<service>/<record version, 10 digits>``, value: the route
+and the time it applies ``from``), so ``releaser explain`` can replay which release
+a unit got at any past time. ``retention.route_history_days`` (default 400) bounds
+how long a version is kept after it stopped applying (:mod:`releaser.api.retention`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,16 @@ from releaser.core.routing import ROUTE_KIND, GroupDef, ReleaseArtifacts, Servic
 from releaser.errors import ConfigError
 from releaser.store.base import Write
 
-__all__ = ["build_route", "route_write"]
+__all__ = [
+    "ROUTE_HISTORY_KIND",
+    "build_route",
+    "history_key",
+    "route_write",
+    "route_writes",
+]
+
+ROUTE_HISTORY_KIND = "route_history"
+"""Store kind of the versions of each service's routing record."""
 
 
 def _group_defs(ws: Workspace, service: str, names: list[str]) -> dict[str, GroupDef]:
@@ -75,3 +90,17 @@ def route_write(ws: Workspace, route: ServiceRoute) -> Write:
     """The compare-and-swap write that replaces the service's routing record."""
     rec = ws.store.get(ROUTE_KIND, route.service)
     return Write(ROUTE_KIND, route.service, route.to_value(), rec.version if rec else 0)
+
+
+def history_key(service: str, version: int) -> str:
+    """The route history key of ``service``'s routing record at ``version`` (sorts by it)."""
+    return f"{service}/{version:010d}"
+
+
+def route_writes(ws: Workspace, route: ServiceRoute) -> list[Write]:
+    """The routing record's write and its route history entry, for one commit."""
+    write = route_write(ws, route)
+    version = write.expected_version + 1
+    entry = {"service": route.service, "version": version, "from": route.updated_at}
+    entry["route"] = route.to_value()
+    return [write, Write(ROUTE_HISTORY_KIND, history_key(route.service, version), entry, 0)]

@@ -218,7 +218,14 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "notify": ("alerts_cmds", "notify_app"),
 }
 # Modules that add top-level commands to ``app`` when imported.
-_TOP_LEVEL_MODULES = ("rollback_cmds", "docs_cmds", "gate_cmds", "serve_cmds")
+_TOP_LEVEL_MODULES = (
+    "rollback_cmds",
+    "docs_cmds",
+    "gate_cmds",
+    "serve_cmds",
+    "freeze_cmds",
+    "explain_cmds",
+)
 # Sub-app name -> its typer group info, made once per process (build_command).
 _GROUP_INFOS: dict[str, Any] = {}
 # Global options that take a value (the token after them is not the command).

@@ -9,7 +9,9 @@ import typer
 from releaser.cli.app import state
 
 if TYPE_CHECKING:
+    from releaser.api.rollout_status import StatusReport
     from releaser.api.rollouts import SideEffect, TransitionResult
+    from releaser.api.workspace import Workspace
     from releaser.core.rollout import Rollout
 
 app = typer.Typer(
@@ -109,6 +111,7 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
         say(f"  {side.role} {side.release} served by {where}")
     for e in rep.owed:
         warn(f"owed: {e.name} ({e.detail}) is recorded but not applied; finish it with: {e.retry}")
+    _show_freezes(rep)
     if rep.rollout is None:
         say(f"no rollout yet (state store {state(ctx).workspace(store_only=True).store.url})")
         return
@@ -155,6 +158,23 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
         for t in rep.preview.tests:
             say(f"  {t.explain()}")
         say(f"advance now would: {rep.preview.action} ({'; '.join(rep.preview.reasons)})")
+        if rep.freezes and rep.freezes.in_force and rep.preview.action in ("advance", "promote"):
+            say(f"  but it holds instead: {rep.freezes.in_force[0].describe()}")
+
+
+def _show_freezes(rep: StatusReport) -> None:
+    """Freezes in force (with their end), problems reading the windows, windows configured."""
+    from releaser.cli.output import say, warn
+
+    if rep.freezes is None:
+        return
+    for problem in rep.freezes.problems:
+        warn(problem)
+    for f in rep.freezes.in_force:
+        say(f"FROZEN: {f.describe()}; rollback, pause and abort still work")
+    names = [str(w["name"]) for w in rep.freezes.windows]
+    if names:
+        say(f"freeze windows: {', '.join(names)}")
 
 
 def _pct(v: float | None) -> str:
@@ -207,16 +227,18 @@ def advance(
 
     ws = state(ctx).workspace()
     res = advance_if_live(ws, service) if if_live else advance_rollout(ws, service)
+    frozen = _freezes(ws, service)
     if isinstance(res, str):  # --if-live, and nothing running: no step was taken
-        _idle(service, res, as_json)
+        _idle(service, res, as_json, frozen)
         return
     d, r = res.decision, res.rollout
-    set_outputs({"decision": d.action, "rollout_id": r.id, "status": r.status})
+    set_outputs({"decision": d.action, "rollout_id": r.id, "status": r.status, "freeze": frozen[0]})
     for text in res.warnings:
         warn(text)
     append_step_summary(
         f"### releaser rollout advance: {service}\n\n**{d.action}** ({_where(r)})\n\n"
         + "\n".join(f"- {reason}" for reason in d.reasons)
+        + (f"\n\n**Change freeze:** {frozen[0]}" if frozen[0] else "")
     )
     if as_json:
         emit_json(
@@ -227,6 +249,8 @@ def advance(
                 "transitioned": res.transitioned,
                 "side_effects": [e.__dict__ for e in res.side_effects],
                 "warnings": res.warnings,
+                "freeze": res.frozen.to_dict() if res.frozen else None,
+                "freezes_in_force": frozen[1],
             }
         )
         return
@@ -236,7 +260,15 @@ def advance(
     _effects(res.side_effects)
 
 
-def _idle(service: str, why: str, as_json: bool) -> None:
+def _freezes(ws: Workspace, service: str) -> tuple[str, list[dict[str, str]]]:
+    """The first freeze in force as one line ('' when none), and every one as JSON."""
+    from releaser.api.freeze import freezes_now
+
+    found = freezes_now(ws, service)
+    return (found[0].describe() if found else "", [f.to_dict() for f in found])
+
+
+def _idle(service: str, why: str, as_json: bool, frozen: tuple[str, list[dict[str, str]]]) -> None:
     """--if-live found nothing to do: ``idle`` (no rollout) or ``paused`` (held by operators)."""
     from releaser.cli.github import append_step_summary, set_outputs
     from releaser.cli.output import emit_json, say
@@ -246,12 +278,22 @@ def _idle(service: str, why: str, as_json: bool) -> None:
         "paused": f"the rollout of {service} is paused; 'releaser rollout resume {service}' "
         "continues it",
     }[why]
-    set_outputs({"decision": why, "rollout_id": "", "status": why})
-    append_step_summary(f"### releaser rollout advance: {service}\n\n**{why}**: {text}")
+    set_outputs({"decision": why, "rollout_id": "", "status": why, "freeze": frozen[0]})
+    append_step_summary(
+        f"### releaser rollout advance: {service}\n\n**{why}**: {text}"
+        + (f"\n\n**Change freeze:** {frozen[0]}" if frozen[0] else "")
+    )
     if as_json:
         decision = {"action": why, "reasons": [text]}
         emit_json(
-            {"decision": decision, "rollout": None, "transitioned": False, "side_effects": []}
+            {
+                "decision": decision,
+                "rollout": None,
+                "transitioned": False,
+                "side_effects": [],
+                "freeze": None,
+                "freezes_in_force": frozen[1],
+            }
         )
     else:
         say(f"{why}: {text}")

@@ -176,6 +176,8 @@ def prune_cmd(
         say(f"  ... and {len(result.predictions) - 20} more")
     for h in result.histograms:
         say(f"  latency histogram of rollout {h['rollout_id']} (ended {h['ended_at']})")
+    if result.route_history:
+        say(f"  {len(result.route_history)} old route version(s) (explain cannot replay them)")
     if result.applied:
         say(f"audited as entry {result.audit_seq} (store.prune)")
     else:

@@ -200,6 +200,7 @@ _CONFIG_KEYS = frozenset(
         "github",
         "store",
         "retention",
+        "freezes",
         "services",
         "alerts",
         "notifications",
@@ -320,7 +321,29 @@ def _parse(text: str, file: str) -> tuple[yaml.Node | None, Any, list[ConfigProb
         raise ConfigError([_yaml_problem(exc, file, text)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem(file, None, "", f"not valid YAML: {exc}")]) from None
+    except ValueError as exc:  # a date YAML reads as one but the calendar has not (2026-02-30)
+        line = _bad_timestamp_line(node)
+        raise ConfigError(
+            [ConfigProblem(file, line, "", f"not a valid date or time: {exc}", "e.g. 2026-12-25")]
+        ) from None
     return node, data, duplicates
+
+
+def _bad_timestamp_line(node: Any) -> int | None:
+    """The line of the first timestamp scalar under ``node`` that is not a real date."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, yaml.ScalarNode) and item.tag.endswith(":timestamp"):
+            try:
+                yaml.SafeLoader("").construct_yaml_timestamp(item)
+            except ValueError:
+                return int(item.start_mark.line) + 1
+        elif isinstance(item, yaml.SequenceNode):
+            stack.extend(reversed(item.value))
+        elif isinstance(item, yaml.MappingNode):
+            stack.extend(v for pair in reversed(item.value) for v in pair)
+    return None
 
 
 def _store_folder(

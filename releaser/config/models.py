@@ -8,6 +8,7 @@ at the exact line of every one.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import (
@@ -17,7 +18,8 @@ from pydantic import (
     model_validator,
 )
 
-from releaser.errors import NotFound
+from releaser.core.freeze import DatesWindow, WeeklyWindow, parse_weekly_point, zone
+from releaser.errors import BadInput, NotFound
 
 __all__ = [
     "EMAIL_PATTERN",
@@ -33,6 +35,7 @@ __all__ = [
     "DatasetSpec",
     "EscalationContact",
     "EvalSuite",
+    "FreezeWindow",
     "GithubSettings",
     "Guardrails",
     "LlmEndpoint",
@@ -289,6 +292,14 @@ class Retention(_Model):
         description="The latest releases of each service whose predictions are kept "
         "whatever their age.",
     )
+    route_history_days: int = Field(
+        default=400,
+        ge=1,
+        le=MAX_RETENTION_DAYS,
+        description="Versions of each service's routing record (kept so 'releaser explain' "
+        "can say which release a unit got at a past time, and why) are pruned once they "
+        "stopped applying this many days ago; the version in force is always kept.",
+    )
     rollout_histograms_days: int | None = Field(
         default=None,
         ge=1,
@@ -297,6 +308,114 @@ class Retention(_Model):
         "pruned (their request, error and quality counts stay; handover charts then show "
         "no p95 for them). Default: kept.",
     )
+
+
+MAX_FREEZE_DATES = 366
+"""Most dates one freeze window may list."""
+
+
+class FreezeWindow(_Model):
+    """A recurring change freeze: weekly (``from``/``to``) or on listed dates.
+
+    During it, rollouts do not start or widen and prompts are not promoted; a rollback,
+    a pause and an abort always work (docs/operations/freezes.md).
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: Slug = Field(description="Name shown in refusals, holds and status.")
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        description="Weekly start: a weekday and a 24-hour time, e.g. 'Fri 16:00'.",
+    )
+    to: str | None = Field(default=None, description="Weekly end, e.g. 'Mon 08:00'.")
+    dates: list[date] = Field(
+        default_factory=list,
+        max_length=MAX_FREEZE_DATES,
+        description="Whole local days frozen (public holidays), e.g. 2026-12-25.",
+    )
+    timezone: str = Field(default="UTC", description="IANA time zone of the times and dates.")
+    services: list[Slug] = Field(
+        default_factory=list, description="Services it applies to; default: every service."
+    )
+    reason: str = Field(default="", max_length=500, description="Why, shown with the freeze.")
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _weekly_point(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parse_weekly_point(value)
+        except BadInput as exc:
+            raise problem(exc.message, exc.hint) from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zone(value)
+        except BadInput as exc:
+            raise problem(exc.message, exc.hint) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FreezeWindow:
+        weekly = self.from_ is not None or self.to is not None
+        issues: list[Issue] = []
+        if weekly and self.dates:
+            issues.append(
+                Issue(
+                    ("dates",),
+                    "a window is weekly (from/to) or on dates, not both",
+                    "split it into two windows",
+                )
+            )
+        elif weekly and (self.from_ is None or self.to is None):
+            missing = "to" if self.to is None else "from"
+            issues.append(
+                Issue(
+                    (missing,),
+                    f"a weekly window needs '{missing}' too",
+                    "e.g. from: 'Fri 16:00', to: 'Mon 08:00'",
+                )
+            )
+        elif weekly and parse_weekly_point(str(self.from_)) == parse_weekly_point(str(self.to)):
+            issues.append(
+                Issue(
+                    ("to",),
+                    "the window ends when it starts",
+                    "give a different end; a freeze for good is a long manual one",
+                )
+            )
+        elif not weekly and not self.dates:
+            issues.append(
+                Issue(
+                    ("dates",),
+                    "a window needs from/to or dates",
+                    "e.g. dates: [2026-12-25, 2026-12-26]",
+                )
+            )
+        raise_issues(issues)
+        return self
+
+    def window(self) -> WeeklyWindow | DatesWindow:
+        """The pure window the freeze checks evaluate."""
+        if self.dates:
+            return DatesWindow(self.name, frozenset(self.dates), self.timezone, self.reason)
+        return WeeklyWindow(
+            self.name,
+            parse_weekly_point(str(self.from_)),
+            parse_weekly_point(str(self.to)),
+            self.timezone,
+            self.reason,
+        )
+
+    def applies_to(self, service: str) -> bool:
+        """Whether the window freezes ``service``."""
+        return not self.services or service in self.services
 
 
 class GithubSettings(_Model):
@@ -354,6 +473,11 @@ class Config(_Model):
         default_factory=Retention,
         description="How long the store keeps prediction caches and latency histograms.",
     )
+    freezes: list[FreezeWindow] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Recurring change freezes (weekly windows, dates); see also 'releaser freeze'.",
+    )
     services: dict[Slug, Service] = Field(
         min_length=1, description="The services this repo releases, by name."
     )
@@ -396,6 +520,23 @@ class Config(_Model):
             Issue(("notifications", i, "name"), f"the webhook name {v!r} is used twice")
             for i, v in _duplicates(h.name for h in self.notifications)
         ]
+        names: set[str] = set()
+        for i, window in enumerate(self.freezes):
+            if window.name in names:
+                issues.append(
+                    Issue(
+                        ("freezes", i, "name"),
+                        f"the freeze {window.name!r} is listed twice",
+                        "give each window its own name",
+                    )
+                )
+            names.add(window.name)
+            for j, svc_name in enumerate(window.services):
+                if svc_name not in self.services:
+                    close = did_you_mean(svc_name, self.services)
+                    issues.append(
+                        Issue(("freezes", i, "services", j), f"no service {svc_name!r}", close)
+                    )
         raise_issues(issues)
         return self
 

@@ -9,6 +9,11 @@ its source; every other field stays empty and is listed as a gap for the
 team to complete. Nothing is inferred beyond the recorded facts. The ``ref``
 numbers order the fields within this record; they are not the template's own
 cell references, so the record tells readers to copy values by field name.
+
+The Markdown record (``atrs.md.j2``) ends with how an individual decision is traced:
+``releaser explain`` replays the routing of a past request from the route history
+(:mod:`releaser.api.explain`), so an appeal can be told which release served the
+person and why they were in that group.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 from releaser.api import journal
+from releaser.api.freeze import freeze_facts
 from releaser.api.releases import get_release
 from releaser.api.state import ROLLOUT_KIND, service_state
 from releaser.api.workspace import Workspace
@@ -299,6 +300,7 @@ def collect_facts(
         "gate": gate,
         "phases": phases,
         "phase_criteria": spec.phases.model_dump(mode="json"),
+        "freezes": freeze_facts(ws, service),
     }
     facts["limitations"] = _limitations(facts)
     facts["gaps"] = [g.to_dict() for g in gaps]

@@ -95,7 +95,12 @@ def test_rollout_lifecycle_through_the_cli(release_ws: ExampleWorkspace, cli, tm
         env={**_env(), "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)},
     )
     assert res.returncode == 0 and "idle: case-triage has no rollout in progress" in res.stdout
-    assert out.read_text().splitlines()[-3:] == ["decision=idle", "rollout_id=", "status=idle"]
+    assert out.read_text().splitlines()[-4:] == [
+        "decision=idle",
+        "rollout_id=",
+        "status=idle",
+        "freeze=",  # no change freeze in force
+    ]
     res = cli("rollout", "advance", "case-triage", "--if-live", "--json")
     assert res.code == 0 and json.loads(res.out)["decision"]["action"] == "idle"
     assert cli("audit", "log", "--json").out == before

@@ -111,6 +111,9 @@ def test_atrs_fields_releaser_knows_are_filled_the_rest_are_gaps(rollout_copy, t
         assert fields[unknown]["source"] == ""
     gaps = (result.folder / "gaps.md").read_text(encoding="utf-8")
     assert "2.1.1 Organisation or department" in gaps and "1.3 Website" in gaps
+    # How one person's decision is traced, for an appeal.
+    atrs_md = (result.folder / "atrs.md").read_text(encoding="utf-8")
+    assert f"releaser explain {SERVICE} UNIT_ID --at TIME" in atrs_md
     assert result.atrs_filled == sum(f["filled"] for f in record["fields"])
     assert 0 < result.atrs_filled < result.atrs_total
 
