@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     # numpy and scipy load with the analysis: only advance and status need them.
     from releaser.core.analysis import Decision
+    from releaser.core.guard import GuardCheck
     from releaser.core.stats_guardrails import Agreement
 
 Metrics = Mapping[tuple[int, str], VariantStats]
@@ -184,6 +185,9 @@ class StatusReport:
     service (its URL None when releaser.yaml names none); None when not known here."""
     agreement: Agreement | None = None
     """In a shadow step: the mirrored answers compared and their agreement."""
+    guard: GuardCheck | None = None
+    """After a promotion, while the guard lasts: what it would say now, with its evidence."""
+    now: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``rollout status --json`` shape."""
@@ -219,7 +223,27 @@ class StatusReport:
                 else {e.role: {"release": e.release, "url": e.url} for e in self.endpoints}
             ),
             "shadow": self._shadow(),
+            "guard": self._guard(),
             "problems": list(self.problems),
+        }
+
+    def _guard(self) -> dict[str, Any] | None:
+        """The post-promotion guard: its release, window, time left and evidence."""
+        if self.guard is None:
+            return None
+        g = self.guard.state
+        return {
+            "release": g.release,
+            "previous": g.previous,
+            "rollout_id": g.rollout_id,
+            "started_at": g.started_at,
+            "ends_at": g.ends_at,
+            "time_left_s": g.time_left_s(self.now) if self.now else None,
+            "checks": g.batches,
+            "verdict_preview": self.guard.verdict,
+            "reasons": self.guard.reasons,
+            "observed": self.guard.observed.model_dump(mode="json"),
+            "evidence": self.guard.evidence,
         }
 
     def _prices(self) -> tuple[float, float] | None:
@@ -270,7 +294,20 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
             rec = ws.store.get(ROLLOUT_KIND, f"{service}-{state.rollouts}")
             last = ro.Rollout.model_validate(rec.value) if rec else None
         sides = _endpoints(ws, state, None)
-        return StatusReport(state, last, None, None, None, None, owed=owed, endpoints=sides)
+        from releaser.api.guard import guard_preview
+
+        return StatusReport(
+            state,
+            last,
+            None,
+            None,
+            None,
+            None,
+            owed=owed,
+            endpoints=sides,
+            guard=guard_preview(ws, state, now),
+            now=now,
+        )
     rollout, _rec = rollout_record(ws, state.active_rollout)
     problems: tuple[str, ...] = ()
     metrics = ws.store.read_metrics(rollout.id)
