@@ -164,6 +164,9 @@ def _guard_lines(guard: dict[str, Any] | None) -> None:
 
     if guard is None:
         return
+    if guard["verdict_preview"] == "ended":
+        say(f"the guard of {guard['release']} ended at {guard['ends_at']} with no breach")
+        return
     left = (guard["time_left_s"] or 0) / 3600
     say(
         f"under guard until {guard['ends_at']} ({left:.1f} h left, {guard['checks']} "

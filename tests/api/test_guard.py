@@ -3,6 +3,7 @@ router; the clock is simulated (a check every 5 minutes)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -36,7 +37,9 @@ from releaser.router import Router
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+# Promoted an hour before the tests run, so that ``rollout status`` (on the real clock)
+# finds the guard live; the checks run on a simulated clock from there.
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 PROMOTED = T0 + timedelta(hours=2)
 USERS = make_users(2000, seed=5)
 
@@ -133,7 +136,7 @@ def test_a_release_that_degrades_after_promotion_is_rolled_back_with_its_evidenc
         ws.close()
 
 
-def test_a_healthy_release_stays_and_status_shows_the_guard(promoted) -> None:
+def test_a_healthy_release_stays_and_status_shows_the_guard(promoted, cli) -> None:
     root, _r1, r2 = promoted
     ws, results = _drive(root, 0.002, 12)
     try:
@@ -157,6 +160,16 @@ def test_a_healthy_release_stays_and_status_shows_the_guard(promoted) -> None:
         assert guard["observed"]["requests"] == 12 * 600
         sources = {(e["metric"], e["source"]) for e in guard["evidence"]}
         assert ("error_rate", "previous release") in sources and ("error_rate", "slo") in sources
+        shown = cli("rollout", "status", SERVICE, cwd=root)
+        assert shown.code == 0, shown.err
+        assert "under guard until" in shown.out and "h left, 12 check(s)" in shown.out
+        assert "error_rate vs previous release" in shown.out
+        as_json = cli("rollout", "status", SERVICE, "--json", cwd=root)
+        assert json.loads(as_json.out)["guard"]["release"] == r2
+        advanced = cli("rollout", "advance", SERVICE, "--if-live", "--json", cwd=root)
+        assert advanced.code == 0, advanced.err
+        out = json.loads(advanced.out)
+        assert out["decision"]["action"] == "hold" and out["guard"]["verdict"] == "watching"
     finally:
         ws.close()
 
