@@ -310,7 +310,7 @@ def observe(state: GuardState, counts: GuardCounts, now: str) -> GuardCheck:
             state=state,
             observed=counts,
             evidence=_evidence(state, counts, threshold),
-            reasons=[_watching(state, now)],
+            reasons=[_watching(state, now, counts)],
         )
     last = state.last
     if counts.requests < last.requests:
@@ -345,16 +345,19 @@ def observe(state: GuardState, counts: GuardCounts, now: str) -> GuardCheck:
         state=new,
         observed=counts,
         evidence=evidence,
-        reasons=[_watching(new, now)],
+        reasons=[_watching(new, now, counts)],
     )
 
 
-def _watching(state: GuardState, now: str) -> str:
+def _watching(state: GuardState, now: str, counts: GuardCounts) -> str:
     left = state.time_left_s(now) / 3600
-    return (
-        f"guarding {state.release} ({left:.1f} h left, {state.batches} check(s)): "
-        "no breach confirmed"
-    )
+    where = f"guarding {state.release} ({left:.1f} h left, {state.batches} check(s))"
+    if counts.requests == 0:
+        # No evidence is never good news: say so, rather than "no breach".
+        return f"{where}: no requests counted since the promotion, so no evidence either way"
+    if not state.references:
+        return f"{where}: no SLO and no numbers of the previous release to compare with"
+    return f"{where}: no breach confirmed"
 
 
 def _evidence(state: GuardState, counts: GuardCounts, threshold: float) -> list[dict[str, object]]:

@@ -185,6 +185,8 @@ def test_references_come_from_the_slo_and_the_previous_release() -> None:
         slow_threshold_ms=None,
     )
     assert none.references == ()
+    assert "no requests counted" in observe(none, GuardCounts(), _iso(T0)).reasons[0]
+    assert "no SLO" in observe(none, GuardCounts(requests=5), _iso(T0)).reasons[0]
     assert (
         observe(
             none, GuardCounts(requests=100, errors=100), _iso(T0 + timedelta(minutes=5))
