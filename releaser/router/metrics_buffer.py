@@ -177,7 +177,8 @@ class BufferCounts:
     """What the buffer did since it was made (for status displays and tests)."""
 
     flushed_requests: int
-    """Requests (baseline and candidate; stable traffic is not counted) written to the store."""
+    """Requests written to the store: baseline and candidate, and the stable release's only
+    under the post-promotion guard (other stable traffic is not counted)."""
     pending_requests: int
     """Requests counted and not written yet (waiting for the next flush)."""
     clamped_scores: int
