@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import statistics
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,6 +195,27 @@ def test_references_come_from_the_slo_and_the_previous_release() -> None:
         == "watching"
     )
     assert guard_metrics_id("svc-1") == "svc-1.guard"
+
+
+def test_a_bad_guard_in_releaser_yaml_is_named_with_its_line(tmp_path: Path) -> None:
+    from releaser.config import load_config
+    from releaser.config.template import render_init_template
+
+    text = render_init_template("council-casework", "case-triage")
+    anchor = "    rollout:\n      alpha: 0.01\n"
+    assert text.count(anchor) == 1
+    bad = "      guard: {window_hours: 0.05, check_minutes: 5}\n"
+    path = tmp_path / "releaser.yaml"
+    path.write_text(text.replace(anchor, anchor + bad), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    problems = err.value.problems
+    assert len(problems) == 1, [p.render() for p in problems]
+    assert "guard" in problems[0].path and "does not fit" in problems[0].message
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[problems[0].line - 1].strip().startswith("guard:")
+    path.write_text(text.replace(anchor, anchor + "      guard: {window_hours: 48}\n"))
+    assert load_config(path).service("case-triage").rollout.guard.window_hours == 48
 
 
 def test_guard_config_is_validated() -> None:
