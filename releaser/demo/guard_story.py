@@ -1,12 +1,13 @@
 """The guard chapter of the demo: a release that passed its canary breaks after 100%.
 
 The reply-drafter's prompt v3 (canaried to 25% in the previous chapter) is driven on to
-the full step and promoted on healthy evidence. Then, at full traffic, the longer replies
-it asks for start to time out at the LLM endpoint: 6% of requests fail, against 0.5%
-before. The post-promotion guard keeps counting the new stable release through the same
-router, ``rollout advance`` (as the scheduled workflow runs it every 5 minutes) judges it,
-and the confirmed breach rolls the service back to the previous release in one write, with
-the evidence in the audit log. Traffic and clock are simulated as in the rollout chapters.
+the full step and promoted on healthy evidence. Ten minutes later the evening batch of
+letters arrives, and at full traffic the longer replies it asks for time out at the LLM
+endpoint: 6% of requests fail, against 0.5% before. The post-promotion guard keeps
+counting the new stable release through the same router, ``rollout advance`` (as the
+scheduled workflow runs it every 5 minutes) judges it, and the confirmed breach rolls the
+service back to the previous release in one write, with the evidence in the audit log.
+Traffic and clock are simulated as in the rollout chapters.
 
 ``on_rollback`` is the hook for whatever should hear of the rollback (the demo's
 notification receiver); it gets the ``advance`` result that rolled back.
@@ -30,6 +31,8 @@ __all__ = ["GuardStory", "run_guard_story"]
 Report = Callable[[str], None]
 SERVICE = "reply-drafter"
 HEALTHY, DEGRADED = 0.005, 0.06
+HEALTHY_CHECKS = 2
+"""The first checks after the promotion still see healthy traffic."""
 PER_CHECK = 600
 """Requests per 5-minute check after the promotion (2 per second)."""
 
@@ -89,8 +92,8 @@ def run_guard_story(
             + "; ".join(f"{r.metric} <= {r.rate:.2%} ({r.source})" for r in guard.references)
         )
         report(
-            f"at full traffic its longer replies time out at the LLM endpoint: "
-            f"{DEGRADED:.0%} of requests fail"
+            f"10 minutes later the evening batch of letters arrives: at full traffic the longer "
+            f"replies time out at the LLM endpoint and {DEGRADED:.0%} of requests fail"
         )
         promoted_at = datetime.fromisoformat(guard.started_at.replace("Z", "+00:00"))
         rng = random.Random(7)
@@ -98,7 +101,8 @@ def run_guard_story(
         result: AdvanceResult | None = None
         with Router(ws.store_url, refresh_interval_ms=5) as router:
             for k in range(1, 13):
-                simulate(router, SERVICE, users, rng, {"stable": DEGRADED}, PER_CHECK)
+                rate = HEALTHY if k <= HEALTHY_CHECKS else DEGRADED
+                simulate(router, SERVICE, users, rng, {"stable": rate}, PER_CHECK)
                 now = promoted_at + timedelta(minutes=5 * k)
                 got = advance_if_live(ws, SERVICE, now=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
                 if isinstance(got, str):
