@@ -8,7 +8,8 @@ store: MLflow is not imported and not called before traffic is back. The
 owed effects are applied after it, each idempotent and reported on its own;
 one that fails, or a process killed before them, leaves them owed, and any
 later ``rollback``, ``reconcile`` or rollout command on the service finishes
-them.
+them. The plan and the switch's records are worked out in
+:mod:`releaser.api.rollback_plan`, which the post-promotion guard shares.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from releaser.api.rollback_plan import (
     switch_of,
 )
 from releaser.api.rollouts import _commit, owed_by
-from releaser.api.state import (
-    ServiceState,
-)
+from releaser.api.state import ServiceState
 from releaser.api.state import state_record as _state_record
 from releaser.api.state import traffic_change as _change
 from releaser.api.workspace import Workspace
