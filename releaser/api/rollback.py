@@ -8,7 +8,8 @@ store: MLflow is not imported and not called before traffic is back. The
 owed effects are applied after it, each idempotent and reported on its own;
 one that fails, or a process killed before them, leaves them owed, and any
 later ``rollback``, ``reconcile`` or rollout command on the service finishes
-them.
+them. The plan and the switch's records are worked out in
+:mod:`releaser.api.rollback_plan`, which the post-promotion guard shares.
 """
 
 from __future__ import annotations
@@ -20,22 +21,21 @@ from releaser.api import journal, notify
 from releaser.api.context import current_actor, utc_now
 from releaser.api.journal import PRODUCTION_ALIAS
 from releaser.api.releases import get_release
-from releaser.api.rollouts import _commit, owed_by
-from releaser.api.state import (
-    ROLLOUT_KIND,
-    ServiceState,
-    back_to_stable,
+from releaser.api.rollback_plan import (
+    RollbackPlan,
+    TrafficSwitch,
+    plan_rollback,
+    switch_of,
 )
-from releaser.api.state import rollout_record as _rollout_record
+from releaser.api.rollouts import _commit, owed_by
+from releaser.api.state import ServiceState
 from releaser.api.state import state_record as _state_record
 from releaser.api.state import traffic_change as _change
 from releaser.api.workspace import Workspace
-from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
 from releaser.core.effects import SideEffect
 from releaser.core.release import GATE_RECORD, Release, gate_key
 from releaser.errors import BadInput, NotFound
-from releaser.store.base import Record, Write
 
 __all__ = [
     "Drift",
@@ -45,31 +45,6 @@ __all__ = [
     "reconcile",
     "rollback",
 ]
-
-
-@dataclass(frozen=True)
-class RollbackPlan:
-    """What a rollback would do: from which release to which, and how."""
-
-    service: str
-    kind: Literal["mid-rollout", "after-promotion", "already"]
-    from_release: str | None
-    to_release: str
-    rollout_id: str | None = None
-    irreversible: bool = False
-
-    def describe(self) -> str:
-        """One line for people."""
-        if self.kind == "already":
-            return f"{self.service} is already rolled back to {self.to_release}"
-        if self.kind == "mid-rollout":
-            return (
-                f"abort rollout {self.rollout_id}: all traffic of {self.service} back to "
-                f"{self.to_release} (candidate {self.from_release} gets none)"
-            )
-        return (
-            f"switch {self.service}'s stable release from {self.from_release} to {self.to_release}"
-        )
 
 
 @dataclass(frozen=True)
@@ -100,63 +75,6 @@ class RollbackResult:
             "side_effects": [e.__dict__ for e in self.side_effects],
             "warnings": self.warnings,
         }
-
-
-def _is_irreversible(release: Release) -> bool:
-    return bool(release.content.config.get("irreversible"))
-
-
-def plan_rollback(ws: Workspace, service: str, *, to: str | None = None) -> RollbackPlan:
-    """Work out the rollback without changing anything."""
-    state, _ = _state_record(ws, service)
-    target = get_release(ws, to).id if to else None
-    if target is not None and get_release(ws, target).service != service:
-        raise BadInput(f"release {target} is not a release of {service}")
-    if state.active_rollout is not None:
-        rollout, _rec = _rollout_record(ws, state.active_rollout)
-        if state.stable is None:  # pragma: no cover - a rollout always has a baseline
-            raise NotFound(f"{service} has no stable release to return to")
-        if target is not None and target != state.stable:
-            raise BadInput(
-                f"mid-rollout, rollback returns to the baseline {state.stable}",
-                hint="roll back first, then start a rollout of the release you want",
-            )
-        return RollbackPlan(
-            service,
-            "mid-rollout",
-            rollout.candidate,
-            state.stable,
-            rollout.id,
-            _is_irreversible(get_release(ws, rollout.candidate)),
-        )
-    if state.stable is None:
-        raise NotFound(
-            f"{service} has no stable release in the state store {ws.store.url}, "
-            "so there is nothing to roll back",
-            hint="if your team shares a store, set RELEASER_STORE (or --store) to it; "
-            f"'releaser rollout status {service}' shows the state",
-        )
-    last = state.last_rollback or {}
-    if target is None:
-        if last.get("to") == state.stable:
-            return RollbackPlan(service, "already", last.get("from"), state.stable)
-        earlier = [r for r in state.known_good if r != state.stable]
-        if not earlier:
-            raise NotFound(
-                f"{service} has no earlier known-good release to return to",
-                hint="pass --to RELEASE to name one ('releaser release list' shows them)",
-            )
-        target = earlier[-1]
-    if target == state.stable:
-        return RollbackPlan(service, "already", last.get("from"), target)
-    return RollbackPlan(
-        service,
-        "after-promotion",
-        state.stable,
-        target,
-        None,
-        _is_irreversible(get_release(ws, state.stable)),
-    )
 
 
 def rollback(
@@ -200,7 +118,7 @@ def rollback(
     if plan.kind == "already":
         effects = journal.settle(ws, service=service) if side_effects else []
         return RollbackResult(plan, switched=False, side_effects=effects)
-    sw = _switch_of(ws, plan, reason, now)
+    sw = switch_of(ws, plan, reason, now)
     _switch(ws, sw)
     if not side_effects:  # nothing outside the store is touched (a drill's scratch copy)
         return RollbackResult(plan, switched=True)
@@ -239,101 +157,7 @@ def _may_return_to(ws: Workspace, plan: RollbackPlan) -> None:
     )
 
 
-@dataclass(frozen=True)
-class _Switch:
-    """The writes of a rollback's traffic switch, ready to commit (or to show)."""
-
-    state: ServiceState
-    state_version: int
-    rollout: ro.Rollout | None
-    rollout_version: int | None
-    stable: str
-    rolled_back: str | None
-    aliases: tuple[Release, Release | None] | None
-    extra: list[Write]
-    before: dict[str, Any]
-    after: dict[str, Any]
-    reason: str
-    now: str
-
-
-def _switch_of(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> _Switch:
-    """Work out the switch's records from the store (nothing written)."""
-    state, version = _state_record(ws, plan.service)
-    actor = current_actor().name
-    if plan.kind == "mid-rollout":
-        assert plan.rollout_id is not None
-        rollout, rec = _rollout_record(ws, plan.rollout_id)
-        new = ro.roll_back(rollout, now=now, reasons=[f"manual rollback: {reason}"], actor=actor)
-        new_state = back_to_stable(state, rollout.candidate, reason, now)
-        return _Switch(
-            new_state,
-            version,
-            new,
-            rec.version,
-            plan.to_release,
-            None,
-            None,
-            [],
-            {"candidate": plan.from_release, "step": rollout.current.name},
-            new_state.last_rollback or {},
-            reason,
-            now,
-        )
-    assert plan.from_release is not None
-    record = {
-        "from": plan.from_release,
-        "to": plan.to_release,
-        "at": now,
-        "reason": reason,
-        "kind": plan.kind,
-    }
-    known = [r for r in state.known_good if r not in (plan.from_release, plan.to_release)]
-    known.append(plan.to_release)  # it serves as stable now (last, as the stable always is)
-    new_state = state.model_copy(
-        update={"stable": plan.to_release, "known_good": known, "last_rollback": record}
-    )
-    # The rollout that promoted the release going away records the rollback too, so
-    # the rollout history, rollouts.md and the timeline show it.
-    extra = []
-    promoted = _promoting_rollout(ws, plan.service, plan.from_release)
-    if promoted is not None:
-        undone = ro.undo_promotion(
-            ro.Rollout.model_validate(promoted.value),
-            now=now,
-            reasons=[f"rollback after promotion: {reason}"],
-            actor=actor,
-        )
-        extra.append(Write(ROLLOUT_KIND, promoted.key, undone.to_value(), promoted.version))
-    return _Switch(
-        new_state,
-        version,
-        None,
-        None,
-        plan.to_release,
-        plan.from_release,
-        (get_release(ws, plan.to_release), get_release(ws, plan.from_release)),
-        extra,
-        {"stable": plan.from_release},
-        record,
-        reason,
-        now,
-    )
-
-
-def _promoting_rollout(ws: Workspace, service: str, release_id: str) -> Record | None:
-    """The latest rollout of ``service`` that promoted ``release_id``, if any."""
-    found = [
-        rec
-        for rec in ws.store.list(ROLLOUT_KIND, prefix=f"{service}-")
-        if rec.value.get("service") == service
-        and rec.value.get("candidate") == release_id
-        and rec.value.get("status") == "promoted"
-    ]
-    return max(found, key=lambda r: (r.value.get("ended_at") or "", r.key)) if found else None
-
-
-def _switch(ws: Workspace, sw: _Switch) -> None:
+def _switch(ws: Workspace, sw: TrafficSwitch) -> None:
     """The traffic switch: one atomic store commit, with the side effects it owes."""
     _commit(
         ws,
@@ -359,7 +183,7 @@ def _planned(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> list[S
     owed = journal.owed(ws, service=plan.service)
     if plan.kind == "already":
         return journal.planned(owed)
-    sw = _switch_of(ws, plan, reason, now)
+    sw = switch_of(ws, plan, reason, now)
     change = _change(plan.service, "rollback", sw.stable, sw.rollout, sw.rolled_back, reason, now)
     intents = owed_by(ws, change, sw.aliases)
     rest = [r for r in owed if r.key not in intents.values]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     # numpy and scipy load with the analysis: only advance and status need them.
     from releaser.core.analysis import Decision
+    from releaser.core.guard import GuardCheck
     from releaser.core.stats_guardrails import Agreement
     from releaser.core.stats_state import AnalysisState
 
@@ -207,6 +208,9 @@ class StatusReport:
     """In a shadow step: the mirrored answers compared and their agreement."""
     freezes: FreezeView | None = None
     """Change freezes in force now, the windows configured and any manual freeze."""
+    guard: GuardCheck | None = None
+    """After a promotion, while the guard lasts: what it would say now, with its evidence."""
+    now: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``rollout status --json`` shape."""
@@ -242,8 +246,28 @@ class StatusReport:
                 else {e.role: {"release": e.release, "url": e.url} for e in self.endpoints}
             ),
             "shadow": self._shadow(),
+            "guard": self._guard(),
             "problems": list(self.problems),
             "freezes": self.freezes.to_dict() if self.freezes else None,
+        }
+
+    def _guard(self) -> dict[str, Any] | None:
+        """The post-promotion guard: its release, window, time left and evidence."""
+        if self.guard is None:
+            return None
+        g = self.guard.state
+        return {
+            "release": g.release,
+            "previous": g.previous,
+            "rollout_id": g.rollout_id,
+            "started_at": g.started_at,
+            "ends_at": g.ends_at,
+            "time_left_s": g.time_left_s(self.now) if self.now else None,
+            "checks": g.batches,
+            "verdict_preview": self.guard.verdict,
+            "reasons": self.guard.reasons,
+            "observed": self.guard.observed.model_dump(mode="json"),
+            "evidence": self.guard.evidence,
         }
 
     def _prices(self) -> tuple[float, float] | None:
@@ -295,8 +319,20 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
             rec = ws.store.get(ROLLOUT_KIND, f"{service}-{state.rollouts}")
             last = ro.Rollout.model_validate(rec.value) if rec else None
         sides = _endpoints(ws, state, None)
+        from releaser.api.guard import guard_preview
+
         return StatusReport(
-            state, last, None, None, None, None, owed=owed, endpoints=sides, freezes=frozen
+            state,
+            last,
+            None,
+            None,
+            None,
+            None,
+            owed=owed,
+            endpoints=sides,
+            guard=guard_preview(ws, state, now),
+            now=now,
+            freezes=frozen,
         )
     rollout, _rec = rollout_record(ws, state.active_rollout)
     problems: tuple[str, ...] = ()

@@ -43,6 +43,7 @@ from releaser.core import rollout as ro
 from releaser.core.audit import EventDraft
 from releaser.core.effects import SideEffect, TrafficChange
 from releaser.core.freeze import ActiveFreeze
+from releaser.core.guard import GuardCheck, guard_metrics_id
 from releaser.core.release import FieldChange, Release
 from releaser.core.shadow import ShadowPlan
 from releaser.errors import BadInput, NotFound
@@ -93,6 +94,8 @@ class AdvanceResult:
     warnings: list[str] = field(default_factory=list)
     frozen: ActiveFreeze | None = None
     """The change freeze that turned an advance or a promotion into this hold, if any."""
+    guard: GuardCheck | None = None
+    """Set when no rollout was live and the post-promotion guard was judged instead."""
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -137,10 +140,17 @@ def _commit(
     are more records the same commit writes.
     """
     actor = current_actor()
+    # The post-promotion guard lasts while its release is stable and no rollout is live.
+    guard = state.guard
+    if guard is not None and (guard.release != stable or (rollout and not rollout.final)):
+        state = state.model_copy(update={"guard": None})
     writes = [Write(SERVICE_KIND, state.service, state.model_dump(mode="json"), state_version)]
     if rollout is not None and rollout_version is not None:
         writes.append(Write(ROLLOUT_KIND, rollout.id, rollout.to_value(), rollout_version))
-    writes += route_writes(ws, build_route(ws, state.service, stable, rollout, now))
+    route = build_route(ws, state.service, stable, rollout, now)
+    if state.guard is not None and route.candidate is None:
+        route = route.model_copy(update={"guard": guard_metrics_id(state.guard.rollout_id)})
+    writes += route_writes(ws, route)
     writes += extra or []
     change = _change(state.service, action, stable, rollout, rolled_back, reason, now)
     intents = owed_by(ws, change, aliases)
@@ -405,6 +415,9 @@ def advance_if_live(
     ws.config.service(service)
     state = service_state(ws, service)
     if state.active_rollout is None:
+        guarded = _judge_guard(ws, service, now or utc_now())
+        if guarded is not None:
+            return guarded
         journal.settle(ws, service=service)
         return "idle"
     if _rollout_record(ws, state.active_rollout)[0].status == "paused":
@@ -418,9 +431,15 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
 
     Safe to call as often as a CI cron likes: the tests are anytime-valid, a
     hold writes only the updated test state, and a finished rollout is refused.
+    After a promotion, while its guard lasts, it judges the guard instead
+    (:mod:`releaser.api.guard`): a confirmed breach rolls back.
     """
     now = now or utc_now()
     journal.settle(ws, service=service)  # what an earlier change owes lands first
+    if service_state(ws, service).active_rollout is None:
+        guarded = _judge_guard(ws, service, now)
+        if guarded is not None:
+            return guarded
     state, version, rollout, rec = _active(ws, service)
     if rollout.status == "paused":
         raise ro.IllegalTransition(
@@ -514,6 +533,51 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
     return AdvanceResult(decision, new, True, targets, told)
 
 
+def _judge_guard(ws: Workspace, service: str, now: str) -> AdvanceResult | None:
+    """The post-promotion guard's look (:mod:`releaser.api.guard`); on a confirmed breach,
+    the rollback's switch committed as ``releaser rollback`` commits it, with the evidence."""
+    from releaser.api.guard import judge_guard
+
+    judged = judge_guard(ws, service, now=now)
+    if judged is None:
+        return None
+    sw = judged.switch
+    if sw is None:
+        decision = judged.decision()
+        return AdvanceResult(
+            decision, judged.rollout, False, judged.side_effects, guard=judged.check
+        )
+    _commit(
+        ws,
+        state=sw.state,
+        state_version=sw.state_version,
+        rollout=sw.rollout,
+        rollout_version=sw.rollout_version,
+        stable=sw.stable,
+        action="guard.rollback",
+        now=now,
+        reason=judged.reason,
+        before=sw.before,
+        after={**sw.after, "guard": judged.evidence},
+        rolled_back=sw.rolled_back,
+        aliases=sw.aliases,
+        extra=sw.extra,
+        settle=False,
+    )
+    effects = journal.settle(ws, service=service)
+    undone = [w for w in sw.extra if w.key == judged.rollout.id]
+    rollout = ro.Rollout.model_validate(undone[0].value) if undone else judged.rollout
+    told = notify.guard_breach(
+        ws,
+        service,
+        release=sw.rolled_back or judged.rollout.candidate,
+        reasons=judged.check.reasons,
+        rolled_back_to=sw.stable,
+        evidence=judged.evidence,
+    )
+    return AdvanceResult(judged.decision(), rollout, True, effects, told, guard=judged.check)
+
+
 def _require_stable_endpoint(ws: Workspace, state: ServiceState, release_id: str) -> None:
     """Refuse a promotion the gateway could not serve truthfully (nothing written yet)."""
     require_endpoints(
@@ -538,6 +602,9 @@ def _finish_promotion(
     action: str,
     reason: str,
 ) -> TransitionResult:
+    from releaser.api.guard import guard_for_promotion
+
+    release = get_release(ws, new.candidate)
     new_state = state.model_copy(
         update={
             "stable": new.candidate,
@@ -545,6 +612,7 @@ def _finish_promotion(
             "analysis": {},
             "known_good": [*state.known_good, new.candidate],
             "last_rollback": None,
+            "guard": guard_for_promotion(ws, old, release, now),
         }
     )
     targets = _commit(
@@ -560,7 +628,7 @@ def _finish_promotion(
         before={"stable": old.baseline},
         after={**(evidence or {}), "stable": new.candidate},
         aliases=(
-            get_release(ws, new.candidate),
+            release,
             get_release(ws, old.baseline) if old.baseline else None,
         ),
     )

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.core import rollout as ro
 from releaser.core.effects import ChangeStatus, TrafficChange
+from releaser.core.guard import GuardState
 from releaser.errors import ConfigError, NotFound, WorkspaceError
 from releaser.store.base import Record
 
@@ -48,6 +49,11 @@ class ServiceState(BaseModel):
     analysis: dict[str, Any] = Field(default_factory=dict, description="State of the live tests.")
     last_rollback: dict[str, Any] | None = Field(
         default=None, description="The last return to a known-good release (cleared on promotion)."
+    )
+    guard: GuardState | None = Field(
+        default=None,
+        description="The post-promotion guard of the stable release, while it lasts "
+        "(absent in records written before the guard existed).",
     )
     pending_effects: list[str] = Field(
         default_factory=list,

@@ -117,6 +117,7 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
         return
     if rep.baseline is None:
         say(f"last rollout {rep.rollout.id}: {rep.rollout.status}")
+        _guard_lines(rep.to_dict()["guard"])
         back = rep.state.last_rollback
         if back:
             say(
@@ -175,6 +176,31 @@ def _show_freezes(rep: StatusReport) -> None:
     names = [str(w["name"]) for w in rep.freezes.windows]
     if names:
         say(f"freeze windows: {', '.join(names)}")
+
+
+def _guard_lines(guard: dict[str, Any] | None) -> None:
+    """The post-promotion guard: time left, checks so far, and each reference's evidence."""
+    from releaser.cli.output import say
+
+    if guard is None:
+        return
+    if guard["verdict_preview"] == "ended":
+        say(f"the guard of {guard['release']} ended at {guard['ends_at']} with no breach")
+        return
+    left = (guard["time_left_s"] or 0) / 3600
+    say(
+        f"under guard until {guard['ends_at']} ({left:.1f} h left, {guard['checks']} "
+        f"check(s)); a confirmed breach rolls back to {guard['previous']}"
+    )
+    for e in guard["evidence"]:
+        log_e = "-" if e["log_e"] is None else f"{e['log_e']:.2f}"
+        say(
+            f"  {e['metric']} vs {e['source']} {_pct(e['reference_rate'])}: observed "
+            f"{_pct(e['observed_rate'])} of {e['requests']} requests; "
+            f"log e {log_e} (breach at {e['log_threshold']:.2f})"
+        )
+    for reason in guard["reasons"]:
+        say(f"  {reason}")
 
 
 def _pct(v: float | None) -> str:
@@ -251,8 +277,22 @@ def advance(
                 "warnings": res.warnings,
                 "freeze": res.frozen.to_dict() if res.frozen else None,
                 "freezes_in_force": frozen[1],
+                "guard": None
+                if res.guard is None
+                else {
+                    "verdict": res.guard.verdict,
+                    "ends_at": res.guard.state.ends_at,
+                    "observed": res.guard.observed.model_dump(mode="json"),
+                    "evidence": res.guard.evidence,
+                },
             }
         )
+        return
+    if res.guard is not None:
+        say(f"guard {res.guard.verdict}: {d.action} (rollout {r.id} {r.status})")
+        for reason in d.reasons:
+            say(f"  {reason}")
+        _effects(res.side_effects)
         return
     say(f"{d.action}: rollout {r.id} now at {_where(r)}")
     for reason in d.reasons:

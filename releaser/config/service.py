@@ -655,6 +655,41 @@ class RolloutStep(_Model):
 Comparison = Literal["error_rate", "latency", "quality_score"]
 
 
+class GuardPlan(_Model):
+    """The post-promotion guard: how long after a promotion ``advance`` keeps judging."""
+
+    window_hours: float = Field(
+        default=24,
+        ge=0,
+        le=720,
+        description="How long the promoted release stays under guard; 0 turns it off.",
+    )
+    check_minutes: float = Field(
+        default=5, ge=1, le=60, description="Shortest time between two judged batches."
+    )
+    alpha: float = Field(
+        default=0.01,
+        gt=0,
+        le=0.1,
+        description="Most probability of rolling back a healthy release over the window.",
+    )
+
+    @model_validator(mode="after")
+    def _check_fits(self) -> GuardPlan:
+        if 0 < self.window_hours * 60 < self.check_minutes:
+            raise_issues(
+                [
+                    Issue(
+                        ("check_minutes",),
+                        f"a check every {self.check_minutes:g} min does not fit in a "
+                        f"{self.window_hours:g} h window",
+                        "make the window longer or the checks more frequent",
+                    )
+                ]
+            )
+        return self
+
+
 class RolloutPlan(_Model):
     """The steps a candidate goes through, and how each step is judged."""
 
@@ -668,6 +703,10 @@ class RolloutPlan(_Model):
     comparisons: list[Comparison] = Field(
         default_factory=lambda: list(typing.get_args(Comparison)),
         description="Metrics compared between candidate and baseline.",
+    )
+    guard: GuardPlan = Field(
+        default_factory=GuardPlan,
+        description="After a promotion: the window in which a breach rolls back by itself.",
     )
 
     @model_validator(mode="after")

@@ -89,6 +89,11 @@ class ServiceRoute(BaseModel):
     artifacts: dict[str, ReleaseArtifacts] = Field(
         default_factory=dict, description="release id -> what it serves"
     )
+    guard: str | None = Field(
+        default=None,
+        description="Under the post-promotion guard: the metrics key the stable release's "
+        "requests are counted under (see releaser.core.guard).",
+    )
     updated_at: str = ""
 
     def cohort(self) -> Cohort:

@@ -141,7 +141,12 @@ def run_demo(directory: Path, *, keep: bool = False, report: Report) -> DemoSumm
 
         run_reply_story(root, report)
         report("")
-        report("== 11. Operations get a runbook and a handover pack, written from the live state")
+        report("== 11. After 100%: the post-promotion guard rolls back a late regression")
+        from releaser.demo.guard_story import run_guard_story
+
+        run_guard_story(root, report)
+        report("")
+        report("== 12. Operations get a runbook and a handover pack, written from the live state")
         from releaser.demo.docs_story import write_docs
 
         write_docs(root, SERVICE, report)

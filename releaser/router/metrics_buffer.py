@@ -177,7 +177,8 @@ class BufferCounts:
     """What the buffer did since it was made (for status displays and tests)."""
 
     flushed_requests: int
-    """Requests (baseline and candidate; stable traffic is not counted) written to the store."""
+    """Requests written to the store: baseline and candidate, and the stable release's only
+    under the post-promotion guard (other stable traffic is not counted)."""
     pending_requests: int
     """Requests counted and not written yet (waiting for the next flush)."""
     clamped_scores: int
@@ -247,8 +248,8 @@ class MetricsBuffer:
         a token count that is not a whole number in [0, 10**9]. A request reports tokens
         when either count is given (a missing one counts as 0).
         """
-        if assignment.rollout_id is None or assignment.variant == "stable":
-            return  # stable traffic is in no comparison
+        if assignment.rollout_id is None:
+            return  # stable traffic is in no comparison (but for the post-promotion guard)
         odd = False
         bin_index = -1
         tokens = -1
@@ -321,7 +322,9 @@ class MetricsBuffer:
         """The counters of an assignment seen for the first time (lock held)."""
         rollout_id = assignment.rollout_id
         assert rollout_id is not None
-        key = (rollout_id, assignment.step or 0, assignment.variant)
+        # The guarded stable release is counted as its rollout's candidate was.
+        variant = "candidate" if assignment.variant == "stable" else assignment.variant
+        key = (rollout_id, assignment.step or 0, variant)
         tally = self._tallies.get(key)
         if tally is None:
             tally = self._tallies[key] = _Tally()

@@ -46,7 +46,9 @@ class Assignment:
 
     ``variant`` is ``stable`` when no rollout is live, otherwise ``baseline`` (the stable
     release, outside the cohort) or ``candidate`` (in the cohort). ``step`` and
-    ``rollout_id`` name the live step for metrics; both are None for ``stable``.
+    ``rollout_id`` name the live step for metrics; both are None for ``stable``, except
+    under the post-promotion guard, when ``rollout_id`` is the guard's metrics key (step 0)
+    so that the promoted release's requests keep being counted.
     """
 
     service: str
@@ -148,7 +150,10 @@ def _seed_prefix(seed: int) -> bytes:
 def compile_route(route: ServiceRoute, record_version: int = 0) -> CompiledRoute:
     """Compile a route into its decision closure; BadInput if the route is inconsistent."""
     service = route.service
-    stable = Assignment(service, route.stable, "stable")
+    if route.candidate is None and route.guard is not None:
+        stable = Assignment(service, route.stable, "stable", 0, route.guard)
+    else:
+        stable = Assignment(service, route.stable, "stable")
     if route.candidate is None or route.rollout_id is None:
         return CompiledRoute(route, record_version, _constant(stable), 0)
     step = route.step if route.step is not None else 0  # metrics are keyed by step index

@@ -37,7 +37,11 @@ def test_demo_tells_the_whole_story_and_the_audit_chain_holds(tmp_path: Path, cl
     # Section 10: prompt v2 refused at the gate naming the slice, v3 canaried to 25%.
     assert "FAIL slice topic=council-tax regressed: judge" in text
     assert "advanced to 'canary-25'" in text
-    # Section 11: runbook and handover pack on disk; the shadow step is in the pack.
+    # Section 11: promoted, then degraded at full traffic: the guard rolls it back.
+    assert "prompt v3 promoted to everyone" in text
+    assert "rollout advance --if-live: rollback" in text and "guard breach: error rate" in text
+    assert "prompt alias reply-draft@production: done (v3 -> v1)" in text
+    # Section 12: runbook and handover pack on disk; the shadow step is in the pack.
     assert (summary.root / "runbooks" / "case-triage.md").is_file()
     assert (summary.root / "dist" / "case-triage-handover.html").is_file()
     rollouts = next((summary.root / "dist").glob("**/rollouts.md")).read_text()

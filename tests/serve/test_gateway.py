@@ -252,3 +252,29 @@ def test_responses_keep_the_upstreams_content_length(
     assert r.status_code == 200
     assert r.headers.get("content-length") == str(len(r.content))
     assert "transfer-encoding" not in r.headers
+
+
+def test_under_the_post_promotion_guard_the_stable_release_is_counted(
+    store: Store, store_url: str, upstreams: tuple[Upstream, Upstream], serve_app: Any
+) -> None:
+    from releaser.core.routing import ServiceRoute
+
+    base, cand = upstreams
+    put_route(store, ServiceRoute(service="guarded", stable="rel-new", guard="ro-1.guard"))
+    put_route(store, ServiceRoute(service="plain", stable="rel-new"))
+    with Router(store_url, refresh_interval_ms=10, flush_interval_ms=100_000) as router:
+        guarded = serve_app(Gateway("guarded", router, StaticUpstreams(base.url, cand.url)))
+        plain = serve_app(Gateway("plain", router, StaticUpstreams(base.url, cand.url)))
+        with httpx.Client(base_url=guarded.url) as client:
+            ok = [client.get("/", headers={"X-User-Id": f"u{i}"}) for i in range(4)]
+            failed = client.get("/fail", headers={"X-User-Id": "u9"})
+        with httpx.Client(base_url=plain.url) as client:
+            assert client.get("/", headers={"X-User-Id": "u1"}).status_code == 200
+        router.flush()
+        # The plain service's stable request is in no comparison: only the guarded five.
+        assert router.metrics_counts().flushed_requests == 5
+    assert all(r.status_code == 200 and r.headers["x-releaser-variant"] == "stable" for r in ok)
+    assert failed.status_code == 500
+    stats = store.read_metrics("ro-1.guard")
+    assert list(stats) == [(0, "candidate")]
+    assert stats[(0, "candidate")].requests == 5 and stats[(0, "candidate")].errors == 1
