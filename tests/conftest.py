@@ -12,11 +12,15 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from releaser.config.template import render_init_template
 from releaser.demo.workspace import ExampleWorkspace, build_example_workspace, copy_workspace
+
+if TYPE_CHECKING:
+    from releaser.api.workspace import Workspace
 
 
 @dataclass
@@ -184,6 +188,25 @@ def owner_keys(tmp_path_factory: pytest.TempPathFactory) -> OwnerKeys:
 def release_ws(prompted_workspace: ExampleWorkspace, tmp_path: Path) -> ExampleWorkspace:
     """A private copy of ``prompted_workspace`` that a test may change (releases, data)."""
     return copy_workspace(prompted_workspace, tmp_path / "ws")
+
+
+def serve_model_version(root: Path, version: int = 2) -> None:
+    """Make the example service's model a pinned ``version`` (not the ``champion`` alias) in
+    releaser.yaml and commit it, so the next release is a candidate with another model."""
+    cfg = root / "releaser.yaml"
+    text = cfg.read_text(encoding="utf-8").replace("alias: champion", f"version: {version}", 1)
+    cfg.write_text(text, encoding="utf-8")
+    subprocess.run(["git", "commit", "-qam", f"serve model v{version}"], cwd=root, check=True)
+
+
+def gated_release(ws: Workspace, service: str) -> str:
+    """A new release of ``service`` from the checkout as it is, through a passing gate."""
+    from releaser.api.gates import run_gate
+    from releaser.api.releases import create_release
+
+    rid = create_release(ws, service).release.id
+    assert run_gate(ws, service, rid).passed
+    return rid
 
 
 def free_port() -> int:

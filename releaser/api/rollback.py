@@ -27,7 +27,7 @@ from releaser.api.rollback_plan import (
     plan_rollback,
     switch_of,
 )
-from releaser.api.rollouts import _commit, owed_by
+from releaser.api.rollouts import commit_switch, owed_by
 from releaser.api.state import ServiceState
 from releaser.api.state import state_record as _state_record
 from releaser.api.state import traffic_change as _change
@@ -159,23 +159,7 @@ def _may_return_to(ws: Workspace, plan: RollbackPlan) -> None:
 
 def _switch(ws: Workspace, sw: TrafficSwitch) -> None:
     """The traffic switch: one atomic store commit, with the side effects it owes."""
-    _commit(
-        ws,
-        state=sw.state,
-        state_version=sw.state_version,
-        rollout=sw.rollout,
-        rollout_version=sw.rollout_version,
-        stable=sw.stable,
-        action="rollback",
-        now=sw.now,
-        reason=sw.reason,
-        before=sw.before,
-        after=sw.after,
-        rolled_back=sw.rolled_back,
-        aliases=sw.aliases,
-        extra=sw.extra,
-        settle=False,
-    )
+    commit_switch(ws, sw)
 
 
 def _planned(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> list[SideEffect]:

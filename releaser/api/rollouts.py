@@ -52,6 +52,7 @@ from releaser.store.base import Record, Write
 if TYPE_CHECKING:
     # The config models load with rollout start (a rollback never needs them), and numpy
     # and scipy with the analysis (only advance and status need them).
+    from releaser.api.rollback_plan import TrafficSwitch
     from releaser.config.service import RolloutPlan
     from releaser.core.analysis import Decision
 
@@ -170,6 +171,30 @@ def _commit(
         also=intents.events,
     )
     return journal.settle(ws, service=state.service) if settle else []
+
+
+def commit_switch(
+    ws: Workspace, sw: TrafficSwitch, *, action: str = "rollback", after: Any = None
+) -> None:
+    """Commit a rollback's traffic switch (worked out by ``rollback_plan.switch_of``) as one
+    store write with the side effects it owes, applied later by the caller's settle."""
+    _commit(
+        ws,
+        state=sw.state,
+        state_version=sw.state_version,
+        rollout=sw.rollout,
+        rollout_version=sw.rollout_version,
+        stable=sw.stable,
+        action=action,
+        now=sw.now,
+        reason=sw.reason,
+        before=sw.before,
+        after=sw.after if after is None else after,
+        rolled_back=sw.rolled_back,
+        aliases=sw.aliases,
+        extra=sw.extra,
+        settle=False,
+    )
 
 
 def owed_by(
@@ -547,23 +572,7 @@ def _judge_guard(ws: Workspace, service: str, now: str) -> AdvanceResult | None:
         return AdvanceResult(
             decision, judged.rollout, False, judged.side_effects, guard=judged.check
         )
-    _commit(
-        ws,
-        state=sw.state,
-        state_version=sw.state_version,
-        rollout=sw.rollout,
-        rollout_version=sw.rollout_version,
-        stable=sw.stable,
-        action="guard.rollback",
-        now=now,
-        reason=judged.reason,
-        before=sw.before,
-        after={**sw.after, "guard": judged.evidence},
-        rolled_back=sw.rolled_back,
-        aliases=sw.aliases,
-        extra=sw.extra,
-        settle=False,
-    )
+    commit_switch(ws, sw, action="guard.rollback", after={**sw.after, "guard": judged.evidence})
     effects = journal.settle(ws, service=service)
     undone = [w for w in sw.extra if w.key == judged.rollout.id]
     rollout = ro.Rollout.model_validate(undone[0].value) if undone else judged.rollout

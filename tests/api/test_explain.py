@@ -9,7 +9,6 @@ the route history and must give every unit the same release and variant.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from releaser.demo.workspace import ExampleWorkspace
 from releaser.errors import BadInput, NotFound
 from releaser.router import Router
 from releaser.store.base import MetricDelta
+from tests.conftest import gated_release, serve_model_version
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
@@ -42,17 +42,13 @@ def _iso(t: datetime) -> str:
 
 
 def _candidate(root: Path, ws: Workspace) -> str:
-    cfg = root / "releaser.yaml"
-    cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
-    subprocess.run(["git", "commit", "-qam", "serve model v2"], cwd=root, check=True)
+    serve_model_version(root)
     ws.close()
     fresh = open_workspace(root)
     try:
-        rid = create_release(fresh, SERVICE).release.id
-        assert run_gate(fresh, SERVICE, rid).passed
+        return gated_release(fresh, SERVICE)
     finally:
         fresh.close()
-    return rid
 
 
 def _healthy_step(ws: Workspace, rollout_id: str, step: int, requests: int) -> None:

@@ -47,6 +47,7 @@ from releaser.core.stats_aggregates import LatencyHistogram, VariantStats
 from releaser.demo.workspace import ExampleWorkspace
 from releaser.errors import EXIT_BAD_INPUT, BadInput, ConfigError
 from releaser.store.base import MetricDelta
+from tests.conftest import gated_release, serve_model_version
 
 SERVICE = "case-triage"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -206,17 +207,13 @@ def test_two_windows_of_one_name_are_refused() -> None:
 
 
 def _candidate(root: Path, ws: Workspace) -> str:
-    cfg = root / "releaser.yaml"
-    cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
-    subprocess.run(["git", "commit", "-qam", "serve model v2"], cwd=root, check=True)
+    serve_model_version(root)
     ws.close()
     fresh = open_workspace(root)
     try:
-        rid = create_release(fresh, SERVICE).release.id
-        assert run_gate(fresh, SERVICE, rid).passed
+        return gated_release(fresh, SERVICE)
     finally:
         fresh.close()
-    return rid
 
 
 @pytest.fixture

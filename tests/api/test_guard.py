@@ -34,6 +34,7 @@ from releaser.demo.traffic import make_users, simulate
 from releaser.demo.workspace import ExampleWorkspace
 from releaser.errors import NotFound
 from releaser.router import Router
+from tests.conftest import gated_release, serve_model_version
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
@@ -67,13 +68,10 @@ def promoted(release_ws: ExampleWorkspace) -> tuple[Path, str, str]:
     r1 = create_release(ws, SERVICE).release.id
     assert run_gate(ws, SERVICE, r1).passed
     start_rollout(ws, SERVICE, r1, initial=True, now=_iso(T0))
-    cfg = root / "releaser.yaml"
-    cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
-    subprocess.run(["git", "commit", "-qam", "serve model v2"], cwd=root, check=True)
+    serve_model_version(root)
     ws.close()
     ws = open_workspace(root)
-    r2 = create_release(ws, SERVICE).release.id
-    assert run_gate(ws, SERVICE, r2).passed
+    r2 = gated_release(ws, SERVICE)
     start_rollout(ws, SERVICE, r2, now=_iso(T0))
     with Router(ws.store_url, refresh_interval_ms=5) as router:
         rates = {"baseline": 0.002, "candidate": 0.002}

@@ -17,6 +17,7 @@ from releaser.api.rollout_status import rollout_status
 from releaser.api.rollouts import advance_rollout, service_state, start_rollout
 from releaser.api.workspace import open_workspace
 from releaser.demo.workspace import ExampleWorkspace
+from tests.conftest import gated_release, serve_model_version
 from tests.integrations import prometheus_fixture
 from tests.integrations.prometheus_fixture import (
     Exporter,
@@ -97,14 +98,9 @@ def _live(release_ws: ExampleWorkspace, exporter: Exporter, server: Prometheus) 
     assert run_gate(ws, SERVICE, r1).passed
     start_rollout(ws, SERVICE, r1, initial=True)
     ws.close()
-    cfg.write_text(
-        cfg.read_text(encoding="utf-8").replace("alias: champion", "version: 2", 1),
-        encoding="utf-8",
-    )
-    subprocess.run(["git", "commit", "-qam", "serve model v2"], cwd=root, check=True)
+    serve_model_version(root)
     ws = open_workspace(root)
-    r2 = create_release(ws, SERVICE).release.id
-    assert run_gate(ws, SERVICE, r2).passed
+    r2 = gated_release(ws, SERVICE)
     live = Live(root, test, r1, r2, exporter, server)
     # The stable release served before the rollout: none of that is the rollout's evidence.
     exporter.serve(test, r1, 5000, 400, 0.04)

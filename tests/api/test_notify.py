@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from releaser.api.rollouts import (
 from releaser.api.workspace import open_workspace
 from releaser.demo.traffic import drive_rollout, make_users
 from releaser.demo.workspace import ExampleWorkspace
+from tests.conftest import gated_release, serve_model_version
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
@@ -113,12 +113,9 @@ def two_releases(
         assert run_gate(ws, SERVICE, r1).passed
         start_rollout(ws, SERVICE, r1, initial=True, now="2026-03-02T08:00:00.000000Z")
         ws.close()
-        cfg = root / "releaser.yaml"
-        cfg.write_text(cfg.read_text().replace("alias: champion", "version: 2", 1))
-        subprocess.run(["git", "commit", "-qam", "serve model v2"], cwd=root, check=True)
+        serve_model_version(root)
         ws = open_workspace(root)
-        r2 = create_release(ws, SERVICE).release.id
-        assert run_gate(ws, SERVICE, r2).passed
+        r2 = gated_release(ws, SERVICE)
         ws.close()
     return root, r1, r2
 
