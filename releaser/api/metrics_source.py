@@ -241,16 +241,24 @@ def metrics_source(ws: Workspace, service: str) -> MetricsSource:
     return StoreMetrics(ws.store)
 
 
-def check_metrics_sources(config: Config, *, now: float | None = None) -> list[str]:
-    """Each Prometheus query of the config, asked once; one line per service and query.
+def check_metrics_sources(
+    config: Config, *, now: float | None = None
+) -> tuple[list[str], list[str]]:
+    """Each Prometheus query of the config, asked once: (one line per service and query,
+    warnings).
 
-    Raises the first refusal or unreachable server (naming the query); returns what was
-    checked, with a note for queries that match no series yet.
+    A query Prometheus refuses raises, naming it: the config is wrong wherever it runs. A
+    server that does not answer is a warning naming the service and the query, and that
+    service's other queries are not asked: ``validate`` often runs where production's
+    Prometheus cannot be reached (a CI runner), and ``rollout advance`` holds, saying why,
+    while it cannot be.
     """
+    from releaser.errors import ExternalUnavailable
     from releaser.integrations.prometheus import PrometheusClient
 
     at = time.time() if now is None else now
     lines: list[str] = []
+    warnings: list[str] = []
     for name, svc in config.services.items():
         if svc.metrics.source != "prometheus":
             continue
@@ -258,7 +266,14 @@ def check_metrics_sources(config: Config, *, now: float | None = None) -> list[s
         client = PrometheusClient(spec.url, timeout_s=spec.timeout_s)
         for which in PrometheusMetricsSource(name, spec, client).queries():
             selector = spec.selector(which, name)
-            found = client.check(selector, at=at)
+            try:
+                found = client.check(selector, at=at)
+            except ExternalUnavailable as exc:
+                warnings.append(
+                    f"services.{name}.metrics.prometheus: {exc.message}; its queries were not "
+                    "checked (rollout advance holds while Prometheus cannot be reached)"
+                )
+                break
             note = f"{found} series" if found else "no series yet"
             lines.append(f"services.{name}.metrics.prometheus.{which}: {selector!r}: {note}")
-    return lines
+    return lines, warnings

@@ -63,10 +63,12 @@ def test_validate_names_a_query_prometheus_refuses(
     assert "refused the query 'stub_requests_total{test=~~\"x\"}'" in res.err
 
 
-def test_validate_names_the_query_when_prometheus_is_down(tmp_path: Path, cli) -> None:
+def test_validate_warns_naming_the_query_when_prometheus_is_down(tmp_path: Path, cli) -> None:
+    # A CI runner often cannot reach production's Prometheus: the config is still valid.
     url = f"http://ops:hunter2@127.0.0.1:{free_port()}"
     repo = _repo(tmp_path, cli, _block(url, "stub_requests_total"))
     res = cli("validate", cwd=repo)
-    assert res.code == 3
+    assert res.code == 0, res.err
+    assert "services.case-triage.metrics.prometheus:" in res.err and "were not checked" in res.err
     assert "did not answer the query 'stub_requests_total'" in res.err
     assert "hunter2" not in res.err + res.out and "***@127.0.0.1" in res.err
