@@ -57,7 +57,9 @@ class Step:
     name: str
     outcome: str  # success, failure or skipped
     outputs: dict[str, str] = field(default_factory=dict)
-    log: str = ""
+    log: str = ""  # as GitHub shows it: secrets and ::add-mask:: values are ***
+    raw_log: str = ""  # unmasked: what a test searches for leaked secrets
+    env: frozenset[str] = frozenset()  # names of the non-empty variables the step was given
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Job:
     steps: list[Step] = field(default_factory=list)
     environment: str | None = None
     summary: str = ""
+    raw_summary: str = ""
     called: Run | None = None
 
     @property
@@ -93,11 +96,23 @@ class Run:
         return "".join(j.log for j in self.jobs.values())
 
     @property
+    def raw_log(self) -> str:
+        """Every step's unmasked log."""
+        return "".join(s.raw_log for j in self._all_jobs() for s in j.steps)
+
+    def step(self, name: str) -> Step:
+        """The step of that name (first one, in any job)."""
+        return next(s for j in self._all_jobs() for s in j.steps if s.name == name)
+
+    @property
     def summary(self) -> str:
         """Every job's step summary."""
-        return "".join(
-            (j.called.summary if j.called else "") + j.summary for j in self.jobs.values()
-        )
+        return "".join(j.summary for j in self._all_jobs())
+
+    @property
+    def raw_summary(self) -> str:
+        """Every job's unmasked step summary."""
+        return "".join(j.raw_summary for j in self._all_jobs())
 
     @property
     def outputs_files(self) -> str:
@@ -443,7 +458,8 @@ class Runner:
             result = self._step(state, step, i, env, steps_ctx, defaults, home)
             job.steps.append(result)
         job.result = "failure" if state.failed else "success"
-        job.summary = state.summary
+        job.raw_summary = state.summary
+        job.summary = state.masker(state.summary)
         sctx = {**ctx, "steps": steps_ctx, "env": env}
         for name, expr in (spec.get("outputs") or {}).items():
             value = to_string(self._eval(expr, sctx, status))
@@ -507,7 +523,8 @@ class Runner:
         if not ok and not step.get("continue-on-error"):
             state.failed = True
         steps_ctx[step_id] = {"outcome": outcome, "conclusion": outcome, "outputs": outputs}
-        return Step(name, outcome, outputs, state.masker(log))
+        given = frozenset(k for k, v in env.items() if to_string(v))
+        return Step(name, outcome, outputs, state.masker(log), log, given)
 
     def _uses(
         self,
@@ -594,7 +611,7 @@ class Runner:
         )
         added = [p for p in files["GITHUB_PATH"].read_text("utf-8").splitlines() if p.strip()]
         state.path[:0] = list(reversed(added))
-        state.summary += state.masker(files["GITHUB_STEP_SUMMARY"].read_text("utf-8"))
+        state.summary += files["GITHUB_STEP_SUMMARY"].read_text("utf-8")
         log = done.stdout + (
             f"Process completed with exit code {done.returncode}.\n" if done.returncode else ""
         )
