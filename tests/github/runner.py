@@ -645,6 +645,8 @@ class Runner:
             "GITHUB_API_URL": str(g.get("api_url", "https://api.github.com")),
             "RUNNER_TEMP": str(state.temp),
             "RUNNER_OS": "Linux",
+            # pip finds packages only in the release folder (this checkout's wheel and the
+            # build backend), never on an index.
             "PIP_CONFIG_FILE": os.devnull,
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             **(

@@ -30,7 +30,8 @@ SENTINEL = "SENTINEL-secret-7f3a9c"
 
 @pytest.fixture(scope="session")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Release, Path]]:
-    """This checkout's wheel (built once) and a venv with it installed: setup-python's Python.
+    """This checkout's wheel (built once) in a folder with the build backend's wheels, and
+    a venv with it installed: the Python setup-python puts on PATH.
 
     The venv sees the test environment's packages through a .pth file, so the
     dependencies need no install; releaser-ml itself is the wheel, installed for real.
@@ -44,6 +45,13 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Release,
         capture_output=True,
     )
     (wheel,) = wheels.glob("releaser_ml-*.whl")
+    # The build backend, for the composite action's install from its checkout (the
+    # runner's pip looks in this folder only).
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels),
+         "hatchling>=1.25"],
+        check=True, capture_output=True,
+    )  # fmt: skip
     version = wheel.name.split("-")[1]
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -57,6 +65,22 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Release,
     )  # fmt: skip
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     yield Release(version, digest, wheels), venv / "bin"
+
+
+CALLERS = ROOT / "docs" / "github-callers.md"
+
+
+def caller_examples() -> dict[str, str]:
+    """The caller files in docs/github-callers.md, by the file name on their first line."""
+    import re
+
+    text = CALLERS.read_text(encoding="utf-8")
+    found = {}
+    for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S):
+        first = block.splitlines()[0]
+        if first.startswith("# .github/workflows/"):
+            found[first.removeprefix("# .github/workflows/")] = block
+    return found
 
 
 def _head(root: Path) -> str:
@@ -147,26 +171,54 @@ def assert_no_secret_leaked(run: Run, secrets: dict[str, str]) -> None:
             assert value not in text, f"a secret ({value[:12]}...) is in the {where}"
 
 
-def assert_credentials_only_where_needed(run: Run, releaser_steps: list[str]) -> None:
-    """The credential variables reach the steps that run releaser, and no other step; the
-    Google key's content only the step writing it (later steps get the file's path)."""
+def assert_credentials_only_where_needed(
+    run: Run, releaser_steps: list[str], given: set[str] | None = None
+) -> None:
+    """The credential variables given (all by default) reach the steps that run releaser,
+    and no other step; the Google key's content only the step writing it."""
+    given = {*CREDENTIALS, "GOOGLE_APPLICATION_CREDENTIALS"} if given is None else given
+    google = "GOOGLE_APPLICATION_CREDENTIALS" in given
     for job in run._all_jobs():
         for step in job.steps:
             if step.outcome == "skipped":
                 continue
             if step.name in releaser_steps:
-                assert step.env >= {*CREDENTIALS, "GOOGLE_APPLICATION_CREDENTIALS"}, step.name
+                assert step.env & {*CREDENTIALS, "GOOGLE_APPLICATION_CREDENTIALS"} == given
             else:
                 assert step.env & set(CREDENTIALS) == set(), step.name
-            assert ("KEY_JSON" in step.env) == step.name.startswith("Google Cloud key"), step.name
+            writes_key = google and step.name.startswith("Google Cloud key")
+            assert ("KEY_JSON" in step.env) == writes_key, step.name
+
+
+def repository_secrets(ws: ExampleWorkspace) -> dict[str, str]:
+    """The secrets of the caller's repository that the doc examples name (and one they don't)."""
+    return {
+        **store_secrets(ws),
+        "MLFLOW_TRACKING_TOKEN": f"{SENTINEL}-mlflow",
+        "DVC_AWS_ACCESS_KEY_ID": f"{SENTINEL}-aws-id",
+        "DVC_AWS_SECRET_ACCESS_KEY": f"{SENTINEL}-aws-key",
+        "DEPLOY_KEY": f"{SENTINEL}-not-passed",  # no example passes it: no step may see it
+    }
+
+
+def assert_not_passed_reached_no_step(run: Run) -> None:
+    """A repository secret the caller does not name is in no step's environment or log."""
+    assert f"{SENTINEL}-not-passed" not in run.raw_log
+    for job in run._all_jobs():
+        for step in job.steps:
+            assert "DEPLOY_KEY" not in step.env
 
 
 def test_gate_on_a_pull_request_reports_comments_and_summarises(
     github_ws: ExampleWorkspace, github: GithubStandIn, release: Any, tmp_path: Path
 ) -> None:
+    """The docs' caller file, on a pull request: it calls release-gate.yml."""
     runner = runner_for(github_ws, github, release, tmp_path, event_name="pull_request", pr=7)
-    secrets = {**store_secrets(github_ws), **credential_secrets()}
-    run = runner.call(".github/workflows/release-gate.yml", {"service": SERVICE}, secrets)
+    secrets = repository_secrets(github_ws)
+    caller = runner.run(caller_examples()["releaser-gate.yml"], secrets)
+    assert caller.jobs["gate"].result == "success", caller.log[-4000:]
+    run = caller.jobs["gate"].called
+    assert run is not None
     gate = run.jobs["gate"]
     assert gate.result == "success", run.log[-4000:]
     assert run.concurrency == f"releaser-gate-{SERVICE}-refs/pull/7/merge"
@@ -179,12 +231,10 @@ def test_gate_on_a_pull_request_reports_comments_and_summarises(
     assert comment["body"].startswith(f"<!-- releaser:{SERVICE} -->")
     assert run.outputs["release_id"] in comment["body"]
     assert_matches_recordings(github.log)
-    assert_no_secret_leaked(run, secrets)
-    assert_credentials_only_where_needed(run, GATE_STEPS)
-    # The Google key: a file only the job's user may read, its path in later steps' env.
-    (key,) = tmp_path.glob("runner-*/job*-gate/temp/google-application-credentials.json")
-    assert key.read_text() == secrets["GOOGLE_APPLICATION_CREDENTIALS_JSON"]
-    assert key.stat().st_mode & 0o077 == 0
+    assert_no_secret_leaked(caller, secrets)
+    given = {"MLFLOW_TRACKING_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert_credentials_only_where_needed(caller, GATE_STEPS, given)
+    assert_not_passed_reached_no_step(caller)
 
 
 GATE_STEPS = [
@@ -202,7 +252,8 @@ def test_a_failing_gate_fails_the_job_and_still_reports(
     cfg.write_text(cfg.read_text().replace("accuracy: 0.8\n", "accuracy: 0.97\n", 1))
     subprocess.run(["git", "commit", "-qam", "stricter gate"], cwd=root, check=True)
     runner = runner_for(github_ws, github, release, tmp_path, event_name="pull_request", pr=9)
-    run = runner.call(".github/workflows/release-gate.yml", {"service": SERVICE}, {})
+    secrets = {**store_secrets(github_ws), **credential_secrets()}
+    run = runner.call(".github/workflows/release-gate.yml", {"service": SERVICE}, secrets)
     gate = run.jobs["gate"]
     assert gate.result == "failure"
     assert run.step("Run the eval gate").outcome == "failure"
@@ -217,6 +268,12 @@ def test_a_failing_gate_fails_the_job_and_still_reports(
     [comment] = github.comments[9]
     assert "FAIL" in comment["body"] or "failed" in comment["body"].lower()
     assert_matches_recordings(github.log)
+    assert_no_secret_leaked(run, secrets)
+    assert_credentials_only_where_needed(run, GATE_STEPS)
+    # The Google key: a file only the job's user may read, its path in later steps' env.
+    (key,) = tmp_path.glob("runner-*/job*-gate/temp/google-application-credentials.json")
+    assert key.read_text() == secrets["GOOGLE_APPLICATION_CREDENTIALS_JSON"]
+    assert key.stat().st_mode & 0o077 == 0
 
 
 # --- rollouts ---------------------------------------------------------------------------
@@ -291,17 +348,27 @@ def test_rollout_advance_idle_paused_advance_rollback_promote_and_one_click_roll
     root = github_ws.root
     secrets = {**store_secrets(github_ws), **credential_secrets()}
 
-    def advance() -> Run:
+    def advance(environment: str = "production") -> Run:
         runner = runner_for(github_ws, github, release, tmp_path, event_name="schedule")
-        run = runner.call(".github/workflows/rollout-advance.yml", {"service": SERVICE}, secrets)
+        inputs = {"service": SERVICE, "environment": environment}
+        run = runner.call(".github/workflows/rollout-advance.yml", inputs, secrets)
         assert run.jobs["advance"].result == "success", run.log[-3000:]
-        assert run.jobs["advance"].environment == "production"
-        assert run.concurrency == f"releaser-{SERVICE}-production"
+        assert run.jobs["advance"].environment == environment
+        assert run.concurrency == f"releaser-{SERVICE}-{environment}"
         assert_no_secret_leaked(run, secrets)
         return run
 
-    idle = advance()
+    # The docs' caller file, on its schedule: nothing is live, so the run is idle and green.
+    runner = runner_for(github_ws, github, release, tmp_path, event_name="schedule")
+    idle_caller = runner.run(
+        caller_examples()["releaser-advance.yml"], repository_secrets(github_ws)
+    )
+    assert idle_caller.jobs["advance"].result == "success", idle_caller.log[-3000:]
+    idle = idle_caller.jobs["advance"].called
+    assert idle is not None
     assert idle.outputs["decision"] == "idle" and idle.jobs["publish"].result == "skipped"
+    assert idle_caller.jobs["advance"].outputs == {"decision": "idle"}
+    assert_not_passed_reached_no_step(idle_caller)
 
     # r1 serves (made stable at once); r2 (model v2) starts its rollout, in the past.
     r1 = _release(root)
@@ -323,7 +390,7 @@ def test_rollout_advance_idle_paused_advance_rollback_promote_and_one_click_roll
         rollouts.pause_rollout(ws, SERVICE, reason="drill", now="2025-01-01T01:10:00.000000Z")
     finally:
         ws.close()
-    paused = advance()
+    paused = advance("production-eu")  # the input names the GitHub environment too
     assert paused.outputs["decision"] == "paused"
     ws = _open(root)
     try:
@@ -374,21 +441,23 @@ def test_rollout_advance_idle_paused_advance_rollback_promote_and_one_click_roll
     assert gh_release["tag_name"] == f"{SERVICE}-{r3}"
     assert [a["name"] for a in gh_release["assets"]] == [f"{SERVICE}-handover.zip"]
 
-    # The one-click rollback: back to the last known-good release, in its environment.
+    # The one-click rollback, from the docs' caller file: back to the last known-good.
     runner = runner_for(github_ws, github, release, tmp_path)
     reason = "errors up; see incident 12"
-    back = runner.call(
-        ".github/workflows/rollback.yml",
-        {"service": SERVICE, "reason": reason, "environment": "production-eu"},
-        secrets,
+    repo_secrets = repository_secrets(github_ws)
+    caller = runner.run(
+        caller_examples()["releaser-rollback.yml"], repo_secrets, {"reason": reason}
     )
+    back = caller.jobs["rollback"].called
+    assert back is not None
     job = back.jobs["rollback"]
     assert job.result == "success", job.log[-3000:]
-    assert job.environment == "production-eu"
-    assert back.concurrency == f"releaser-rollback-{SERVICE}-production-eu"
+    assert job.environment == "production"
+    assert back.concurrency == f"releaser-rollback-{SERVICE}-production"
     assert _state(root).stable == r1
-    assert_credentials_only_where_needed(back, ["Roll back"])
-    assert_no_secret_leaked(back, secrets)
+    assert_credentials_only_where_needed(back, ["Roll back"], {"MLFLOW_TRACKING_TOKEN"})
+    assert_no_secret_leaked(caller, repo_secrets)
+    assert_not_passed_reached_no_step(caller)
     assert_matches_recordings(github.log)
 
 
@@ -406,10 +475,11 @@ def test_prompt_promote_moves_the_alias_with_the_reason(
     finally:
         ws.close()
     runner = runner_for(github_ws, github, release, tmp_path)
-    secrets = {**store_secrets(github_ws), **credential_secrets()}
-    inputs = {"service": SERVICE, "prompt": v2.name, "version": str(v2.version)}
-    inputs["reason"] = "hotfix: temperature"
-    run = runner.call(".github/workflows/prompt-promote.yml", inputs, secrets)
+    secrets = repository_secrets(github_ws)
+    inputs = {"version": str(v2.version), "reason": "hotfix: temperature"}
+    caller = runner.run(caller_examples()["releaser-prompt-promote.yml"], secrets, inputs)
+    run = caller.jobs["promote"].called
+    assert run is not None
     job = run.jobs["promote"]
     assert job.result == "success", job.log[-3000:]
     assert job.environment == "production"
@@ -419,12 +489,13 @@ def test_prompt_promote_moves_the_alias_with_the_reason(
         assert ws.prompts.aliases(v2.name)["production"] == v2.version
     finally:
         ws.close()
-    assert_credentials_only_where_needed(run, ["Promote the prompt"])
-    assert_no_secret_leaked(run, secrets)
+    assert_credentials_only_where_needed(run, ["Promote the prompt"], {"MLFLOW_TRACKING_TOKEN"})
+    assert_no_secret_leaked(caller, secrets)
+    assert_not_passed_reached_no_step(caller)
     # A missing required input never reaches a step.
-    without_reason = {k: v for k, v in inputs.items() if k != "reason"}
+    direct = {"service": SERVICE, "prompt": v2.name, "version": str(v2.version)}
     with pytest.raises(AssertionError, match="required input 'reason' not given"):
-        runner.call(".github/workflows/prompt-promote.yml", without_reason, secrets)
+        runner.call(".github/workflows/prompt-promote.yml", direct, secrets)
 
 
 def test_prompt_release_registers_gates_and_starts_the_canary(
@@ -443,10 +514,10 @@ def test_prompt_release_registers_gates_and_starts_the_canary(
     spec.write_text(spec.read_text().replace("max_tokens: 300", "max_tokens: 250"))
     subprocess.run(["git", "commit", "-qam", "shorter summaries"], cwd=root, check=True)
     runner = runner_for(github_ws, github, release, tmp_path, event_name="push")
-    secrets = {**store_secrets(github_ws), **credential_secrets(), "LLM_API_KEY": SENTINEL}
-    inputs = {"service": SERVICE, "prompt": "case-triage-system"}
-    inputs["spec"] = "prompts/case-triage-system.yaml"
-    run = runner.call(".github/workflows/prompt-release.yml", inputs, secrets)
+    secrets = repository_secrets(github_ws)
+    caller = runner.run(caller_examples()["releaser-prompt-release.yml"], secrets)
+    run = caller.jobs["release"].called
+    assert run is not None
     job = run.jobs["release"]
     assert job.result == "success", job.log[-3000:]
     assert job.environment == "production"
@@ -454,5 +525,74 @@ def test_prompt_release_registers_gates_and_starts_the_canary(
     state = _state(root)
     assert run.outputs["rollout_id"] == state.active_rollout
     assert run.outputs["release_id"] not in ("", r1)
-    assert_credentials_only_where_needed(run, ["Register, gate and start the canary"])
-    assert_no_secret_leaked(run, secrets)
+    given = {"MLFLOW_TRACKING_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert_credentials_only_where_needed(run, ["Register, gate and start the canary"], given)
+    assert_no_secret_leaked(caller, secrets)
+    assert_not_passed_reached_no_step(caller)
+
+
+def test_the_composite_action_in_a_job_of_your_own(
+    github_ws: ExampleWorkspace, github: GithubStandIn, release: Any, tmp_path: Path
+) -> None:
+    """The docs' OIDC example: the harness refuses the cloud login step (it has no cloud),
+    naming it; the rest of the file runs, the action installing releaser from its own
+    checkout (this repository) and the next step running releaser."""
+    import yaml
+
+    from .runner import WorkflowError
+
+    example = caller_examples()["releaser-status.yml"]
+    runner = runner_for(github_ws, github, release, tmp_path)
+    with pytest.raises(WorkflowError, match=r"step 'Cloud login \(OIDC\)': uses 'aws-actions/"):
+        runner.run(example, repository_secrets(github_ws))
+    doc = yaml.safe_load(example)
+    steps = doc["jobs"]["status"]["steps"]
+    doc["jobs"]["status"]["steps"] = [s for s in steps if s.get("name") != "Cloud login (OIDC)"]
+    run = runner_for(github_ws, github, release, tmp_path).run(
+        yaml.safe_dump(doc, sort_keys=False), repository_secrets(github_ws)
+    )
+    job = run.jobs["status"]
+    assert job.result == "success", job.log[-4000:]
+    assert job.environment == "production"
+    action = run.step("OWNER/releaser@SHA")
+    assert action.outputs == {"version": f"releaser {release[0].version}"}
+    assert SERVICE in run.step("Rollout status").log
+    assert_no_secret_leaked(run, repository_secrets(github_ws))
+    assert_not_passed_reached_no_step(run)
+
+
+def test_there_is_a_caller_example_per_workflow_and_each_is_valid_and_clean(
+    tmp_path: Path,
+) -> None:
+    """One example per reusable workflow (and the action's); each passes the workflow schema
+    and zizmor (with the placeholders replaced by a pinned SHA, as a team would)."""
+    from .runner import load
+    from .test_workflows import REUSABLE, _tool
+
+    examples = caller_examples()
+    called = set()
+    for text in examples.values():
+        for job in load(text)["jobs"].values():
+            if "uses" in job:
+                called.add(job["uses"].split("/")[-1].split("@")[0])
+    assert called == REUSABLE
+    assert any("uses: OWNER/releaser@SHA" in text for text in examples.values())
+    folder = tmp_path / ".github" / "workflows"
+    folder.mkdir(parents=True)
+    for name, text in examples.items():
+        pinned = text.replace("@SHA # vX.Y.Z: pin the release you reviewed", "@SHA # v4.3.1")
+        pinned = pinned.replace("@SHA # vX.Y.Z", "@SHA # v1.0.0").replace("@SHA", "@" + "a" * 40)
+        (folder / name).write_text(pinned, encoding="utf-8")
+    files = [str(p) for p in sorted(folder.glob("*.yml"))]
+    res = subprocess.run(
+        [_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *files],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = subprocess.run(
+        [_tool("zizmor"), "--offline", "--no-progress", *files], capture_output=True, text=True
+    )
+    assert res.returncode == 0 and "No findings to report" in res.stdout + res.stderr, (
+        res.stdout + res.stderr
+    )
