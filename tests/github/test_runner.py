@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from .expressions import ExpressionError, condition, evaluate, interpolate, names_used, parse
-from .runner import ROOT, Runner, WorkflowError, load, parse_file_command
+from .runner import ROOT, Runner
+from .workflow_files import WorkflowError, load, parse_file_command
 
 OK = {"success": True, "failure": False, "always": True, "cancelled": False}
 FAILED = {"success": False, "failure": True, "always": True, "cancelled": False}
@@ -271,3 +272,23 @@ def test_an_unknown_context_in_a_step_fails_the_run(tmp_path: Path) -> None:
     wf.write_text(TOY.replace("LOUD: ${{ inputs.loud }}", "LOUD: ${{ matrix.loud }}"))
     with pytest.raises(WorkflowError, match="unknown context 'matrix'"):
         _runner(tmp_path).call(wf, {"who": "a"}, {"PASSWORD": "x"})
+
+
+def test_a_caller_granting_less_than_the_called_jobs_need_is_refused(tmp_path: Path) -> None:
+    caller = """
+on: workflow_dispatch
+permissions: {}
+jobs:
+  rollback:
+    uses: OWNER/releaser/.github/workflows/rollback.yml@SHA
+    permissions:
+      contents: read
+      id-token: write
+    with: {service: s, reason: r}
+    secrets:
+      RELEASER_STORE: x
+"""
+    with pytest.raises(WorkflowError, match="rollback.yml job rollback needs deployments: write"):
+        _runner(tmp_path).run(caller)
+    with pytest.raises(WorkflowError, match="not one of this repository's reusable workflows"):
+        _runner(tmp_path).run(caller.replace("rollback.yml@SHA", "deploy.yml@SHA"))

@@ -21,7 +21,8 @@ import pytest
 from releaser.demo.workspace import ExampleWorkspace
 
 from .conftest import OWNER, REPO, TOKEN, GithubStandIn, assert_matches_recordings
-from .runner import ROOT, Release, Run, Runner
+from .runner import ROOT, Release, Runner
+from .workflow_files import Run
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
@@ -539,7 +540,7 @@ def test_the_composite_action_in_a_job_of_your_own(
     checkout (this repository) and the next step running releaser."""
     import yaml
 
-    from .runner import WorkflowError
+    from .workflow_files import WorkflowError
 
     example = caller_examples()["releaser-status.yml"]
     runner = runner_for(github_ws, github, release, tmp_path)
@@ -566,8 +567,8 @@ def test_there_is_a_caller_example_per_workflow_and_each_is_valid_and_clean(
 ) -> None:
     """One example per reusable workflow (and the action's); each passes the workflow schema
     and zizmor (with the placeholders replaced by a pinned SHA, as a team would)."""
-    from .runner import load
     from .test_workflows import REUSABLE, _tool
+    from .workflow_files import load
 
     examples = caller_examples()
     called = set()
@@ -596,3 +597,28 @@ def test_there_is_a_caller_example_per_workflow_and_each_is_valid_and_clean(
     assert res.returncode == 0 and "No findings to report" in res.stdout + res.stderr, (
         res.stdout + res.stderr
     )
+
+
+def test_the_install_step_fails_on_a_wrong_package_name(
+    release: Any, tmp_path: Path, github: GithubStandIn
+) -> None:
+    """The runner stands in for the pinned commit with this checkout's wheel, found by its
+    name: an install step asking for another name (PyPI's unrelated 'releaser') fails."""
+    text = (ROOT / ".github" / "workflows" / "rollback.yml").read_text(encoding="utf-8")
+    assert text.count('f"releaser-ml=={version}"') == 1
+    wrong = tmp_path / "rollback.yml"
+    wrong.write_text(text.replace('f"releaser-ml=={version}"', 'f"releaser=={version}"'))
+    checkout = tmp_path / "repo"
+    checkout.mkdir()
+    runner = Runner(
+        checkout=checkout,
+        python_bin=release[1],
+        work=tmp_path / "runner",
+        release=release[0],
+        github={"event_name": "workflow_dispatch", "repository": f"{OWNER}/{REPO}"},
+    )
+    run = runner.call(wrong, {"service": SERVICE, "reason": "r"}, {"RELEASER_STORE": "x"})
+    assert run.jobs["rollback"].result == "failure"
+    assert run.step("Install releaser, pinned").outcome == "failure"
+    assert run.step("Roll back").outcome == "skipped"
+    assert github.log == []
