@@ -90,7 +90,8 @@ def test_unknown_names_and_bad_syntax_are_errors(source: str, message: str) -> N
 
 
 def test_every_expression_in_the_workflows_uses_known_contexts_and_functions() -> None:
-    """Also steps no run reaches: each ${{ }} and if: parses and names only known things."""
+    """Also steps no run reaches, and the docs' caller files: each ${{ }} and if: parses and
+    names only known contexts and functions."""
     from .expressions import FUNCTIONS, template_parts
 
     known = {"inputs", "secrets", "github", "steps", "needs", "env", "vars", "jobs", "runner"}
@@ -114,8 +115,10 @@ def test_every_expression_in_the_workflows_uses_known_contexts_and_functions() -
                 for kind, name in names_used(tree):
                     assert name in (FUNCTIONS if kind == "function" else known), (kind, name)
 
-    for path in files:
-        walk(load(path))
+    from .test_workflow_runs import caller_examples
+
+    for doc in [*map(load, files), *map(load, caller_examples().values())]:
+        walk(doc)
     assert seen > 50
 
 

@@ -55,7 +55,9 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Release,
     )  # fmt: skip
     version = wheel.name.split("-")[1]
     venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # No pip of its own: the test environment's pip, seen through the .pth file below,
+    # installs into whichever Python runs it.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     here = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
     (site,) = venv.glob("lib/python*/site-packages")
     (site / "deps.pth").write_text(f"{here}\n", encoding="utf-8")
