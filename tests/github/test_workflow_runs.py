@@ -624,3 +624,68 @@ def test_the_install_step_fails_on_a_wrong_package_name(
     assert run.step("Install releaser, pinned").outcome == "failure"
     assert run.step("Roll back").outcome == "skipped"
     assert github.log == []
+
+
+def test_the_mlflow_token_reaches_the_tracking_server_and_no_log(
+    github_ws: ExampleWorkspace,
+    github: GithubStandIn,
+    release: Any,
+    tmp_path: Path,
+    mlflow_cli_server: str,
+) -> None:
+    """The named secret becomes the variable MLflow reads: a real MLflow server, behind a
+    proxy that records each request's Authorization header, receives the sentinel token."""
+    import threading
+    import urllib.error
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            seen.append(self.headers.get("Authorization") or "")
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {"Content-Type": self.headers.get("Content-Type") or "application/json"}
+            request = urllib.request.Request(
+                mlflow_cli_server + self.path, data=body, headers=headers, method=self.command
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    status, data = answer.status, answer.read()
+            except urllib.error.HTTPError as err:
+                status, data = err.code, err.read()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    token = f"{SENTINEL}-mlflow-token"
+    secrets = {
+        "RELEASER_STORE": store_secrets(github_ws)["RELEASER_STORE"],
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{proxy.server_port}",
+        "MLFLOW_TRACKING_TOKEN": token,
+    }
+    inputs = {"service": SERVICE, "prompt": "case-triage-system", "version": "1"}
+    inputs["reason"] = "token check"
+    try:
+        runner = runner_for(github_ws, github, release, tmp_path)
+        run = runner.call(".github/workflows/prompt-promote.yml", inputs, secrets)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    # That server holds no such prompt: the promotion fails, after asking it with the token.
+    assert run.step("Promote the prompt").outcome == "failure"
+    assert seen and set(seen) == {f"Bearer {token}"}, seen
+    # releaser names the tracking server in its "no such prompt" message (GitHub masks it
+    # there, as a secret): the URL is left out of the leak check, the token is not.
+    assert_no_secret_leaked(run, {k: v for k, v in secrets.items() if k != "MLFLOW_TRACKING_URI"})
