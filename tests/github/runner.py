@@ -236,7 +236,7 @@ class Runner:
                     )
                 else:
                     run.jobs[job_id] = self._job(
-                        job_id, spec, {**jctx, "secrets": secrets}, top_env, perms
+                        job_id, spec, {**jctx, "secrets": secrets}, top_env
                     )
         return run
 
@@ -285,7 +285,6 @@ class Runner:
         spec: dict[str, Any],
         ctx: dict[str, Any],
         top_env: dict[str, Any],
-        perms: dict[str, int],
     ) -> Job:
         self._jobs += 1
         home = self.work / f"job{self._jobs}-{job_id}"
