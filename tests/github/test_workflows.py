@@ -226,7 +226,10 @@ def test_every_reusable_workflow_takes_the_same_setup_and_installs_the_same_way(
 def test_rollback_takes_only_service_reason_and_setup_and_runs_releaser_rollback() -> None:
     doc = _load(ROOT / ".github" / "workflows" / "rollback.yml")
     assert set(doc["on"]) == {"workflow_call"}
-    assert set(doc["on"]["workflow_call"]["inputs"]) == {"service", "reason", *SETUP_INPUTS}
+    inputs = doc["on"]["workflow_call"]["inputs"]
+    # environment: the GitHub environment whose protection rules gate the job, default production
+    assert set(inputs) == {"service", "reason", "environment", *SETUP_INPUTS}
+    assert inputs["environment"]["default"] == "production"
     runs = [s["run"] for s in _steps(doc) if "run" in s]
     assert runs[-1].strip() == 'releaser rollback "$SERVICE" --reason "$REASON" --yes'
     env = doc["jobs"]["rollback"]["steps"][-1]["env"]
