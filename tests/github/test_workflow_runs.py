@@ -346,6 +346,7 @@ def test_rollout_advance_idle_paused_advance_rollback_promote_and_one_click_roll
     github_ws: ExampleWorkspace, github: GithubStandIn, release: Any, tmp_path: Path
 ) -> None:
     from releaser.api import rollouts
+    from releaser.api.freeze import freeze_service, unfreeze_service
 
     root = github_ws.root
     secrets = {**store_secrets(github_ws), **credential_secrets()}
@@ -369,7 +370,7 @@ def test_rollout_advance_idle_paused_advance_rollback_promote_and_one_click_roll
     idle = idle_caller.jobs["advance"].called
     assert idle is not None
     assert idle.outputs["decision"] == "idle" and idle.jobs["publish"].result == "skipped"
-    assert idle_caller.jobs["advance"].outputs == {"decision": "idle"}
+    assert idle_caller.jobs["advance"].outputs == {"decision": "idle", "freeze": ""}
     assert_not_passed_reached_no_step(idle_caller)
 
     # r1 serves (made stable at once); r2 (model v2) starts its rollout, in the past.
@@ -401,7 +402,23 @@ def test_rollout_advance_idle_paused_advance_rollback_promote_and_one_click_roll
         ws.close()
 
     _metrics(root)
+    # A change freeze: the scheduled run holds, stays green and says which freeze held it.
+    ws = _open(root)
+    try:
+        freeze_service(ws, SERVICE, until="2h", reason="release weekend")
+    finally:
+        ws.close()
+    frozen = advance()
+    assert frozen.outputs["decision"] == "hold", frozen.log[-3000:]
+    assert "release weekend" in frozen.outputs["freeze"], frozen.outputs
+    assert "Change freeze" in frozen.jobs["advance"].summary, frozen.jobs["advance"].summary
+    ws = _open(root)
+    try:
+        unfreeze_service(ws, SERVICE, reason="weekend over")
+    finally:
+        ws.close()
     stepped = advance()
+    assert stepped.outputs["freeze"] == ""
     assert stepped.outputs["decision"] == "advance", stepped.log[-3000:]
     assert stepped.jobs["publish"].result == "skipped"
     assert_credentials_only_where_needed(stepped, ["Advance the rollout"])
