@@ -135,8 +135,16 @@ def unknown_alias(name: str, alias: str, aliases: Mapping[str, int]) -> PromptNo
 
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@]*):[^@/]*@")
+# https://TOKEN@host: over HTTP a lone userinfo is as often a token as a user name.
+_HTTP_LONE_USER = re.compile(r"(?P<scheme>https?://)[^:/@?#]+@", re.IGNORECASE)
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&](?:[A-Za-z_]*token|password|secret|api[_-]?key|key|sig|signature)=)[^&#]*",
+    re.IGNORECASE,
+)
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***``."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", uri)
+    """``uri`` with any password, token-like user or secret query value replaced by ``***``."""
+    shown = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", uri)
+    shown = _HTTP_LONE_USER.sub(lambda m: f"{m['scheme']}***@", shown)
+    return _QUERY_SECRET.sub(lambda m: f"{m['key']}***", shown)

@@ -16,7 +16,7 @@ from promptregistry import (
     PromptVersion,
     content_hash,
 )
-from promptregistry.backend import PromptBackend
+from promptregistry.backend import PromptBackend, redact_uri
 
 SpecMaker = Callable[..., PromptSpec]
 
@@ -346,3 +346,21 @@ class TestAliases:
         backend.set_alias(other, "production", 2)
         assert backend.aliases(name) == {}
         assert backend.aliases(other) == {"production": 2}
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("http://reader:s3cret@127.0.0.1:5000", "http://reader:***@127.0.0.1:5000"),
+        ("https://s3cret@mlflow.example", "https://***@mlflow.example"),
+        (
+            "https://mlflow.example/?access_token=s3cret&x=1",
+            "https://mlflow.example/?access_token=***&x=1",
+        ),
+        ("https://mlflow.example/api?api_key=s3cret", "https://mlflow.example/api?api_key=***"),
+        ("databricks://profile", "databricks://profile"),
+        ("sqlite:///srv/mlflow.db", "sqlite:///srv/mlflow.db"),
+    ],
+)
+def test_redact_uri_hides_passwords_tokens_and_secret_query_values(uri: str, shown: str) -> None:
+    assert redact_uri(uri) == shown
