@@ -4,7 +4,11 @@ A promotion writes, in its one commit, the guard's state into the service record
 rule and its references: :mod:`releaser.core.guard`) and its metrics key into the routing
 record, so routers and the gateway keep counting the new stable release under
 ``<rollout id>.guard``. While the window lasts, ``rollout advance`` (and the scheduled
-``advance --if-live``) judges the counts since the last check:
+``advance --if-live``) judges the counts since the last check. A service whose
+``metrics.source`` is Prometheus is judged on Prometheus' counts instead: the stable
+release's counter increases since the last check (:func:`guard_counts`). No evidence
+(Prometheus down, no series of the release) is no check: a hold with the reason, nothing
+written, never a rollback.
 
 - no breach: one write of the guard's new state with a ``guard.check`` audit event (none
   between two checks: a re-run in the same interval writes nothing);
@@ -20,10 +24,12 @@ record, so routers and the gateway keep counting the new stable release under
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from releaser.api import journal
 from releaser.api.context import current_actor
+from releaser.api.metrics_source import NoEvidence, PrometheusMetricsSource, metrics_source
 from releaser.api.rollback_plan import TrafficSwitch, plan_rollback, switch_of
 from releaser.api.routes import build_route, route_write
 from releaser.api.state import SERVICE_KIND, ServiceState, rollout_record, state_record
@@ -79,13 +85,18 @@ def _counts(stats: VariantStats | None, threshold: float | None) -> GuardCounts:
     return GuardCounts(requests=stats.requests, errors=stats.errors, slow=slow)
 
 
+def _unix(at: str) -> float:
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+
+
 def guard_for_promotion(
     ws: Workspace, old: ro.Rollout, release: Release, now: str
 ) -> GuardState | None:
     """The guard a promotion of ``release`` (ending rollout ``old``) starts; None when off.
 
     Its rule is the one the release pinned (``rollout.guard``), its references the pinned
-    SLOs and the previous stable release's counts during ``old``.
+    SLOs and the previous stable release's counts during ``old``, read from the service's
+    metrics source as the rollout's analysis read them (unknown when it gives none).
     """
     from releaser.config.service import RolloutPlan
 
@@ -98,7 +109,12 @@ def guard_for_promotion(
     slos = dict(config.get("slos") or {})
     threshold = _slow_threshold(slos, dict(config.get("rollout", {}).get("guardrails") or {}))
     baseline = VariantStats()
-    for (_step, variant), stats in ws.store.read_metrics(old.id).items():
+    try:
+        # The rollout's evidence, from where the analysis read it (store or Prometheus).
+        metrics = metrics_source(ws, old.service).read(old, now)
+    except NoEvidence:
+        metrics = {}  # the previous release's numbers unknown: the SLOs are the references
+    for (_step, variant), stats in metrics.items():
         if variant == "baseline":
             baseline = baseline.merge(stats)
     previous = _counts(baseline, threshold)
@@ -116,17 +132,54 @@ def guard_for_promotion(
     )
 
 
-def guard_counts(ws: Workspace, guard: GuardState) -> GuardCounts:
-    """What routers and the gateway counted for the guarded release since its promotion."""
+def guard_counts(ws: Workspace, service: str, guard: GuardState, now: str) -> GuardCounts:
+    """The guarded release's cumulative counts since its promotion, from the service's
+    metrics source; raises :class:`NoEvidence` when Prometheus gives none.
+
+    The store: what routers and the gateway counted under ``<rollout id>.guard``.
+    Prometheus: the counts of the last check plus the release's counter increases since
+    it (``last_at`` to ``now``, per release label, resets handled); once the window is
+    over nothing is read, as the guard only ends then.
+    """
+    source = metrics_source(ws, service)
+    # The store keeps one running total per guard; Prometheus answers for a time window.
+    # Both come out as the cumulative counts the rule (observe) takes.
+    if isinstance(source, PrometheusMetricsSource):
+        if guard.time_left_s(now) <= 0:
+            return guard.last
+        since = source.read_release(guard.release, _unix(guard.last_at), _unix(now))
+        more = _counts(since, guard.slow_threshold_ms)
+        return GuardCounts(
+            requests=guard.last.requests + more.requests,
+            errors=guard.last.errors + more.errors,
+            slow=guard.last.slow + more.slow,
+        )
     metrics = ws.store.read_metrics(guard_metrics_id(guard.rollout_id))
     return _counts(metrics.get((0, "candidate")), guard.slow_threshold_ms)
+
+
+def _look(ws: Workspace, service: str, guard: GuardState, now: str) -> GuardCheck:
+    """The rule over the source's counts; with no evidence, no check this time (a reason)."""
+    try:
+        counts = guard_counts(ws, service, guard, now)
+    except NoEvidence as exc:
+        # Missing data is never a breach, nor a healthy batch: the state stays as it was,
+        # and the next look reads from the same last check on.
+        return GuardCheck(
+            verdict="waiting" if guard.batches == 0 else "watching",
+            state=guard,
+            observed=guard.last,
+            evidence=[],
+            reasons=[f"no evidence, so no guard check this time: {exc.message}"],
+        )
+    return observe(guard, counts, now)
 
 
 def guard_preview(ws: Workspace, state: ServiceState, now: str) -> GuardCheck | None:
     """What the guard would say now (nothing written); None when no guard is on."""
     if state.guard is None:
         return None
-    return observe(state.guard, guard_counts(ws, state.guard), now)
+    return _look(ws, state.service, state.guard, now)
 
 
 @dataclass(frozen=True)
@@ -166,7 +219,7 @@ def judge_guard(ws: Workspace, service: str, *, now: str) -> GuardJudgement | No
     guard = state.guard
     if guard is None or state.active_rollout is not None:
         return None
-    check = observe(guard, guard_counts(ws, guard), now)
+    check = _look(ws, service, guard, now)
     actor = current_actor()
     subject = f"rollout:{guard.rollout_id}"
     evidence: dict[str, Any] = {

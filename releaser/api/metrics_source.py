@@ -11,6 +11,10 @@ step and variant, a :class:`~releaser.core.stats_aggregates.VariantStats`.
   series' release label tells the variants apart: the rollout's baseline release id is the
   baseline, its candidate release id the candidate; other releases are left out.
 
+The post-promotion guard reads one release's increases in one window through
+:meth:`PrometheusMetricsSource.read_release` (the stable release since the guard's last
+check), with the same reset handling and the same rule on missing series.
+
 No evidence is never good news: Prometheus down or slow, a refused query, or a requests or
 latency query that matches no series of the baseline's or the candidate's release raises
 :class:`NoEvidence`, and the decision holds (see
@@ -126,23 +130,63 @@ class PrometheusMetricsSource:
                 )
         out: dict[tuple[int, str], VariantStats] = {}
         for release, variant in sides.items():
-            mine = {
-                name: [s for s in series if s.labels.get(label) == release]
-                for name, series in fetched.items()
+            for step, stats in enumerate(self._windows(fetched, release, bounds)):
+                out[(step, variant)] = stats
+        shadows = [i for i in range(len(bounds) - 1) if rollout.steps[i].shadow is not None]
+        if shadows and self.store is not None:
+            # A shadow step's candidate serves nobody: its mirrored calls and their
+            # agreement are what the gateway counted in the store.
+            stored = self.store.read_metrics(rollout.id)
+            for i in shadows:
+                out[(i, "candidate")] = stored.get((i, "candidate"), VariantStats())
+        return out
+
+    def read_release(self, release: str, start: float, end: float) -> VariantStats:
+        """One release's increases in the window (start, end] (unix seconds), all its series
+        added up; raises :class:`NoEvidence` when there are none.
+
+        What the post-promotion guard reads for the stable release since its last check
+        (:mod:`releaser.api.guard`): requests, errors and latency, no quality scores.
+        Consecutive windows partition the counts, as the steps of a rollout do.
+        """
+        bounds = [start, max(start, end)]
+        names = [n for n in self.queries() if not n.startswith("quality.")]
+        fetched = {name: self._fetch(name, bounds) for name in names}
+        label = self.spec.release_label
+        for name in ("requests", "latency"):
+            if name in fetched and not any(s.labels.get(label) == release for s in fetched[name]):
+                raise NoEvidence(
+                    f"the {name} query {self.spec.selector(name, self.service)!r} matches no "
+                    f"series with {label}={release} at Prometheus {self.client.shown_url}",
+                    hint=f"the {label!r} label must hold the release id; the guard checks "
+                    "nothing until that release's series are scraped",
+                )
+        return self._windows(fetched, release, bounds)[0]
+
+    def _windows(
+        self, fetched: Mapping[str, Sequence[Series]], release: str, bounds: Sequence[float]
+    ) -> list[VariantStats]:
+        """One release's stats in each window between ``bounds``, from its series only."""
+        label = self.spec.release_label
+        mine = {
+            name: [s for s in series if s.labels.get(label) == release]
+            for name, series in fetched.items()
+        }
+        per = {
+            name: summed_increases((s.samples for s in series), bounds)
+            for name, series in mine.items()
+            if name != "latency"
+        }
+        buckets = _bucket_increases(mine.get("latency", []), bounds)
+        out = []
+        for step in range(len(bounds) - 1):
+            quality = {
+                k: per[f"quality.{k}"][step]
+                for k in ("sum", "count", "sumsq")
+                if f"quality.{k}" in per
             }
-            per = {
-                name: summed_increases((s.samples for s in series), bounds)
-                for name, series in mine.items()
-                if name != "latency"
-            }
-            buckets = _bucket_increases(mine.get("latency", []), bounds)
-            for step in range(len(bounds) - 1):
-                quality = {
-                    k: per[f"quality.{k}"][step]
-                    for k in ("sum", "count", "sumsq")
-                    if f"quality.{k}" in per
-                }
-                out[(step, variant)] = variant_stats(
+            out.append(
+                variant_stats(
                     requests=per["requests"][step],
                     errors=per["errors"][step],
                     buckets=buckets[step] if self.spec.latency else None,
@@ -151,13 +195,7 @@ class PrometheusMetricsSource:
                     quality_count=quality.get("count"),
                     quality_sumsq=quality.get("sumsq"),
                 )
-        shadows = [i for i in range(len(bounds) - 1) if rollout.steps[i].shadow is not None]
-        if shadows and self.store is not None:
-            # A shadow step's candidate serves nobody: its mirrored calls and their
-            # agreement are what the gateway counted in the store.
-            stored = self.store.read_metrics(rollout.id)
-            for i in shadows:
-                out[(i, "candidate")] = stored.get((i, "candidate"), VariantStats())
+            )
         return out
 
     def queries(self) -> list[str]:

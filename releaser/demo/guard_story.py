@@ -9,8 +9,11 @@ scheduled workflow runs it every 5 minutes) judges it, and the confirmed breach 
 service back to the previous release in one write, with the evidence in the audit log.
 Traffic and clock are simulated as in the rollout chapters.
 
-``on_rollback`` is the hook for whatever should hear of the rollback (the demo's
-notification receiver); it gets the ``advance`` result that rolled back.
+While the guard judges, releaser.yaml names a webhook to a :class:`LocalReceiver` (the ops
+channel, on this machine, as in the rollback chapter); the ``guard.breach`` notification
+it receives is shown, and the webhook removed again after the chapter.
+``on_rollback`` is the hook for whatever else should hear of the rollback; it gets the
+``advance`` result that rolled back.
 Library code: it reports through ``report``.
 """
 
@@ -55,6 +58,7 @@ def run_guard_story(
     from releaser.api.rollouts import advance_if_live, service_state
     from releaser.api.workspace import open_workspace
     from releaser.demo.traffic import drive_rollout, make_users, simulate
+    from releaser.demo.webhooks import LocalReceiver, notify_to
     from releaser.router import Router
 
     ws = open_workspace(root)
@@ -99,19 +103,30 @@ def run_guard_story(
         rng = random.Random(7)
         checks = 0
         result: AdvanceResult | None = None
-        with Router(ws.store_url, refresh_interval_ms=5) as router:
-            for k in range(1, 13):
-                rate = HEALTHY if k <= HEALTHY_CHECKS else DEGRADED
-                simulate(router, SERVICE, users, rng, {"stable": rate}, PER_CHECK)
-                now = promoted_at + timedelta(minutes=5 * k)
-                got = advance_if_live(ws, SERVICE, now=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-                if isinstance(got, str):
-                    break
-                checks = k
-                result = got
-                report(f"  [+{5 * k} min] rollout advance --if-live: {got.decision.action}")
-                if got.decision.action == "rollback":
-                    break
+        with (
+            LocalReceiver() as channel,  # the ops channel's webhook, on this machine
+            Router(ws.store_url, refresh_interval_ms=5) as router,
+        ):
+            notify_to(root, channel.url)
+            report(f"  the ops channel's webhook is set in releaser.yaml ({channel.url})")
+            told = open_workspace(root)  # reads releaser.yaml with the webhook
+            try:
+                for k in range(1, 13):
+                    rate = HEALTHY if k <= HEALTHY_CHECKS else DEGRADED
+                    simulate(router, SERVICE, users, rng, {"stable": rate}, PER_CHECK)
+                    now = promoted_at + timedelta(minutes=5 * k)
+                    got = advance_if_live(told, SERVICE, now=_iso(now))
+                    if isinstance(got, str):
+                        break
+                    checks = k
+                    result = got
+                    report(f"  [+{5 * k} min] rollout advance --if-live: {got.decision.action}")
+                    if got.decision.action == "rollback":
+                        break
+            finally:
+                told.close()
+                notify_to(root, None)
+        heard = [body for body in channel.received if body.get("event") == "guard.breach"]
         if result is None or result.decision.action != "rollback":
             report("  the guard did not confirm a breach within an hour")
             return GuardStory(guard.release, None, checks, [])
@@ -125,12 +140,22 @@ def run_guard_story(
             f"  stable release back to {back}; audit #{event.seq} guard.rollback holds the "
             "evidence (counts, reference rates, e-values)"
         )
+        for body in heard:
+            report(f"  the ops channel's webhook received: {body['event']}: {body['title']}")
+            report(
+                f"      release {body.get('release')} rolled back to {body.get('rolled_back_to')}: "
+                + "; ".join(str(r) for r in body.get("reasons", []))
+            )
+        if not heard:
+            report("  the ops channel's webhook received no guard.breach notification")
         if on_rollback is not None:
             on_rollback(result)
-        again = advance_if_live(
-            ws, SERVICE, now=(promoted_at + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        )
+        again = advance_if_live(ws, SERVICE, now=_iso(promoted_at + timedelta(hours=1)))
         report(f"  the next scheduled advance: {again} (nothing left to judge)")
         return GuardStory(guard.release, back, checks, list(result.decision.reasons))
     finally:
         ws.close()
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

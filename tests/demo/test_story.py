@@ -41,6 +41,13 @@ def test_demo_tells_the_whole_story_and_the_audit_chain_holds(tmp_path: Path, cl
     assert "prompt v3 promoted to everyone" in text
     assert "rollout advance --if-live: rollback" in text and "guard breach: error rate" in text
     assert "prompt alias reply-draft@production: done (v3 -> v1)" in text
+    # ... and the ops channel's local receiver got the guard's notification.
+    assert (
+        "the ops channel's webhook received: guard.breach: reply-drafter: "
+        "post-promotion guard breached" in text
+    )
+    breach = text.split("webhook received: guard.breach", 1)[1].splitlines()[1]
+    assert "rolled back to" in breach and "guard breach: error rate" in breach
     # Section 12: runbook and handover pack on disk; the shadow step is in the pack.
     assert (summary.root / "runbooks" / "case-triage.md").is_file()
     assert (summary.root / "dist" / "case-triage-handover.html").is_file()
