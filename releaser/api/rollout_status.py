@@ -321,6 +321,16 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         sides = _endpoints(ws, state, None)
         from releaser.api.guard import guard_preview
 
+        try:
+            guard = guard_preview(ws, state, now)
+        except ConfigError as exc:  # releaser.yaml broken: the stored state still shows
+            guard = None
+            idle_problems: tuple[str, ...] = (
+                f"releaser.yaml is invalid, so the post-promotion guard is not shown: "
+                f"{exc.first()}",
+            )
+        else:
+            idle_problems = ()
         return StatusReport(
             state,
             last,
@@ -328,9 +338,10 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
             None,
             None,
             None,
+            idle_problems,
             owed=owed,
             endpoints=sides,
-            guard=guard_preview(ws, state, now),
+            guard=guard,
             now=now,
             freezes=frozen,
         )
