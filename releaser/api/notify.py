@@ -16,7 +16,8 @@ same redactor as the runbooks, with the webhooks' own URLs and tokens added to
 the secrets it replaces.
 
 Events (``releaser.config.alerting.NOTIFY_EVENTS``): ``rollout.started``,
-``rollout.step-advanced``, ``rollout.held`` (paused), ``rollout.resumed``,
+``rollout.step-advanced``, ``rollout.held`` (paused by a person, or held by the
+analysis for a reason a person may have to act on: :func:`stuck_hold`), ``rollout.resumed``,
 ``rollout.promoted``, ``rollout.rolled-back``, ``rollout.aborted``,
 ``guard.breach`` (:func:`guard_breach`), ``effects.pending`` (a change left
 side effects owed) and ``drill.failed`` (:func:`drill_failed`).
@@ -39,7 +40,8 @@ from releaser.api.context import current_actor, utc_now
 from releaser.api.workspace import Workspace
 from releaser.core.audit import EventDraft
 from releaser.core.effects import SideEffect
-from releaser.errors import ReleaserError
+from releaser.errors import ReleaserError, StateConflict
+from releaser.store.base import Write
 
 if TYPE_CHECKING:
     from releaser.api.drills import DrillRecord
@@ -53,6 +55,7 @@ __all__ = [
     "drill_failed",
     "guard_breach",
     "notify",
+    "stuck_hold",
     "send_test",
     "slack_message",
 ]
@@ -410,6 +413,57 @@ def after_change(
         }
         warnings += notify(ws, "effects.pending", owed)
     return warnings
+
+
+HELD_KIND = "held_notice"
+"""Store record (per service) of the last stuck hold told, so each is told once."""
+
+
+def stuck_hold(
+    ws: Workspace, rollout: Rollout, reasons: Sequence[str], why: str, now: str
+) -> list[str]:
+    """Tell the webhooks, once, that the analysis is holding ``rollout`` for a reason a
+    person may have to act on (``why``: a change freeze, or no evidence from the metrics
+    source); the warnings to show.
+
+    Routine holds (bake time, samples still coming) are not told: every check of a baking
+    step holds. A stuck hold is told once per rollout, step and ``why``: the first one is
+    recorded, with its audit event (``rollout.held``), in one store write before it is
+    posted; the same hold on the next check finds the record and tells nobody.
+    """
+    service = rollout.service
+    if _none_configured(ws, service):
+        return []
+    try:
+        hooks = ws.config.notifications
+        if not any(
+            "rollout.held" in h.events and (not h.services or service in h.services) for h in hooks
+        ):
+            return []
+    except ReleaserError as exc:
+        return [_not_sent("rollout.held", exc)]
+    notice = {"rollout": rollout.id, "step": rollout.step, "why": why}
+    rec = ws.store.get(HELD_KIND, service)
+    if rec is not None and rec.value == notice:
+        return []
+    actor = current_actor()
+    try:
+        ws.store.commit(
+            [Write(HELD_KIND, service, notice, rec.version if rec else 0)],
+            EventDraft(
+                actor=actor.name,
+                action="rollout.held",
+                subject=f"rollout:{rollout.id}",
+                at=now,
+                after={"step": rollout.current.name, "why": why, "reasons": list(reasons)},
+                reason="; ".join(reasons),
+                context=actor.context,
+            ),
+        )
+    except StateConflict:  # another check recorded (and tells) it
+        return []
+    fields = {"service": service, **_rollout_fields(rollout), "reasons": list(reasons)}
+    return notify(ws, "rollout.held", {**fields, "why": why, "at": now})
 
 
 def guard_breach(

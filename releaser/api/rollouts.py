@@ -503,7 +503,9 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
                     reason="; ".join(decision.reasons),
                 ),
             )
-        return AdvanceResult(decision, rollout, False, frozen=frozen)
+        why = _stuck(decision, frozen)
+        told = notify.stuck_hold(ws, rollout, decision.reasons, why, now) if why else []
+        return AdvanceResult(decision, rollout, False, warnings=told, frozen=frozen)
     if decision.action == "rollback":
         new = ro.roll_back(rollout, now=now, reasons=decision.reasons, actor=actor)
         new_state = back_to_stable(
@@ -556,6 +558,15 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
     )
     told = notify.after_change(ws, "rollout.advance", service, rollout=new, effects=targets)
     return AdvanceResult(decision, new, True, targets, told)
+
+
+def _stuck(decision: Decision, frozen: ActiveFreeze | None) -> str:
+    """Why a hold needs a person, or '' for a routine one (bake time, samples to come)."""
+    if frozen is not None:
+        return f"change freeze {frozen.name!r}"
+    if decision.reasons and decision.reasons[0].startswith("no evidence"):
+        return "no evidence from the metrics source"
+    return ""
 
 
 def _judge_guard(ws: Workspace, service: str, now: str) -> AdvanceResult | None:

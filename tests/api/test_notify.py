@@ -402,3 +402,39 @@ def test_webhooks_get_only_their_services_and_events(receiver, tmp_path) -> None
     assert [(b["event"], b["release"], b["reasons"]) for b in breach] == [
         ("guard.breach", "r3", ["p95 above 800 ms"])
     ]
+
+
+def test_a_hold_a_person_must_act_on_is_told_once_and_routine_holds_never(
+    two_releases, receiver, tmp_path
+) -> None:
+    from releaser.api.freeze import freeze_service
+
+    src, _r1, r2 = two_releases
+    root = _with_webhooks(src, tmp_path / "ws", [{"name": "ops", "url": f"{receiver.url}/ops"}])
+    ws = open_workspace(root)
+    try:
+        start_rollout(ws, SERVICE, r2, now="2026-03-02T09:00:00.000000Z")
+        freeze_service(
+            ws, SERVICE, until="2026-03-02T12:00:00Z", reason="release weekend",
+            now="2026-03-02T09:00:00.000000Z",
+        )  # fmt: skip
+        driven = drive_rollout(
+            ws,
+            SERVICE,
+            error_rates={"baseline": 0.01, "candidate": 0.01, "stable": 0.01},
+            start=T0,
+            users=make_users(20_000, seed=1),
+        )
+        held_events = [e for e in audit_log(ws) if e.action == "rollout.held"]
+    finally:
+        ws.close()
+    assert driven.actions[-1] == "promote"
+    # Checks held during the freeze, and routine holds came after it: one notice in all.
+    assert driven.actions.count("hold") > 1
+    events = [b["event"] for b in receiver.bodies("/ops")]
+    assert events.count("rollout.held") == 1, events
+    assert events.index("rollout.held") < events.index("rollout.step-advanced")
+    [held] = [b for b in receiver.bodies("/ops") if b["event"] == "rollout.held"]
+    assert held["why"].startswith("change freeze") and held["candidate"] == r2
+    assert any("release weekend" in r for r in held["reasons"]), held["reasons"]
+    assert len(held_events) == 1  # recorded, with its audit event, before it was told
