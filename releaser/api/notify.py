@@ -25,13 +25,10 @@ side effects owed) and ``drill.failed`` (:func:`drill_failed`).
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +41,8 @@ from releaser.errors import ReleaserError, StateConflict
 from releaser.store.base import Write
 
 if TYPE_CHECKING:
+    import urllib.request
+
     from releaser.api.drills import DrillRecord
     from releaser.config.alerting import Webhook
     from releaser.core.rollout import Rollout
@@ -185,24 +184,28 @@ def _hook_secrets(hooks: Sequence[Webhook]) -> list[str]:
     return found
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A webhook that redirects is answered as it stands: the body is not sent elsewhere."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def _opener() -> urllib.request.OpenerDirector:
-    # No proxies from the environment and no redirects: the payload goes where configured.
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+    """No proxies from the environment and no redirects: the payload goes where configured
+    (a webhook that redirects is answered as it stands, its body not sent elsewhere)."""
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect())
 
 
 def _post(hook: Webhook, body: bytes, deadline: float, secrets: Sequence[str]) -> Delivery:
     """POST ``body`` until it lands, the retries run out or ``deadline`` passes.
 
     The standard library's client, not httpx: it loads in a tenth of the time, and
-    a rollback's notification should cost little more than the request.
+    a rollback's notification should cost little more than the request. It is imported
+    here, with a webhook to tell: a rollback without one does not pay for it.
     """
+    import http.client
+    import urllib.error
+    import urllib.request
 
     def fail(attempts: int, error: str, status: int | None = None) -> Delivery:
         for s in secrets:
