@@ -10,7 +10,8 @@ variables and files a runner gives it (``GITHUB_OUTPUT``, ``GITHUB_ENV``, ``GITH
 every ``::add-mask::`` value replaced by ``***``, as GitHub shows it.
 
 ``uses:`` is limited to the local equivalents declared in :data:`ACTIONS` (checkout is a
-copy of the workspace folder, setup-python puts the test's venv on PATH), the repository's
+copy of the workspace folder, setup-python puts the test's venv on PATH, upload-artifact
+copies to a folder), the repository's
 own composite action and its own reusable workflows; anything else is refused with the
 step's name, so a new action cannot slip in without an equivalent and a test.
 """
@@ -90,6 +91,27 @@ def _setup_python(job: _JobState, with_: dict[str, Any]) -> None:
     if not with_.get("python-version"):
         raise WorkflowError("setup-python without python-version")
     job.path.insert(0, str(job.runner.python_bin))
+
+
+@_action("actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f")
+def _upload_artifact(job: _JobState, with_: dict[str, Any]) -> None:
+    """A copy of ``path`` (a file or a folder in the workspace) to ``<work>/artifacts/<name>``;
+    a path that is not there fails the step only with ``if-no-files-found: error``, as the
+    action does (it warns by default)."""
+    name, source = with_.get("name") or "artifact", with_.get("path")
+    if not source:
+        raise WorkflowError("upload-artifact without path")
+    found = job.workspace / str(source)
+    if not found.exists():
+        if with_.get("if-no-files-found") == "error":
+            raise WorkflowError(f"upload-artifact: no files at {source}")
+        return
+    dest = job.runner.work / "artifacts" / str(name)
+    dest.mkdir(parents=True, exist_ok=True)
+    if found.is_dir():
+        shutil.copytree(found, dest / found.name, dirs_exist_ok=True)
+    else:
+        shutil.copy2(found, dest / found.name)
 
 
 @dataclass

@@ -295,3 +295,30 @@ jobs:
         _runner(tmp_path).run(caller)
     with pytest.raises(WorkflowError, match="not one of this repository's reusable workflows"):
         _runner(tmp_path).run(caller.replace("rollback.yml@SHA", "deploy.yml@SHA"))
+
+
+def test_upload_artifact_copies_to_the_runners_artifacts_folder(tmp_path: Path) -> None:
+    flow = tmp_path / "upload.yml"
+    flow.write_text(
+        """
+name: upload
+on: {workflow_call: {}}
+jobs:
+  build:
+    runs-on: ubuntu-24.04
+    steps:
+      - run: mkdir -p out && echo "the handover pack" > out/pack.txt
+      - uses: actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f # v7.0.0
+        with: {name: pack, path: out/pack.txt, if-no-files-found: error}
+      - uses: actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f # v7.0.0
+        with: {name: nothing, path: out/missing.txt}
+"""
+    )
+    runner = _runner(tmp_path)
+    run = runner.call(flow)
+    assert run.jobs["build"].result == "success", run.log
+    assert (runner.work / "artifacts" / "pack" / "pack.txt").read_text() == "the handover pack\n"
+    assert not (runner.work / "artifacts" / "nothing").exists()  # warned by the action: no file
+    flow.write_text(flow.read_text().replace("out/pack.txt, if", "out/gone.txt, if"))
+    with pytest.raises(WorkflowError, match="no files at out/gone.txt"):
+        _runner(tmp_path).call(flow)
