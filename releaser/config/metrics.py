@@ -15,16 +15,11 @@ from pydantic import Field, field_validator, model_validator
 
 from releaser.config._common import _Model, problem
 
-__all__ = ["MetricsSpec", "PrometheusMetrics", "QualitySeries", "redact_url"]
+__all__ = ["MetricsSpec", "PrometheusMetrics", "QualitySeries"]
 
 _SELECTOR = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*(\{.*\})?$|^\{.+\}$", re.DOTALL)
 _MAX_SELECTOR = 2048
 _UNITS = {"seconds": 1000.0, "milliseconds": 1.0, "microseconds": 0.001}
-
-
-def redact_url(url: str) -> str:
-    """The URL with any ``user:password@`` replaced by ``***@`` (for messages and output)."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@", r"\1***@", url)
 
 
 def _selector(value: str, field: str) -> str:

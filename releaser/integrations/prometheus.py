@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from releaser.config.metrics import redact_url
 from releaser.core.prom_counts import Sample
 from releaser.errors import BadInput, ExternalUnavailable
+from releaser.store.redact import redact_url
 
 __all__ = ["MAX_RESPONSE_BYTES", "PrometheusClient", "QueryFailed", "ResponseTooLarge", "Series"]
 

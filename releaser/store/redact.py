@@ -15,7 +15,8 @@ _QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (URL userinfo, query or key/value DSN)."""
+    """``url`` with any password replaced by ``***`` (URL userinfo, query or key/value DSN),
+    and an HTTP URL's whole userinfo (its user is often a token)."""
     scheme_end = url.find("://")
     if scheme_end < 0:
         return _KV_PASSWORD.sub(rf"\g<1>{REDACTED}", url)
@@ -28,7 +29,10 @@ def redact_url(url: str) -> str:
     if end < len(url) and url[end] == "@":
         userinfo = url[start:end]
         user, colon, _password = userinfo.partition(":")
-        if colon:
+        if url[:scheme_end].lower() in ("http", "https"):
+            # Over HTTP the user is as often a token as a name (https://TOKEN@host).
+            redacted = f"{url[:start]}{REDACTED}{url[end:]}"
+        elif colon:
             redacted = f"{url[:start]}{user}:{REDACTED}{url[end:]}"
     return _QUERY_PASSWORD.sub(rf"\g<1>{REDACTED}", redacted)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from releaser.config import parse_config
-from releaser.config.metrics import MetricsSpec, redact_url
+from releaser.config.metrics import MetricsSpec
 from releaser.errors import ConfigError
+from releaser.store.redact import redact_url
 
 BASE = """\
 project: casework

@@ -146,6 +146,7 @@ class TestUnknownAndUnreachable:
         ("postgresql://u:p%40ss@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
         ("host=h password=s3cret dbname=d", "host=h password=*** dbname=d"),
         ("host=h password = 'se cr\\'et' dbname=d", "host=h password = *** dbname=d"),
+        ("https://t0ken@prom.example.org/x", "https://***@prom.example.org/x"),
         ("sqlite:///tmp/state.db", "sqlite:///tmp/state.db"),
         ("/tmp/state.db", "/tmp/state.db"),
     ],
