@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent / "releaser"
@@ -150,3 +151,43 @@ def store_url(root: Path) -> str:
 def child_env() -> dict[str, str]:
     """Environment for child processes (no colour, a fixed actor)."""
     return {**os.environ, "NO_COLOR": "1", "RELEASER_ACTOR": "bench"}
+
+
+def timed_rollbacks(root: Path, snap: Path, runs: int) -> tuple[list[float], list[float], str]:
+    """``runs`` rollbacks from the snapshot, each with a router process watching: (command
+    start -> that router serves the baseline to every id, CLI wall) in seconds per run,
+    and the last run's stderr."""
+    env = child_env()
+    to_router: list[float] = []
+    walls: list[float] = []
+    err = ""
+    for _ in range(runs):
+        restore(root, snap)
+        child = subprocess.Popen(
+            [sys.executable, "-c", ROUTER_CHILD, store_url(root)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert child.stdout is not None
+        ready = child.stdout.readline().split()
+        assert ready[0] == "ready" and int(ready[1]) > 2000, ready
+        t0 = time.monotonic()
+        cli = subprocess.run(
+            [str(BIN), "rollback", SERVICE, "--reason", "bench", "--yes"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        walls.append(time.monotonic() - t0)
+        if cli.returncode != 0:
+            sys.exit(f"rollback failed ({cli.returncode}): {cli.stderr}")
+        err = cli.stderr
+        seen = child.stdout.readline().split()
+        child.wait()
+        child.stdout.close()
+        if seen[0] != "reverted":
+            sys.exit("the router never served the baseline to every id")
+        to_router.append(float(seen[1]) - t0)
+    return to_router, walls, err

@@ -16,11 +16,9 @@ Run: .venv/bin/python bench/bench_notify.py [RUNS]
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -59,39 +57,7 @@ def receiver() -> tuple[ThreadingHTTPServer, threading.Event]:
 def runs(root: Path, snap: Path, config: str) -> tuple[list[float], list[float], str]:
     """(command start -> router on the baseline, CLI wall) per run, and the last stderr."""
     (root / "releaser.yaml").write_text(config)
-    env = setup.child_env()
-    to_router: list[float] = []
-    walls: list[float] = []
-    err = ""
-    for _ in range(RUNS):
-        setup.restore(root, snap)
-        child = subprocess.Popen(
-            [sys.executable, "-c", setup.ROUTER_CHILD, setup.store_url(root)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().split()[0] == "ready"
-        t0 = time.monotonic()
-        cli = subprocess.run(
-            [str(setup.BIN), "rollback", setup.SERVICE, "--reason", "bench", "--yes"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        walls.append(time.monotonic() - t0)
-        if cli.returncode != 0:
-            sys.exit(f"rollback failed ({cli.returncode}): {cli.stderr}")
-        err = cli.stderr
-        seen = child.stdout.readline().split()
-        child.wait()
-        child.stdout.close()
-        if seen[0] != "reverted":
-            sys.exit("the router never served the baseline to every id")
-        to_router.append(float(seen[1]) - t0)
-    return to_router, walls, err
+    return setup.timed_rollbacks(root, snap, RUNS)
 
 
 def main() -> None:

@@ -41,37 +41,7 @@ def pct(values: list[float], q: float) -> float:
 
 def end_to_end(root: Path, snap: Path) -> tuple[list[float], list[float]]:
     """(command start -> router serves baseline, CLI wall) in seconds, per run."""
-    to_router: list[float] = []
-    walls: list[float] = []
-    env = setup.child_env()
-    for _ in range(RUNS):
-        setup.restore(root, snap)
-        child = subprocess.Popen(
-            [sys.executable, "-c", setup.ROUTER_CHILD, setup.store_url(root)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert child.stdout is not None
-        ready = child.stdout.readline().split()
-        assert ready[0] == "ready" and int(ready[1]) > 2000, ready
-        t0 = time.monotonic()
-        cli = subprocess.run(
-            [str(setup.BIN), "rollback", setup.SERVICE, "--reason", "bench", "--yes"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        walls.append(time.monotonic() - t0)
-        if cli.returncode != 0:
-            sys.exit(f"rollback failed: {cli.stderr}")
-        seen = child.stdout.readline().split()
-        child.wait()
-        child.stdout.close()
-        if seen[0] != "reverted":
-            sys.exit("the router never served the baseline to every id")
-        to_router.append(float(seen[1]) - t0)
+    to_router, walls, _err = setup.timed_rollbacks(root, snap, RUNS)
     return to_router, walls
 
 
