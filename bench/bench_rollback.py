@@ -63,6 +63,7 @@ def mlflow_imported(root: Path, snap: Path) -> bool:
 def switch_writes(store_url: str, root: Path, r2: str) -> list[float]:
     """Time the switch's store write alone: start a rollout, then time the atomic commit."""
     from releaser.api.rollback import _switch, plan_rollback
+    from releaser.api.rollback_plan import switch_of
     from releaser.api.rollouts import start_rollout
     from releaser.api.workspace import open_workspace
 
@@ -73,7 +74,7 @@ def switch_writes(store_url: str, root: Path, r2: str) -> list[float]:
             start_rollout(ws, setup.SERVICE, r2, now=f"2031-01-01T00:00:{i % 60:02d}.000000Z")
             plan = plan_rollback(ws, setup.SERVICE)
             t = time.perf_counter()
-            _switch(ws, plan, "bench", "2031-01-02T00:00:00.000000Z")
+            _switch(ws, switch_of(ws, plan, "bench", "2031-01-02T00:00:00.000000Z"))
             times.append(time.perf_counter() - t)
     finally:
         ws.close()
