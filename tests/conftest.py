@@ -209,6 +209,23 @@ def gated_release(ws: Workspace, service: str) -> str:
     return rid
 
 
+def stable_and_candidate(root: Path, service: str, now: str) -> tuple[Workspace, str, str]:
+    """r1 gated and made stable at ``now``, then r2 (model v2) gated and not started: an
+    open workspace (the caller closes it), r1 and r2."""
+    from releaser.api.rollouts import start_rollout
+    from releaser.api.workspace import open_workspace
+
+    ws = open_workspace(root)
+    try:
+        r1 = gated_release(ws, service)
+        start_rollout(ws, service, r1, initial=True, now=now)
+    finally:
+        ws.close()
+    serve_model_version(root)
+    ws = open_workspace(root)
+    return ws, r1, gated_release(ws, service)
+
+
 def free_port() -> int:
     """A local TCP port nothing listens on (at the time of asking)."""
     with closing(socket.socket()) as s:

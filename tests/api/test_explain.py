@@ -16,20 +16,18 @@ from pathlib import Path
 import pytest
 
 from releaser.api.explain import cohort_export, explain_unit, explain_units, route_periods
-from releaser.api.gates import run_gate
-from releaser.api.releases import create_release
 from releaser.api.retention import plan_prune, prune_store
 from releaser.api.rollback import rollback
 from releaser.api.rollouts import advance_rollout, start_rollout
 from releaser.api.routes import ROUTE_HISTORY_KIND
-from releaser.api.workspace import Workspace, open_workspace
+from releaser.api.workspace import Workspace
 from releaser.core.stats_aggregates import LatencyHistogram, VariantStats
 from releaser.demo.traffic import make_users
 from releaser.demo.workspace import ExampleWorkspace
 from releaser.errors import BadInput, NotFound
 from releaser.router import Router
 from releaser.store.base import MetricDelta
-from tests.conftest import gated_release, serve_model_version
+from tests.conftest import stable_and_candidate
 
 pytestmark = pytest.mark.slow
 SERVICE = "case-triage"
@@ -39,16 +37,6 @@ UNITS = 10_000
 
 def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _candidate(root: Path, ws: Workspace) -> str:
-    serve_model_version(root)
-    ws.close()
-    fresh = open_workspace(root)
-    try:
-        return gated_release(fresh, SERVICE)
-    finally:
-        fresh.close()
 
 
 def _healthy_step(ws: Workspace, rollout_id: str, step: int, requests: int) -> None:
@@ -76,12 +64,7 @@ def _router_answers(router: Router, written: str, units: list[tuple[str, dict[st
 def phases(release_ws: ExampleWorkspace):
     """(workspace, r1, r2, [(phase name, time inside it, router answers)])."""
     root = release_ws.root
-    ws = open_workspace(root)
-    r1 = create_release(ws, SERVICE).release.id
-    assert run_gate(ws, SERVICE, r1).passed
-    start_rollout(ws, SERVICE, r1, initial=True, now=_iso(T0))
-    r2 = _candidate(root, ws)
-    ws = open_workspace(root)
+    ws, r1, r2 = stable_and_candidate(root, SERVICE, _iso(T0))
     users = make_users(UNITS, seed=7)
     users[3] = ("council-042", {})  # allow-listed in pilot-councils from canary-5 on
     recorded: list[tuple[str, datetime, list[tuple[str | None, str]]]] = []
@@ -241,12 +224,7 @@ def test_route_history_explain_and_freeze_on_each_store_backend(
     monkeypatch.setenv("RELEASER_STORE", backend.url)
     root = release_ws.root
     try:
-        ws = open_workspace(root)
-        r1 = create_release(ws, SERVICE).release.id
-        assert run_gate(ws, SERVICE, r1).passed
-        start_rollout(ws, SERVICE, r1, initial=True, now=_iso(T0))
-        r2 = _candidate(root, ws)
-        ws = open_workspace(root)
+        ws, r1, r2 = stable_and_candidate(root, SERVICE, _iso(T0))
         t = T0 + timedelta(hours=1)
         start_rollout(ws, SERVICE, r2, now=_iso(t))
         rollback(ws, SERVICE, reason="drill", now=_iso(t + timedelta(hours=1)))

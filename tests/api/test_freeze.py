@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -17,9 +16,7 @@ from releaser.api.freeze import (
     freezes_now,
     unfreeze_service,
 )
-from releaser.api.gates import run_gate
 from releaser.api.prompts import promote_prompt
-from releaser.api.releases import create_release
 from releaser.api.rollback import rollback
 from releaser.api.rollout_status import rollout_status
 from releaser.api.rollouts import (
@@ -47,7 +44,7 @@ from releaser.core.stats_aggregates import LatencyHistogram, VariantStats
 from releaser.demo.workspace import ExampleWorkspace
 from releaser.errors import EXIT_BAD_INPUT, BadInput, ConfigError
 from releaser.store.base import MetricDelta
-from tests.conftest import gated_release, serve_model_version
+from tests.conftest import stable_and_candidate
 
 SERVICE = "case-triage"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -206,26 +203,11 @@ def test_two_windows_of_one_name_are_refused() -> None:
 # --- on a workspace -----------------------------------------------------------------------
 
 
-def _candidate(root: Path, ws: Workspace) -> str:
-    serve_model_version(root)
-    ws.close()
-    fresh = open_workspace(root)
-    try:
-        return gated_release(fresh, SERVICE)
-    finally:
-        fresh.close()
-
-
 @pytest.fixture
 def frozen_ws(release_ws: ExampleWorkspace):
     """(workspace, r1 stable, r2 gated, not started)."""
     root = release_ws.root
-    ws = open_workspace(root)
-    r1 = create_release(ws, SERVICE).release.id
-    assert run_gate(ws, SERVICE, r1).passed
-    start_rollout(ws, SERVICE, r1, initial=True, now=_iso(T0))
-    r2 = _candidate(root, ws)
-    ws = open_workspace(root)
+    ws, r1, r2 = stable_and_candidate(root, SERVICE, _iso(T0))
     yield ws, r1, r2
     ws.close()
 
