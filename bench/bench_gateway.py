@@ -77,6 +77,7 @@ from pathlib import Path
 PATTERN = "^(a+)+$"
 SHADOW_PERCENT = 10.0
 SHADOWING = f"(d) gateway, shadowing {SHADOW_PERCENT:g}%"
+ASGI_ONLY = "(a) gateway, all through ASGI"
 NORMAL_TIER = "gold"
 ADVERSARIAL_TIER = "a" * 30 + "!"
 
@@ -96,19 +97,22 @@ UPSTREAM = textwrap.dedent(
 )
 
 # As releaser.serve.server.run_gateway configures uvicorn, with the route written first.
-# An empty pattern argument: a percentage-only route; else a group with a matches rule.
+# An empty pattern argument: a percentage-only route; else a group with a matches rule. A
+# sixth argument "asgi": every request through the ASGI app (uvicorn's protocol with the
+# gateway's limits, as before the fast path), for the comparison.
 GATEWAY = textwrap.dedent(
     """
     import sys, uvicorn
     from releaser.core.audit import EventDraft
     from releaser.core.routing import ROUTE_KIND, GroupDef, ServiceRoute
     from releaser.router import Router
-    from releaser.serve import Gateway, GatewaySettings, StaticUpstreams
+    from releaser.serve import Gateway, GatewaySettings, StaticUpstreams, gateway_config
     from releaser.serve.limits import bounded_protocol
     from releaser.store import open_store
     from releaser.store.base import Write
     store_url, port, upstream, pattern = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     shadow = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+    asgi_only = len(sys.argv) > 6 and sys.argv[6] == "asgi"
     groups = {"tier-a": GroupDef(rules=[("tier", "matches", pattern)])} if pattern else {}
     if shadow:  # a shadow step: everyone on the stable release, a share mirrored
         from releaser.core.shadow import ShadowPlan
@@ -124,15 +128,11 @@ GATEWAY = textwrap.dedent(
                      EventDraft(actor="bench", action="route.set", subject="route/bench",
                                 at="2025-01-01T00:00:00Z"))
     settings = GatewaySettings(attribute_headers={"tier": "X-Tier"} if pattern else {})
-    limits = settings.limits
     with Router(store_url) as router:
         app = Gateway("bench", router, StaticUpstreams(upstream, upstream), settings)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-            server_header=False, date_header=False, proxy_headers=False, lifespan="on",
-            loop="auto",
-            http=bounded_protocol(limits), timeout_keep_alive=max(1, round(limits.keep_alive_s)),
-            h11_max_incomplete_event_size=limits.max_header_bytes)
+        config = gateway_config(app, log_level="error", port=port)
+        if asgi_only:
+            config.http = bounded_protocol(settings.limits)
         uvicorn.Server(config).run()
     """
 )
@@ -560,12 +560,12 @@ def main() -> None:
         tmp = Path(tmp_dir)
 
         def start_gateway(
-            name: str, pattern: str, shadow: float = 0.0
+            name: str, pattern: str, shadow: float = 0.0, path: str = "fast"
         ) -> tuple[subprocess.Popen[bytes], int]:
             port = free_port()
             store_url = f"sqlite://{(tmp / f'{name}.db').as_posix()}"
             cmd = [sys.executable, "-c", GATEWAY, store_url, str(port), upstream_url, pattern]
-            cmd.append(str(shadow))
+            cmd += [str(shadow), path]
             procs.append(subprocess.Popen(cmd))
             return procs[-1], port
 
@@ -578,11 +578,13 @@ def main() -> None:
             ruled, rule_port = start_gateway("rule", PATTERN)
             ruled_again, adversarial_port = start_gateway("rule-adversarial", PATTERN)
             shadowing, shadow_port = start_gateway("shadow", "", SHADOW_PERCENT)
+            asgi, asgi_port = start_gateway("asgi", "", path="asgi")
             wait_listening(up_port, upstream)
             wait_listening(shadow_port, shadowing)
             for proc, port in ((gateway, gw_port), (ruled, rule_port)):
                 wait_listening(port, proc)
             wait_listening(adversarial_port, ruled_again)
+            wait_listening(asgi_port, asgi)
             print(f"gateway bench: {os.cpu_count()} cores, python {sys.version.split()[0]}")
             normal = f"(b) gateway, rule, X-Tier: {NORMAL_TIER}"
             adversarial = "(c) gateway, rule, adversarial X-Tier"
@@ -607,7 +609,11 @@ def main() -> None:
                 return
             script = tmp / "units.lua"
             script.write_text(WRK_SCRIPT)
-            targets: dict[str, int | str] = {"direct": up_port, "(a) gateway": gw_port}
+            targets: dict[str, int | str] = {
+                "direct": up_port,
+                "(a) gateway": gw_port,
+                ASGI_ONLY: asgi_port,
+            }
             nginx = start_nginx(tmp, up_port)
             nginx_name = "nginx (worker_processes 1)"
             if isinstance(nginx, str):
@@ -615,7 +621,7 @@ def main() -> None:
             else:
                 procs.append(nginx[0])
                 targets[nginx_name] = nginx[1]
-            servers = {"direct": upstream.pid, "(a) gateway": gateway.pid}
+            servers = {"direct": upstream.pid, "(a) gateway": gateway.pid, ASGI_ONLY: asgi.pid}
             throughput(wrk, str(script), targets, args, servers)
             print(
                 "  one gateway process and one nginx worker, sharing the cores with wrk and "

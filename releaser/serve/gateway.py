@@ -41,6 +41,7 @@ from releaser.router.snapshot import Assignment, Decide, Variant, compile_route
 from releaser.serve.metrics import GatewayMetrics
 from releaser.serve.shadow import ShadowMirror
 from releaser.serve.upstream_client import UpstreamClient, UpstreamError
+from releaser.serve.upstream_pool import UpstreamPool
 from releaser.serve.upstreams import Upstreams
 
 if TYPE_CHECKING:
@@ -74,6 +75,10 @@ _HOP_BY_HOP = frozenset(
 # Requests also lose Content-Length: the upstream client sets it for the body it sends.
 # Responses keep it (the body is passed through unchanged), so they are not re-chunked.
 _NOT_FORWARDED_UP = _HOP_BY_HOP | {b"content-length"}
+# Response marks are made once per (variant, release, served) and reused, never mutated.
+_MAX_CACHED_MARKS = 64
+Routed = tuple[Assignment, "str | None", list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]
+"""(assignment, upstream base URL or None, request headers to forward, response marks)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,7 @@ class Gateway:
             for attribute, header in self.settings.attribute_headers.items()
         }
         self._client: UpstreamClient | None = None
+        self._pool: UpstreamPool | None = None
         self._no_route = Assignment(service, None, "stable")
         # The route the gateway serves: adopted from the router's snapshot only when every
         # release it names has an endpoint, so a response is never labelled with a release
@@ -159,7 +165,8 @@ class Gateway:
         self._decide: Decide | None = None
         self._unserved: str | None = None
         self._warned_no_route = False
-        self._in_flight = 0
+        self.in_flight = 0
+        self._marks: dict[tuple[str, str | None, bool], list[tuple[bytes, bytes]]] = {}
         # In a shadow step: mirrors chosen requests to the candidate (None otherwise).
         self._mirror: ShadowMirror | None = None
 
@@ -192,6 +199,18 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def open_pool(self) -> UpstreamPool:
+        """The fast path's upstream connections (:mod:`releaser.serve.protocol`), on first use."""
+        if self._pool is None:
+            s = self.settings
+            self._pool = UpstreamPool(
+                asyncio.get_running_loop(),
+                connect_timeout_s=s.connect_timeout_s,
+                read_timeout_s=s.timeout_s,
+                max_idle_per_origin=s.max_idle_connections,
+            )
+        return self._pool
+
     def _open_client(self) -> UpstreamClient:
         if self._client is None:
             s = self.settings
@@ -203,13 +222,21 @@ class Gateway:
         return self._client
 
     async def aclose(self) -> None:
-        """Close the HTTP client (the router and upstreams belong to the caller)."""
+        """Close the HTTP clients (the router and upstreams belong to the caller)."""
         if self._mirror is not None:
             await self._mirror.aclose()
             self._mirror = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
+
+    @property
+    def mirror(self) -> ShadowMirror | None:
+        """The shadow step's mirror, while one runs (None otherwise)."""
+        return self._mirror
 
     @property
     def shadow_in_flight(self) -> int:
@@ -337,12 +364,12 @@ class Gateway:
 
     async def _bounded_proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         limits = self.settings.limits
-        if self._in_flight >= limits.max_concurrent_requests:
+        if self.in_flight >= limits.max_concurrent_requests:
             self.metrics.rejected("too_many_requests")
             retry = str(limits.retry_after_s).encode()
             await _refuse(send, 503, "too many requests in flight; retry shortly", retry)
             return
-        self._in_flight += 1
+        self.in_flight += 1
         try:
             await self._proxy(scope, receive, send)
         except _Refused as exc:
@@ -351,19 +378,20 @@ class Gateway:
         except _ClientGone:
             self.metrics.rejected("client_gone")
         finally:
-            self._in_flight -= 1
+            self.in_flight -= 1
 
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start = time.perf_counter()
-        limits = self.settings.limits
-        length = _declared_length(scope["headers"], limits)
+    def route_request(self, headers: list[tuple[bytes, bytes]]) -> Routed:
+        """Where a request goes, from its headers: the assignment, the upstream, what to send.
+
+        Shared by the ASGI path and the fast protocol (:mod:`releaser.serve.protocol`).
+        """
         unit_raw: bytes | None = None
         cookie_raw: bytes | None = None
         header_name = self._header
         wanted = self._attributes
         attributes: dict[str, str] | None = None
         forward: list[tuple[bytes, bytes]] = []
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == header_name:
                 unit_raw = value
             elif name == b"cookie":
@@ -377,13 +405,33 @@ class Gateway:
         if unit_raw is None and cookie_raw is not None and self._cookie is not None:
             unit_raw = _cookie(cookie_raw, self._cookie)
         assignment = self._assign(_unit_id(unit_raw), attributes)
+        base = self.upstreams.url_for(assignment)
+        release = assignment.release_id
+        marks = self._marks.get((assignment.variant, release, base is not None))
+        if marks is None:
+            marks = [(b"x-releaser-variant", assignment.variant.encode())]
+            # Labelled only when an endpoint serves the release (none before the first
+            # rollout).
+            if release and base is not None:
+                marks.append((b"x-releaser-release", release.encode()))
+            if len(self._marks) < _MAX_CACHED_MARKS:
+                self._marks[(assignment.variant, release, base is not None)] = marks
+        return assignment, base, forward, marks
+
+    def record(self, assignment: Assignment, start: float, status: int, error: bool) -> float:
+        """Record one proxied request's outcome for its variant; its elapsed seconds."""
+        elapsed = time.perf_counter() - start
+        self.router.record(assignment, latency_ms=elapsed * 1000.0, error=error)
+        self.metrics.observe(assignment.variant, assignment.release_id or "", status, elapsed)
+        return elapsed
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        limits = self.settings.limits
+        length = _declared_length(scope["headers"], limits)
+        assignment, base, forward, marks = self.route_request(scope["headers"])
         release = assignment.release_id or ""
         variant = assignment.variant
-        base = self.upstreams.url_for(assignment)
-        marks = [(b"x-releaser-variant", variant.encode())]
-        # Labelled only when an endpoint serves the release (none before the first rollout).
-        if release and base is not None:
-            marks.append((b"x-releaser-release", release.encode()))
         if base is None:
             await self._fail(send, start, assignment, 503, "no upstream", "no endpoint", marks)
             return
@@ -400,7 +448,7 @@ class Gateway:
             and mirror.wants(scope["method"])
         ):
             mirrored = list(forward)  # the request as sent, before the stable side's marks
-        forward.extend(marks)
+        forward = forward + marks
         query = scope.get("query_string") or b""
         raw_path = scope.get("raw_path") or scope["path"].encode()
         target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
@@ -451,9 +499,7 @@ class Gateway:
                 await body_iter.aclose()  # type: ignore[attr-defined]
         # Recorded before the last body message, so a client that has its response knows
         # the request is counted.
-        elapsed = time.perf_counter() - start
-        self.router.record(assignment, latency_ms=elapsed * 1000.0, error=error)
-        self.metrics.observe(variant, release, status, elapsed)
+        self.record(assignment, start, status, error)
         if error:
             self.metrics.error(variant, release, "status_5xx" if status >= 500 else "broken")
         await send({"type": "http.response.body", "body": last})
@@ -471,7 +517,13 @@ class Gateway:
         detail: str,
         marks: list[tuple[bytes, bytes]],
     ) -> None:
-        release = assignment.release_id or ""
+        body = self.failed(start, assignment, status, what, detail)
+        await _respond(send, status, body, b"application/json", marks)
+
+    def failed(
+        self, start: float, assignment: Assignment, status: int, what: str, detail: str
+    ) -> bytes:
+        """Record a request its variant failed (``what``); the JSON body to answer with."""
         body = {
             "error": what,
             "service": self.service,
@@ -479,11 +531,9 @@ class Gateway:
             "release": assignment.release_id,
             "detail": detail,
         }
-        elapsed = time.perf_counter() - start
-        self.router.record(assignment, latency_ms=elapsed * 1000.0, error=True)
-        self.metrics.observe(assignment.variant, release, status, elapsed)
-        self.metrics.error(assignment.variant, release, what.replace(" ", "_"))
-        await _respond(send, status, json.dumps(body).encode(), b"application/json", marks)
+        self.record(assignment, start, status, True)
+        self.metrics.error(assignment.variant, assignment.release_id or "", what.replace(" ", "_"))
+        return json.dumps(body).encode()
 
 
 def _sides(route: ServiceRoute) -> list[tuple[str, Variant]]:

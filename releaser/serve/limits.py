@@ -150,6 +150,7 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
     max_connections = connection_cap(limits)
     max_header_bytes = limits.max_header_bytes
     header_timeout_s = limits.header_timeout_s
+    keep_alive_s = limits.keep_alive_s
     too_many = _raw_response(
         503,
         "Service Unavailable",
@@ -170,6 +171,7 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
         # per connection, pushed on when the clock restarts, rather than a timer made and
         # cancelled for every request of a keep-alive connection.
         _header_deadline = 0.0
+        _idle_deadline = 0.0
         _header_timer: asyncio.TimerHandle | None = None
         _header_bytes = 0
         _refused = False
@@ -191,11 +193,20 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
             self.connections.discard(self)  # counted out now, not when the close lands
             self.transport.close()
 
-        def _start_header_clock(self) -> None:
+        def _start_header_clock(self, idle_s: float = 0.0) -> None:
+            now = self.loop.time()
             self._header_bytes = 0
-            self._header_deadline = deadline = self.loop.time() + header_timeout_s
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_at(deadline, self._header_clock_rings)
+            self._header_deadline = deadline = now + header_timeout_s
+            # After a response, an idle connection closes at the keep-alive time: one
+            # timer per connection, where uvicorn makes and cancels one per response.
+            self._idle_deadline = idle = now + idle_s if idle_s else 0.0
+            first = min(deadline, idle) if idle else deadline
+            timer = self._header_timer
+            if timer is not None and timer.when() > first:  # set for a later deadline
+                timer.cancel()
+                timer = None
+            if timer is None:
+                self._header_timer = self.loop.call_at(first, self._header_clock_rings)
             waiting[self] = None
 
         def _stop_header_clock(self) -> None:
@@ -207,8 +218,16 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
             deadline = self._header_deadline
             if not deadline:
                 return  # stopped since
-            if self.loop.time() < deadline:  # restarted since: wait for the new deadline
-                self._header_timer = self.loop.call_at(deadline, self._header_clock_rings)
+            now = self.loop.time()
+            idle = 0.0 if self._header_bytes else self._idle_deadline
+            if idle and now >= idle:  # kept alive, nothing sent since: closed quietly
+                self._stop_header_clock()
+                if not self.transport.is_closing():
+                    self.transport.close()
+                return
+            if now < deadline:  # restarted since, or idle until later: wait again
+                wake = min(deadline, idle) if idle else deadline
+                self._header_timer = self.loop.call_at(wake, self._header_clock_rings)
                 return
             self._headers_too_slow()
 
@@ -238,12 +257,21 @@ def bounded_protocol(limits: GatewayLimits) -> type[asyncio.Protocol]:
                 self.transport.close()
 
         def on_response_complete(self) -> None:
+            # uvicorn's, less its keep-alive timer (the header clock closes idle connections).
             self.transport.flush()  # a complete response need not wait for the step's end
-            super().on_response_complete()
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._unset_keepalive_if_required()
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+                return
             cycle = self.cycle
-            idle = cycle is None or cycle.response_complete
-            if idle and not self._header_deadline and not self.transport.is_closing():
-                self._start_header_clock()  # the next request's headers are on the clock
+            if (cycle is None or cycle.response_complete) and not self._header_deadline:
+                # The next request's headers are on the clock, and idleness too.
+                self._start_header_clock(keep_alive_s)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_header_clock()

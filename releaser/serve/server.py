@@ -10,14 +10,17 @@ from releaser.core.routing import ROUTE_KIND, ServiceRoute
 from releaser.errors import BadInput
 from releaser.router.snapshot import Assignment, Variant
 from releaser.serve.gateway import Gateway, GatewaySettings
-from releaser.serve.limits import bind_socket, bounded_protocol
+from releaser.serve.limits import bind_socket
+from releaser.serve.protocol import gateway_protocol
 from releaser.serve.upstreams import StaticUpstreams, Upstreams
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from releaser.api.workspace import Workspace
     from releaser.config.deploy import DeploySpec, EndpointRole
 
-__all__ = ["gateway_for", "run_gateway", "settings_of", "upstreams_of"]
+__all__ = ["gateway_config", "gateway_for", "run_gateway", "settings_of", "upstreams_of"]
 
 
 def settings_of(deploy: DeploySpec | None) -> GatewaySettings:
@@ -144,7 +147,7 @@ def run_gateway(
     log_level: str = "warning",
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve ``service`` through the gateway until interrupted (uvicorn, one process).
+    """Serve ``service`` through the gateway until interrupted (one process, on uvicorn).
 
     The socket is bound before anything else starts, so a bad or busy port raises
     BadInput with nothing running; ``on_listening`` then gets the URL really listened on
@@ -155,23 +158,7 @@ def run_gateway(
     sock = bind_socket(host, port)
     try:
         with gateway_for(ws, service) as gateway:
-            limits = gateway.settings.limits
-            config = uvicorn.Config(
-                gateway,
-                log_level=log_level,
-                access_log=False,
-                server_header=False,  # the upstream's Server and Date headers pass through
-                date_header=False,
-                # The gateway reads neither scope["client"] nor scope["scheme"], which is all
-                # uvicorn's X-Forwarded-* rewriting sets; those headers reach the upstream as
-                # they came either way.
-                proxy_headers=False,
-                lifespan="on",
-                loop="auto",
-                http=bounded_protocol(limits),
-                timeout_keep_alive=max(1, round(limits.keep_alive_s)),
-                h11_max_incomplete_event_size=limits.max_header_bytes,
-            )
+            config = gateway_config(gateway, log_level=log_level)
             if on_listening is not None:
                 bound_host, bound_port = sock.getsockname()[:2]
                 shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -179,3 +166,32 @@ def run_gateway(
             uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def gateway_config(
+    gateway: Gateway, *, log_level: str = "warning", host: str = "127.0.0.1", port: int = 8000
+) -> uvicorn.Config:
+    """uvicorn's configuration to serve ``gateway``: its own protocol, limits, no extras."""
+    import uvicorn
+
+    limits = gateway.settings.limits
+    return uvicorn.Config(
+        gateway,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,  # the upstream's Server and Date headers pass through
+        date_header=False,
+        # The gateway reads neither scope["client"] nor scope["scheme"], which is all
+        # uvicorn's X-Forwarded-* rewriting sets; those headers reach the upstream as
+        # they came either way.
+        proxy_headers=False,
+        lifespan="on",
+        loop="auto",
+        # Proxied requests on a fast path of its own, the rest through the ASGI app, both
+        # under the connection limits (releaser.serve.protocol, releaser.serve.limits).
+        http=gateway_protocol(gateway),
+        timeout_keep_alive=max(1, round(limits.keep_alive_s)),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+    )

@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 __all__ = ["UpstreamClient", "UpstreamError", "UpstreamResponse"]
 
-_MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 64 * 1024
 _READ_CHUNK = 64 * 1024
-_WHOLE_MAX = _READ_CHUNK  # bodies read whole with the head, at most
-_NO_BODY_STATUS = frozenset({204, 304})
+WHOLE_MAX = _READ_CHUNK  # bodies read whole with the head, at most
+NO_BODY_STATUS = frozenset({204, 304})
 T = TypeVar("T")
 
 
@@ -108,7 +108,7 @@ class UpstreamResponse:
     content: bytes | None = field(default=None, repr=False)
 
 
-def _origin(base: str) -> _Origin:
+def origin_of(base: str) -> _Origin:
     parts = urlsplit(base)
     tls = parts.scheme == "https"
     host = parts.hostname or "127.0.0.1"
@@ -150,16 +150,9 @@ class UpstreamClient:
         """
         origin = self._origins.get(base)
         if origin is None:
-            origin = self._origins[base] = _origin(base)
-        # The pieces of the request head, joined once (no bytes made per header).
-        lines = [
-            f"{method} {origin.prefix}{target} HTTP/1.1\r\n".encode("latin-1"),
-            origin.host_line,
-        ]
-        extend = lines.extend
-        for name, value in headers:
-            extend((name, b": ", value, b"\r\n"))
+            origin = self._origins[base] = origin_of(base)
         if not isinstance(body, bytes):
+            lines = _head_lines(method, origin, target, headers)
             lines.append(b"content-length: " + str(length or 0).encode() + b"\r\n\r\n")
             fresh = await self._connect(origin)
             try:
@@ -170,12 +163,7 @@ class UpstreamClient:
             except BaseException:
                 fresh.close()
                 raise
-        if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            lines.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
-        lines.append(b"\r\n")
-        if body:
-            lines.append(body)
-        payload = b"".join(lines)
+        payload = request_head(method, origin, target, headers, body)
         conn = self._take(origin)
         if conn is not None:
             try:
@@ -230,7 +218,7 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 reader, writer = await asyncio.open_connection(
-                    origin.host, origin.port, ssl=context, limit=_MAX_HEADER_BYTES
+                    origin.host, origin.port, ssl=context, limit=MAX_HEADER_BYTES
                 )
         except TimeoutError as exc:
             raise UpstreamError(
@@ -264,13 +252,13 @@ class UpstreamClient:
             conn.close()
             raise UpstreamError("protocol", "response headers too large") from exc
         try:
-            status, headers, length, chunked, keep_alive = _parse_head(head)
+            status, headers, length, chunked, keep_alive = parse_head(head)
         except UpstreamError:
             conn.close()
             raise
-        if method == "HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200:
+        if method == "HEAD" or status in NO_BODY_STATUS or 100 <= status < 200:
             length, chunked = 0, False
-        if length is not None and length <= _WHOLE_MAX:
+        if length is not None and length <= WHOLE_MAX:
             return await self._whole(origin, conn, status, headers, length, keep_alive)
         body = self._body(origin, conn, length, chunked, keep_alive)
         return UpstreamResponse(status, headers, body)
@@ -311,59 +299,18 @@ class UpstreamClient:
             conn.close()
         return UpstreamResponse(status, headers, _Once(content), content)
 
-    async def _body(
+    def _body(
         self, origin: _Origin, conn: _Conn, length: int | None, chunked: bool, keep_alive: bool
     ) -> AsyncIterator[bytes]:
-        reader = conn.reader
-        timeout_s = self.read_timeout_s
-        done = False
-        try:
-            # A timeout per read (armed before it, cleared after), not around the
-            # generator: the consumer's time between reads is not the upstream's.
-            if chunked:
-                while True:
-                    conn.arm(timeout_s)
-                    size_line = await reader.readuntil(b"\r\n")
-                    size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-                    if size == 0:
-                        conn.arm(timeout_s)
-                        while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                            conn.arm(timeout_s)  # trailers
-                        conn.deadline = 0.0
-                        break
-                    conn.arm(timeout_s)
-                    chunk = await reader.readexactly(size + 2)
-                    conn.deadline = 0.0
-                    yield chunk[:-2]
-            elif length is not None:
-                remaining = length
-                while remaining > 0:
-                    conn.arm(timeout_s)
-                    chunk = await reader.read(min(remaining, _READ_CHUNK))
-                    conn.deadline = 0.0
-                    if not chunk:
-                        raise asyncio.IncompleteReadError(b"", remaining)
-                    remaining -= len(chunk)
-                    yield chunk
-            else:
-                keep_alive = False
-                while True:
-                    conn.arm(timeout_s)
-                    chunk = await reader.read(_READ_CHUNK)
-                    conn.deadline = 0.0
-                    if not chunk:
-                        break
-                    yield chunk
-            done = True
-        except TimeoutError as exc:
-            raise UpstreamError("timeout", "the response body timed out") from exc
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
-            raise UpstreamError("protocol", f"the response broke off: {exc}") from exc
-        finally:
-            if done and keep_alive:
+        reusable = keep_alive and (chunked or length is not None)  # else: until close
+
+        def end(done: bool) -> None:
+            if done and reusable:
                 self._give_back(origin, conn)
             else:
                 conn.close()
+
+        return read_body(conn, conn.reader, self.read_timeout_s, length, chunked, end)
 
     async def _timed(self, awaitable: Awaitable[T]) -> T:
         async with asyncio.timeout(self.read_timeout_s):
@@ -403,6 +350,9 @@ class _Once:
         """Nothing to release: the connection went back with the body read."""
 
 
+_EMPTY = _Once(b"")
+
+
 async def _broken(partial: bytes, exc: UpstreamError) -> AsyncIterator[bytes]:
     """A body that broke off: what arrived of it, then ``exc``."""
     if partial:
@@ -410,7 +360,106 @@ async def _broken(partial: bytes, exc: UpstreamError) -> AsyncIterator[bytes]:
     raise exc
 
 
-def _parse_head(
+def _head_lines(
+    method: str, origin: _Origin, target: str, headers: list[tuple[bytes, bytes]]
+) -> list[bytes]:
+    # The pieces of the request head, joined once (no bytes made per header).
+    lines = [
+        f"{method} {origin.prefix}{target} HTTP/1.1\r\n".encode("latin-1"),
+        origin.host_line,
+    ]
+    extend = lines.extend
+    for name, value in headers:
+        extend((name, b": ", value, b"\r\n"))
+    return lines
+
+
+def request_head(
+    method: str, origin: _Origin, target: str, headers: list[tuple[bytes, bytes]], body: bytes
+) -> bytes:
+    """A request with a body of bytes, as sent: request line, headers, Content-Length, body."""
+    lines = _head_lines(method, origin, target, headers)
+    if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        lines.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
+    lines.append(b"\r\n")
+    if body:
+        lines.append(body)
+    return b"".join(lines)
+
+
+class _Reading(Protocol):
+    """A connection a body is read from: its read timeout, armed per read."""
+
+    deadline: float
+
+    def arm(self, timeout_s: float) -> None: ...
+
+
+async def read_body(
+    conn: _Reading,
+    reader: asyncio.StreamReader,
+    timeout_s: float,
+    length: int | None,
+    chunked: bool,
+    end: Callable[[bool], None],
+) -> AsyncIterator[bytes]:
+    """A response body as it arrives: chunked, by length or until close.
+
+    ``end(done)`` is called once after it, ``done`` when the body was read to its end
+    (its connection may then be reused); UpstreamError if it breaks off or times out.
+    """
+    done = False
+    try:
+        # A timeout per read (armed before it, cleared after), not around the
+        # generator: the consumer's time between reads is not the upstream's.
+        if chunked:
+            while True:
+                conn.arm(timeout_s)
+                size_line = await reader.readuntil(b"\r\n")
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    conn.arm(timeout_s)
+                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                        conn.arm(timeout_s)  # trailers
+                    conn.deadline = 0.0
+                    break
+                conn.arm(timeout_s)
+                chunk = await reader.readexactly(size + 2)
+                conn.deadline = 0.0
+                yield chunk[:-2]
+        elif length is not None:
+            remaining = length
+            while remaining > 0:
+                conn.arm(timeout_s)
+                chunk = await reader.read(min(remaining, _READ_CHUNK))
+                conn.deadline = 0.0
+                if not chunk:
+                    raise asyncio.IncompleteReadError(b"", remaining)
+                remaining -= len(chunk)
+                yield chunk
+        else:
+            while True:
+                conn.arm(timeout_s)
+                chunk = await reader.read(_READ_CHUNK)
+                conn.deadline = 0.0
+                if not chunk:
+                    break
+                yield chunk
+        done = True
+    except TimeoutError as exc:
+        raise UpstreamError("timeout", "the response body timed out") from exc
+    except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+        raise UpstreamError("protocol", f"the response broke off: {exc}") from exc
+    finally:
+        end(done)
+
+
+def empty_body() -> AsyncIterator[bytes]:
+    """The body iterator of a response whose content was read whole (not iterated)."""
+    return _EMPTY
+
+
+def parse_head(
     head: bytes,
 ) -> tuple[int, list[tuple[bytes, bytes]], int | None, bool, bool]:
     lines = head[:-4].split(b"\r\n")

@@ -2,7 +2,8 @@
 
 Upstreams are stdlib HTTP/1.1 servers on 127.0.0.1 in threads that answer with their own
 name (so a test sees where a request really went) and count what they served. The gateway
-runs under a real uvicorn server in a thread; routes are written to a real sqlite store.
+runs under a real uvicorn server in a thread, with the protocol ``releaser serve`` gives it
+(proxied requests on its fast path); routes are written to a real sqlite store.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from releaser.core.audit import EventDraft
 from releaser.core.routing import ROUTE_KIND, ServiceRoute
+from releaser.serve import Gateway, gateway_config
 from releaser.store import open_store
 from releaser.store.base import Store, Write
 
@@ -141,16 +143,19 @@ def free_port() -> int:
 
 
 class RunningGateway:
-    """An ASGI app served by uvicorn in a thread, at ``url``."""
+    """An ASGI app served by uvicorn in a thread, at ``url`` (a Gateway as in production)."""
 
     def __init__(self, app: Any) -> None:
         import uvicorn
 
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="error", access_log=False, lifespan="on"
-        )
+        if isinstance(app, Gateway):  # served as `releaser serve` serves it
+            config = gateway_config(app, log_level="error", port=port)
+        else:
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=port, log_level="error", access_log=False, lifespan="on"
+            )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, daemon=True)
         self._thread.start()
