@@ -22,7 +22,11 @@ with a JSON body naming the variant and release, and an upstream 5xx, are errors
 variant. A missing or malformed unit id gets the baseline. While the store is unreachable
 the router serves its last snapshot (and warns); ``/healthz`` says so.
 
-Written by hand rather than on a framework: the added latency is the product.
+Written by hand rather than on a framework: the added latency is the product. For the
+same reason ``releaser serve`` runs it under a protocol of its own
+(:mod:`releaser.serve.protocol`) that proxies the common request itself, with this app's
+:meth:`Gateway.route_request`, :meth:`Gateway.record` and :meth:`Gateway.failed`, and hands
+everything else to the app.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ subclasses uvicorn's HTTP protocol to add three things per connection:
   ``Retry-After`` and closed at once;
 - **header time**: from the connection's start, and again after each response, the
   client has ``header_timeout_s`` to complete a request's headers; past it a connection
-  that sent part of a request gets 408, an idle one is closed;
+  that sent part of a request gets 408, an idle one is closed; after a response, a
+  connection that sends nothing is closed at ``keep_alive_s`` (the same timer, one per
+  connection, where uvicorn makes and cancels one per response);
 - **header size**: bytes buffered before the headers complete are counted; past
   ``max_header_bytes`` the client gets 431 and the connection is closed.
 

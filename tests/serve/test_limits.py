@@ -273,6 +273,23 @@ def test_the_next_request_on_a_kept_alive_connection_is_on_the_header_clock(
     assert_served(gw)
 
 
+def test_an_idle_kept_alive_connection_is_closed_at_keep_alive_s(
+    start_gateway: Callable[..., GatewayProcess],
+) -> None:
+    gw = start_gateway(header_timeout_s=60, keep_alive_s=0.5)
+    kept = connect(gw)
+    kept.sendall(b"GET /predict HTTP/1.1\r\nhost: x\r\n\r\n")
+    first = b""
+    while b"baseline" not in first:  # the first response, complete (its JSON names it)
+        chunk = kept.recv(65536)
+        assert chunk, "closed before the first response"
+        first += chunk
+    assert status_of(first) == 200
+    # closed without a word, long before the header clock's 60 s (or the read times out)
+    assert read_reply(kept) == b""
+    assert_served(gw)
+
+
 def test_headers_past_the_limit_get_431(start_gateway: Callable[..., GatewayProcess]) -> None:
     gw = start_gateway(max_header_bytes=4096)
     big = connect(gw)  # complete headers, too large (refused by the app)
