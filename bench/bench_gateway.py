@@ -425,7 +425,7 @@ def throughput(
         if name != "direct" and direct:
             ratio = median / direct
             line += f"  {ratio:.0%} of direct"
-            if "gateway" in name:
+            if name == "(a) gateway":
                 line += f" (target >= 50%) {verdict(ratio >= 0.5)}"
         print(line)
 
@@ -512,7 +512,9 @@ _SYSCALLS = frozenset(
 )
 # (module, function prefix) -> part of the request's path; the frame nearest the leaf wins.
 _PARTS = (
+    ("upstream_pool", "", "upstream client"),
     ("upstream_client", "", "upstream client"),
+    ("protocol", "", "gateway fast path (parse, route, answer)"),
     ("httptools_impl", "RequestResponseCycle.send", "response to the client (uvicorn send)"),
     ("httptools_impl", "", "request parsing (uvicorn, httptools)"),
     ("limits", "", "request parsing (uvicorn, httptools)"),

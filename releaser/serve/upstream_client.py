@@ -99,13 +99,17 @@ class UpstreamResponse:
     """Status, raw headers (hop-by-hop ones included) and the body as an async iterator.
 
     ``content`` is the whole body when it was small enough to read with the head (``body``
-    then yields it once); None when the body is streamed through ``body``.
+    then yields it once); None when the body is streamed through ``body``. ``head`` is set
+    only by the fast path's pool (:mod:`releaser.serve.upstream_pool`): the head as
+    received, HTTP/1.1 with one Content-Length and no hop-by-hop header, passed on as it
+    is; ``headers`` is then left empty (not parsed).
     """
 
     status: int
     headers: list[tuple[bytes, bytes]]
     body: AsyncIterator[bytes] = field(repr=False)
     content: bytes | None = field(default=None, repr=False)
+    head: bytes | None = field(default=None, repr=False)
 
 
 def origin_of(base: str) -> _Origin:

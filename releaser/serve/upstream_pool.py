@@ -18,6 +18,7 @@ once more on a new connection; errors are :class:`UpstreamError` by kind.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,35 @@ __all__ = ["UpstreamPool"]
 
 OnAnswer = Callable[[UpstreamResponse], None]
 OnError = Callable[[UpstreamError], None]
+
+
+# An answer whose head has any of these is parsed in full (its headers are filtered).
+_HOP_BY_HOP = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-authenticate|proxy-authorization|te|trailer"
+    rb"|transfer-encoding|upgrade)[ \t]*:",
+    re.IGNORECASE,
+)
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]+)[ \t]*\r\n", re.IGNORECASE)
+
+
+_NO_HEADERS: list[tuple[bytes, bytes]] = []  # never appended to
+
+
+def _quick_head(head: bytes) -> tuple[int, int] | None:
+    """(status, Content-Length) of an HTTP/1.1 head with one length and no hop-by-hop header.
+
+    None for any other head, which :func:`parse_head` then reads in full. A few scans in C
+    rather than a loop over the header lines.
+    """
+    if not head.startswith(b"HTTP/1.1 ") or head[12:13] not in (b" ", b"\r"):
+        return None
+    code = head[9:12]
+    if not code.isdigit() or _HOP_BY_HOP.search(head) is not None:
+        return None
+    lengths = _CONTENT_LENGTH.findall(head)
+    if len(lengths) != 1 or head.lower().count(b"\r\ncontent-length") != 1:
+        return None
+    return int(code), int(lengths[0])
 
 
 class _UpstreamConnection(asyncio.Protocol):
@@ -63,6 +93,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.body_start = 0
         self.need = 0  # bytes of head and body to gather; 0 until the head is in
         self.keep_alive = True
+        self.head: bytes | None = None  # the answer's head, when passed on unparsed
         # The read timeout: loop time by which the read under way must complete.
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -91,25 +122,28 @@ class _UpstreamConnection(asyncio.Protocol):
                 else:
                     self._wait_more(buffer)
                 return
-            try:
-                status, headers, length, chunked, keep_alive = parse_head(buffer[: end + 4])
-            except UpstreamError as exc:
-                self._fail(exc)
-                return
-            if self.method == "HEAD" or status in NO_BODY_STATUS or 100 <= status < 200:
-                length, chunked = 0, False
-            if length is None or length > WHOLE_MAX:
-                self._stream(status, headers, length, chunked, buffer[end + 4 :])
-                return
-            self.status, self.headers, self.keep_alive = status, headers, keep_alive
-            self.body_start = end + 4
-            self.need = end + 4 + length
+            head = buffer[: end + 4]
+            if not self._quick(head, end):
+                try:
+                    status, headers, length, chunked, keep_alive = parse_head(head)
+                except UpstreamError as exc:
+                    self._fail(exc)
+                    return
+                if self.method == "HEAD" or status in NO_BODY_STATUS or 100 <= status < 200:
+                    length, chunked = 0, False
+                if length is None or length > WHOLE_MAX:
+                    self._stream(status, headers, length, chunked, buffer[end + 4 :])
+                    return
+                self.head = None
+                self.status, self.headers, self.keep_alive = status, headers, keep_alive
+                self.body_start = end + 4
+                self.need = end + 4 + length
         if len(buffer) < self.need:
             self._wait_more(buffer)
             return
         content = buffer[self.body_start : self.need]
         spare = len(buffer) > self.need  # more than was asked: do not trust the connection
-        answer = UpstreamResponse(self.status, self.headers, empty_body(), content)
+        answer = UpstreamResponse(self.status, self.headers, empty_body(), content, self.head)
         on_answer = self.on_answer
         self._idle()
         if self.keep_alive and not spare:
@@ -117,6 +151,22 @@ class _UpstreamConnection(asyncio.Protocol):
         else:
             self.close()
         on_answer(answer)
+
+    def _quick(self, head: bytes, end: int) -> bool:
+        """Take the common answer's head as it is, unparsed; False for any other."""
+        quick = _quick_head(head)
+        if quick is None:
+            return False
+        status, length = quick
+        if self.method == "HEAD" or status in NO_BODY_STATUS or 100 <= status < 200:
+            length = 0
+        if length > WHOLE_MAX:
+            return False  # streamed: its headers are parsed to be filtered
+        self.status, self.headers, self.keep_alive = status, _NO_HEADERS, True
+        self.head = head
+        self.body_start = end + 4
+        self.need = end + 4 + length
+        return True
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes; connection_lost follows

@@ -201,3 +201,34 @@ def test_an_upstream_that_is_down_gets_a_502_naming_it(
     assert response.status_code == 502
     assert response.json()["error"] == "upstream unavailable"
     assert dead in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "close"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n"
+            b"content-length: 2\r\nx-kept: yes\r\n\r\nok",
+            False,
+        ),
+        (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\nx-kept: yes\r\n\r\nok", True),
+    ],
+    ids=["hop-by-hop-headers", "http-1.0"],
+)
+def test_hop_by_hop_headers_are_dropped_and_the_answer_is_http_1_1(
+    raw_server: Callable[..., RawServer],  # noqa: F811
+    gateway_to: Callable[[str], tuple[Gateway, str]],
+    answer: bytes,
+    close: bool,
+) -> None:
+    server = raw_server(lambda n: (answer, close))
+    _, url = gateway_to(server.url)
+    client = Client(url)
+    client.send(b"GET /p HTTP/1.1\r\nhost: x\r\n\r\n")
+    response = client.response()
+    assert response.version == 11
+    assert response.read() == b"ok"
+    assert response.getheader("x-kept") == "yes"
+    assert response.getheader("keep-alive") is None
+    assert response.getheader("connection") is None  # kept alive, as HTTP/1.1 is by default
+    client.close()
