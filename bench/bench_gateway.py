@@ -1,10 +1,11 @@
 """Added latency and throughput of the gateway over calling the upstream directly.
 
-Processes on loopback: a trivial upstream (a raw ASGI app under uvicorn), three gateways
-(``releaser.serve.Gateway`` under uvicorn, configured as ``releaser serve`` configures it:
-the bounded HTTP protocol, no Server/Date headers; each with a real sqlite store holding a
-route mid-rollout at 50%, both variants pointing at the upstream), nginx if installed, and
-the load generator. The machine's cores are shared by all of them.
+Processes on loopback: a trivial upstream (a raw ASGI app under uvicorn), gateways
+(``releaser.serve.Gateway`` served as ``releaser serve`` serves it,
+``releaser.serve.gateway_config``: uvicorn with the gateway's own protocol, whose fast path
+proxies the common request without ASGI, no Server/Date headers; each with a real sqlite
+store holding a route mid-rollout at 50%, both variants pointing at the upstream), nginx if
+installed, and the load generator. The machine's cores are shared by all of them.
 
 Latency: the generator sends 200 requests/s to each path on a fixed schedule, over one
 keep-alive connection per path, in an order shuffled each tick so every path sees the same
@@ -19,39 +20,47 @@ the candidate (the same upstream) after the response. Targets
 for each gateway path, against the direct call of the same run: added p50 <= 1 ms, added
 p99 <= 5 ms; and (c) within noise of (b), beside the rule's test timed alone on both values.
 
-Throughput: ``wrk`` (Debian package) against the upstream directly, gateway (a) and, if
-installed, nginx as a reverse proxy to the same upstream (keep-alive to the upstream,
+Throughput: ``wrk`` (Debian package) against the upstream directly, gateway (a), the same
+gateway with every request through its ASGI app (uvicorn's protocol with the gateway's
+limits: the design before the fast path, measured in the same run), and, if installed,
+nginx as a reverse proxy to the same upstream (keep-alive to the upstream,
 ``worker_processes 1`` like the gateway's single process), all with the same threads,
 connections and duration, in interleaved rounds (the median is compared). wrk runs one
 thread: on 2 cores, two threads gave direct 19.0k then 32.6k requests/s in two runs, one
-thread 18.1k and 17.7k (the gateway the same 4-5k either way). Target: the gateway at
->= 50% of the direct call's requests/s.
+thread 18.1k and 17.7k. Target: the gateway at >= 50% of the direct call's requests/s.
 
 Where the time goes: each wrk run also reads the machine's busy CPU time (/proc/stat, all
-cores, the kernel's loopback work included) and divides it by the requests done. On 2
-cores (Python 3.11.7, uvloop, httptools), over four runs, direct cost 115-145 us of CPU a
-request (wrk and upstream), through nginx 150-165, through the gateway 420-490 (both cores
-0% idle while it ran): the gateway adds about 300 us of CPU to every request, nginx 10-45.
-Per-process CPU times in /proc/PID/stat are tick-sampled and missed half of it; the
-scheduler's own count (/proc/PID/task/*/schedstat) is exact, and is printed for the
-upstream (direct) and for the gateway process alone.
+cores, the kernel's loopback work included) and divides it by the requests done, and the
+exact CPU of the one process serving a path (the scheduler's count,
+/proc/PID/task/*/schedstat; /proc/PID/stat's tick-sampled times miss half of it): the
+upstream for the direct call, the gateway process for (a) and its ASGI-only twin. On a
+shared machine the busy time and the requests/s move with the other work; the gateway's
+own CPU a request, next to the upstream's in the same rounds, is the steadier figure.
 py-spy (``pip install py-spy`` into the bench's environment; it needs ptrace) then samples
 gateway (a), native frames included, during a further wrk run, not a measured one.
 
-Per proxied request the gateway now makes one write to the upstream, one to the client
-(the head held for the body: ``releaser.serve.limits.CoalescedWrites``), two reads and
-three ``getpid`` calls (Python 3.11's ``get_running_loop`` makes one each time; all three
-are in the gateway's request-body path: the body deadline and ``asyncio.timeout_at``);
-before, three writes and nine ``getpid`` calls (system calls counted over a wrk run: 7.9 a
-request, from 14.7). The gateway process's own CPU a request (its schedstat, over eight
-interleaved wrk rounds in one run, the machine shared with other work): 126 us before,
-108 us after; on a quieter machine earlier, 125 and 93. A sampled
-profile of what remains: the two writes' system calls (loopback delivery included) about
-a third, uvloop's loop with the two reads a fifth, uvicorn's protocol (httptools
-callbacks, scope, task, keep-alive timer) an eighth, the gateway's request path (headers,
-routing, body receive) a tenth, the upstream client's Python a twentieth, prometheus
-metrics and recording a twentieth. By a native sampler: 58% interpreter, 29% kernel, 6%
-uvloop.
+The fast path (``releaser.serve.protocol``): a proxied request with a body of at most
+64 KiB is routed from httptools' callbacks, sent on a pooled upstream connection that is
+itself an asyncio protocol (``releaser.serve.upstream_pool``), and answered in one write
+with the upstream's head passed on as received plus the two marks. Per request: one read
+and one write on each side (strace over a wrk run: 2.0 writes and 2.0 reads a request, no
+``getpid``; the ASGI path: 1 write, 1 writev, 2 reads and 3 ``getpid``), and no task,
+future, stream reader, ASGI scope or message, and no timer (the read timeout, the header
+clock and the keep-alive are one timer per connection, pushed on rather than made anew).
+The gateway process's own CPU a request, interleaved rounds on this 2-core machine while
+other sessions' tests ran (so every figure was inflated about 2.5 times over a quiet
+machine, where the upstream costs 30 us and the ASGI gateway 86): fast path 142-183 us,
+the ASGI path 233-282, the upstream 77-96 in the same rounds; the fast path costs 0.60-0.68
+of the ASGI path, and 1.6-2.1 times the upstream (the ASGI path 2.4-2.9 times). What
+remains, by tick-sampled user and system time: about two thirds in user space (the
+interpreter running the protocol callbacks, routing, recording, prometheus counters;
+uvloop; httptools), a third in the kernel (the two reads and two writes, loopback
+delivery included). py-spy puts about half of its wall-clock samples in ``write``, but
+much of that is the process preempted by the reader it woke, not CPU. Beyond this: one
+Python process cannot use the second core without splitting the gateway's in-flight
+limit, router and /metrics across processes; and every request still runs about forty
+Python functions (uvicorn's httptools callbacks, the gateway's, the router's recording,
+prometheus-client's counters with their locks).
 
     python bench/bench_gateway.py [--seconds 10] [--rate 200] [--wrk-seconds 5]
 """
