@@ -366,8 +366,11 @@ def gateway_protocol(gateway: Gateway) -> type[asyncio.Protocol]:
                 status, what, detail = 504, "upstream timeout", str(exc)
             else:
                 status, what, detail = 502, "upstream unavailable", f"{exchange.base}: {exc}"
-            body = gateway.failed(exchange.start, exchange.assignment, status, what, detail)
-            self._finish(exchange, self._error_response(exchange, status, body))
+            try:
+                body = gateway.failed(exchange.start, exchange.assignment, status, what, detail)
+                self._finish(exchange, self._error_response(exchange, status, body))
+            except Exception:
+                self._crashed(exchange)
 
         def _answered(self, response: UpstreamResponse) -> None:
             """The upstream's answer: written to the client in one write when whole."""
