@@ -18,10 +18,10 @@ import pytest
 from releaser.api.audit import verify_content
 from releaser.api.store_io import export_store, import_store
 from releaser.core.stats_aggregates import VariantStats
+from releaser.core.unit_sketch import UnitSketch, unit_salt
 from releaser.errors import BadInput, CheckFailed
 from releaser.store._bulk import TABLES
 from releaser.store.archive import FORMAT, MANIFEST, ArchiveReader, member_name
-from releaser.core.unit_sketch import UnitSketch, unit_salt
 from releaser.store.base import MetricDelta, Store, UnitDelta, Write
 
 from .conftest import BACKENDS, Backend, draft, make_backend
@@ -188,9 +188,7 @@ def as_schema_6(path: Path) -> None:
         manifest = json.loads(zf.read(MANIFEST))
     manifest["source"]["schema_version"] = 6
     del manifest["members"]["rollout_unit_sketches.jsonl"]
-    rewrite(
-        path, {"rollout_unit_sketches.jsonl": None, MANIFEST: json.dumps(manifest).encode()}
-    )
+    rewrite(path, {"rollout_unit_sketches.jsonl": None, MANIFEST: json.dumps(manifest).encode()})
 
 
 def test_an_archive_of_schema_6_imports_with_no_unit_sketches(

@@ -7,8 +7,8 @@ import pytest
 from releaser.core.audit import chain_hash, payload_writes, verify_chain
 from releaser.core.canonical import canonical_json
 from releaser.core.stats_aggregates import LATENCY_BINS, LatencyHistogram, VariantStats
-from releaser.errors import ReleaserError
 from releaser.core.unit_sketch import UnitSketch, unit_salt
+from releaser.errors import ReleaserError
 from releaser.store.base import MetricDelta, UnitDelta, Write
 from releaser.store.migrations import SQLITE_MIGRATIONS, Migration, pending_migrations
 
