@@ -550,3 +550,13 @@ def test_export_names_an_entry_holding_bytes_that_are_not_utf8(tmp_path: Path) -
         export_store(store, tmp_path / "b.zip")
     assert "entry 2 holds bytes that are not UTF-8 text" in caught.value.message
     assert not (tmp_path / "b.zip").exists()
+
+
+def test_an_archive_with_a_damaged_sketch_is_refused(archive: Path, tmp_path: Path) -> None:
+    lines = read_member(archive, "rollout_unit_sketches.jsonl").splitlines(keepends=True)
+    row = json.loads(lines[2])
+    row["registers"] = "hll12:" + "QUFBQQ=="  # base64 of a stream that is no zlib
+    lines[2] = json.dumps(row).encode() + b"\n"
+    rewrite(archive, {"rollout_unit_sketches.jsonl": b"".join(lines)})
+    message = refused(archive, tmp_path)
+    assert "rollout_unit_sketches.jsonl line 3" in message and "not valid" in message
