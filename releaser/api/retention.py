@@ -9,7 +9,9 @@ The store keeps two things only for speed or for charts, and both grow with use:
   ``keep_releases``, and for ``gate_predictions_days`` after they were written;
   the gate's report (its evidence) is a separate record and is never pruned;
 - **latency histograms** of rollouts that ended ``rollout_histograms_days`` ago (when
-  set): their request, error and quality counts stay;
+  set), and with them their token histograms and their distinct-unit sketches (so
+  ``explain cohort`` then shows their units as null, saying why): their request, error
+  and quality counts stay;
 - **route history** (kind ``route_history``): each version of a service's routing record,
   kept so ``releaser explain`` can replay a past assignment, is pruned
   ``route_history_days`` (default 400) after it stopped applying, that is after the next
@@ -155,7 +157,9 @@ def plan_prune(ws: Workspace, *, now: str | None = None) -> PrunePlan:
             if not ended or _parse(str(ended)) >= ended_before:
                 continue
             stored = stats_of(rec.key).values()
-            if any(any(s.latency.counts) or any(s.tokens.counts) for s in stored):
+            if any(any(s.latency.counts) or any(s.tokens.counts) for s in stored) or (
+                ws.store.read_units(rec.key)
+            ):
                 histograms.append({"rollout_id": rec.key, "ended_at": ended})
     return PrunePlan(
         at=at,

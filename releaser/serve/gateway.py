@@ -376,7 +376,8 @@ class Gateway:
                 forward.append((name, value))  # a client cannot name its own release
         if unit_raw is None and cookie_raw is not None and self._cookie is not None:
             unit_raw = _cookie(cookie_raw, self._cookie)
-        assignment = self._assign(_unit_id(unit_raw), attributes)
+        unit = _unit_id(unit_raw)
+        assignment = self._assign(unit, attributes)
         release = assignment.release_id or ""
         variant = assignment.variant
         base = self.upstreams.url_for(assignment)
@@ -452,7 +453,7 @@ class Gateway:
         # Recorded before the last body message, so a client that has its response knows
         # the request is counted.
         elapsed = time.perf_counter() - start
-        self.router.record(assignment, latency_ms=elapsed * 1000.0, error=error)
+        self.router.record(assignment, latency_ms=elapsed * 1000.0, error=error, unit_id=unit)
         self.metrics.observe(variant, release, status, elapsed)
         if error:
             self.metrics.error(variant, release, "status_5xx" if status >= 500 else "broken")
