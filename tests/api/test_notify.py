@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +45,8 @@ SENTINEL = "sentinel-Zq81-never-leaks"
 @dataclass
 class Receiver:
     """A webhook endpoint: records each POST; answers 500 ``fail_first`` times, 404 for
-    paths under /gone, and holds requests under /hang until the test ends."""
+    paths under /gone, after 0.3 s under /slow, and holds requests under /hang until the
+    test ends."""
 
     url: str
     posts: list[dict[str, Any]] = field(default_factory=list)
@@ -74,6 +76,8 @@ def receiver() -> Iterator[Receiver]:
             if self.path.startswith("/hang"):
                 state.release.wait(60)
                 return
+            if self.path.startswith("/slow"):
+                time.sleep(0.3)
             if self.path.startswith("/gone"):
                 code = 404
             elif state.fail_first > 0:
