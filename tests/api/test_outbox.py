@@ -22,16 +22,13 @@ from releaser.api.rollouts import start_rollout
 from releaser.api.store_io import export_store, import_store
 from releaser.api.workspace import open_workspace
 from releaser.store.base import Record
-from tests.api.test_notify import (  # noqa: F401 - fixtures
-    SERVICE,
-    Receiver,
-    _with_webhooks,
-    receiver,
-    two_releases,
-)
+from tests.api import test_notify as shared
+from tests.api.test_notify import SERVICE, Receiver, _with_webhooks
 from tests.store_backends import make_backend
 
 pytestmark = pytest.mark.slow
+receiver = shared.receiver  # the receiver and the workspace of test_notify
+two_releases = shared.two_releases
 
 KILL = """
 import os, sys, time
