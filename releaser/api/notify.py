@@ -34,16 +34,15 @@ side effects owed: posted, not owed, as it is learnt after the commit) and
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from releaser.api import outbox
 from releaser.api.context import current_actor, utc_now
+from releaser.api.webhook_post import Delivery, hook_secrets, post, shorten
 from releaser.api.workspace import Workspace
 from releaser.core.audit import EventDraft
 from releaser.core.effects import SideEffect
@@ -51,8 +50,6 @@ from releaser.errors import ReleaserError, StateConflict
 from releaser.store.base import Record, Write
 
 if TYPE_CHECKING:
-    import urllib.request
-
     from releaser.api.drills import DrillRecord
     from releaser.config.alerting import Webhook
     from releaser.core.rollout import Rollout
@@ -93,10 +90,6 @@ FAILED_ACTION = outbox.FAILED_ACTION
 LATE_BUDGET_S = 15.0
 """A command starts posting no further late notice after this long (the rest wait)."""
 MAX_REASONS = 20
-MAX_TEXT = 500
-_BACKOFF_S = 0.25
-_MAX_ANSWER = 65_536
-"""Bytes of a webhook's answer read (and dropped)."""
 _TITLES = {
     "rollout.started": "rollout started",
     "rollout.step-advanced": "rollout advanced a step",
@@ -112,33 +105,6 @@ _TITLES = {
 }
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """How posting one event to one webhook went (no URL, no token: safe to print)."""
-
-    webhook: str
-    event: str
-    ok: bool
-    attempts: int
-    status: int | None = None
-    error: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``notify test --json``, the audit event)."""
-        return {
-            "webhook": self.webhook,
-            "event": self.event,
-            "ok": self.ok,
-            "attempts": self.attempts,
-            "status": self.status,
-            "error": self.error,
-        }
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
-
-
 def _payload(ws: Workspace, event: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """The generic JSON payload: event, service, releases, step, reasons, actor, at, links."""
     actor = current_actor()
@@ -151,7 +117,7 @@ def _payload(ws: Workspace, event: str, fields: Mapping[str, Any]) -> dict[str, 
         pass
     if actor.context.get("run_url"):
         links["run"] = str(actor.context["run_url"])
-    reasons = [_short(str(r)) for r in fields.get("reasons", ())][:MAX_REASONS]
+    reasons = [shorten(str(r)) for r in fields.get("reasons", ())][:MAX_REASONS]
     late = bool(fields.get("late"))
     body: dict[str, Any] = {
         "event": event,
@@ -195,88 +161,6 @@ def slack_message(payload: Mapping[str, Any]) -> dict[str, Any]:
     return {"text": title, "blocks": blocks}
 
 
-def _hook_secrets(hooks: Sequence[Webhook]) -> list[str]:
-    found = []
-    for h in hooks:
-        for name in (h.url_env, h.token_env):
-            if name and os.environ.get(name):
-                found.append(os.environ[name])
-        if h.url:
-            found.append(h.url)
-    return found
-
-
-def _opener() -> urllib.request.OpenerDirector:
-    """No proxies from the environment and no redirects: the payload goes where configured
-    (a webhook that redirects is answered as it stands, its body not sent elsewhere)."""
-    import urllib.request
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect())
-
-
-def _post(hook: Webhook, body: bytes, deadline: float, secrets: Sequence[str]) -> Delivery:
-    """POST ``body`` until it lands, the retries run out or ``deadline`` passes.
-
-    The standard library's client, not httpx: it loads in a tenth of the time, and
-    a rollback's notification should cost little more than the request. It is imported
-    here, with a webhook to tell: a rollback without one does not pay for it.
-    """
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    def fail(attempts: int, error: str, status: int | None = None) -> Delivery:
-        for s in secrets:
-            error = error.replace(s, "***")
-        return Delivery(hook.name, "", False, attempts, status, _short(error))
-
-    url = hook.url or os.environ.get(hook.url_env or "", "")
-    if not url:
-        return fail(0, f"the environment variable {hook.url_env} (the URL) is not set")
-    headers = {"Content-Type": "application/json", "User-Agent": "releaser-notify"}
-    if hook.header and hook.token_env:
-        token = os.environ.get(hook.token_env)
-        if not token:
-            return fail(0, f"the environment variable {hook.token_env} (the token) is not set")
-        headers[hook.header] = token
-    opener = _opener()
-    error, status, attempts = "", None, 0
-    for attempt in range(hook.retries + 1):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        attempts = attempt + 1
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        try:
-            with opener.open(request, timeout=left) as answer:
-                answer.read(_MAX_ANSWER)
-                status = int(answer.status)
-        except urllib.error.HTTPError as exc:
-            status = int(exc.code)
-            exc.close()
-        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out
-            error, status = f"{type(exc).__name__}: {exc}", None
-        if status is not None and 200 <= status < 300:
-            return Delivery(hook.name, "", True, attempts, status)
-        if status is not None:
-            error = f"HTTP {status}"
-            if status != 429 and status < 500:
-                break  # the webhook refuses this request: sending it again will not help
-        pause = min(_BACKOFF_S * 2**attempt, deadline - time.monotonic())
-        if pause <= 0 or attempt == hook.retries:
-            break
-        time.sleep(pause)
-    if not error:
-        error = f"no answer within {hook.timeout_s:g} s"
-    elif deadline - time.monotonic() <= 0:
-        error += f" (gave up after {hook.timeout_s:g} s)"
-    return fail(attempts, error, status)
-
-
 def _deliver(ws: Workspace, event: str, fields: Mapping[str, Any]) -> list[Delivery]:
     """Post ``event`` to every webhook that takes it, in parallel, each within its timeout."""
     service = str(fields.get("service", ""))
@@ -290,9 +174,9 @@ def _deliver(ws: Workspace, event: str, fields: Mapping[str, Any]) -> list[Deliv
     # Only with webhooks to tell: the docs package loads the runbook machinery.
     from releaser.docs.secrets import MIN_SECRET_LENGTH, Redactor
 
-    secrets = _hook_secrets(hooks)
+    hidden = hook_secrets(hooks)
     base = Redactor.from_environment(ws.store_url)
-    known = {*base.secrets, *(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)}
+    known = {*base.secrets, *(s for s in hidden if len(s) >= MIN_SECRET_LENGTH)}
     redactor = Redactor(tuple(sorted(known, key=lambda s: (-len(s), s))))
     payload = redactor.value(_payload(ws, event, fields))
     bodies = {
@@ -304,7 +188,7 @@ def _deliver(ws: Workspace, event: str, fields: Mapping[str, Any]) -> list[Deliv
 
     def run(i: int, hook: Webhook) -> None:
         try:
-            results[i] = _post(hook, bodies[hook.format], start + hook.timeout_s, secrets)
+            results[i] = post(hook, bodies[hook.format], start + hook.timeout_s, hidden)
         except Exception as exc:  # noqa: BLE001 - a notification must never fail a command
             results[i] = Delivery(hook.name, event, False, 0, None, type(exc).__name__)
 
@@ -400,7 +284,7 @@ def _tell_own(ws: Workspace, service: str, event: str) -> list[str] | None:
     """Post what this command owes for ``event`` (late notices of the service first);
     None when it wrote no notice for it."""
     own = outbox.take_own(ws, service, event)
-    if not own:
+    if own is None:
         return None
     warnings = deliver_owed(ws, service)
     for rec in own:
@@ -427,6 +311,8 @@ def deliver_owed(ws: Workspace, service: str, *, now: str | None = None) -> list
         claimed = outbox.claim(ws, service, late, now or utc_now())
     except ReleaserError as exc:
         return [_not_sent("owed notifications", exc)]
+    except Exception as exc:  # noqa: BLE001 - a notification must never fail a command
+        return [f"notifications not sent (owed notifications): {type(exc).__name__}"]
     started = time.monotonic()
     for i, rec in enumerate(claimed):
         if time.monotonic() - started > LATE_BUDGET_S:

@@ -186,24 +186,27 @@ def owe(
     return [Write(NOTICE_KIND, key, value, 0)]
 
 
-def take_own(ws: Workspace, service: str, event: str) -> list[Record]:
+def take_own(ws: Workspace, service: str, event: str) -> list[Record] | None:
     """The pending notices of ``event`` this context wrote for ``service`` (and forgets
-    them), in write order. One whose transition did not commit is not there: skipped."""
-    mine = _OWN.get()
+    them), in write order; None when it wrote none. One whose transition did not commit
+    is not there: skipped. One another deliverer took meanwhile (the writer outlived
+    the grace) is left to it."""
     prefix = f"{service}/"
-    taken: list[Record] = []
+    found: list[Record] = []
     kept: list[str] = []
-    for key in mine:
+    for key in _OWN.get():
         if not key.startswith(prefix):
             kept.append(key)
             continue
         rec = ws.store.get(NOTICE_KIND, key)
         if rec is not None and rec.value.get("event") != event:
             kept.append(key)
-        elif rec is not None and rec.value.get("status") == "pending":
-            taken.append(rec)
+        elif rec is not None:
+            found.append(rec)
     _OWN.set(tuple(kept))
-    return taken
+    if not found:
+        return None
+    return [r for r in found if r.value.get("status") == "pending"]
 
 
 def _listed(ws: Workspace, service: str) -> list[Record]:
