@@ -470,7 +470,7 @@ def advance_if_live(
     if _rollout_record(ws, state.active_rollout)[0].status == "paused":
         journal.settle(ws, service=service)
         return "paused"
-    result = advance_rollout(ws, service, now=now)
+    result = _advance(ws, service, now=now)
     return replace(result, warnings=[*late, *result.warnings]) if late else result
 
 
@@ -480,11 +480,17 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
     Safe to call as often as a CI cron likes: the tests are anytime-valid, a
     hold writes only the updated test state, and a finished rollout is refused.
     After a promotion, while its guard lasts, it judges the guard instead
-    (:mod:`releaser.api.guard`): a confirmed breach rolls back.
+    (:mod:`releaser.api.guard`): a confirmed breach rolls back. Notifications an
+    earlier command owes are told first (late).
     """
+    late = notify.deliver_owed(ws, service)
+    result = _advance(ws, service, now=now)
+    return replace(result, warnings=[*late, *result.warnings]) if late else result
+
+
+def _advance(ws: Workspace, service: str, *, now: str | None = None) -> AdvanceResult:
     now = now or utc_now()
     journal.settle(ws, service=service)  # what an earlier change owes lands first
-    notify.deliver_owed(ws, service)  # audited; a failure is warned when the webhook is next told
     if service_state(ws, service).active_rollout is None:
         guarded = _judge_guard(ws, service, now)
         if guarded is not None:
