@@ -14,7 +14,8 @@ Prints figures and PASS/FAIL against the targets:
   same interleaved rounds. A 10,000-character adversarial value is shown beside them: RE2's
   cost grows with the length of the value, never with the pattern's nesting.
 * ``Router.record`` (latency, error flag and score) <= 2 us per call, and the same with
-  prompt and completion token counts (measured in interleaved rounds with it).
+  prompt and completion token counts, and with the unit id (its distinct-unit sketch:
+  one XXH64 and one register), measured in interleaved rounds with it.
 * How long a route change committed by another process takes to be visible through
   ``assign`` (p50 / p99 over 50 changes), for sqlite and, when ``RELEASER_TEST_POSTGRES_DSN``
   is set, PostgreSQL: p99 <= 1 s.
@@ -319,6 +320,7 @@ def bench_assign_and_record(url: str, workdir: Path) -> None:
         live = [a for a in assignments if a.variant != "stable"]
         rng = random.Random(7)
         calls = [(a, rng.lognormvariate(3.5, 0.8), rng.random() < 0.01, rng.random()) for a in live]
+        with_units = [(*call, u) for call, u in zip(calls, OUR_IDS, strict=False)]
         usage = [
             (int(rng.lognormvariate(6.5, 0.7)), int(rng.lognormvariate(5.0, 0.6))) for _ in live
         ]
@@ -326,7 +328,8 @@ def bench_assign_and_record(url: str, workdir: Path) -> None:
         record = router.record
         recorded: list[float] = []
         recorded_tokens: list[float] = []
-        for _ in range(ROUNDS):  # interleaved, so machine noise hits both alike
+        recorded_units: list[float] = []
+        for _ in range(ROUNDS):  # interleaved, so machine noise hits them alike
             recorded.append(
                 per_call_ns(
                     lambda: [record(a, latency_ms=ms, error=e, score=s) for a, ms, e, s in calls],
@@ -349,6 +352,15 @@ def bench_assign_and_record(url: str, workdir: Path) -> None:
                     len(with_tokens),
                 )
             )
+            recorded_units.append(
+                per_call_ns(
+                    lambda: [
+                        record(a, latency_ms=ms, error=e, score=s, unit_id=u)
+                        for a, ms, e, s, u in with_units
+                    ],
+                    len(with_units),
+                )
+            )
         both = [
             per_call_ns(
                 lambda: [
@@ -364,6 +376,8 @@ def bench_assign_and_record(url: str, workdir: Path) -> None:
         print(f"  {'record':<28} {record_ns:>10.0f} {min(recorded):>10.0f}")
         tokens_ns = statistics.median(recorded_tokens)
         print(f"  {'record + tokens':<28} {tokens_ns:>10.0f} {min(recorded_tokens):>10.0f}")
+        units_ns = statistics.median(recorded_units)
+        print(f"  {'record + unit_id':<28} {units_ns:>10.0f} {min(recorded_units):>10.0f}")
         print(f"  {'assign + record':<28} {statistics.median(both):>10.0f} {min(both):>10.0f}")
         verdict(
             record_ns <= TARGET_RECORD_NS,
@@ -372,6 +386,10 @@ def bench_assign_and_record(url: str, workdir: Path) -> None:
         verdict(
             tokens_ns <= TARGET_RECORD_NS,
             f"record with token counts median {tokens_ns:.0f} ns <= {TARGET_RECORD_NS:.0f} ns",
+        )
+        verdict(
+            units_ns <= TARGET_RECORD_NS,
+            f"record with the unit id median {units_ns:.0f} ns <= {TARGET_RECORD_NS:.0f} ns",
         )
         written = router.flush()
         print(f"  flushed {written} metric deltas; counts {router.metrics_counts()}")

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from releaser.api.audit import verify_audit
 from releaser.api.context import current_actor, utc_now
-from releaser.api.notify import drill_failed
+from releaser.api.notify import drill_failed, drill_notice
 from releaser.api.releases import RELEASE_KIND, get_release
 from releaser.api.rollback import plan_rollback, rollback
 from releaser.api.state import ROLLOUT_KIND, SERVICE_KIND, service_state
@@ -257,7 +257,10 @@ def run_drill(
     )
     actor = current_actor()
     ws.store.commit(
-        [Write(DRILL_KIND, f"{service}/{at}", record.model_dump(mode="json"), 0)],
+        [
+            Write(DRILL_KIND, f"{service}/{at}", record.model_dump(mode="json"), 0),
+            *drill_notice(ws, record),
+        ],
         EventDraft(
             actor=actor.name,
             action="drill",

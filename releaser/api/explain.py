@@ -8,11 +8,17 @@ the time asked, compiles it exactly as routers do
 from the core's bucketing: the named group the unit matched (by allow-list or
 attribute rule) or its bucket against the step's percentage.
 
-:func:`cohort_export` lists, per route period in a window, the cohort and the
-requests each release served. It counts **requests**, not distinct units: routers
-aggregate requests per (rollout, step, variant) and keep no unit ids, and a step's
-counts cover the whole step (they carry no time within it). Periods with no rollout
-live are not counted at all (routers count only baseline and candidate requests).
+:func:`cohort_export` lists, per route period in a window, the cohort, the requests
+each release served and the **distinct units** it served, in all and per cohort group.
+Routers aggregate requests per (rollout, step, variant) and units as a HyperLogLog sketch
+per (rollout, step, variant, group) (:mod:`releaser.core.unit_sketch`: estimates within
+1.625 % relative standard error, exact for a few units; no unit id is ever stored). A
+release's units are its groups' sketches merged, so a unit counts once however many
+requests it made. A step's counts cover the whole step (they carry no time within it).
+Periods with no rollout live are not counted at all (routers count only baseline and
+candidate requests). Units are null, with the reason in ``units_note``, when the service's
+metrics come from Prometheus (its series carry no unit ids) or no router recorded a unit
+id in the step.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from releaser.api.workspace import Workspace
 from releaser.core.bucketing import BUCKETS, GroupRule, bucket
 from releaser.core.freeze import format_utc, parse_instant
 from releaser.core.routing import ROUTE_KIND, ServiceRoute
-from releaser.errors import BadInput, NotFound
+from releaser.core.unit_sketch import RELATIVE_ERROR, UnitSketch
+from releaser.errors import BadInput, NotFound, ReleaserError
 
 if TYPE_CHECKING:
     from releaser.router.snapshot import Assignment
@@ -288,6 +295,14 @@ class CohortRow:
     percent: float
     baseline_requests: int | None
     candidate_requests: int | None
+    baseline_units: int | None = None
+    """Distinct units the stable release served in the step (a sketch's estimate)."""
+    candidate_units: int | None = None
+    """Distinct units the candidate served in the step (a sketch's estimate)."""
+    candidate_units_by_group: dict[str, int] | None = None
+    """The candidate's distinct units per cohort group it matched (``(percent)``: by bucket)."""
+    units_note: str | None = None
+    """Why the units are null, or what they leave out (requests recorded without a unit id)."""
 
 
 @dataclass(frozen=True)
@@ -306,9 +321,19 @@ class CohortExport:
 
 
 COUNTED = (
-    "requests (not distinct units) per rollout step and variant, over the whole step "
-    "(a step's counts carry no time within it); periods with no rollout live are not "
-    "counted (null)"
+    "requests, and distinct units, per rollout step and variant, over the whole step (a "
+    "step's counts carry no time within it); units are HyperLogLog estimates (relative "
+    f"standard error {RELATIVE_ERROR:.3%}, exact for a few units; no unit id is stored), "
+    "per release and per cohort group ('(percent)': the units the step's percentage "
+    "decided); periods with no rollout live are not counted (null)"
+)
+PROMETHEUS_UNITS = (
+    "the service's metrics come from Prometheus, whose series carry no unit ids: "
+    "distinct units are not counted"
+)
+NO_UNITS = (
+    "no unit sketch for this step: no router recorded a unit id (record(..., unit_id=...)), "
+    "or 'store prune' removed it with the rollout's histograms"
 )
 
 
@@ -337,17 +362,26 @@ def cohort_export(ws: Workspace, service: str, start: str, end: str) -> CohortEx
         else:
             merged.append((period.start, period.end, route))
     metrics: dict[str, Any] = {}
+    units: dict[str, Any] = {}
+    from_prometheus = _from_prometheus(ws, service)
     rows: list[CohortRow] = []
     for begin, finish, route in merged:
         if begin >= hi or (finish is not None and finish <= lo):
             continue
         counts: tuple[int | None, int | None] = (None, None)
+        unit_fields: dict[str, Any] = {}
         if route.rollout_id is not None and route.step is not None:
             if route.rollout_id not in metrics:
                 metrics[route.rollout_id] = ws.store.read_metrics(route.rollout_id)
+                if not from_prometheus:
+                    units[route.rollout_id] = ws.store.read_units(route.rollout_id)
             stats = metrics[route.rollout_id]
             base, cand = stats.get((route.step, "baseline")), stats.get((route.step, "candidate"))
             counts = (base.requests if base else 0, cand.requests if cand else 0)
+            if from_prometheus:
+                unit_fields = {"units_note": PROMETHEUS_UNITS}
+            else:
+                unit_fields = _unit_fields(units[route.rollout_id], route.step, counts)
         rows.append(
             CohortRow(
                 start=format_utc(begin),
@@ -361,6 +395,57 @@ def cohort_export(ws: Workspace, service: str, start: str, end: str) -> CohortEx
                 percent=route.percent if route.candidate else 0.0,
                 baseline_requests=counts[0],
                 candidate_requests=counts[1],
+                **unit_fields,
             )
         )
     return CohortExport(service, format_utc(lo), format_utc(hi), COUNTED, rows)
+
+
+def _from_prometheus(ws: Workspace, service: str) -> bool:
+    """Whether releaser.yaml says the service's metrics come from Prometheus (False when
+    it cannot be read: the store alone then answers)."""
+    try:
+        return ws.config.service(service).metrics.source == "prometheus"
+    except ReleaserError:
+        return False
+
+
+def _unit_fields(
+    stored: Mapping[tuple[int, str, str], tuple[int, UnitSketch]],
+    step: int,
+    requests: tuple[int | None, int | None],
+) -> dict[str, Any]:
+    """The unit columns of one step's row: per release, the candidate's per group, a note."""
+    merged: dict[str, UnitSketch] = {}
+    recorded = {"baseline": 0, "candidate": 0}
+    by_group: dict[str, int] = {}
+    for (at_step, variant, group), (unit_requests, sketch) in stored.items():
+        if at_step != step:
+            continue
+        recorded[variant] = recorded.get(variant, 0) + unit_requests
+        if variant == "candidate":
+            by_group[group] = sketch.count()
+        kept = merged.get(variant)
+        if kept is None:
+            merged[variant] = sketch.copy()
+        else:
+            kept.merge(sketch)
+    if not merged:
+        return {"units_note": NO_UNITS}
+    missing = [
+        f"{(total or 0) - recorded[variant]} of {total} {variant} requests"
+        for variant, total in zip(("baseline", "candidate"), requests, strict=True)
+        if (total or 0) > recorded[variant]
+    ]
+    note = (
+        f"{' and '.join(missing)} were recorded without a unit id: their units are not counted"
+        if missing
+        else None
+    )
+    base, cand = merged.get("baseline"), merged.get("candidate")
+    return {
+        "baseline_units": base.count() if base is not None else 0,
+        "candidate_units": cand.count() if cand is not None else 0,
+        "candidate_units_by_group": dict(sorted(by_group.items())),
+        "units_note": note,
+    }

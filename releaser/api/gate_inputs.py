@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,6 +57,24 @@ class Golden:
     rev: str
     rows: list[dict[str, Any]]
     labels: list[Any]
+    _columns: dict[str, list[Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def column(self, name: str) -> list[Any]:
+        """Each row's value in column ``name``, in row order; read from the rows once (both
+        releases' inputs and the slices use it). The list is shared: do not change it."""
+        values = self._columns.get(name)
+        if values is None:
+            values = self._columns[name] = [row[name] for row in self.rows]
+        return values
+
+    def text_column(self, name: str) -> list[str]:
+        """:meth:`column` with each value as text (a CSV's already are), as slices group it."""
+        values = self.column(name)
+        if set(map(type, values)) <= {str}:
+            return values
+        return [str(v) for v in values]
 
 
 def eval_suite(ws: Workspace, release: Release) -> EvalSuite | None:

@@ -204,7 +204,7 @@ def _evaluate(
         thresholds=suite.thresholds,
         non_regression=_rule(suite),
         primary_metric=_primary(suite),
-        slice_columns={c: [str(r[c]) for r in golden.rows] for c in suite.slices},
+        slice_columns={c: golden.text_column(c) for c in suite.slices},
         slice_max_drop=suite.slice_max_drop,
         slice_min_rows=suite.slice_min_rows,
         errors=cand.error_count,

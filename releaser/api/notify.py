@@ -15,48 +15,60 @@ went wrong; never the URL, a token or the payload). Payloads pass through the
 same redactor as the runbooks, with the webhooks' own URLs and tokens added to
 the secrets it replaces.
 
+A transition a webhook takes is owed first: its commit also writes a notice
+(:mod:`releaser.api.outbox`), which this module posts right after and marks done.
+A command killed between the commit and the post leaves it owed, and the next
+command on the service (:func:`deliver_owed`) posts it late, with ``late: true``
+and the original ``at``. Every payload carries an ``id``, the same on every
+attempt, so a receiver drops what it already has: delivery is at least once.
+
 Events (``releaser.config.alerting.NOTIFY_EVENTS``): ``rollout.started``,
 ``rollout.step-advanced``, ``rollout.held`` (paused by a person, or held by the
 analysis for a reason a person may have to act on: :func:`stuck_hold`), ``rollout.resumed``,
 ``rollout.promoted``, ``rollout.rolled-back``, ``rollout.aborted``,
 ``guard.breach`` (:func:`guard_breach`), ``effects.pending`` (a change left
-side effects owed) and ``drill.failed`` (:func:`drill_failed`).
+side effects owed: posted, not owed, as it is learnt after the commit) and
+``drill.failed`` (:func:`drill_failed`).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from releaser.api import outbox
 from releaser.api.context import current_actor, utc_now
+from releaser.api.webhook_post import Delivery, hook_secrets, post, shorten
 from releaser.api.workspace import Workspace
 from releaser.core.audit import EventDraft
 from releaser.core.effects import SideEffect
 from releaser.errors import ReleaserError, StateConflict
-from releaser.store.base import Write
+from releaser.store.base import Record, Write
 
 if TYPE_CHECKING:
-    import urllib.request
-
     from releaser.api.drills import DrillRecord
     from releaser.config.alerting import Webhook
     from releaser.core.rollout import Rollout
 
 __all__ = [
     "EVENT_OF_ACTION",
+    "LATE_BUDGET_S",
     "Delivery",
     "after_change",
+    "breach_fields",
+    "deliver_owed",
     "drill_failed",
+    "drill_notice",
     "guard_breach",
     "notify",
     "stuck_hold",
     "send_test",
     "slack_message",
+    "transition_notice",
 ]
 
 EVENT_OF_ACTION: dict[str, str] = {
@@ -70,15 +82,14 @@ EVENT_OF_ACTION: dict[str, str] = {
     "service.initial-release": "rollout.promoted",
     "rollout.rollback": "rollout.rolled-back",
     "rollback": "rollout.rolled-back",
+    "guard.rollback": "guard.breach",
 }
 """The notification each audited transition sends."""
 
-FAILED_ACTION = "notify.failed"
+FAILED_ACTION = outbox.FAILED_ACTION
+LATE_BUDGET_S = 15.0
+"""A command starts posting no further late notice after this long (the rest wait)."""
 MAX_REASONS = 20
-MAX_TEXT = 500
-_BACKOFF_S = 0.25
-_MAX_ANSWER = 65_536
-"""Bytes of a webhook's answer read (and dropped)."""
 _TITLES = {
     "rollout.started": "rollout started",
     "rollout.step-advanced": "rollout advanced a step",
@@ -94,33 +105,6 @@ _TITLES = {
 }
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """How posting one event to one webhook went (no URL, no token: safe to print)."""
-
-    webhook: str
-    event: str
-    ok: bool
-    attempts: int
-    status: int | None = None
-    error: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``notify test --json``, the audit event)."""
-        return {
-            "webhook": self.webhook,
-            "event": self.event,
-            "ok": self.ok,
-            "attempts": self.attempts,
-            "status": self.status,
-            "error": self.error,
-        }
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
-
-
 def _payload(ws: Workspace, event: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """The generic JSON payload: event, service, releases, step, reasons, actor, at, links."""
     actor = current_actor()
@@ -133,11 +117,15 @@ def _payload(ws: Workspace, event: str, fields: Mapping[str, Any]) -> dict[str, 
         pass
     if actor.context.get("run_url"):
         links["run"] = str(actor.context["run_url"])
-    reasons = [_short(str(r)) for r in fields.get("reasons", ())][:MAX_REASONS]
+    reasons = [shorten(str(r)) for r in fields.get("reasons", ())][:MAX_REASONS]
+    late = bool(fields.get("late"))
     body: dict[str, Any] = {
         "event": event,
-        "title": f"{service}: {_TITLES.get(event, event)}",
+        "title": f"{service}: {_TITLES.get(event, event)}" + (" (told late)" if late else ""),
+        # Stable across attempts for a notice (its key); fresh for a post nothing owed.
+        "id": fields.get("id") or f"{service}/{secrets.token_hex(8)}",
         **{k: v for k, v in fields.items() if k != "reasons"},
+        "late": late,
         "reasons": reasons,
         "actor": actor.name,
         "at": fields.get("at") or utc_now(),
@@ -173,88 +161,6 @@ def slack_message(payload: Mapping[str, Any]) -> dict[str, Any]:
     return {"text": title, "blocks": blocks}
 
 
-def _hook_secrets(hooks: Sequence[Webhook]) -> list[str]:
-    found = []
-    for h in hooks:
-        for name in (h.url_env, h.token_env):
-            if name and os.environ.get(name):
-                found.append(os.environ[name])
-        if h.url:
-            found.append(h.url)
-    return found
-
-
-def _opener() -> urllib.request.OpenerDirector:
-    """No proxies from the environment and no redirects: the payload goes where configured
-    (a webhook that redirects is answered as it stands, its body not sent elsewhere)."""
-    import urllib.request
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect())
-
-
-def _post(hook: Webhook, body: bytes, deadline: float, secrets: Sequence[str]) -> Delivery:
-    """POST ``body`` until it lands, the retries run out or ``deadline`` passes.
-
-    The standard library's client, not httpx: it loads in a tenth of the time, and
-    a rollback's notification should cost little more than the request. It is imported
-    here, with a webhook to tell: a rollback without one does not pay for it.
-    """
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    def fail(attempts: int, error: str, status: int | None = None) -> Delivery:
-        for s in secrets:
-            error = error.replace(s, "***")
-        return Delivery(hook.name, "", False, attempts, status, _short(error))
-
-    url = hook.url or os.environ.get(hook.url_env or "", "")
-    if not url:
-        return fail(0, f"the environment variable {hook.url_env} (the URL) is not set")
-    headers = {"Content-Type": "application/json", "User-Agent": "releaser-notify"}
-    if hook.header and hook.token_env:
-        token = os.environ.get(hook.token_env)
-        if not token:
-            return fail(0, f"the environment variable {hook.token_env} (the token) is not set")
-        headers[hook.header] = token
-    opener = _opener()
-    error, status, attempts = "", None, 0
-    for attempt in range(hook.retries + 1):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        attempts = attempt + 1
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        try:
-            with opener.open(request, timeout=left) as answer:
-                answer.read(_MAX_ANSWER)
-                status = int(answer.status)
-        except urllib.error.HTTPError as exc:
-            status = int(exc.code)
-            exc.close()
-        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out
-            error, status = f"{type(exc).__name__}: {exc}", None
-        if status is not None and 200 <= status < 300:
-            return Delivery(hook.name, "", True, attempts, status)
-        if status is not None:
-            error = f"HTTP {status}"
-            if status != 429 and status < 500:
-                break  # the webhook refuses this request: sending it again will not help
-        pause = min(_BACKOFF_S * 2**attempt, deadline - time.monotonic())
-        if pause <= 0 or attempt == hook.retries:
-            break
-        time.sleep(pause)
-    if not error:
-        error = f"no answer within {hook.timeout_s:g} s"
-    elif deadline - time.monotonic() <= 0:
-        error += f" (gave up after {hook.timeout_s:g} s)"
-    return fail(attempts, error, status)
-
-
 def _deliver(ws: Workspace, event: str, fields: Mapping[str, Any]) -> list[Delivery]:
     """Post ``event`` to every webhook that takes it, in parallel, each within its timeout."""
     service = str(fields.get("service", ""))
@@ -268,9 +174,9 @@ def _deliver(ws: Workspace, event: str, fields: Mapping[str, Any]) -> list[Deliv
     # Only with webhooks to tell: the docs package loads the runbook machinery.
     from releaser.docs.secrets import MIN_SECRET_LENGTH, Redactor
 
-    secrets = _hook_secrets(hooks)
+    hidden = hook_secrets(hooks)
     base = Redactor.from_environment(ws.store_url)
-    known = {*base.secrets, *(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)}
+    known = {*base.secrets, *(s for s in hidden if len(s) >= MIN_SECRET_LENGTH)}
     redactor = Redactor(tuple(sorted(known, key=lambda s: (-len(s), s))))
     payload = redactor.value(_payload(ws, event, fields))
     bodies = {
@@ -282,7 +188,7 @@ def _deliver(ws: Workspace, event: str, fields: Mapping[str, Any]) -> list[Deliv
 
     def run(i: int, hook: Webhook) -> None:
         try:
-            results[i] = _post(hook, bodies[hook.format], start + hook.timeout_s, secrets)
+            results[i] = post(hook, bodies[hook.format], start + hook.timeout_s, hidden)
         except Exception as exc:  # noqa: BLE001 - a notification must never fail a command
             results[i] = Delivery(hook.name, event, False, 0, None, type(exc).__name__)
 
@@ -324,25 +230,96 @@ def _record_failures(ws: Workspace, event: str, service: str, failed: list[Deliv
     return ""
 
 
+def _attempt(
+    ws: Workspace, event: str, payload: Mapping[str, Any]
+) -> tuple[list[Delivery] | None, list[str]]:
+    """(how posting went to each webhook, or None when nothing could be tried; warnings)."""
+    try:
+        return _deliver(ws, event, payload), []
+    except ReleaserError as exc:  # releaser.yaml unreadable: nobody can be told
+        return None, [_not_sent(event, exc)]
+    except Exception as exc:  # noqa: BLE001 - a notification must never fail a command
+        return None, [f"notifications not sent ({event}): {type(exc).__name__}"]
+
+
 def notify(ws: Workspace, event: str, payload: Mapping[str, Any]) -> list[str]:
     """Tell the webhooks that take ``event`` about it; the warnings to show (never raises).
 
     ``payload`` holds the event's facts (``service`` at least; ``rollout_id``,
     ``stable``, ``candidate``, ``step``, ``reasons``...); the actor, the time and
     links are added. Call it after the store transaction that made the change.
+    Nothing is owed for it: a transition writes its notice in its own commit
+    (:func:`transition_notice`) and :func:`after_change` posts that instead.
     """
     service = str(payload.get("service", ""))
-    try:
-        failed = [d for d in _deliver(ws, event, payload) if not d.ok]
-    except ReleaserError as exc:  # releaser.yaml unreadable: nobody can be told
-        return [_not_sent(event, exc)]
-    except Exception as exc:  # noqa: BLE001 - a notification must never fail a command
-        return [f"notifications not sent ({event}): {type(exc).__name__}"]
+    deliveries, warnings = _attempt(ws, event, payload)
+    failed = [d for d in deliveries or () if not d.ok]
     if not failed:
-        return []
+        return warnings
     warnings = [f"webhook {d.webhook} was not told {event}: {d.error}" for d in failed]
     problem = _record_failures(ws, event, service, failed)
     return warnings + ([problem] if problem else [])
+
+
+def _tell(ws: Workspace, rec: Record, *, late: bool) -> list[str]:
+    """Post one owed notice and mark it done (``notify.sent`` or ``notify.failed``).
+
+    When nothing could be tried (releaser.yaml unreadable) it stays owed. A notice
+    someone else finished since it was read is not posted again.
+    """
+    event = str(rec.value.get("event"))
+    fields = {**rec.value.get("fields", {}), "id": rec.key, "late": late}
+    deliveries, warnings = _attempt(ws, event, fields)
+    if deliveries is None:
+        return warnings
+    when = " (late)" if late else ""
+    warnings = [
+        f"webhook {d.webhook} was not told {event}{when}: {d.error}" for d in deliveries if not d.ok
+    ]
+    problem = outbox.finish(ws, rec, [d.to_dict() for d in deliveries], late=late)
+    return warnings + ([problem] if problem else [])
+
+
+def _tell_own(ws: Workspace, service: str, event: str) -> list[str] | None:
+    """Post what this command owes for ``event`` (late notices of the service first);
+    None when it wrote no notice for it."""
+    own = outbox.take_own(ws, service, event)
+    if own is None:
+        return None
+    warnings = deliver_owed(ws, service)
+    for rec in own:
+        warnings += _tell(ws, rec, late=False)
+    return warnings
+
+
+def deliver_owed(ws: Workspace, service: str, *, now: str | None = None) -> list[str]:
+    """Post, late, the notices of ``service`` a killed or failed command left owed; the
+    warnings to show (never raises).
+
+    Each is claimed first (:func:`releaser.api.outbox.claim`), so of two commands
+    racing one posts it; it goes out with ``late: true``, its original ``at`` and
+    its ``id``. At most :data:`~releaser.api.outbox.MAX_LATE` a command, none begun
+    after :data:`LATE_BUDGET_S`; older than a day, it is marked expired, not posted.
+    ``now`` is the wall clock (the notices' ages are measured against it).
+    """
+    try:
+        late, expired = outbox.due(ws, service, now or utc_now())
+        warnings = [w for w in [outbox.expire(ws, service, expired)] if w]
+        if not late:
+            return warnings
+        ws.config.notifications  # noqa: B018 - releaser.yaml unreadable: nothing is claimed
+        claimed = outbox.claim(ws, service, late, now or utc_now())
+    except ReleaserError as exc:
+        return [_not_sent("owed notifications", exc)]
+    except Exception as exc:  # noqa: BLE001 - a notification must never fail a command
+        return [f"notifications not sent (owed notifications): {type(exc).__name__}"]
+    started = time.monotonic()
+    for i, rec in enumerate(claimed):
+        if time.monotonic() - started > LATE_BUDGET_S:
+            outbox.release(ws, service, claimed[i:])
+            break
+        warnings += _tell(ws, rec, late=True)
+    return warnings
 
 
 def _none_configured(ws: Workspace, service: str) -> bool:
@@ -378,6 +355,36 @@ def _rollout_fields(rollout: Rollout | None) -> dict[str, Any]:
     }
 
 
+def transition_notice(
+    ws: Workspace,
+    action: str,
+    service: str,
+    *,
+    rollout: Rollout | None,
+    stable: str | None,
+    at: str,
+    fields: Mapping[str, Any] | None = None,
+) -> list[Write]:
+    """The notice the audited transition ``action`` owes, for its own commit ([] when no
+    webhook takes it): what :func:`after_change` posts once the commit is in.
+
+    ``stable`` is the service's stable release after the change; ``fields`` are the
+    event's further facts (a rollback's ``kind``, the guard's evidence...). A guard
+    rollback (``guard.rollback``) owes ``guard.breach`` with :func:`breach_fields`.
+    """
+    event = EVENT_OF_ACTION.get(action)
+    if event is None:
+        return []
+    if action == "guard.rollback":
+        base = dict(fields or {})
+    else:
+        base = {"service": service, **_rollout_fields(rollout), "stable": stable, **(fields or {})}
+    try:
+        return outbox.owe(ws, event, service, base, cause=action, at=at)
+    except Exception:  # noqa: BLE001 - a notification never stands in a transition's way
+        return []  # nothing owed: after_change posts it as it used to
+
+
 def after_change(
     ws: Workspace,
     action: str,
@@ -398,6 +405,10 @@ def after_change(
     except ReleaserError as exc:  # releaser.yaml unreadable: nobody can be told
         return [_not_sent(event, exc)]
     effects = list(effects)
+    warnings = _tell_own(ws, service, event)
+    pending = [e for e in effects if e.status == "failed"]
+    if warnings is not None and not pending:
+        return warnings
     base = {"service": service, **_rollout_fields(rollout), **fields}
     if "stable" not in base:
         from releaser.api.state import service_state
@@ -406,8 +417,8 @@ def after_change(
             base["stable"] = service_state(ws, service).stable
         except ReleaserError:
             base["stable"] = None
-    warnings = notify(ws, event, base)
-    pending = [e for e in effects if e.status == "failed"]
+    if warnings is None:  # no notice was owed (releaser.yaml changed meanwhile): post it
+        warnings = notify(ws, event, base)
     if pending:
         owed = {
             **base,
@@ -450,9 +461,12 @@ def stuck_hold(
     if rec is not None and rec.value == notice:
         return []
     actor = current_actor()
+    fields = {"service": service, **_rollout_fields(rollout), "reasons": list(reasons)}
+    fields = {**fields, "why": why, "at": now}
+    owed = outbox.owe(ws, "rollout.held", service, fields, cause="rollout.held", at=now)
     try:
         ws.store.commit(
-            [Write(HELD_KIND, service, notice, rec.version if rec else 0)],
+            [Write(HELD_KIND, service, notice, rec.version if rec else 0), *owed],
             EventDraft(
                 actor=actor.name,
                 action="rollout.held",
@@ -464,9 +478,10 @@ def stuck_hold(
             ),
         )
     except StateConflict:  # another check recorded (and tells) it
+        outbox.take_own(ws, service, "rollout.held")
         return []
-    fields = {"service": service, **_rollout_fields(rollout), "reasons": list(reasons)}
-    return notify(ws, "rollout.held", {**fields, "why": why, "at": now})
+    told = _tell_own(ws, service, "rollout.held")
+    return notify(ws, "rollout.held", fields) if told is None else told
 
 
 def guard_breach(
@@ -479,7 +494,30 @@ def guard_breach(
     evidence: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Tell the webhooks that the post-promotion guard found ``release`` breaching its SLOs
-    (call it after the rollback it caused is committed); the warnings to show."""
+    (call it after the rollback it caused is committed, with the notice it owes); the
+    warnings to show."""
+    told = _tell_own(ws, service, "guard.breach")
+    if told is not None:
+        return told
+    fields = breach_fields(
+        service,
+        release=release,
+        reasons=reasons,
+        rolled_back_to=rolled_back_to,
+        evidence=evidence,
+    )
+    return notify(ws, "guard.breach", fields)
+
+
+def breach_fields(
+    service: str,
+    *,
+    release: str,
+    reasons: Sequence[str],
+    rolled_back_to: str | None = None,
+    evidence: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The facts of a ``guard.breach`` notification (a guard rollback's notice holds them)."""
     fields: dict[str, Any] = {
         "service": service,
         "release": release,
@@ -488,23 +526,36 @@ def guard_breach(
     }
     if evidence:
         fields["evidence"] = dict(evidence)
-    return notify(ws, "guard.breach", fields)
+    return fields
+
+
+def _drill_fields(record: DrillRecord) -> dict[str, Any]:
+    return {
+        "service": record.service,
+        "at": record.at,
+        "stable": record.from_release,
+        "release": record.to_release,
+        "kind": record.kind,
+        "reasons": [record.detail or "the audit chain of the scratch copy did not verify"],
+    }
+
+
+def drill_notice(ws: Workspace, record: DrillRecord) -> list[Write]:
+    """The notice a failed drill owes, for the commit that records it ([] if none)."""
+    if record.ok:
+        return []
+    try:
+        fields = _drill_fields(record)
+        return outbox.owe(ws, "drill.failed", record.service, fields, cause="drill", at=record.at)
+    except Exception:  # noqa: BLE001 - a notification never stands in the record's way
+        return []
 
 
 def drill_failed(ws: Workspace, record: DrillRecord) -> list[str]:
-    """Tell the webhooks that a rollback drill failed (after it is recorded)."""
-    return notify(
-        ws,
-        "drill.failed",
-        {
-            "service": record.service,
-            "at": record.at,
-            "stable": record.from_release,
-            "release": record.to_release,
-            "kind": record.kind,
-            "reasons": [record.detail or "the audit chain of the scratch copy did not verify"],
-        },
-    )
+    """Tell the webhooks that a rollback drill failed (after it is recorded, with the
+    notice :func:`drill_notice` owed)."""
+    told = _tell_own(ws, record.service, "drill.failed")
+    return notify(ws, "drill.failed", _drill_fields(record)) if told is None else told
 
 
 def send_test(ws: Workspace, service: str) -> list[Delivery]:

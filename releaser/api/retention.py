@@ -9,11 +9,17 @@ The store keeps two things only for speed or for charts, and both grow with use:
   ``keep_releases``, and for ``gate_predictions_days`` after they were written;
   the gate's report (its evidence) is a separate record and is never pruned;
 - **latency histograms** of rollouts that ended ``rollout_histograms_days`` ago (when
-  set): their request, error and quality counts stay;
+  set), and with them their token histograms and their distinct-unit sketches (so
+  ``explain cohort`` then shows their units as null, saying why): their request, error
+  and quality counts stay;
 - **route history** (kind ``route_history``): each version of a service's routing record,
   kept so ``releaser explain`` can replay a past assignment, is pruned
   ``route_history_days`` (default 400) after it stopped applying, that is after the next
-  version's start; the version in force is always kept.
+  version's start; the version in force is always kept;
+- **notification notices** (kind ``notice``) that were told or expired more than
+  ``KEEP_DONE_DAYS`` (7) days ago: the outbox's record of what a transition owed the
+  webhooks (:mod:`releaser.api.outbox`); their audit events stay. A notice still owed
+  is never pruned.
 
 Metric batch ids are already forgotten after a week by the store itself. Releases, gate
 reports, rollouts and their decisions, approvals, alias history and the audit log are
@@ -31,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from releaser.api.context import current_actor, utc_now
+from releaser.api.outbox import KEEP_DONE_DAYS, prunable
 from releaser.core.audit import EventDraft
 from releaser.core.release import RELEASE_RECORD
 from releaser.core.rollout import ROLLOUT_RECORD, SERVICE_RECORD
@@ -55,6 +62,7 @@ class PrunePlan:
     predictions: list[dict[str, Any]] = field(default_factory=list)
     histograms: list[dict[str, Any]] = field(default_factory=list)
     route_history: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[dict[str, Any]] = field(default_factory=list)
     kept_predictions: int = 0
     kept_releases: dict[str, list[str]] = field(default_factory=dict)
     applied: bool = False
@@ -63,7 +71,12 @@ class PrunePlan:
     @property
     def empty(self) -> bool:
         """True when there is nothing to remove."""
-        return not self.predictions and not self.histograms and not self.route_history
+        return (
+            not self.predictions
+            and not self.histograms
+            and not self.route_history
+            and not self.notices
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``store prune --json`` shape."""
@@ -155,13 +168,20 @@ def plan_prune(ws: Workspace, *, now: str | None = None) -> PrunePlan:
             if not ended or _parse(str(ended)) >= ended_before:
                 continue
             stored = stats_of(rec.key).values()
-            if any(any(s.latency.counts) or any(s.tokens.counts) for s in stored):
+            if any(any(s.latency.counts) or any(s.tokens.counts) for s in stored) or (
+                ws.store.read_units(rec.key)
+            ):
                 histograms.append({"rollout_id": rec.key, "ended_at": ended})
+    told = prunable(ws, moment - timedelta(days=KEEP_DONE_DAYS))
     return PrunePlan(
         at=at,
         predictions=doomed,
         histograms=histograms,
         route_history=_old_routes(ws, moment - timedelta(days=retention.route_history_days)),
+        notices=[
+            {"kind": r.kind, "key": r.key, "version": r.version, "done_at": r.value["done_at"]}
+            for r in told
+        ],
         kept_predictions=kept,
         kept_releases={s: sorted(ids) for s, ids in sorted(protected.items())},
     )
@@ -187,6 +207,7 @@ def prune_store(ws: Workspace, *, now: str | None = None) -> PrunePlan:
             "gate_predictions": [p["key"] for p in plan.predictions],
             "latency_histograms_of": [h["rollout_id"] for h in plan.histograms],
             "route_history": [r["key"] for r in plan.route_history],
+            "notices": [n["key"] for n in plan.notices],
             "retention": retention.model_dump(mode="json"),
         },
         context=actor.context,
@@ -194,7 +215,7 @@ def prune_store(ws: Workspace, *, now: str | None = None) -> PrunePlan:
     done = ws.store.prune(
         [
             Delete(p["kind"], p["key"], p["version"])
-            for p in [*plan.predictions, *plan.route_history]
+            for p in [*plan.predictions, *plan.route_history, *plan.notices]
         ],
         event,
         histograms_of=[h["rollout_id"] for h in plan.histograms],
@@ -204,6 +225,7 @@ def prune_store(ws: Workspace, *, now: str | None = None) -> PrunePlan:
         predictions=plan.predictions,
         histograms=plan.histograms,
         route_history=plan.route_history,
+        notices=plan.notices,
         kept_predictions=plan.kept_predictions,
         kept_releases=plan.kept_releases,
         applied=True,

@@ -23,7 +23,6 @@ from releaser.api.journal import PRODUCTION_ALIAS
 from releaser.api.releases import get_release
 from releaser.api.rollback_plan import (
     RollbackPlan,
-    TrafficSwitch,
     plan_rollback,
     switch_of,
 )
@@ -116,24 +115,26 @@ def rollback(
     if dry_run:
         return RollbackResult(plan, False, True, _planned(ws, plan, reason, now))
     if plan.kind == "already":
-        effects = journal.settle(ws, service=service) if side_effects else []
-        return RollbackResult(plan, switched=False, side_effects=effects)
+        if not side_effects:
+            return RollbackResult(plan, switched=False)
+        effects = journal.settle(ws, service=service)
+        late = notify.deliver_owed(ws, service)  # what a killed run did not tell
+        return RollbackResult(plan, switched=False, side_effects=effects, warnings=late)
     sw = switch_of(ws, plan, reason, now)
-    _switch(ws, sw)
+    told_fields: dict[str, Any] = {
+        "stable": plan.to_release,
+        "rolled_back": plan.from_release,
+        "kind": plan.kind,
+        "reasons": [reason],
+        "at": now,
+    }
+    # Traffic first; the notification it owes is written in the same commit.
+    commit_switch(ws, sw, notice=told_fields, tell=side_effects)
     if not side_effects:  # nothing outside the store is touched (a drill's scratch copy)
         return RollbackResult(plan, switched=True)
     effects = journal.settle(ws, service=service)
     told = notify.after_change(
-        ws,
-        "rollback",
-        service,
-        rollout=sw.rollout,
-        effects=effects,
-        stable=plan.to_release,
-        rolled_back=plan.from_release,
-        kind=plan.kind,
-        reasons=[reason],
-        at=now,
+        ws, "rollback", service, rollout=sw.rollout, effects=effects, **told_fields
     )
     return RollbackResult(plan, switched=True, side_effects=effects, warnings=told)
 
@@ -155,11 +156,6 @@ def _may_return_to(ws: Workspace, plan: RollbackPlan) -> None:
         f"{plan.service} --json' lists known_good), or pass --force with a --reason to "
         "return to it anyway (audited)",
     )
-
-
-def _switch(ws: Workspace, sw: TrafficSwitch) -> None:
-    """The traffic switch: one atomic store commit, with the side effects it owes."""
-    commit_switch(ws, sw)
 
 
 def _planned(ws: Workspace, plan: RollbackPlan, reason: str, now: str) -> list[SideEffect]:
@@ -234,6 +230,7 @@ def reconcile(
     if not fix:
         return _drift(ws, release), journal.planned(journal.owed(ws, service=service))
     effects = journal.settle(ws, service=service)
+    notify.deliver_owed(ws, service)  # audited (reconcile reports aliases, not webhooks)
     drift = _drift(ws, release)
     moved = [d for d in drift if not d.override]
     if moved:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from releaser.api import journal
+from releaser.api import journal, outbox
 from releaser.api.context import utc_now
 from releaser.api.endpoints import Endpoint, endpoints_of
 from releaser.api.freeze import FreezeView, freeze_view
@@ -211,6 +211,9 @@ class StatusReport:
     guard: GuardCheck | None = None
     """After a promotion, while the guard lasts: what it would say now, with its evidence."""
     now: str = ""
+    notices: tuple[dict[str, Any], ...] = ()
+    """Notifications a committed change still owes the webhooks (id, event, at,
+    written_at, status): the next command on the service posts them late."""
 
     def to_dict(self) -> dict[str, Any]:
         """The documented ``rollout status --json`` shape."""
@@ -240,6 +243,7 @@ class StatusReport:
             "time_in_step_s": self.in_step_s,
             "last_rollback": self.state.last_rollback,
             "owed_effects": [e.__dict__ for e in self.owed],
+            "owed_notices": list(self.notices),
             "endpoints": (
                 None
                 if self.endpoints is None
@@ -312,6 +316,7 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
     now = now or utc_now()
     state, _ = state_record(ws, service)
     owed = tuple(journal.planned(journal.owed(ws, service=service)))
+    notices = tuple(outbox.owed(ws, service))
     frozen = freeze_view(ws, service, now)
     if state.active_rollout is None:
         last = None
@@ -344,6 +349,7 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
             guard=guard,
             now=now,
             freezes=frozen,
+            notices=notices,
         )
     rollout, _rec = rollout_record(ws, state.active_rollout)
     problems: tuple[str, ...] = ()
@@ -398,6 +404,7 @@ def rollout_status(ws: Workspace, service: str, *, now: str | None = None) -> St
         _endpoints(ws, state, rollout.candidate),
         agreement,
         frozen,
+        notices=notices,
     )
 
 

@@ -12,7 +12,7 @@ refresh interval.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from releaser.api import journal, notify
@@ -106,6 +106,7 @@ def _active(ws: Workspace, service: str) -> tuple[ServiceState, int, ro.Rollout,
     state, version = _state_record(ws, service)
     if state.active_rollout is None:
         finished = journal.settle(ws, service=service)
+        notify.deliver_owed(ws, service)  # audited; the command fails all the same
         owed = f"; finished {len(finished)} side effect(s) the last change owed" if finished else ""
         raise NotFound(
             f"{service} has no rollout in progress (state store {ws.store.url}){owed}",
@@ -133,12 +134,15 @@ def _commit(
     aliases: tuple[Release, Release | None] | None = None,
     extra: list[Write] | None = None,
     settle: bool = True,
+    notice: dict[str, Any] | None = None,
+    tell: bool = True,
 ) -> list[SideEffect]:
     """Commit one traffic change with the side effects it owes, then (``settle``) apply them.
 
     ``aliases`` is (release, the release it replaces) when the ``production``
     aliases move with the change (a promotion, a rollback after one); ``extra``
-    are more records the same commit writes.
+    are more records the same commit writes. With ``tell``, the commit also owes
+    the change's notification (``notice``: its further facts) when a webhook takes it.
     """
     actor = current_actor()
     # The post-promotion guard lasts while its release is stable and no rollout is live.
@@ -156,8 +160,15 @@ def _commit(
     change = _change(state.service, action, stable, rollout, rolled_back, reason, now)
     intents = owed_by(ws, change, aliases)
     subject = f"rollout:{rollout.id}" if rollout else f"service:{state.service}"
+    told = (
+        notify.transition_notice(
+            ws, action, state.service, rollout=rollout, stable=stable, at=now, fields=notice
+        )
+        if tell
+        else []
+    )
     ws.store.commit(
-        [*writes, *intents.writes],
+        [*writes, *intents.writes, *told],
         EventDraft(
             actor=actor.name,
             action=action,
@@ -174,10 +185,17 @@ def _commit(
 
 
 def commit_switch(
-    ws: Workspace, sw: TrafficSwitch, *, action: str = "rollback", after: Any = None
+    ws: Workspace,
+    sw: TrafficSwitch,
+    *,
+    action: str = "rollback",
+    after: Any = None,
+    notice: dict[str, Any] | None = None,
+    tell: bool = True,
 ) -> None:
     """Commit a rollback's traffic switch (worked out by ``rollback_plan.switch_of``) as one
-    store write with the side effects it owes, applied later by the caller's settle."""
+    store write with the side effects it owes, applied later by the caller's settle, and
+    (``tell``) the notification it owes, ``notice`` holding its facts."""
     _commit(
         ws,
         state=sw.state,
@@ -194,6 +212,8 @@ def commit_switch(
         aliases=sw.aliases,
         extra=sw.extra,
         settle=False,
+        notice=notice,
+        tell=tell,
     )
 
 
@@ -308,6 +328,7 @@ def start_rollout(
     warnings = [warning] if warning else []
     warnings += _undone_before(ws, service, release.id)
     journal.settle(ws, service=service)  # what an earlier change owes lands first
+    warnings += notify.deliver_owed(ws, service)
     state, version = _state_record(ws, service)
     if state.active_rollout is not None:
         raise BadInput(
@@ -438,17 +459,19 @@ def advance_if_live(
     owes are finished all the same). An unknown service still is.
     """
     ws.config.service(service)
+    late = notify.deliver_owed(ws, service)
     state = service_state(ws, service)
     if state.active_rollout is None:
         guarded = _judge_guard(ws, service, now or utc_now())
         if guarded is not None:
-            return guarded
+            return replace(guarded, warnings=[*late, *guarded.warnings])
         journal.settle(ws, service=service)
         return "idle"
     if _rollout_record(ws, state.active_rollout)[0].status == "paused":
         journal.settle(ws, service=service)
         return "paused"
-    return advance_rollout(ws, service, now=now)
+    result = _advance(ws, service, now=now)
+    return replace(result, warnings=[*late, *result.warnings]) if late else result
 
 
 def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> AdvanceResult:
@@ -457,8 +480,15 @@ def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> A
     Safe to call as often as a CI cron likes: the tests are anytime-valid, a
     hold writes only the updated test state, and a finished rollout is refused.
     After a promotion, while its guard lasts, it judges the guard instead
-    (:mod:`releaser.api.guard`): a confirmed breach rolls back.
+    (:mod:`releaser.api.guard`): a confirmed breach rolls back. Notifications an
+    earlier command owes are told first (late).
     """
+    late = notify.deliver_owed(ws, service)
+    result = _advance(ws, service, now=now)
+    return replace(result, warnings=[*late, *result.warnings]) if late else result
+
+
+def _advance(ws: Workspace, service: str, *, now: str | None = None) -> AdvanceResult:
     now = now or utc_now()
     journal.settle(ws, service=service)  # what an earlier change owes lands first
     if service_state(ws, service).active_rollout is None:
@@ -583,18 +613,23 @@ def _judge_guard(ws: Workspace, service: str, now: str) -> AdvanceResult | None:
         return AdvanceResult(
             decision, judged.rollout, False, judged.side_effects, guard=judged.check
         )
-    commit_switch(ws, sw, action="guard.rollback", after={**sw.after, "guard": judged.evidence})
+    breach: dict[str, Any] = {
+        "release": sw.rolled_back or judged.rollout.candidate,
+        "reasons": judged.check.reasons,
+        "rolled_back_to": sw.stable,
+        "evidence": judged.evidence,
+    }
+    commit_switch(
+        ws,
+        sw,
+        action="guard.rollback",
+        after={**sw.after, "guard": judged.evidence},
+        notice=notify.breach_fields(service, **breach),
+    )
     effects = journal.settle(ws, service=service)
     undone = [w for w in sw.extra if w.key == judged.rollout.id]
     rollout = ro.Rollout.model_validate(undone[0].value) if undone else judged.rollout
-    told = notify.guard_breach(
-        ws,
-        service,
-        release=sw.rolled_back or judged.rollout.candidate,
-        reasons=judged.check.reasons,
-        rolled_back_to=sw.stable,
-        evidence=judged.evidence,
-    )
+    told = notify.guard_breach(ws, service, **breach)
     return AdvanceResult(judged.decision(), rollout, True, effects, told, guard=judged.check)
 
 
@@ -666,6 +701,7 @@ def _simple(
         new = fn(rollout, now)
     except ro.IllegalTransition:
         journal.settle(ws, service=service)  # a re-run (already paused...) still converges
+        notify.deliver_owed(ws, service)
         raise
     new_state = state
     if new.final:
@@ -755,7 +791,8 @@ def promote_rollout(
     now = now or utc_now()
     done = _already_promoted(ws, service)
     if done is not None:
-        return TransitionResult(done, journal.settle(ws, service=service))
+        effects = journal.settle(ws, service=service)
+        return TransitionResult(done, effects, notify.deliver_owed(ws, service))
     state, version, rollout, rec = _active(ws, service)
     refuse_if_frozen(ws, service, now, "promote the rollout")
     new = ro.promote(rollout, now=now, reason=reason, actor=current_actor().name)

@@ -26,9 +26,10 @@ from typing import Any
 
 from releaser.api.audit import AnchoredVerify, verify_content
 from releaser.api.context import utc_now
+from releaser.core.unit_sketch import UnitSketch
 from releaser.errors import BadInput, CheckFailed
 from releaser.store import TABLES, Snapshot, Store
-from releaser.store.archive import ArchiveReader, write_archive
+from releaser.store.archive import ArchiveReader, member_name, write_archive
 
 __all__ = ["ArchiveSummary", "Phase", "export_store", "import_store"]
 
@@ -137,6 +138,7 @@ def import_store(store: Store, path: Path, *, phase: Phase = _quiet) -> ArchiveS
                 + "; ".join(result.problems[:3]),
                 hint="the archive was edited or damaged after export; use another copy",
             )
+        _check_sketches(reader, path)
 
         def check(target: Snapshot) -> None:
             phase(f"verifying {target.url} before commit")
@@ -148,6 +150,21 @@ def import_store(store: Store, path: Path, *, phase: Phase = _quiet) -> ArchiveS
             str(path), store.url, reader.manifest["source"], *reader.head, rows
         )
     return summary
+
+
+def _check_sketches(reader: ArchiveReader, path: Path) -> None:
+    """BadInput, writing nothing, for a unit sketch whose registers do not decode."""
+    table = next(t for t in TABLES if t.name == "rollout_unit_sketches")
+    at = table.names.index("registers")
+    for line, row in enumerate(reader.rows(table), start=1):
+        try:
+            UnitSketch.decode(row[at])
+        except BadInput as exc:
+            raise BadInput(
+                f"archive {path}: {member_name(table)} line {line}: {exc.message}; "
+                "nothing was written",
+                hint="the archive was edited or damaged after export; use another copy",
+            ) from None
 
 
 def _check_target(

@@ -2,7 +2,7 @@
 
 ``releaser explain SERVICE UNIT [--at T] [--attr k=v ...]`` replays the bucketing against
 the route history; ``releaser explain cohort SERVICE --from T --to T [--csv]`` lists the
-requests each release served per route period.
+requests and distinct units each release served per route period.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def explain(
     """Which release a unit got at a time, and why (the group it matched, or its bucket).
 
     'releaser explain cohort SERVICE --from T --to T' lists instead, per route period, the
-    cohort and the requests (not distinct units) each release served.
+    cohort and the requests and distinct units (estimated, per release and per group) each
+    release served.
     """
     from releaser.errors import BadInput
 
@@ -95,7 +96,8 @@ def _cohort(ws: Workspace, service: str, start: str, end: str, as_json: bool, as
         emit_json(res.to_dict())
         return
     head = ["from", "to", "stable", "candidate", "rollout", "step", "groups", "percent"]
-    head += ["baseline_requests", "candidate_requests"]
+    head += ["baseline_requests", "candidate_requests", "baseline_units", "candidate_units"]
+    head += ["candidate_units_by_group"]
     rows = [
         [
             r.start,
@@ -108,6 +110,9 @@ def _cohort(ws: Workspace, service: str, start: str, end: str, as_json: bool, as
             f"{r.percent:g}",
             "" if r.baseline_requests is None else r.baseline_requests,
             "" if r.candidate_requests is None else r.candidate_requests,
+            "" if r.baseline_units is None else r.baseline_units,
+            "" if r.candidate_units is None else r.candidate_units,
+            " ".join(f"{g}={n}" for g, n in (r.candidate_units_by_group or {}).items()),
         ]
         for r in res.rows
     ]
@@ -119,3 +124,6 @@ def _cohort(ws: Workspace, service: str, start: str, end: str, as_json: bool, as
     say(f"{service} from {res.start} to {res.end}: {len(res.rows)} route period(s)")
     table(head, rows)
     say(f"counted: {res.counted}")
+    for r in res.rows:
+        if r.units_note is not None:
+            say(f"units from {r.start}: {r.units_note}")

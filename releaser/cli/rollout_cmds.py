@@ -111,6 +111,11 @@ def status(ctx: typer.Context, service: ServiceArg, as_json: JsonOpt = False) ->
         say(f"  {side.role} {side.release} served by {where}")
     for e in rep.owed:
         warn(f"owed: {e.name} ({e.detail}) is recorded but not applied; finish it with: {e.retry}")
+    for n in rep.notices:
+        warn(
+            f"owed: notification {n['event']} of {n['at']} ({n['status']}) is not told yet; "
+            f"the next command on {service} posts it"
+        )
     _show_freezes(rep)
     if rep.rollout is None:
         say(f"no rollout yet (state store {state(ctx).workspace(store_only=True).store.url})")

@@ -178,6 +178,8 @@ def prune_cmd(
         say(f"  latency histogram of rollout {h['rollout_id']} (ended {h['ended_at']})")
     if result.route_history:
         say(f"  {len(result.route_history)} old route version(s) (explain cannot replay them)")
+    if result.notices:
+        say(f"  {len(result.notices)} notification notice(s) told or expired over a week ago")
     if result.applied:
         say(f"audited as entry {result.audit_seq} (store.prune)")
     else:

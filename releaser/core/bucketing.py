@@ -47,6 +47,8 @@ __all__ = [
     "MAX_PATTERN_CHARS",
     "MAX_PATTERN_MEMORY",
     "bucketer",
+    "PERCENT_GROUP",
+    "cohort_group_matcher",
     "cohort_matcher",
     "compile_pattern",
     "in_cohort",
@@ -57,6 +59,10 @@ __all__ = [
 
 BUCKETS = 10_000
 """Buckets per rollout: a percentage has a resolution of 0.01 points."""
+
+PERCENT_GROUP = "(percent)"
+"""The name a unit's cohort group takes when no named group decided: its bucket did (not a
+slug, so no group can be named so). Unit counts are kept per group under these names."""
 
 RuleOp = Literal["equals", "in", "matches", "ends_with"]
 _OPS: tuple[str, ...] = ("equals", "in", "matches", "ends_with")
@@ -457,7 +463,25 @@ def cohort_matcher(
     The returned function answers exactly as :func:`in_cohort` would; build it when the
     rollout snapshot changes, not per request. Unknown groups raise here, once.
     """
-    chosen: list[GroupRule] = []
+    which = cohort_group_matcher(cohort, seed, groups)
+
+    def matches(unit_id: str, attributes: Mapping[str, str]) -> bool:
+        return which(unit_id, attributes) is not None
+
+    return matches
+
+
+def cohort_group_matcher(
+    cohort: Cohort, seed: int, groups: Mapping[str, GroupRule]
+) -> Callable[[str, Mapping[str, str]], str | None]:
+    """Why a unit is in the cohort: the group it matched, :data:`PERCENT_GROUP`, or None.
+
+    The returned function tests allow-lists first (a unit on two lists is in the first
+    group by name), then each group's rules in name order, then ``bucket < threshold``
+    (:data:`PERCENT_GROUP`); None means outside the cohort. It is in the cohort exactly
+    when :func:`in_cohort` says so. Unknown groups raise here, once.
+    """
+    chosen: list[tuple[str, GroupRule]] = []
     for name in sorted(cohort.groups):
         group = groups.get(name)
         if group is None:
@@ -466,35 +490,41 @@ def cohort_matcher(
                 f"the cohort names the unknown group {name!r}",
                 hint=f"define it under 'groups' (defined: {known})",
             )
-        chosen.append(group)
-    allow = frozenset().union(*(g.allow for g in chosen))
-    ruled = tuple((g._tests, g.rules_match == "all") for g in chosen if g._tests)
+        chosen.append((name, group))
+    allowed: dict[str, str] = {}
+    for name, group in chosen:
+        for unit in group.allow:
+            allowed.setdefault(unit, name)
+    allow_get = allowed.get
+    ruled = tuple((name, g._tests, g.rules_match == "all") for name, g in chosen if g._tests)
     threshold = cohort.threshold
     prefix = _PREFIXES.get(seed) or _prefix(seed)
+    percent = PERCENT_GROUP
 
-    def matches(unit_id: str, attributes: Mapping[str, str]) -> bool:
-        if unit_id in allow:
-            return True
-        for tests, need_all in ruled:
+    def which(unit_id: str, attributes: Mapping[str, str]) -> str | None:
+        name = allow_get(unit_id)
+        if name is not None:
+            return name
+        for name, tests, need_all in ruled:
             if need_all:
                 for attribute, test in tests:
                     actual = attributes.get(attribute)
                     if actual is None or not test(actual):
                         break
                 else:
-                    return True
+                    return name
             else:
                 for attribute, test in tests:
                     actual = attributes.get(attribute)
                     if actual is not None and test(actual):
-                        return True
+                        return name
         if threshold == 0:
-            return False
+            return None
         # No shortcut at 100%: an id with no UTF-8 form is refused at every percentage.
         try:
             data = unit_id.encode("utf-8")
         except (AttributeError, UnicodeEncodeError):
             raise _bad_unit(unit_id) from None
-        return xxh64_intdigest(prefix + data) % BUCKETS < threshold
+        return percent if xxh64_intdigest(prefix + data) % BUCKETS < threshold else None
 
-    return matches
+    return which

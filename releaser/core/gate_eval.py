@@ -214,6 +214,15 @@ def _non_regression(
         )
 
 
+def _groups(values: Sequence[Any]) -> list[tuple[str, NDArray[np.bool_]]]:
+    """Each distinct value of a slice column as text, in sorted order, with the mask of
+    its rows: one pass over the rows, whatever the number of values."""
+    texts = values if set(map(type, values)) <= {str} else [str(v) for v in values]
+    code_of = {v: i for i, v in enumerate(dict.fromkeys(texts))}
+    codes = np.fromiter(map(code_of.__getitem__, texts), dtype=np.intp, count=len(texts))
+    return [(value, codes == code_of[value]) for value in sorted(code_of)]
+
+
 def _slices(
     out: GateOutcome,
     candidate: Mapping[str, NDArray[np.float64]],
@@ -227,9 +236,7 @@ def _slices(
     cand = candidate[metric]
     base = baseline.get(metric) if baseline is not None else None
     for column, values in slice_columns.items():
-        column_values = np.asarray(values, dtype=object)
-        for value in sorted({str(v) for v in values}):
-            mask = column_values == value
+        for value, mask in _groups(values):
             n = int(mask.sum())
             c = aggregate(metric, cand[mask])
             b = aggregate(metric, base[mask]) if base is not None else math.nan

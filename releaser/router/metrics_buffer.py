@@ -14,6 +14,15 @@ it exactly once even when the failure hid a commit that landed. Counts that coul
 written wait for the next flush; past ``max_pending_keys`` distinct keys the oldest are
 dropped (and counted) so an outage cannot grow memory without bound.
 
+Distinct units: given the request's unit id, ``add`` also hashes it (XXH64 under the
+rollout's salt, :func:`releaser.core.unit_sketch.unit_hash`) and raises one register of
+the HyperLogLog sketch of the assignment's cohort group (:attr:`Assignment.group`): 4 KiB
+per (rollout_id, step, variant, group), allocated on the first unit, and never the id
+itself. A pending key holds at most one sketch per group of its step, so the bound on
+pending keys bounds them too. The sketches ride in their key's delta and the store merges
+them register-wise with ``max`` in the batch's transaction: a re-sent batch changes
+nothing.
+
 Slow-request counts are not kept here: they need the rollout's threshold, and the
 histogram already answers "how many requests took longer than X".
 """
@@ -27,6 +36,8 @@ import threading
 import uuid
 from dataclasses import dataclass
 
+from xxhash import xxh64_intdigest
+
 from releaser.core.stats_aggregates import (
     LATENCY_BINS,
     LATENCY_BINS_PER_DECADE,
@@ -35,8 +46,9 @@ from releaser.core.stats_aggregates import (
     VariantStats,
     latency_bin,
 )
+from releaser.core.unit_sketch import PRECISION, REGISTERS, UnitSketch, unit_hash
 from releaser.router.snapshot import Assignment
-from releaser.store.base import MetricDelta, Store
+from releaser.store.base import MetricDelta, Store, UnitDelta
 
 __all__ = ["BufferCounts", "MetricsBuffer"]
 
@@ -48,6 +60,24 @@ _BINS_PER_DECADE = LATENCY_BINS_PER_DECADE
 _log10 = math.log10
 _MAX_TOKENS = MAX_TOKENS_PER_REQUEST
 _Key = tuple[str, int, str]
+_RANK_BITS = 64 - PRECISION
+_RANK_MASK = (1 << _RANK_BITS) - 1
+_MAX_RANK = _RANK_BITS + 1
+_hash64 = xxh64_intdigest
+
+
+class _Units:
+    """Requests with a unit id, and the sketch registers, of one cohort group of a key."""
+
+    __slots__ = ("registers", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.registers = bytearray(REGISTERS)
+
+    def absorb(self, other: _Units) -> None:
+        self.requests += other.requests
+        self.registers = bytearray(map(max, self.registers, other.registers))
 
 
 def _odd_latency_bin(ms: object) -> int:
@@ -59,6 +89,14 @@ def _odd_latency_bin(ms: object) -> int:
     if ms == math.inf:
         return _LAST_BIN
     return latency_bin(ms)
+
+
+def _odd_unit_hash(unit_id: object, salt: int) -> int:
+    """The unit hash of an id plain ``encode()`` refused: a str with a lone surrogate is
+    hashed as :func:`releaser.core.unit_sketch.unit_hash` does; anything else is -1."""
+    if not isinstance(unit_id, str):
+        return -1
+    return unit_hash(salt, unit_id)
 
 
 def _token_count(value: object) -> int | None:
@@ -106,6 +144,7 @@ class _Tally:
         "token_bins",
         "token_requests",
         "tokens_sumsq",
+        "units",
     )
 
     def __init__(self) -> None:
@@ -122,6 +161,7 @@ class _Tally:
         self.prompt_sumsq = 0
         self.completion_sumsq = 0
         self.token_bins = [0] * LATENCY_BINS
+        self.units: dict[str, _Units] = {}
 
     def count_tokens(self, prompt: int, completion: int) -> None:
         """Count one request's tokens (lock held; the slow path's twin of add's)."""
@@ -148,6 +188,20 @@ class _Tally:
         self.prompt_sumsq += other.prompt_sumsq
         self.completion_sumsq += other.completion_sumsq
         self.token_bins = [a + b for a, b in zip(self.token_bins, other.token_bins, strict=True)]
+        for group, units in other.units.items():
+            kept = self.units.get(group)
+            if kept is None:
+                self.units[group] = units
+            else:
+                kept.absorb(units)
+
+    def unit_deltas(self) -> tuple[UnitDelta, ...]:
+        """The unit sketches of each cohort group, by group name."""
+        return tuple(
+            UnitDelta(group, u.requests, UnitSketch(u.registers))
+            for group, u in sorted(self.units.items())
+            if u.requests
+        )
 
     def stats(self) -> VariantStats:
         # Float sums of many clamped scores can drift past the validator's bounds by an
@@ -170,6 +224,9 @@ class _Tally:
             completion_tokens_sumsq=float(self.completion_sumsq),
             tokens=LatencyHistogram(counts=tuple(self.token_bins)),
         )
+
+
+_Entry = tuple[Assignment, _Tally, _Units | None]
 
 
 @dataclass(frozen=True)
@@ -202,7 +259,7 @@ class _Batch:
     def of(cls, tallies: dict[_Key, _Tally]) -> _Batch:
         """A new batch, under a fresh id, of the tallies that counted requests."""
         deltas = [
-            MetricDelta(rollout_id, step, variant, tally.stats())
+            MetricDelta(rollout_id, step, variant, tally.stats(), tally.unit_deltas())
             for (rollout_id, step, variant), tally in tallies.items()
             if tally.requests
         ]
@@ -221,8 +278,9 @@ class MetricsBuffer:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._tallies: dict[_Key, _Tally] = {}
-        # id(assignment) -> (assignment, its tally): the request path's look-up
-        self._by_assignment: dict[int, tuple[Assignment, _Tally]] = {}
+        # id(assignment) -> (assignment, its tally, its group's units or None): the
+        # request path's look-up
+        self._by_assignment: dict[int, _Entry] = {}
         self._pending: dict[_Key, _Tally] = {}
         # the last batch whose write failed: re-sent as it is, under its id
         self._unconfirmed: _Batch | None = None
@@ -240,16 +298,32 @@ class MetricsBuffer:
         score: float | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
+        unit_id: str | None = None,
     ) -> None:
         """Count one request of a baseline or candidate assignment; never raises on values.
 
         A score outside [0, 1] is clamped into it and counted in ``clamped_scores``; a score
         or latency that is not a number is ignored and counted in ``rejected_values``, as is
         a token count that is not a whole number in [0, 10**9]. A request reports tokens
-        when either count is given (a missing one counts as 0).
+        when either count is given (a missing one counts as 0). A non-empty str
+        ``unit_id`` is counted in the sketch of the assignment's cohort group (an
+        assignment with no group, and any other unit id, count no unit).
         """
         if assignment.rollout_id is None:
             return  # stable traffic is in no comparison (but for the post-promotion guard)
+        rank = 0  # 0: no unit to count
+        if unit_id:
+            try:
+                # releaser.core.unit_sketch.unit_hash, inlined (the tests hold it to it):
+                # plain encode() is twice as fast, and the same bytes for any valid str.
+                hashed = _hash64(unit_id.encode(), assignment.unit_salt)
+            except Exception:
+                hashed = _odd_unit_hash(unit_id, assignment.unit_salt)
+            if hashed >= 0:
+                # UnitSketch.add_hash, inlined: the register the top bits choose keeps the
+                # highest rank (position of the first 1 in the other bits) seen.
+                register = hashed >> _RANK_BITS
+                rank = _MAX_RANK - (hashed & _RANK_MASK).bit_length()
         odd = False
         bin_index = -1
         tokens = -1
@@ -295,6 +369,13 @@ class MetricsBuffer:
                 entry = self._entry(assignment)
             tally = entry[1]
             tally.requests += 1
+            if rank:
+                units = entry[2]
+                if units is not None:
+                    units.requests += 1
+                    registers = units.registers
+                    if rank > registers[register]:
+                        registers[register] = rank
             if error:
                 tally.errors += 1
             if bin_index >= 0:
@@ -318,7 +399,7 @@ class MetricsBuffer:
                 prompt_tokens = completion_tokens = None
             self._add_odd(entry, latency_ms, score, prompt_tokens, completion_tokens)
 
-    def _entry(self, assignment: Assignment) -> tuple[Assignment, _Tally]:
+    def _entry(self, assignment: Assignment) -> _Entry:
         """The counters of an assignment seen for the first time (lock held)."""
         rollout_id = assignment.rollout_id
         assert rollout_id is not None
@@ -328,13 +409,19 @@ class MetricsBuffer:
         tally = self._tallies.get(key)
         if tally is None:
             tally = self._tallies[key] = _Tally()
-        entry = (assignment, tally)
+        units = None
+        group = assignment.group
+        if group is not None:
+            units = tally.units.get(group)
+            if units is None:
+                units = tally.units[group] = _Units()
+        entry = (assignment, tally, units)
         self._by_assignment[id(assignment)] = entry
         return entry
 
     def _add_odd(
         self,
-        entry: tuple[Assignment, _Tally],
+        entry: _Entry,
         latency_ms: object,
         score: object,
         prompt_tokens: object = None,

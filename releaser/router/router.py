@@ -168,6 +168,7 @@ class Router:
         score: float | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
+        unit_id: str | None = None,
     ) -> None:
         """Count one served request of a baseline or candidate assignment (stable: ignored).
 
@@ -177,13 +178,17 @@ class Router:
         call's ``usage``); the token guardrails read them. Either may be left out (it counts
         as 0); a count that is not a whole number in [0, 10**9] is ignored and counted in
         ``rejected_values``, and that request's tokens are not counted.
+        ``unit_id`` is the id the request was assigned on: given, the unit is counted in the
+        distinct-unit sketch of its cohort group (hashed under the rollout's salt; the id
+        itself is never kept), which ``releaser explain cohort`` reads. Left out, the
+        request counts but no unit does.
         The counts reach the store at the next flush (none after :meth:`close`).
         ``assignment`` is the :class:`Assignment` that :meth:`assign` returned; None or
         another object without its fields raises TypeError saying so.
         """
         try:
             self._metrics.add(
-                assignment, latency_ms, error, score, prompt_tokens, completion_tokens
+                assignment, latency_ms, error, score, prompt_tokens, completion_tokens, unit_id
             )
         except AttributeError:
             # Checked only on failure: a try costs nothing on the request path.

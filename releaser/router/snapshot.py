@@ -22,8 +22,9 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from xxhash import xxh64_intdigest
 
-from releaser.core.bucketing import BUCKETS, bucketer, cohort_matcher
+from releaser.core.bucketing import BUCKETS, PERCENT_GROUP, bucketer, cohort_group_matcher
 from releaser.core.routing import ROUTE_KIND, ServiceRoute
+from releaser.core.unit_sketch import unit_salt
 from releaser.errors import BadInput, ReleaserError
 from releaser.store.base import Record, Store
 
@@ -49,6 +50,12 @@ class Assignment:
     ``rollout_id`` name the live step for metrics; both are None for ``stable``, except
     under the post-promotion guard, when ``rollout_id`` is the guard's metrics key (step 0)
     so that the promoted release's requests keep being counted.
+
+    ``group`` says why, for unit counts: the cohort group the unit matched, or
+    :data:`~releaser.core.bucketing.PERCENT_GROUP` when its bucket decided (the baseline's
+    units too); None when no rollout is live. ``unit_salt`` is the rollout's salt for
+    hashing unit ids (:func:`releaser.core.unit_sketch.unit_salt`). Neither takes part in
+    equality: two assignments of the same release and variant are the same answer.
     """
 
     service: str
@@ -56,6 +63,8 @@ class Assignment:
     variant: Variant
     step: int | None = None
     rollout_id: str | None = None
+    group: str | None = field(default=None, compare=False)
+    unit_salt: int = field(default=0, compare=False, repr=False)
 
 
 Decide = Callable[[Any, Mapping[str, str] | None], Assignment]
@@ -114,24 +123,26 @@ def _percent_only(
 
 
 def _with_groups(
-    matches: Callable[[str, Mapping[str, str]], bool],
+    which: Callable[[str, Mapping[str, str]], str | None],
     baseline: Assignment,
-    candidate: Assignment,
+    candidates: Mapping[str, Assignment],
 ) -> Decide:
-    """Decide with the core's cohort matcher (groups first, then the bucket); never raise."""
+    """Decide with the core's cohort group matcher (groups first, then the bucket); never
+    raise. ``candidates`` holds the candidate's assignment per group it can match."""
+    pick = candidates.get
 
     def decide(unit_id: Any, attributes: Mapping[str, str] | None = None) -> Assignment:
         if not isinstance(unit_id, str) or not unit_id:
             return baseline
         try:
-            return candidate if matches(unit_id, attributes or _NO_ATTRIBUTES) else baseline
+            return pick(which(unit_id, attributes or _NO_ATTRIBUTES), baseline)  # type: ignore[arg-type]
         except Exception:
             pass
         # Malformed attributes (not a mapping, a value no rule can test) match no group:
         # the unit keeps its bucket, so it stays sticky. An id that cannot be hashed
         # (a lone surrogate) gets the baseline.
         try:
-            return candidate if matches(unit_id, _NO_ATTRIBUTES) else baseline
+            return pick(which(unit_id, _NO_ATTRIBUTES), baseline)  # type: ignore[arg-type]
         except Exception:
             return baseline
 
@@ -157,8 +168,12 @@ def compile_route(route: ServiceRoute, record_version: int = 0) -> CompiledRoute
     if route.candidate is None or route.rollout_id is None:
         return CompiledRoute(route, record_version, _constant(stable), 0)
     step = route.step if route.step is not None else 0  # metrics are keyed by step index
-    baseline = Assignment(service, route.stable, "baseline", step, route.rollout_id)
-    candidate = Assignment(service, route.candidate, "candidate", step, route.rollout_id)
+    rollout_id = route.rollout_id
+    salt = unit_salt(route.seed, rollout_id)
+    baseline = Assignment(service, route.stable, "baseline", step, rollout_id, PERCENT_GROUP, salt)
+    candidate = Assignment(
+        service, route.candidate, "candidate", step, rollout_id, PERCENT_GROUP, salt
+    )
     cohort = route.cohort()
     missing = sorted(name for name in cohort.groups if name not in route.group_defs)
     if missing:
@@ -172,8 +187,13 @@ def compile_route(route: ServiceRoute, record_version: int = 0) -> CompiledRoute
     threshold = cohort.threshold
     decide: Decide
     if any(g.allow or g.rules for g in groups.values()):
-        matches = cohort_matcher(cohort, route.seed, groups)
-        decide = _with_groups(matches, baseline, candidate)
+        which = cohort_group_matcher(cohort, route.seed, groups)
+        candidates = {
+            name: Assignment(service, route.candidate, "candidate", step, rollout_id, name, salt)
+            for name in groups
+        }
+        candidates[PERCENT_GROUP] = candidate
+        decide = _with_groups(which, baseline, candidates)
     elif threshold == 0:
         decide = _constant(baseline)
     else:

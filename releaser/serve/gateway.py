@@ -81,8 +81,11 @@ _HOP_BY_HOP = frozenset(
 _NOT_FORWARDED_UP = _HOP_BY_HOP | {b"content-length"}
 # Response marks are made once per (variant, release, served) and reused, never mutated.
 _MAX_CACHED_MARKS = 64
-Routed = tuple[Assignment, "str | None", list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]
-"""(assignment, upstream base URL or None, request headers to forward, response marks)."""
+Routed = tuple[
+    Assignment, "str | None", list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], "str | None"
+]
+"""(assignment, upstream base URL or None, request headers to forward, response marks, the
+unit id routed on or None)."""
 
 
 @dataclass(frozen=True)
@@ -408,7 +411,8 @@ class Gateway:
                 forward.append((name, value))  # a client cannot name its own release
         if unit_raw is None and cookie_raw is not None and self._cookie is not None:
             unit_raw = _cookie(cookie_raw, self._cookie)
-        assignment = self._assign(_unit_id(unit_raw), attributes)
+        unit = _unit_id(unit_raw)
+        assignment = self._assign(unit, attributes)
         base = self.upstreams.url_for(assignment)
         release = assignment.release_id
         marks = self._marks.get((assignment.variant, release, base is not None))
@@ -420,12 +424,19 @@ class Gateway:
                 marks.append((b"x-releaser-release", release.encode()))
             if len(self._marks) < _MAX_CACHED_MARKS:
                 self._marks[(assignment.variant, release, base is not None)] = marks
-        return assignment, base, forward, marks
+        return assignment, base, forward, marks, unit
 
-    def record(self, assignment: Assignment, start: float, status: int, error: bool) -> float:
-        """Record one proxied request's outcome for its variant; its elapsed seconds."""
+    def record(
+        self,
+        assignment: Assignment,
+        start: float,
+        status: int,
+        error: bool,
+        unit: str | None = None,
+    ) -> float:
+        """Record one proxied request's outcome for its variant (and unit); its seconds."""
         elapsed = time.perf_counter() - start
-        self.router.record(assignment, latency_ms=elapsed * 1000.0, error=error)
+        self.router.record(assignment, latency_ms=elapsed * 1000.0, error=error, unit_id=unit)
         self.metrics.observe(assignment.variant, assignment.release_id or "", status, elapsed)
         return elapsed
 
@@ -433,7 +444,7 @@ class Gateway:
         start = time.perf_counter()
         limits = self.settings.limits
         length = _declared_length(scope["headers"], limits)
-        assignment, base, forward, marks = self.route_request(scope["headers"])
+        assignment, base, forward, marks, unit = self.route_request(scope["headers"])
         release = assignment.release_id or ""
         variant = assignment.variant
         if base is None:
@@ -503,7 +514,7 @@ class Gateway:
                 await body_iter.aclose()  # type: ignore[attr-defined]
         # Recorded before the last body message, so a client that has its response knows
         # the request is counted.
-        self.record(assignment, start, status, error)
+        self.record(assignment, start, status, error, unit)
         if error:
             self.metrics.error(variant, release, "status_5xx" if status >= 500 else "broken")
         await send({"type": "http.response.body", "body": last})

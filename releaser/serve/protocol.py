@@ -108,6 +108,7 @@ class _Exchange:
         "response_complete",
         "start",
         "target",
+        "unit",
     )
 
     def __init__(
@@ -128,6 +129,7 @@ class _Exchange:
         self.marks: list[tuple[bytes, bytes]] = []
         self.mirrored: list[tuple[bytes, bytes]] | None = None  # headers, if mirrored
         self.counted = False  # in the gateway's in-flight count
+        self.unit: str | None = None  # the unit id routed on, counted once per variant
         self.message_event = _NO_EVENT
 
 
@@ -312,8 +314,8 @@ def gateway_protocol(gateway: Gateway) -> type[asyncio.Protocol]:
 
         def _proxy(self, exchange: _Exchange) -> None:
             exchange.start = start = time.perf_counter()
-            assignment, base, forward, marks = route_request(exchange.headers)
-            exchange.assignment, exchange.marks = assignment, marks
+            assignment, base, forward, marks, unit = route_request(exchange.headers)
+            exchange.assignment, exchange.marks, exchange.unit = assignment, marks, unit
             if base is None:
                 self._uncount(exchange)
                 body = gateway.failed(start, assignment, 503, "no upstream", "no endpoint")
@@ -383,7 +385,7 @@ def gateway_protocol(gateway: Gateway) -> type[asyncio.Protocol]:
                 status = response.status
                 error = status >= 500
                 assignment = exchange.assignment
-                record(assignment, exchange.start, status, error)
+                record(assignment, exchange.start, status, error, exchange.unit)
                 if error:
                     metrics.error(assignment.variant, assignment.release_id or "", "status_5xx")
                 raw = response.head
@@ -457,7 +459,7 @@ def gateway_protocol(gateway: Gateway) -> type[asyncio.Protocol]:
                     exchange, response.body, head, sized, status, keep
                 )
                 assignment = exchange.assignment
-                record(assignment, exchange.start, status, error)
+                record(assignment, exchange.start, status, error, exchange.unit)
                 if error:
                     kind = "status_5xx" if status >= 500 else "broken"
                     metrics.error(assignment.variant, assignment.release_id or "", kind)

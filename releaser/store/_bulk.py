@@ -123,6 +123,20 @@ TABLES: tuple[Table, ...] = (
         since=6,
     ),
     Table("metric_batches", _cols("batch_id:str", "applied_at:int"), ("batch_id",)),
+    Table(
+        "rollout_unit_sketches",
+        _cols(
+            "rollout_id:str",
+            "step:int",
+            "variant:str",
+            "cohort_group:str",
+            "requests:int",
+            "registers:str",
+            "updated_at:str",
+        ),
+        ("rollout_id", "step", "variant", "cohort_group"),
+        since=7,
+    ),
 )
 """Every table that holds state, in the order an archive carries them (records, the
 audit chain, then the metric tables). ``schema_version`` and ``audit_head`` are

@@ -217,8 +217,8 @@ def apply_prune(
     ph: str,
 ) -> None:
     """Delete each record at the version named (StateConflict naming it otherwise) and the
-    latency and token bins of each rollout in ``histograms_of``. The caller rolls back on
-    error."""
+    latency and token bins and the unit sketches of each rollout in ``histograms_of``. The
+    caller rolls back on error."""
     current = f"SELECT version FROM records WHERE kind = {ph} AND key = {ph}"
     for d in deletes:
         cur = execute(
@@ -232,3 +232,4 @@ def apply_prune(
     for rollout_id in histograms_of:
         execute(f"DELETE FROM rollout_latency_bins WHERE rollout_id = {ph}", (rollout_id,))
         execute(f"DELETE FROM rollout_token_bins WHERE rollout_id = {ph}", (rollout_id,))
+        execute(f"DELETE FROM rollout_unit_sketches WHERE rollout_id = {ph}", (rollout_id,))

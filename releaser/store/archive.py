@@ -7,12 +7,13 @@ Format ``releaser-store-archive/1``, a zip (deflate) holding exactly these membe
   ``schema_version``), ``audit_head`` (``seq``, ``hash``) and ``members``: for each
   member below its ``sha256``, ``bytes`` and ``rows``.
 - ``records.jsonl``, ``audit_events.jsonl``, ``rollout_metrics.jsonl``,
-  ``rollout_latency_bins.jsonl``, ``rollout_token_bins.jsonl``, ``metric_batches.jsonl``:
-  JSON Lines, one object a row, keyed by column name, in primary-key order (see
-  ``releaser.store._bulk.TABLES``). An archive of an older schema (``schema_version``)
-  lacks the tables and columns added since (``rollout_token_bins`` and the token columns
-  of ``rollout_metrics`` came with 6); reading it gives those columns 0 and those tables
-  no rows.
+  ``rollout_latency_bins.jsonl``, ``rollout_token_bins.jsonl``, ``metric_batches.jsonl``,
+  ``rollout_unit_sketches.jsonl``: JSON Lines, one object a row, keyed by column name, in
+  primary-key order (see ``releaser.store._bulk.TABLES``). An archive of an older schema
+  (``schema_version``) lacks the tables and columns added since (``rollout_token_bins``
+  and the token columns of ``rollout_metrics`` came with 6, ``rollout_unit_sketches`` with
+  7); reading it gives those columns 0 and those tables no rows. A unit sketch's
+  ``registers`` is its text form (``releaser.core.unit_sketch``), never a unit id.
   A record's ``value`` and an audit entry's ``payload`` are strings holding the exact
   text stored (the payload is what its hash covers).
 

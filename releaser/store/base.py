@@ -13,16 +13,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from releaser.core.audit import AuditEvent, EventDraft, RawEvent
 from releaser.core.stats_aggregates import VariantStats
+from releaser.core.unit_sketch import UnitSketch
 
 if TYPE_CHECKING:
     from releaser.store._bulk import RestoreSource, Snapshot
 
-__all__ = ["METRIC_VARIANTS", "Delete", "EventSummary", "MetricDelta", "Record", "Store", "Write"]
+__all__ = [
+    "METRIC_VARIANTS",
+    "Delete",
+    "EventSummary",
+    "MetricDelta",
+    "Record",
+    "Store",
+    "UnitCounts",
+    "UnitDelta",
+    "Write",
+]
 
 EventSummary = tuple[int, str, str, str, str, str | None]
 """What ``audit log`` shows of an event: (seq, at, actor, action, subject, reason)."""
@@ -79,6 +90,26 @@ class MetricDelta:
     step: int
     variant: str
     stats: VariantStats
+    units: tuple[UnitDelta, ...] = field(default=())
+    """Distinct units per cohort group, as sketches (never the unit ids)."""
+
+
+@dataclass(frozen=True)
+class UnitDelta:
+    """The units a router saw in one cohort group since its last flush, as a sketch.
+
+    ``requests`` counts the requests recorded with a unit id in that group (added); the
+    sketch is merged with the stored one register by register (``max``), so merging the
+    same delta twice changes nothing.
+    """
+
+    group: str
+    requests: int
+    sketch: UnitSketch
+
+
+UnitCounts = dict[tuple[int, str, str], tuple[int, UnitSketch]]
+"""A rollout's unit sketches by (step, variant, group): (requests with a unit id, sketch)."""
 
 
 @runtime_checkable
@@ -179,7 +210,9 @@ class Store(Protocol):
         were given. Raises :class:`~releaser.errors.BadInput`, writing nothing
         of the batch, for an unknown variant, a negative step or count,
         inconsistent stats, or a slow threshold that differs from the stored
-        one. Not audited; :meth:`change_token` does not move.
+        one. Each delta's unit sketches are merged (register-wise ``max``) into the
+        stored sketch of their (rollout, step, variant, group) in the same
+        transaction. Not audited; :meth:`change_token` does not move.
         """
         ...
 
@@ -187,6 +220,13 @@ class Store(Protocol):
         """The cumulative aggregates of one rollout by (step, variant), as one consistent read.
 
         Empty when nothing was reported; ordered by step, then variant.
+        """
+        ...
+
+    def read_units(self, rollout_id: str) -> UnitCounts:
+        """The unit sketches of one rollout by (step, variant, group), ordered by key.
+
+        Empty when no router recorded a unit id (or a prune removed them).
         """
         ...
 

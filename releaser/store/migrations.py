@@ -31,6 +31,11 @@ Tables (both backends):
   before; ``rollout_token_bins(rollout_id, step, variant, bin, count)`` holds the
   histogram of total tokens per request (the latency layout), one row per non-empty bin,
   merged like the latency bins.
+- v7: ``rollout_unit_sketches(rollout_id, step, variant, cohort_group, requests,
+  registers, updated_at)``: distinct units per rollout step, variant and cohort group as
+  a HyperLogLog sketch (``releaser.core.unit_sketch``; ``registers`` is its text form,
+  never a unit id), merged register-wise with ``max`` in the metric batch's transaction;
+  ``requests`` counts the requests recorded with a unit id.
 - ``metric_batches(batch_id, applied_at)`` (v3): ids of metric batches already added
   (unix seconds, database clock), so a router re-sending a batch whose commit it never
   saw confirmed does not count it twice; kept for ``BATCH_ID_RETENTION_S``.
@@ -174,6 +179,22 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        7,
+        "distinct units: a HyperLogLog sketch per rollout step, variant and cohort group",
+        (
+            """CREATE TABLE rollout_unit_sketches (
+                rollout_id TEXT NOT NULL,
+                step INTEGER NOT NULL CHECK (step >= 0),
+                variant TEXT NOT NULL CHECK (variant IN ('baseline', 'candidate')),
+                cohort_group TEXT NOT NULL,
+                requests INTEGER NOT NULL CHECK (requests >= 0),
+                registers TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (rollout_id, step, variant, cohort_group)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -298,6 +319,22 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
                 bin INTEGER NOT NULL CHECK (bin >= 0),
                 count BIGINT NOT NULL CHECK (count >= 0),
                 PRIMARY KEY (rollout_id, step, variant, bin)
+            )""",
+        ),
+    ),
+    Migration(
+        7,
+        "distinct units: a HyperLogLog sketch per rollout step, variant and cohort group",
+        (
+            """CREATE TABLE rollout_unit_sketches (
+                rollout_id TEXT COLLATE "C" NOT NULL,
+                step INTEGER NOT NULL CHECK (step >= 0),
+                variant TEXT COLLATE "C" NOT NULL CHECK (variant IN ('baseline', 'candidate')),
+                cohort_group TEXT COLLATE "C" NOT NULL,
+                requests BIGINT NOT NULL CHECK (requests >= 0),
+                registers TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (rollout_id, step, variant, cohort_group)
             )""",
         ),
     ),

@@ -50,7 +50,7 @@ from releaser.store._writes import (
     prepare_writes,
     utc_stamp,
 )
-from releaser.store.base import Delete, MetricDelta, Record, Write
+from releaser.store.base import Delete, MetricDelta, Record, UnitCounts, Write
 from releaser.store.metrics import (
     METRIC_COLUMNS,
     PreparedMetric,
@@ -63,6 +63,7 @@ from releaser.store.metrics import (
 )
 from releaser.store.migrations import POSTGRES_MIGRATIONS, Migration, pending_migrations
 from releaser.store.redact import redact_url, scrub
+from releaser.store.units import merge_units, prepare_units, units_from_rows
 
 __all__ = ["BATCH_SIZE", "NOTIFY_CHANNEL", "PostgresStore", "scratch_schema"]
 
@@ -84,6 +85,7 @@ _METRICS_UPSERT, _BIN_UPSERT, _TOKEN_BIN_UPSERT = metric_upserts(
         %s::float8[]) AS u""",
     "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::int[], %s::bigint[])",
 )
+_NOW_TEXT = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 # A waiter re-reads the token at least this often, even when no notification came.
 _WAIT_SLICE_S = 1.0
 
@@ -266,6 +268,7 @@ class PostgresStore(AuditReads):
         Returns False, adding nothing, when ``batch_id`` was added before.
         """
         prepared = prepare_metrics(batch)
+        units = prepare_units(batch)
         if batch_id is not None:
             check_batch_id(batch_id)
         if not prepared:
@@ -284,7 +287,22 @@ class PostgresStore(AuditReads):
                 cur.execute(_BIN_UPSERT, _columns(bin_rows, 5))
             if token_bin_rows:
                 cur.execute(_TOKEN_BIN_UPSERT, _columns(token_bin_rows, 5))
+            merge_units(
+                cur.execute, units, ph="%s", lock="FOR UPDATE", now=_NOW_TEXT, url=self._url
+            )
         return True
+
+    def read_units(self, rollout_id: str) -> UnitCounts:
+        """The unit sketches of one rollout by (step, variant, group)."""
+        with self._transaction() as cur:
+            cur.execute(
+                "SELECT step, variant, cohort_group, requests, registers "
+                "FROM rollout_unit_sketches WHERE rollout_id = %s "
+                "ORDER BY step, variant, cohort_group",
+                (rollout_id,),
+            )
+            rows = cur.fetchall()
+        return units_from_rows(rows, url=self._url)
 
     def read_metrics(self, rollout_id: str) -> dict[tuple[int, str], VariantStats]:
         """The cumulative aggregates of one rollout by (step, variant), from one snapshot."""

@@ -38,7 +38,7 @@ from releaser.store._writes import (
     prepare_writes,
     utc_stamp,
 )
-from releaser.store.base import Delete, MetricDelta, Record, Write
+from releaser.store.base import Delete, MetricDelta, Record, UnitCounts, Write
 from releaser.store.metrics import (
     METRIC_COLUMNS,
     PreparedMetric,
@@ -50,6 +50,7 @@ from releaser.store.metrics import (
     stats_from_rows,
 )
 from releaser.store.migrations import SQLITE_MIGRATIONS, Migration, pending_migrations
+from releaser.store.units import merge_units, prepare_units, units_from_rows
 
 __all__ = ["BATCH_SIZE", "BUSY_TIMEOUT_MS", "POLL_INTERVAL_S", "SqliteStore"]
 
@@ -61,6 +62,7 @@ _METRICS_UPSERT, _BIN_UPSERT, _TOKEN_BIN_UPSERT = metric_upserts(
     f"VALUES ({', '.join(['?'] * 16)}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
     "VALUES (?, ?, ?, ?, ?)",
 )
+_NOW_TEXT = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 _RECORD_COLUMNS = "kind, key, version, value, updated_at"
 # Unix seconds by the database clock (unixepoch() needs sqlite 3.38).
 _NOW_S = "CAST(strftime('%s', 'now') AS INTEGER)"
@@ -206,6 +208,7 @@ class SqliteStore(AuditReads):
         Returns False, adding nothing, when ``batch_id`` was added before.
         """
         prepared = prepare_metrics(batch)
+        units = prepare_units(batch)
         if batch_id is not None:
             check_batch_id(batch_id)
         if not prepared:
@@ -222,7 +225,17 @@ class SqliteStore(AuditReads):
             conn.executemany(
                 _TOKEN_BIN_UPSERT, [row for p in prepared for row in p.token_bin_rows()]
             )
+            merge_units(conn.execute, units, ph="?", lock="", now=_NOW_TEXT, url=self._url)
         return True
+
+    def read_units(self, rollout_id: str) -> UnitCounts:
+        """The unit sketches of one rollout by (step, variant, group)."""
+        rows = self._read(
+            "SELECT step, variant, cohort_group, requests, registers FROM rollout_unit_sketches "
+            "WHERE rollout_id = ? ORDER BY step, variant, cohort_group",
+            (rollout_id,),
+        )
+        return units_from_rows(rows, url=self._url)
 
     def read_metrics(self, rollout_id: str) -> dict[tuple[int, str], VariantStats]:
         """The cumulative aggregates of one rollout by (step, variant), from one snapshot."""

@@ -21,7 +21,9 @@ from releaser.api.rollback import rollback
 from releaser.api.rollouts import advance_rollout, start_rollout
 from releaser.api.routes import ROUTE_HISTORY_KIND
 from releaser.api.workspace import Workspace
+from releaser.core.bucketing import PERCENT_GROUP
 from releaser.core.stats_aggregates import LatencyHistogram, VariantStats
+from releaser.core.unit_sketch import RELATIVE_ERROR, UnitSketch, unit_salt
 from releaser.demo.traffic import make_users
 from releaser.demo.workspace import ExampleWorkspace
 from releaser.errors import BadInput, NotFound
@@ -171,7 +173,12 @@ def test_explain_before_history_and_bad_input_are_refused(phases) -> None:
 def test_cohort_export_counts_requests_per_step(phases) -> None:
     ws, r1, r2, _users, recorded = phases
     export = cohort_export(ws, SERVICE, _iso(T0), _iso(recorded[-1][1] + timedelta(days=1)))
-    assert "not distinct units" in export.counted
+    assert "distinct units" in export.counted and "1.625%" in export.counted
+    # _healthy_step's synthetic counts carry no units, and a unit is never made up.
+    assert all(row.baseline_units is None and row.candidate_units is None for row in export.rows)
+    assert (
+        export.rows[1].units_note is not None and "no router recorded" in export.rows[1].units_note
+    )
     steps = [(row.step_name, row.baseline_requests, row.candidate_requests) for row in export.rows]
     assert steps == [
         (None, None, None),
@@ -246,3 +253,91 @@ def test_route_history_explain_and_freeze_on_each_store_backend(
         ws.close()
     finally:
         backend.cleanup()
+
+
+def test_cohort_export_counts_distinct_units_per_release_and_group(
+    release_ws: ExampleWorkspace,
+) -> None:
+    """Two routers over one store record overlapping units, many requests each; the export
+    gives each release's and each group's distinct units, counted once."""
+    ws, r1, r2 = stable_and_candidate(release_ws.root, SERVICE, _iso(T0))
+    try:
+        t = T0 + timedelta(hours=1)
+        rollout_id = start_rollout(ws, SERVICE, r2, now=_iso(t)).rollout.id
+        _healthy_step(ws, rollout_id, 0, 5000)
+        t += timedelta(hours=5)
+        assert advance_rollout(ws, SERVICE, now=_iso(t)).rollout.current.name == "canary-5"
+        users = make_users(3000, seed=11)
+        # In two groups: staff by its email, pilot-councils by allow-list (tested first).
+        users.append(("council-042", {"email": "clerk@example.org"}))
+        first, second = Router(ws.store_url), Router(ws.store_url)
+        try:
+            for router in (first, second):
+                _router_answers(router, _iso(t), [])
+            for _ in range(3):  # repeat requests: a unit counts once however often
+                for unit, attrs in users[:2000]:
+                    first.record(first.assign(SERVICE, unit, attrs), latency_ms=20.0, unit_id=unit)
+            for unit, attrs in [*users[1000:], users[5]]:  # overlaps the first router's
+                second.record(second.assign(SERVICE, unit, attrs), latency_ms=20.0, unit_id=unit)
+            route = first.routes()[SERVICE]
+            truth: dict[tuple[str, str | None], set[str]] = {}
+            for unit, attrs in users:
+                got = first.assign(SERVICE, unit, attrs)
+                truth.setdefault((got.variant, got.group), set()).add(unit)
+        finally:
+            first.close()
+            second.close()
+        export = cohort_export(ws, SERVICE, _iso(T0), _iso(t + timedelta(days=1)))
+        stored = ws.store.read_units(rollout_id)
+    finally:
+        ws.close()
+    row = next(r for r in export.rows if r.step_name == "canary-5")
+    assert (row.baseline_requests or 0) + (row.candidate_requests or 0) == 3 * 2000 + 2001 + 1
+    assert row.units_note is None  # every request of this step came with its unit id
+
+    def within_error(estimate: int | None, units: set[str]) -> bool:
+        # Three standard errors, and exact for a handful of units.
+        return estimate is not None and abs(estimate - len(units)) <= max(
+            0.5, 3 * RELATIVE_ERROR * len(units)
+        )
+
+    candidate = set().union(*(u for (v, _), u in truth.items() if v == "candidate"))
+    baseline = truth[("baseline", PERCENT_GROUP)]
+    assert len(candidate) + len(baseline) == 3001
+    assert within_error(row.candidate_units, candidate)
+    assert within_error(row.baseline_units, baseline)
+    by_group = row.candidate_units_by_group
+    assert by_group is not None and set(by_group) == {"pilot-councils", "staff", PERCENT_GROUP}
+    assert by_group["pilot-councils"] == 1  # council-042, counted in its first group only
+    assert "council-042" not in truth[("candidate", "staff")]
+    for group in ("staff", PERCENT_GROUP):
+        assert within_error(by_group[group], truth[("candidate", group)])
+    # Merging two routers' flushes gives exactly the sketch of the union.
+    salt = unit_salt(route.seed, rollout_id)
+    for (variant, group), units in truth.items():
+        alone = UnitSketch()
+        for unit in units:
+            alone.add(salt, unit)
+        assert stored[(1, variant, str(group))][1] == alone, (variant, group)
+    assert by_group[PERCENT_GROUP] > 0 and len(truth[("candidate", "staff")]) > 200
+
+    # Once the service's metrics come from Prometheus (whose series carry no unit ids),
+    # units are null with the reason, even with sketches in the store: never a made-up number.
+    config = release_ws.root / "releaser.yaml"
+    text = config.read_text()
+    config.write_text(
+        text.replace(
+            "  case-triage:\n", "  case-triage:\n    metrics:\n      source: prometheus\n", 1
+        )
+    )
+    from releaser.api.workspace import open_workspace
+
+    prom_ws = open_workspace(release_ws.root)
+    try:
+        assert prom_ws.config.service(SERVICE).metrics.source == "prometheus"
+        again = cohort_export(prom_ws, SERVICE, _iso(T0), _iso(t + timedelta(days=1)))
+    finally:
+        prom_ws.close()
+    live = [r for r in again.rows if r.rollout_id is not None]
+    assert live and all(r.baseline_units is None and r.candidate_units is None for r in live)
+    assert all("Prometheus" in (r.units_note or "") for r in live)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +45,8 @@ SENTINEL = "sentinel-Zq81-never-leaks"
 @dataclass
 class Receiver:
     """A webhook endpoint: records each POST; answers 500 ``fail_first`` times, 404 for
-    paths under /gone, and holds requests under /hang until the test ends."""
+    paths under /gone, after 0.3 s under /slow, and holds requests under /hang until the
+    test ends."""
 
     url: str
     posts: list[dict[str, Any]] = field(default_factory=list)
@@ -74,6 +76,8 @@ def receiver() -> Iterator[Receiver]:
             if self.path.startswith("/hang"):
                 state.release.wait(60)
                 return
+            if self.path.startswith("/slow"):
+                time.sleep(0.3)
             if self.path.startswith("/gone"):
                 code = 404
             elif state.fail_first > 0:
@@ -147,10 +151,15 @@ def test_each_transition_is_posted_after_its_commit(two_releases, receiver, tmp_
     try:
         started = start_rollout(ws, SERVICE, r2, now="2026-03-02T09:00:00.000000Z")
         assert started.warnings == []
-        # The webhook heard of it only once the store held it.
+        # The webhook heard of it only once the store held it (the transition and the
+        # notice it owed); the notice was marked sent after the post.
         first = receiver.bodies("/ops")[0]
-        assert first["event"] == "rollout.started"
-        assert [e.action for e in audit_log(ws)][-1] == "rollout.start"
+        assert first["event"] == "rollout.started" and first["late"] is False
+        log = audit_log(ws)
+        assert [e.action for e in log][-2:] == ["rollout.start", "notify.sent"]
+        assert log[-1].after["id"] == first["id"]
+        assert set(log[-1].after["delivered"]) == {"ops", "chat"}
+        assert ws.store.get("notice", first["id"]).value["status"] == "done"
         driven = drive_rollout(
             ws,
             SERVICE,
@@ -181,6 +190,11 @@ def test_each_transition_is_posted_after_its_commit(two_releases, receiver, tmp_
         "rollout.resumed",
         "rollout.aborted",
     ]
+    # Each transition has its own id, the same for every webhook told of it.
+    ids = [b["id"] for b in receiver.bodies("/ops")]
+    assert len(set(ids)) == len(ids) and all(i.startswith(f"{SERVICE}/") for i in ids)
+    assert [b["id"] for b in receiver.bodies("/rb")] == [ids[5]]
+    assert not any(b["late"] for b in receiver.bodies("/ops"))
     by_event = {b["event"]: b for b in receiver.bodies("/ops")}
     promoted = by_event["rollout.promoted"]
     assert promoted["service"] == SERVICE and promoted["candidate"] == r2

@@ -13,6 +13,7 @@ from releaser.api.rollouts import start_rollout
 from releaser.api.workspace import open_workspace
 from releaser.core.stats_aggregates import LatencyHistogram, VariantStats
 from releaser.demo.workspace import ExampleWorkspace
+from releaser.router import Router
 from releaser.store.base import MetricDelta
 
 pytestmark = pytest.mark.slow
@@ -123,15 +124,39 @@ def test_explain_a_unit_and_export_the_cohort(release_ws: ExampleWorkspace, cli,
     res = cli("explain", SERVICE, "user-1", "--at", "2001-01-01T00:00:00Z")
     assert res.code == 2 and "history starts at" in res.err
 
+    # A router serves 40 units (10 staff) twice each, and one request without a unit id.
+    ws = open_workspace(root)
+    url = ws.store_url
+    ws.close()
+    with Router(url) as router:
+        for i in range(80):
+            unit = f"user-{i % 40}"
+            email = f"u{i % 40}@{'example.org' if i % 40 < 10 else 'mail.example'}"
+            router.record(router.assign(SERVICE, unit, {"email": email}), unit_id=unit)
+        router.record(router.assign(SERVICE, "anonymous"), latency_ms=3.0)
+
     window = ("--from", "2020-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z")
     res = cli("explain", "cohort", SERVICE, *window, "--csv")
     assert res.code == 0, res.err
     lines = res.out.splitlines()
-    assert lines[0].startswith("from,to,stable,candidate,rollout,step,groups,percent")
-    assert len(lines) == 3 and ",internal,staff,0," in lines[2]
+    assert lines[0] == (
+        "from,to,stable,candidate,rollout,step,groups,percent,baseline_requests,"
+        "candidate_requests,baseline_units,candidate_units,candidate_units_by_group"
+    )
+    assert len(lines) == 3 and lines[2].endswith(",internal,staff,0,61,20,30,10,staff=10")
     export = json.loads(cli("explain", "cohort", SERVICE, *window, "--json").out)
-    assert "not distinct units" in export["counted"]
+    assert "distinct units" in export["counted"] and "1.625%" in export["counted"]
     assert [r["candidate"] for r in export["rows"]] == [None, r2]
+    live = export["rows"][1]
+    assert (live["baseline_units"], live["candidate_units"]) == (30, 10)
+    assert live["candidate_units_by_group"] == {"staff": 10}
+    assert live["units_note"] == (
+        "1 of 61 baseline requests were recorded without a unit id: their units are not counted"
+    )
+    assert export["rows"][0]["baseline_units"] is None  # no rollout live: not counted
+    res = cli("explain", "cohort", SERVICE, *window)
+    assert res.code == 0 and "staff=10" in res.out
+    assert "1 of 61 baseline requests were recorded without a unit id" in res.out
     res = cli("explain", "cohort", SERVICE, "--from", "2020-01-01")
     assert res.code == 2 and "needs --from and --to" in res.err
 

@@ -18,15 +18,19 @@ import pytest
 from releaser.api.audit import verify_content
 from releaser.api.store_io import export_store, import_store
 from releaser.core.stats_aggregates import VariantStats
+from releaser.core.unit_sketch import UnitSketch, unit_salt
 from releaser.errors import BadInput, CheckFailed
 from releaser.store._bulk import TABLES
 from releaser.store.archive import FORMAT, MANIFEST, ArchiveReader, member_name
-from releaser.store.base import MetricDelta, Store, Write
+from releaser.store.base import MetricDelta, Store, UnitDelta, Write
 
 from .conftest import BACKENDS, Backend, draft, make_backend
 
 # Values whose text a careless round trip changes: exponents, -0.0, subnormals, unicode.
 ODD = {"big": 7.2e246, "neg_zero": -0.0, "tiny": 5e-324, "i": 10**18, "s": "ü\u2603\n\"'"}
+
+
+SALT = unit_salt(42, "svc-rollout")
 
 
 def fill(store: Store, releases: int = 12) -> None:
@@ -52,8 +56,12 @@ def fill(store: Store, releases: int = 12) -> None:
                 slow_threshold_ms=250.0,
                 tokens=[(120, 30), (0, 0), (90_000, 20_000 + step)],
             )
+            sketch = UnitSketch()
+            for unit in range(10 * (step + 1)):
+                sketch.add(SALT, f"{variant}-{unit}")
+            units = (UnitDelta("(percent)", 3, sketch),)
             store.add_metrics(
-                [MetricDelta("svc-rollout", step, variant, stats)],
+                [MetricDelta("svc-rollout", step, variant, stats, units)],
                 batch_id=f"b-{step}-{variant}",
             )
 
@@ -106,6 +114,7 @@ def test_round_trip_between_backends_keeps_every_row_and_verifies(
     assert summary.rows == {t.name: len(before[t.name]) for t in TABLES}
     assert summary.rows["rollout_latency_bins"] > 0 and summary.rows["metric_batches"] == 6
     assert summary.rows["rollout_token_bins"] == 3 * 2 * 3
+    assert summary.rows["rollout_unit_sketches"] == 3 * 2
     with target.open() as store:
         steps.clear()
         imported = import_store(store, path, phase=steps.append)
@@ -129,6 +138,12 @@ def test_round_trip_between_backends_keeps_every_row_and_verifies(
         assert (read.prompt_tokens, read.completion_tokens) == (90_120, 20_032)
         assert read.tokens_sumsq == 150.0**2 + 110_002.0**2
         assert read.tokens.counts[-1] == 1 and read.tokens.counts[0] == 1
+        units = store.read_units("svc-rollout")
+        assert units[(2, "candidate", "(percent)")][0] == 3
+        expected = UnitSketch()
+        for unit in range(30):
+            expected.add(SALT, f"candidate-{unit}")
+        assert units[(2, "candidate", "(percent)")][1] == expected
         assert store.add_metrics([], batch_id="b-0-baseline") is True  # empty: nothing to add
     # The manifest names the source, with no password.
     with zipfile.ZipFile(path) as zf:
@@ -137,7 +152,7 @@ def test_round_trip_between_backends_keeps_every_row_and_verifies(
         "sqlite",
         "postgresql",
     )
-    assert manifest["source"]["schema_version"] == 6
+    assert manifest["source"]["schema_version"] == 7
     assert manifest["audit_head"] == {"seq": head[0], "hash": head[1]}
 
 
@@ -155,14 +170,47 @@ def as_schema_5(path: Path) -> None:
         manifest = json.loads(zf.read(MANIFEST))
     manifest["source"]["schema_version"] = 5
     del manifest["members"]["rollout_token_bins.jsonl"]
+    del manifest["members"]["rollout_unit_sketches.jsonl"]
     rewrite(
         path,
         {
             "rollout_metrics.jsonl": old,
             "rollout_token_bins.jsonl": None,
+            "rollout_unit_sketches.jsonl": None,
             MANIFEST: json.dumps(manifest).encode(),
         },
     )
+
+
+def as_schema_6(path: Path) -> None:
+    """Rewrite an archive as a releaser of schema 6 made it: no unit sketches."""
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read(MANIFEST))
+    manifest["source"]["schema_version"] = 6
+    del manifest["members"]["rollout_unit_sketches.jsonl"]
+    rewrite(path, {"rollout_unit_sketches.jsonl": None, MANIFEST: json.dumps(manifest).encode()})
+
+
+def test_an_archive_of_schema_6_imports_with_no_unit_sketches(
+    archive: Path, target: Backend, tmp_path: Path
+) -> None:
+    as_schema_6(archive)
+    with target.open() as store:
+        summary = import_store(store, archive)
+        assert summary.rows["rollout_unit_sketches"] == 0 and summary.rows["rollout_metrics"] == 6
+        assert store.read_units("svc-rollout") == {}
+        assert store.read_metrics("svc-rollout")[(2, "candidate")].requests == 3
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("rollout_unit_sketches.jsonl", b"")
+    assert "is not part of an archive of schema version 6" in refused(archive, tmp_path)
+
+
+def test_an_archive_carries_sketches_not_unit_ids(archive: Path) -> None:
+    text = read_member(archive, "rollout_unit_sketches.jsonl").decode()
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert len(rows) == 6 and all(r["registers"].startswith("hll12:") for r in rows)
+    everything = b"".join(read_member(archive, member_name(t)) for t in TABLES)
+    assert b"candidate-7" not in everything and b"baseline-7" not in everything
 
 
 def test_an_archive_of_schema_5_imports_with_no_tokens(
@@ -502,3 +550,13 @@ def test_export_names_an_entry_holding_bytes_that_are_not_utf8(tmp_path: Path) -
         export_store(store, tmp_path / "b.zip")
     assert "entry 2 holds bytes that are not UTF-8 text" in caught.value.message
     assert not (tmp_path / "b.zip").exists()
+
+
+def test_an_archive_with_a_damaged_sketch_is_refused(archive: Path, tmp_path: Path) -> None:
+    lines = read_member(archive, "rollout_unit_sketches.jsonl").splitlines(keepends=True)
+    row = json.loads(lines[2])
+    row["registers"] = "hll12:" + "QUFBQQ=="  # base64 of a stream that is no zlib
+    lines[2] = json.dumps(row).encode() + b"\n"
+    rewrite(archive, {"rollout_unit_sketches.jsonl": b"".join(lines)})
+    message = refused(archive, tmp_path)
+    assert "rollout_unit_sketches.jsonl line 3" in message and "not valid" in message

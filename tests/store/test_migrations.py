@@ -7,8 +7,9 @@ import pytest
 from releaser.core.audit import chain_hash, payload_writes, verify_chain
 from releaser.core.canonical import canonical_json
 from releaser.core.stats_aggregates import LATENCY_BINS, LatencyHistogram, VariantStats
+from releaser.core.unit_sketch import UnitSketch, unit_salt
 from releaser.errors import ReleaserError
-from releaser.store.base import MetricDelta, Write
+from releaser.store.base import MetricDelta, UnitDelta, Write
 from releaser.store.migrations import SQLITE_MIGRATIONS, Migration, pending_migrations
 
 from . import _workers
@@ -19,6 +20,7 @@ METRICS_TABLES = (
     "rollout_latency_bins",
     "rollout_token_bins",
     "metric_batches",
+    "rollout_unit_sketches",
 )
 
 
@@ -79,7 +81,7 @@ def versions(backend: Backend) -> list[int]:
 class TestMigrations:
     def test_fresh_store_gets_every_table(self, backend: Backend) -> None:
         backend.open().close()
-        assert versions(backend) == [m.version for m in shipped(backend)] == [1, 2, 3, 4, 5, 6]
+        assert versions(backend) == [m.version for m in shipped(backend)] == [1, 2, 3, 4, 5, 6, 7]
         for table in ("records", "audit_events", "audit_head", "schema_version", *METRICS_TABLES):
             assert table_exists(backend, table)
 
@@ -114,7 +116,7 @@ class TestMigrations:
 
         upgraded = backend.open()
         try:
-            assert versions(backend) == [1, 2, 3, 4, 5, 6]
+            assert versions(backend) == [1, 2, 3, 4, 5, 6, 7]
             assert upgraded.get("rollout", "svc").value == {"step": 1}
             assert upgraded.get("release", "r1").value["model"] == "m:3"
             # One new entry vouches for the records written before they named their entry.
@@ -139,7 +141,7 @@ class TestMigrations:
         finally:
             upgraded.close()
         backend.open().close()  # reopening applies nothing more
-        assert versions(backend) == [1, 2, 3, 4, 5, 6]
+        assert versions(backend) == [1, 2, 3, 4, 5, 6, 7]
 
     def test_v5_metrics_read_unchanged_after_the_token_columns_arrive(
         self, backend: Backend
@@ -172,7 +174,7 @@ class TestMigrations:
         )
         upgraded = backend.open()
         try:
-            assert versions(backend) == [1, 2, 3, 4, 5, 6]
+            assert versions(backend) == [1, 2, 3, 4, 5, 6, 7]
             assert upgraded.read_metrics("svc-1") == {(0, "candidate"): before}
             stats = upgraded.read_metrics("svc-1")[(0, "candidate")]
             assert stats.token_requests == 0 and stats.tokens_mean is None
@@ -185,6 +187,32 @@ class TestMigrations:
             assert after.tokens_sumsq == 120.0**2 + 380.0**2
             assert after.prompt_tokens_sumsq == 100.0**2 + 300.0**2
             assert after.completion_tokens_sumsq == 20.0**2 + 80.0**2
+        finally:
+            upgraded.close()
+
+    def test_v6_store_gains_unit_sketches_and_keeps_its_metrics(self, backend: Backend) -> None:
+        old = backend.open(migrations=shipped(backend)[:6])
+        try:
+            assert old.add_metrics(
+                [MetricDelta("svc-1", 0, "candidate", VariantStats(requests=4))], batch_id="b-1"
+            )
+        finally:
+            old.close()
+        assert not table_exists(backend, "rollout_unit_sketches")
+        upgraded = backend.open()
+        try:
+            assert versions(backend) == [1, 2, 3, 4, 5, 6, 7]
+            assert upgraded.read_units("svc-1") == {}  # counted before units were
+            assert upgraded.read_metrics("svc-1")[(0, "candidate")].requests == 4
+            sketch = UnitSketch()
+            sketch.add(unit_salt(1, "svc-1"), "someone")
+            delta = MetricDelta(
+                "svc-1", 0, "candidate", VariantStats(requests=1), (UnitDelta("pilots", 1, sketch),)
+            )
+            assert not upgraded.add_metrics([delta], batch_id="b-1")  # the old id is kept
+            assert upgraded.add_metrics([delta], batch_id="b-2")
+            assert upgraded.read_units("svc-1") == {(0, "candidate", "pilots"): (1, sketch)}
+            assert upgraded.read_metrics("svc-1")[(0, "candidate")].requests == 5
         finally:
             upgraded.close()
 

@@ -123,6 +123,7 @@ def test_tables_live_in_the_search_path_schema(pg: PostgresBackend, pg_store: St
         "rollout_latency_bins",
         "rollout_metrics",
         "rollout_token_bins",
+        "rollout_unit_sketches",
         "schema_version",
     ]
 

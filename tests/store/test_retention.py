@@ -136,3 +136,27 @@ def test_a_record_written_meanwhile_is_not_removed(ws, backend: Backend) -> None
         )
     assert ws.store.get("release", "r5") is not None  # nothing of the prune happened
     assert any(any(s.latency.counts) for s in ws.store.read_metrics("ro-old").values())
+
+
+def test_prune_removes_unit_sketches_with_the_histograms(ws, backend: Backend) -> None:
+    from releaser.core.unit_sketch import UnitSketch, unit_salt
+    from releaser.store.base import UnitDelta
+
+    sketch = UnitSketch()
+    for i in range(25):
+        sketch.add(unit_salt(1, "ro-old"), f"user-{i}")
+    units = (UnitDelta("staff", 25, sketch),)
+    # ro-old's units; and a rollout that ended long ago with units but no histogram at all.
+    ws.store.commit([Write("rollout", "ro-units", {"ended_at": OLD}, 0)], ev("rollout.start"))
+    for rollout in ("ro-old", "ro-units", "ro-new"):
+        ws.store.add_metrics(
+            [MetricDelta(rollout, 0, "candidate", VariantStats(requests=25), units)]
+        )
+    plan = plan_prune(ws, now=NOW)
+    assert [h["rollout_id"] for h in plan.histograms] == ["ro-old", "ro-units"]
+    done = prune_store(ws, now=NOW)
+    assert done.applied
+    assert ws.store.read_units("ro-old") == {} and ws.store.read_units("ro-units") == {}
+    assert ws.store.read_units("ro-new")[(0, "candidate", "staff")] == (25, sketch)  # recent
+    assert ws.store.read_metrics("ro-units")[(0, "candidate")].requests == 25  # counts stay
+    assert verify_anchored(ws).ok
