@@ -48,7 +48,7 @@ and one write on each side (strace over a wrk run: 2.0 writes and 2.0 reads a re
 future, stream reader, ASGI scope or message, and no timer (the read timeout, the header
 clock and the keep-alive are one timer per connection, pushed on rather than made anew).
 The gateway process's own CPU a request, interleaved rounds on this 2-core machine while
-other sessions' tests ran (so every figure was inflated about 2.5 times over a quiet
+other test suites ran (so every figure was inflated about 2.5 times over a quiet
 machine, where the upstream costs 30 us and the ASGI gateway 86): fast path 142-183 us,
 the ASGI path 227-282, the upstream 71-96 in the same rounds; the fast path costs 0.60-0.68
 of the ASGI path, and 1.6-2.1 times the upstream (the ASGI path 2.4-2.9 times). What
