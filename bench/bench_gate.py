@@ -35,6 +35,12 @@ row, plus at most 50 ms fixed, MLflow run included.
    least squares over the three sizes. The 90% intervals come from refitting on
    pairs resampled within each size (a bootstrap, seeded).
 
+   Each timed run (raw or gate) starts right after a full garbage collection: a
+   process holding MLflow, scikit-learn and pandas keeps about 500,000 objects, and a
+   full collection of them (100-400 ms) otherwise lands inside whichever run happens to
+   trigger it, on either side, widening the spread of the differences without telling
+   either side's cost.
+
    Each run is timed on two clocks, and both fits are printed with their verdicts.
    The wall clock is what a user waits, but on a shared machine it also counts the
    time other processes hold the cores. CPU time (this process's) leaves that out,
@@ -54,6 +60,7 @@ Run: .venv/bin/python bench/bench_gate.py [ROUNDS]
 from __future__ import annotations
 
 import csv
+import gc
 import os
 import random
 import shutil
@@ -228,6 +235,7 @@ def _raw_model_loop(ws: Workspace, golden: Path, ids: list[str]) -> Clocks:
     suite = eval_suite(ws, get_release(ws, ids[0]))
     assert suite is not None
     pinned = [_model_uri(get_release(ws, rid), suite) for rid in ids]
+    gc.collect()  # each timed run starts with no collection owed (see the docstring)
     began = _now()
     with golden.open(encoding="utf-8", newline="") as fh:
         texts = [row["text"] for row in csv.DictReader(fh)]
@@ -262,6 +270,7 @@ def _timed_gate(ws: Workspace, rid: str, forget: list[str], rows: int) -> Clocks
     _forget_stored(ws, forget)
     PREDICT_S.clear()
     MLFLOW_S.clear()
+    gc.collect()  # each timed run starts with no collection owed (see the docstring)
     began = _now()
     report = run_gate(ws, SERVICE, rid)
     elapsed = _clocks(began)
