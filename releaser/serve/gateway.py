@@ -44,7 +44,7 @@ from releaser.core.routing import ServiceRoute
 from releaser.router.snapshot import Assignment, Decide, Variant, compile_route
 from releaser.serve.metrics import GatewayMetrics
 from releaser.serve.shadow import ShadowMirror
-from releaser.serve.upstream_client import UpstreamClient, UpstreamError
+from releaser.serve.upstream_client import HOP_BY_HOP, UpstreamClient, UpstreamError
 from releaser.serve.upstream_pool import UpstreamPool
 from releaser.serve.upstreams import Upstreams
 
@@ -62,20 +62,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_UNIT_ID_LENGTH = 256
-# Hop-by-hop headers (RFC 9110 7.6.1) and Host are not forwarded either way.
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-    }
-)
+# Hop-by-hop headers and Host are not forwarded either way.
+_HOP_BY_HOP = HOP_BY_HOP | {b"host"}
 # Requests also lose Content-Length: the upstream client sets it for the body it sends.
 # Responses keep it (the body is passed through unchanged), so they are not re-chunked.
 _NOT_FORWARDED_UP = _HOP_BY_HOP | {b"content-length"}

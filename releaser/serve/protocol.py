@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from releaser.router.snapshot import Assignment
 from releaser.serve.limits import bounded_protocol
-from releaser.serve.upstream_client import UpstreamError, UpstreamResponse
+from releaser.serve.upstream_client import HOP_BY_HOP, UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
     from releaser.serve.gateway import Gateway
@@ -49,19 +49,6 @@ logger = logging.getLogger("releaser.serve")
 FAST_BODY_MAX = 64 * 1024
 """Largest request body taken on the fast path (by Content-Length); larger ones stream."""
 _FAST_METHODS = frozenset({b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"HEAD"})
-# Hop-by-hop headers (RFC 9110 7.6.1), not passed back to the client.
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -418,7 +405,7 @@ def gateway_protocol(gateway: Gateway) -> type[asyncio.Protocol]:
             status = response.status
             head = [_STATUS_LINES.get(status) or _status_line(status)]
             for name, value in response.headers:
-                if name not in _HOP_BY_HOP:
+                if name not in HOP_BY_HOP:
                     head.append(name + b": " + value + b"\r\n")
             for name, value in exchange.marks:
                 head.append(name + b": " + value + b"\r\n")

@@ -30,12 +30,25 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
-__all__ = ["UpstreamClient", "UpstreamError", "UpstreamResponse"]
+__all__ = ["HOP_BY_HOP", "UpstreamClient", "UpstreamError", "UpstreamResponse", "deadline_passed"]
 
 MAX_HEADER_BYTES = 64 * 1024
 _READ_CHUNK = 64 * 1024
 WHOLE_MAX = _READ_CHUNK  # bodies read whole with the head, at most
 NO_BODY_STATUS = frozenset({204, 304})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+"""Hop-by-hop headers (RFC 9110 7.6.1): never passed on by the gateway, either way."""
 T = TypeVar("T")
 
 
@@ -55,6 +68,34 @@ class _Origin:
     prefix: str
     host_line: bytes
     """``host: <netloc>`` and its line end."""
+
+
+class _ReadTimer(Protocol):
+    """A connection with one read timer (:func:`deadline_passed`)."""
+
+    loop: asyncio.AbstractEventLoop
+    deadline: float
+    timer: asyncio.TimerHandle | None
+
+    def _check(self) -> None: ...
+
+
+def deadline_passed(conn: _ReadTimer) -> bool:
+    """For a connection's read timer that rang: whether the read under way is past its
+    deadline (then cleared, for the caller to fail the read).
+
+    The timer rings at the deadline it was set for; a later read may have pushed the
+    deadline on since (the timer is then set again for it), or no read may be under way.
+    """
+    conn.timer = None
+    deadline = conn.deadline
+    if not deadline:
+        return False
+    if conn.loop.time() < deadline:
+        conn.timer = conn.loop.call_at(deadline, conn._check)
+        return False
+    conn.deadline = 0.0
+    return True
 
 
 @dataclass(slots=True)
@@ -80,18 +121,9 @@ class _Conn:
             self.timer = self.loop.call_at(deadline, self._check)
 
     def _check(self) -> None:
-        # The timer fires at the deadline it was set for; a later read may have pushed the
-        # deadline on since (then it waits again), or none may be under way.
-        self.timer = None
-        deadline = self.deadline
-        if not deadline:
-            return
-        if self.loop.time() < deadline:
-            self.timer = self.loop.call_at(deadline, self._check)
-            return
-        self.deadline = 0.0
-        self.reader.set_exception(TimeoutError())  # the waiting read raises it
-        self.close()
+        if deadline_passed(self):
+            self.reader.set_exception(TimeoutError())  # the waiting read raises it
+            self.close()
 
 
 @dataclass(slots=True)

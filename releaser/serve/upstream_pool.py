@@ -29,6 +29,7 @@ from releaser.serve.upstream_client import (
     WHOLE_MAX,
     UpstreamError,
     UpstreamResponse,
+    deadline_passed,
     empty_body,
     origin_of,
     parse_head,
@@ -226,15 +227,8 @@ class _UpstreamConnection(asyncio.Protocol):
             self.timer = None
 
     def _check(self) -> None:
-        # Rings at the deadline it was set for; a later read may have pushed it on.
-        self.timer = None
-        deadline = self.deadline
-        if not deadline:
+        if not deadline_passed(self):
             return
-        if self.loop.time() < deadline:
-            self.timer = self.loop.call_at(deadline, self._check)
-            return
-        self.deadline = 0.0
         if self.reader is not None:
             self.reader.set_exception(TimeoutError())  # the waiting read raises it
             self.close()
