@@ -10,8 +10,9 @@ prometheus-client's Counter and Histogram (three locked increments, a bucket sca
 observability checks) took 1.30 us timed alone, against 0.33 us here, of the gateway
 process's 42-45 us a proxied request on ``bench/bench_gateway.py``. Only the event loop
 writes these counts, so no increment is lost; ``/metrics`` is served on that loop too, and a
-scrape from another thread reads copies (it may see a request counted before its latency). The rarer counters (errors, refusals, shadow
-traffic) and the router's gauges stay prometheus-client's.
+scrape from another thread reads copies (it may see a request counted before its latency).
+The rarer counters (errors, refusals, shadow traffic) and the router's gauges stay
+prometheus-client's.
 """
 
 from __future__ import annotations
