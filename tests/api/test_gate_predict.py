@@ -347,6 +347,12 @@ def test_ok_flags_and_latencies_are_stored_as_runs_and_read_back_as_lists() -> N
     assert stored["latency_ms"] == {"runs": [[call, 4000], [0.02, 1999], [None, 1]]}
     back = _from_json(json.loads(json.dumps(stored)), 6000)
     assert back is not None and (back.ok, back.latency_ms) == (ok, latency)
+    # Lists of one type (the usual case) and of several make the same runs.
+    whole = Predictions(["housing"] * 6000, [True] * 6000, [call] * 8 + [0.02] * 5992, [], 0)
+    assert whole.to_json()["ok"] == {"runs": [[True, 6000]]}
+    assert whole.to_json()["latency_ms"] == {"runs": [[call, 8], [0.02, 5992]]}
+    mixed = Predictions([0] * 6, [True] * 6, [1, 1, 1.0, 1.0, 1.0, 1.0], [], 0)
+    assert mixed.to_json()["latency_ms"] == {"runs": [[1, 2], [1.0, 4]]}
     # Lists that do not shorten stay lists; the old list form still reads.
     varied = Predictions([1, True, 1.0], [True, False, True], [1.0, 2.0, 3.0], [], 0)
     assert varied.to_json()["ok"] == [True, False, True]
