@@ -48,6 +48,12 @@ class GateReport(BaseModel):
         default=False, description="Predictions came from the cache (local or the store)."
     )
     mlflow_run_id: str | None = None
+    mlflow_attempt: str | None = Field(
+        default=None,
+        description="Set while the MLflow run of this report is owed: the tag "
+        "(releaser.gate_attempt) the run is logged under, so a re-run finds a run logged "
+        "by a process killed before it recorded the run's id.",
+    )
     warnings: list[str] = Field(default_factory=list)
     usage: dict[str, Any] | None = Field(
         default=None,

@@ -5,8 +5,10 @@ with the release (and with the service's stable release as the baseline, on
 the same rows), scores every row, and judges thresholds, non-regression with
 a paired bootstrap interval, and every slice (see
 :mod:`releaser.core.gate_eval`). The report is stored as evidence on the
-release (record kind ``gate``, audited as ``gate.run``) and logged as an
-MLflow evaluation run with the report as an artifact.
+release (record kind ``gate``, audited as ``gate.run``), then logged as an
+MLflow evaluation run with the report as an artifact, whose id is then recorded on the
+report (``gate.mlflow``): intent before effect, so a killed gate owes the run rather than
+leaving one no record names.
 
 ``require_gates`` is what ``rollout start`` asks before it moves traffic.
 """
@@ -14,6 +16,7 @@ MLflow evaluation run with the report as an artifact.
 from __future__ import annotations
 
 import math
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,6 +57,8 @@ __all__ = ["GATE_KIND", "GateReport", "last_gate", "require_gates", "run_gate"]
 
 GATE_KIND = GATE_RECORD
 EXPERIMENT = "releaser-gates"
+ATTEMPT_TAG = "releaser.gate_attempt"
+"""The MLflow tag naming the attempt a gate run's MLflow run was logged under."""
 
 
 def _baseline(ws: Workspace, release: Release) -> Release | None:
@@ -252,7 +257,7 @@ def _evaluate(
 
 
 def _log_mlflow(
-    ws: Workspace, report: GateReport, traces: str | None = None
+    ws: Workspace, report: GateReport, traces: str | None = None, attempt: str = ""
 ) -> tuple[str | None, str | None]:
     """Log the report as an MLflow evaluation run; (run id, warning).
 
@@ -287,6 +292,7 @@ def _log_mlflow(
                 "releaser.dataset": report.dataset,
                 "releaser.dataset_md5": report.dataset_md5,
                 "releaser.prompts": report.prompts,
+                ATTEMPT_TAG: attempt,
             },
             metrics=values,
             files=files,
@@ -369,6 +375,12 @@ def run_gate(
     exit code 1). Bad input raises before anything is predicted or written.
     ``use_cache=False`` predicts every row of both releases again; the store then
     keeps the new predictions.
+
+    Intent before effect: the report and its predictions are committed first (``gate.run``),
+    naming the MLflow run still owed (``mlflow_attempt``, a tag the run is logged under);
+    then the run is logged; then its id is recorded (``gate.mlflow``). A run killed between
+    the two leaves the MLflow run owed, and the next gate run on the release finds the run
+    by its tag rather than logging a second one.
     """
     ws.config.service(service)
     release = get_service_release(ws, service, release_id)
@@ -376,23 +388,40 @@ def run_gate(
     report, predicted, traces = _evaluate(ws, release, progress, use_cache, record)
     storable, unstored = _storable(predicted)
     previous = GateReport.model_validate(record.value) if record else None
-    run_id: str | None
-    warning: str | None
-    if previous is not None and previous.mlflow_run_id and _same_outcome(previous, report):
+    drift = pinned_drift_warning("eval suite", release.id, pinned_drift(ws, release, "eval"))
+    warnings = [*([drift] if drift else []), *report.warnings, *unstored]
+    report = report.model_copy(update={"warnings": warnings})
+    same = previous is not None and _same_outcome(previous, report)
+    if same and previous is not None and previous.mlflow_run_id:
         # A re-run on cached predictions that judged the same: the MLflow run already
         # holds this evidence, so it is not logged twice (and MLflow is not imported).
-        run_id, warning = previous.mlflow_run_id, None
+        report = report.model_copy(update={"mlflow_run_id": previous.mlflow_run_id})
+        _store(ws, release, report, storable)
+        return report
+    # The same verdict whose MLflow run is still owed keeps its attempt: the run may
+    # have been logged by a process killed before it could record it.
+    resumed = previous.mlflow_attempt if same and previous is not None else None
+    attempt = resumed or uuid.uuid4().hex
+    owed = report.model_copy(update={"mlflow_attempt": attempt})
+    version = _store(ws, release, owed, storable)
+    run_id, warning = None, None
+    if resumed is not None:
+        run_id, warning = _logged_before(ws, resumed)
+    if run_id is None and warning is None:
+        run_id, warning = _log_mlflow(ws, report, traces, attempt)
+    if run_id is not None:
+        report = report.model_copy(update={"mlflow_run_id": run_id})
     else:
-        run_id, warning = _log_mlflow(ws, report, traces)
-    drift = pinned_drift_warning("eval suite", release.id, pinned_drift(ws, release, "eval"))
-    warnings = [
-        *([drift] if drift else []),
-        *report.warnings,
-        *unstored,
-        *([warning] if warning else []),
-    ]
-    report = report.model_copy(update={"mlflow_run_id": run_id, "warnings": warnings})
-    key = _key(service, release.id)
+        report = owed.model_copy(update={"warnings": [*warnings, warning or ""]})
+    _record_run(ws, release, report, version, run_id, warning)
+    return report
+
+
+def _store(
+    ws: Workspace, release: Release, report: GateReport, storable: dict[str, dict[str, Any]]
+) -> int:
+    """Commit ``report`` and the predictions to store, audited ``gate.run``; its version."""
+    key = _key(release.service, release.id)
     for _attempt in range(3):
         existing = ws.store.get(GATE_KIND, key)
         event = EventDraft(
@@ -402,27 +431,68 @@ def run_gate(
             at=report.at,
             before={"passed": existing.value.get("passed")} if existing else None,
             after={
-                "service": service,
+                "service": release.service,
                 "release_id": release.id,
                 "baseline_id": report.baseline_id,
                 "passed": report.passed,
                 "metrics": report.metrics,
                 "failures": report.failures,
                 "dataset_md5": report.dataset_md5,
-                "mlflow_run_id": run_id,
+                "mlflow_run_id": report.mlflow_run_id,
+                **({"mlflow_attempt": report.mlflow_attempt} if report.mlflow_attempt else {}),
             },
             context=current_actor().context,
         )
-        write = Write(GATE_KIND, key, report.to_dict(), existing.version if existing else 0)
+        expected = existing.version if existing else 0
+        write = Write(GATE_KIND, key, report.to_dict(), expected)
         try:
             ws.store.commit([write, *_prediction_writes(ws, storable)], event)
-            return report
+            return expected + 1
         except StateConflict:
             continue  # another gate run on the same release committed first: record ours after
     raise StateConflict(
         f"the gate record of {release.id} kept changing while this run tried to store it",
         hint="run the gate again",
     )
+
+
+def _record_run(
+    ws: Workspace,
+    release: Release,
+    report: GateReport,
+    version: int,
+    run_id: str | None,
+    warning: str | None,
+) -> None:
+    """Record the MLflow run's id (or why it is still owed) on the stored report, audited
+    ``gate.mlflow``. Skipped when another gate run on the release has stored since: its
+    report is the newer evidence, and this run's id is in the audit log either way."""
+    key = _key(release.service, release.id)
+    event = EventDraft(
+        actor=report.actor,
+        action="gate.mlflow",
+        subject=f"release:{release.id}",
+        at=utc_now(),
+        after={
+            "mlflow_run_id": run_id,
+            "mlflow_attempt": report.mlflow_attempt if run_id is None else None,
+            **({"error": warning} if warning else {}),
+        },
+        context=current_actor().context,
+    )
+    try:
+        ws.store.commit([Write(GATE_KIND, key, report.to_dict(), version)], event)
+    except StateConflict:
+        pass
+
+
+def _logged_before(ws: Workspace, attempt: str) -> tuple[str | None, str | None]:
+    """(the run an earlier, interrupted gate run logged under ``attempt``, or None; a warning
+    when MLflow cannot be searched)."""
+    try:
+        return ws.models.finished_run(EXPERIMENT, ATTEMPT_TAG, attempt), None
+    except Exception as exc:  # noqa: BLE001 - the store holds the evidence; MLflow mirrors it
+        return None, f"could not log the gate to MLflow: {type(exc).__name__}: {exc}"
 
 
 def last_gate(ws: Workspace, service: str, release_id: str | None = None) -> GateReport | None:

@@ -454,6 +454,24 @@ class MlflowModelRegistry:
             client.set_terminated(run_id, "FINISHED")
             return run_id
 
+    def finished_run(self, experiment: str, tag: str, value: str) -> str | None:
+        """The id of a FINISHED run in ``experiment`` tagged ``tag = value``, or None.
+
+        How a re-run finds the run a killed process logged before it could record it. A
+        run still RUNNING (its logger killed mid-way) or FAILED does not count.
+        """
+        with self._calling(f"searching experiment {experiment!r} for a run") as client:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                return None
+            quoted = value.replace("'", "")
+            runs = client.search_runs(
+                [found.experiment_id],
+                filter_string=f"tags.`{tag}` = '{quoted}' and attributes.status = 'FINISHED'",
+                max_results=1,
+            )
+            return str(runs[0].info.run_id) if runs else None
+
     def _experiment_id(self, client: MlflowClient, name: str, artifact_location: str) -> str:
         known = self._experiments.get(name)
         if known is not None:

@@ -111,7 +111,14 @@ def test_a_better_candidate_passes_and_is_stored_audited_and_logged(
         )
         counts = ("errors", "not_predicted", "baseline_errors")
         assert {k: run.data.metrics[k] for k in counts} == dict.fromkeys(counts, 0.0)
-        assert {k: v for k, v in run.data.tags.items() if k.startswith("releaser.")} == {
+        tags = {k: v for k, v in run.data.tags.items() if k.startswith("releaser.")}
+        # The attempt it was logged under, recorded in the store before it was logged.
+        attempt = tags.pop("releaser.gate_attempt")
+        assert events[-1].after["mlflow_attempt"] == attempt and len(attempt) == 32
+        recorded = [e for e in audit_log(ws) if e.action == "gate.mlflow"][-1]
+        assert recorded.seq > events[-1].seq
+        assert recorded.after["mlflow_run_id"] == report.mlflow_run_id
+        assert tags == {
             "releaser.release_id": gated.r2,
             "releaser.service": SERVICE,
             "releaser.gate": "passed",

@@ -167,3 +167,102 @@ def test_the_gate_judges_by_the_thresholds_its_release_pinned_and_warns_of_an_ed
         f"releaser.yaml's eval suite differs from the one release {rid} pinned" in res.err
         and "eval.thresholds.accuracy: 0.8 pinned, 0.97 in the file" in res.err
     )
+
+
+# ``releaser gate`` in its own process, killed inside the store commit of the audit action
+# given ("before": ahead of writing it; "after": once it is in).
+KILL_GATE = """
+import os, sys
+from releaser.store.sqlite import SqliteStore
+
+action, when = sys.argv[1:3]
+real = SqliteStore.commit
+
+def commit(self, writes, event, *args, **kwargs):
+    if event.action == action and when == "before":
+        os._exit(9)
+    out = real(self, writes, event, *args, **kwargs)
+    if event.action == action and when == "after":
+        os._exit(9)
+    return out
+
+SqliteStore.commit = commit
+from releaser.cli import main
+sys.argv = ["releaser", *sys.argv[3:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("action", "when", "logged"),
+    [
+        ("gate.mlflow", "before", 1),  # the MLflow run is logged; its id is not recorded
+        ("gate.run", "after", 0),  # the evidence is stored; nothing is logged yet
+    ],
+)
+def test_a_gate_killed_around_its_mlflow_run_logs_one_run_and_a_rerun_converges(
+    release_ws: ExampleWorkspace, cli, action: str, when: str, logged: int
+) -> None:
+    import sys
+
+    from releaser.api.gates import ATTEMPT_TAG, EXPERIMENT, last_gate
+    from releaser.api.workspace import open_workspace
+
+    root = release_ws.root
+    rid = _release(cli, root)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_GATE, action, when, "gate", SERVICE, "--release", rid],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == 9, killed.stderr
+
+    def runs() -> list:
+        ws = open_workspace(root)
+        try:
+            client = ws.models.client
+            experiment = client.get_experiment_by_name(EXPERIMENT)
+            if experiment is None:  # nothing logged in it yet
+                return []
+            return client.search_runs(
+                [experiment.experiment_id], filter_string=f"tags.`releaser.release_id` = '{rid}'"
+            )
+        finally:
+            ws.close()
+
+    def stored() -> dict:
+        ws = open_workspace(root)
+        try:
+            report = last_gate(ws, SERVICE, rid)
+            assert report is not None
+            return report.to_dict()
+        finally:
+            ws.close()
+
+    assert len(runs()) == logged
+    owed = stored()
+    assert owed["mlflow_run_id"] is None and owed["mlflow_attempt"]  # owed, and said so
+
+    res = cli("gate", SERVICE, "--release", rid, "--json", cwd=root)
+    assert res.code == 0, res.err
+    again = json.loads(res.out)
+    (run,) = runs()  # one run in all: found by its attempt tag, or logged now
+    assert again["mlflow_run_id"] == run.info.run_id and again["mlflow_attempt"] is None
+    assert run.data.tags[ATTEMPT_TAG] == owed["mlflow_attempt"]
+    assert stored()["mlflow_run_id"] == run.info.run_id and stored()["mlflow_attempt"] is None
+
+    # A third run judges the same on the same predictions: nothing more is logged.
+    assert (
+        json.loads(cli("gate", SERVICE, "--release", rid, "--json", cwd=root).out)["mlflow_run_id"]
+        == run.info.run_id
+    )
+    assert len(runs()) == 1
+    verify = cli("audit", "verify", cwd=root)
+    assert verify.code == 0, verify.out + verify.err
+    log = json.loads(
+        cli("audit", "log", "--limit", "0", "--subject", f"release:{rid}", "--json").out
+    )
+    actions = [e["action"] for e in (log["events"] if isinstance(log, dict) else log)]
+    assert actions.count("gate.run") == 3 and actions.count("gate.mlflow") == 1, actions
