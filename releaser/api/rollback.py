@@ -26,7 +26,7 @@ from releaser.api.rollback_plan import (
     plan_rollback,
     switch_of,
 )
-from releaser.api.rollouts import commit_switch, owed_by
+from releaser.api.rollout_commit import commit_switch, owed_by
 from releaser.api.state import ServiceState
 from releaser.api.state import state_record as _state_record
 from releaser.api.state import traffic_change as _change

@@ -1,25 +1,22 @@
-"""Use cases for rollouts: start, status, advance, pause, resume, abort, promote.
+"""Use cases for rollouts: start, pause, resume, abort, promote.
 
-Every transition is one store commit that rewrites, with compare-and-swap,
-the rollout record, the service record and the service's routing record, and
-appends one audit event carrying the evidence. The same commit writes the side
-effects the transition owes (MLflow and prompt aliases on promotion, deploy
-targets and GitHub on every change) into the journal (:mod:`releaser.api.journal`),
-pending; they are applied after it, idempotently, reported one by one, and
-never decide the outcome. Routers see the new routing record within their
-refresh interval.
+Each transition is one store commit with the side effects and the notification it
+owes (:mod:`releaser.api.rollout_commit`). Advancing, the post-promotion guard's
+judgement and the finish of a promotion live in :mod:`releaser.api.rollout_advance`;
+``status`` in :mod:`releaser.api.rollout_status`. Their public names are importable
+from here as well.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from releaser.api import journal, notify
 from releaser.api.context import current_actor, utc_now
 from releaser.api.effects import prepare_targets
 from releaser.api.endpoints import require_endpoints
-from releaser.api.freeze import hold_for_freeze, refuse_if_frozen
+from releaser.api.freeze import refuse_if_frozen
 from releaser.api.journal import PRODUCTION_ALIAS
 from releaser.api.releases import (
     get_release,
@@ -27,34 +24,39 @@ from releaser.api.releases import (
     pinned_drift,
     pinned_drift_warning,
 )
-from releaser.api.routes import build_route, route_writes
-from releaser.api.state import (
-    ROLLOUT_KIND,
-    SERVICE_KIND,
-    ServiceState,
-    back_to_stable,
-    service_state,
+from releaser.api.rollout_advance import (
+    AdvanceResult,
+    LiveCheck,
+    advance_if_live,
+    advance_rollout,
 )
+from releaser.api.rollout_advance import _advance as _advance
+from releaser.api.rollout_advance import _judge_guard as _judge_guard
+from releaser.api.rollout_advance import _stuck as _stuck
+from releaser.api.rollout_advance import finish_promotion as _finish_promotion
+from releaser.api.rollout_advance import require_stable_endpoint as _require_stable_endpoint
+from releaser.api.rollout_commit import TransitionResult
+from releaser.api.rollout_commit import commit_change as _commit
+from releaser.api.rollout_commit import commit_switch as commit_switch
+from releaser.api.rollout_commit import owed_by as owed_by
+from releaser.api.rollout_commit import require_active as _active
+from releaser.api.state import ROLLOUT_KIND, ServiceState, back_to_stable, service_state
 from releaser.api.state import rollout_record as _rollout_record
 from releaser.api.state import state_record as _state_record
-from releaser.api.state import traffic_change as _change
 from releaser.api.workspace import Workspace
 from releaser.core import rollout as ro
-from releaser.core.audit import EventDraft
-from releaser.core.effects import SideEffect, TrafficChange
-from releaser.core.freeze import ActiveFreeze
-from releaser.core.guard import GuardCheck, guard_metrics_id
+from releaser.core.effects import SideEffect
 from releaser.core.release import FieldChange, Release
 from releaser.core.shadow import ShadowPlan
-from releaser.errors import BadInput, NotFound
-from releaser.store.base import Record, Write
+from releaser.errors import BadInput
+
+# The redundant aliases (``x as x``) keep importable from here the names this module
+# held before advancing and the commit moved out. A patch takes effect only where a
+# name is looked up: patch ``rollout_advance`` or ``rollout_commit``, not this module.
 
 if TYPE_CHECKING:
-    # The config models load with rollout start (a rollback never needs them), and numpy
-    # and scipy with the analysis (only advance and status need them).
-    from releaser.api.rollback_plan import TrafficSwitch
+    # The config models load with rollout start (a rollback never needs them).
     from releaser.config.service import RolloutPlan
-    from releaser.core.analysis import Decision
 
 __all__ = [
     "PRODUCTION_ALIAS",
@@ -65,6 +67,7 @@ __all__ = [
     "SideEffect",
     "TransitionResult",
     "abort_rollout",
+    "advance_if_live",
     "advance_rollout",
     "pause_rollout",
     "pinned_plan",
@@ -73,171 +76,6 @@ __all__ = [
     "service_state",
     "start_rollout",
 ]
-
-
-@dataclass(frozen=True)
-class TransitionResult:
-    """The rollout after a transition, and the side effects that followed."""
-
-    rollout: ro.Rollout
-    side_effects: list[SideEffect] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class AdvanceResult:
-    """What ``advance`` decided, with its evidence, and the rollout afterwards."""
-
-    decision: Decision
-    rollout: ro.Rollout
-    transitioned: bool
-    side_effects: list[SideEffect] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    frozen: ActiveFreeze | None = None
-    """The change freeze that turned an advance or a promotion into this hold, if any."""
-    guard: GuardCheck | None = None
-    """Set when no rollout was live and the post-promotion guard was judged instead."""
-
-
-# --- reading -------------------------------------------------------------------------------
-
-
-def _active(ws: Workspace, service: str) -> tuple[ServiceState, int, ro.Rollout, Record]:
-    state, version = _state_record(ws, service)
-    if state.active_rollout is None:
-        finished = journal.settle(ws, service=service)
-        notify.deliver_owed(ws, service)  # audited; the command fails all the same
-        owed = f"; finished {len(finished)} side effect(s) the last change owed" if finished else ""
-        raise NotFound(
-            f"{service} has no rollout in progress (state store {ws.store.url}){owed}",
-            hint=f"start one with 'releaser rollout start {service} --release ID'; "
-            "if your team shares a store, set RELEASER_STORE (or --store) to it",
-        )
-    rollout, rec = _rollout_record(ws, state.active_rollout)
-    return state, version, rollout, rec
-
-
-def _commit(
-    ws: Workspace,
-    *,
-    state: ServiceState,
-    state_version: int,
-    rollout: ro.Rollout | None,
-    rollout_version: int | None,
-    stable: str | None,
-    action: str,
-    now: str,
-    reason: str | None,
-    before: Any,
-    after: Any,
-    rolled_back: str | None = None,
-    aliases: tuple[Release, Release | None] | None = None,
-    extra: list[Write] | None = None,
-    settle: bool = True,
-    notice: dict[str, Any] | None = None,
-    tell: bool = True,
-) -> list[SideEffect]:
-    """Commit one traffic change with the side effects it owes, then (``settle``) apply them.
-
-    ``aliases`` is (release, the release it replaces) when the ``production``
-    aliases move with the change (a promotion, a rollback after one); ``extra``
-    are more records the same commit writes. With ``tell``, the commit also owes
-    the change's notification (``notice``: its further facts) when a webhook takes it.
-    """
-    actor = current_actor()
-    # The post-promotion guard lasts while its release is stable and no rollout is live.
-    guard = state.guard
-    if guard is not None and (guard.release != stable or (rollout and not rollout.final)):
-        state = state.model_copy(update={"guard": None})
-    writes = [Write(SERVICE_KIND, state.service, state.model_dump(mode="json"), state_version)]
-    if rollout is not None and rollout_version is not None:
-        writes.append(Write(ROLLOUT_KIND, rollout.id, rollout.to_value(), rollout_version))
-    route = build_route(ws, state.service, stable, rollout, now)
-    if state.guard is not None and route.candidate is None:
-        route = route.model_copy(update={"guard": guard_metrics_id(state.guard.rollout_id)})
-    writes += route_writes(ws, route)
-    writes += extra or []
-    change = _change(state.service, action, stable, rollout, rolled_back, reason, now)
-    intents = owed_by(ws, change, aliases)
-    subject = f"rollout:{rollout.id}" if rollout else f"service:{state.service}"
-    told = (
-        notify.transition_notice(
-            ws, action, state.service, rollout=rollout, stable=stable, at=now, fields=notice
-        )
-        if tell
-        else []
-    )
-    ws.store.commit(
-        [*writes, *intents.writes, *told],
-        EventDraft(
-            actor=actor.name,
-            action=action,
-            subject=subject,
-            at=now,
-            before=before,
-            after=after,
-            reason=reason,
-            context=actor.context,
-        ),
-        also=intents.events,
-    )
-    return journal.settle(ws, service=state.service) if settle else []
-
-
-def commit_switch(
-    ws: Workspace,
-    sw: TrafficSwitch,
-    *,
-    action: str = "rollback",
-    after: Any = None,
-    notice: dict[str, Any] | None = None,
-    tell: bool = True,
-) -> None:
-    """Commit a rollback's traffic switch (worked out by ``rollback_plan.switch_of``) as one
-    store write with the side effects it owes, applied later by the caller's settle, and
-    (``tell``) the notification it owes, ``notice`` holding its facts."""
-    _commit(
-        ws,
-        state=sw.state,
-        state_version=sw.state_version,
-        rollout=sw.rollout,
-        rollout_version=sw.rollout_version,
-        stable=sw.stable,
-        action=action,
-        now=sw.now,
-        reason=sw.reason,
-        before=sw.before,
-        after=sw.after if after is None else after,
-        rolled_back=sw.rolled_back,
-        aliases=sw.aliases,
-        extra=sw.extra,
-        settle=False,
-        notice=notice,
-        tell=tell,
-    )
-
-
-def owed_by(
-    ws: Workspace, change: TrafficChange, aliases: tuple[Release, Release | None] | None
-) -> journal.Intents:
-    """The side effects ``change`` owes: the targets, and the aliases when they move."""
-    intents = journal.Intents()
-    if aliases is not None:
-        release, replaced = aliases
-        intents.release_aliases(
-            ws,
-            release,
-            replaced=replaced,
-            cause=change.action,
-            reason=change.reason or change.action,
-            at=change.at,
-            move="rollback" if change.status == "rolled_back" else "promote",
-        )
-    intents.targets(ws, change)
-    return intents
-
-
-# --- transitions ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -443,253 +281,6 @@ def start_rollout(
     )
     warnings += notify.after_change(ws, "rollout.start", service, rollout=rollout, effects=targets)
     return TransitionResult(rollout, targets, warnings)
-
-
-LiveCheck = Literal["idle", "paused"]
-"""Why :func:`advance_if_live` did nothing: no rollout in progress, or one held paused."""
-
-
-def advance_if_live(
-    ws: Workspace, service: str, *, now: str | None = None
-) -> AdvanceResult | LiveCheck:
-    """:func:`advance_rollout` when a rollout is running; ``idle`` or ``paused`` otherwise.
-
-    For schedules that run whether or not a rollout is live: an idle service, or a
-    rollout operators hold paused, is not an error (side effects a change still
-    owes are finished all the same). An unknown service still is.
-    """
-    ws.config.service(service)
-    late = notify.deliver_owed(ws, service)
-    state = service_state(ws, service)
-    if state.active_rollout is None:
-        guarded = _judge_guard(ws, service, now or utc_now())
-        if guarded is not None:
-            return replace(guarded, warnings=[*late, *guarded.warnings])
-        journal.settle(ws, service=service)
-        return "idle"
-    if _rollout_record(ws, state.active_rollout)[0].status == "paused":
-        journal.settle(ws, service=service)
-        return "paused"
-    result = _advance(ws, service, now=now)
-    return replace(result, warnings=[*late, *result.warnings]) if late else result
-
-
-def advance_rollout(ws: Workspace, service: str, *, now: str | None = None) -> AdvanceResult:
-    """Analyse the live metrics and take at most one step: advance, promote, roll back or hold.
-
-    Safe to call as often as a CI cron likes: the tests are anytime-valid, a
-    hold writes only the updated test state, and a finished rollout is refused.
-    After a promotion, while its guard lasts, it judges the guard instead
-    (:mod:`releaser.api.guard`): a confirmed breach rolls back. Notifications an
-    earlier command owes are told first (late).
-    """
-    late = notify.deliver_owed(ws, service)
-    result = _advance(ws, service, now=now)
-    return replace(result, warnings=[*late, *result.warnings]) if late else result
-
-
-def _advance(ws: Workspace, service: str, *, now: str | None = None) -> AdvanceResult:
-    now = now or utc_now()
-    journal.settle(ws, service=service)  # what an earlier change owes lands first
-    if service_state(ws, service).active_rollout is None:
-        guarded = _judge_guard(ws, service, now)
-        if guarded is not None:
-            return guarded
-    state, version, rollout, rec = _active(ws, service)
-    if rollout.status == "paused":
-        raise ro.IllegalTransition(
-            f"rollout {rollout.id} is paused", hint=f"'releaser rollout resume {service}' first"
-        )
-    from releaser.api.rollout_status import decide_step
-
-    # A freeze turns a widening step or a promotion into a hold; a rollback still happens.
-    decision, frozen = hold_for_freeze(ws, service, decide_step(ws, state, rollout, now), now)
-    evidence = {
-        "decision": decision.action,
-        "reasons": decision.reasons,
-        "tests": [t.model_dump(mode="json") for t in decision.tests],
-        "breaches": [b.model_dump(mode="json") for b in decision.breaches],
-        "step": rollout.current.name,
-    }
-    analysis = decision.state.model_dump(mode="json")
-    actor = current_actor().name
-    if decision.action == "hold":
-        if analysis != state.analysis:
-            ws.store.commit(
-                [
-                    Write(
-                        SERVICE_KIND,
-                        service,
-                        state.model_copy(update={"analysis": analysis}).model_dump(mode="json"),
-                        version,
-                    )
-                ],
-                EventDraft(
-                    actor=actor,
-                    action="rollout.check",
-                    subject=f"rollout:{rollout.id}",
-                    at=now,
-                    after=evidence,
-                    reason="; ".join(decision.reasons),
-                ),
-            )
-        why = _stuck(decision, frozen)
-        told = notify.stuck_hold(ws, rollout, decision.reasons, why, now) if why else []
-        return AdvanceResult(decision, rollout, False, warnings=told, frozen=frozen)
-    if decision.action == "rollback":
-        new = ro.roll_back(rollout, now=now, reasons=decision.reasons, actor=actor)
-        new_state = back_to_stable(
-            state, rollout.candidate, "automatic: " + "; ".join(decision.reasons), now
-        )
-        targets = _commit(
-            ws,
-            state=new_state,
-            state_version=version,
-            rollout=new,
-            rollout_version=rec.version,
-            stable=state.stable,
-            action="rollout.rollback",
-            now=now,
-            reason="; ".join(decision.reasons),
-            before={"step": rollout.step},
-            after=evidence,
-        )
-        told = notify.after_change(ws, "rollout.rollback", service, rollout=new, effects=targets)
-        return AdvanceResult(decision, new, True, targets, told)
-    new = ro.advance(rollout, now=now, reasons=decision.reasons, actor=actor)
-    if new.status == "promoted":
-        _require_stable_endpoint(ws, state, new.candidate)
-        result = _finish_promotion(
-            ws,
-            state,
-            version,
-            rollout,
-            rec,
-            new,
-            now,
-            evidence,
-            "rollout.promote",
-            "; ".join(decision.reasons),
-        )
-        return AdvanceResult(decision, result.rollout, True, result.side_effects, result.warnings)
-    new_state = state.model_copy(update={"analysis": analysis})
-    targets = _commit(
-        ws,
-        state=new_state,
-        state_version=version,
-        rollout=new,
-        rollout_version=rec.version,
-        stable=state.stable,
-        action="rollout.advance",
-        now=now,
-        reason="; ".join(decision.reasons),
-        before={"step": rollout.current.name},
-        after={**evidence, "to_step": new.current.name, "percent": new.current.percent},
-    )
-    told = notify.after_change(ws, "rollout.advance", service, rollout=new, effects=targets)
-    return AdvanceResult(decision, new, True, targets, told)
-
-
-def _stuck(decision: Decision, frozen: ActiveFreeze | None) -> str:
-    """Why a hold needs a person, or '' for a routine one (bake time, samples to come)."""
-    if frozen is not None:
-        return f"change freeze {frozen.name!r}"
-    if decision.reasons and decision.reasons[0].startswith("no evidence"):
-        return "no evidence from the metrics source"
-    return ""
-
-
-def _judge_guard(ws: Workspace, service: str, now: str) -> AdvanceResult | None:
-    """The post-promotion guard's look (:mod:`releaser.api.guard`); on a confirmed breach,
-    the rollback's switch committed as ``releaser rollback`` commits it, with the evidence."""
-    from releaser.api.guard import judge_guard
-
-    judged = judge_guard(ws, service, now=now)
-    if judged is None:
-        return None
-    sw = judged.switch
-    if sw is None:
-        decision = judged.decision()
-        return AdvanceResult(
-            decision, judged.rollout, False, judged.side_effects, guard=judged.check
-        )
-    breach: dict[str, Any] = {
-        "release": sw.rolled_back or judged.rollout.candidate,
-        "reasons": judged.check.reasons,
-        "rolled_back_to": sw.stable,
-        "evidence": judged.evidence,
-    }
-    commit_switch(
-        ws,
-        sw,
-        action="guard.rollback",
-        after={**sw.after, "guard": judged.evidence},
-        notice=notify.breach_fields(service, **breach),
-    )
-    effects = journal.settle(ws, service=service)
-    undone = [w for w in sw.extra if w.key == judged.rollout.id]
-    rollout = ro.Rollout.model_validate(undone[0].value) if undone else judged.rollout
-    told = notify.guard_breach(ws, service, **breach)
-    return AdvanceResult(judged.decision(), rollout, True, effects, told, guard=judged.check)
-
-
-def _require_stable_endpoint(ws: Workspace, state: ServiceState, release_id: str) -> None:
-    """Refuse a promotion the gateway could not serve truthfully (nothing written yet)."""
-    require_endpoints(
-        ws,
-        state.service,
-        {release_id: "stable"},
-        state=state,
-        stable=release_id,
-        doing=f"promote {release_id}",
-    )
-
-
-def _finish_promotion(
-    ws: Workspace,
-    state: ServiceState,
-    version: int,
-    old: ro.Rollout,
-    rec: Record,
-    new: ro.Rollout,
-    now: str,
-    evidence: Any,
-    action: str,
-    reason: str,
-) -> TransitionResult:
-    from releaser.api.guard import guard_for_promotion
-
-    release = get_release(ws, new.candidate)
-    new_state = state.model_copy(
-        update={
-            "stable": new.candidate,
-            "active_rollout": None,
-            "analysis": {},
-            "known_good": [*state.known_good, new.candidate],
-            "last_rollback": None,
-            "guard": guard_for_promotion(ws, old, release, now),
-        }
-    )
-    targets = _commit(
-        ws,
-        state=new_state,
-        state_version=version,
-        rollout=new,
-        rollout_version=rec.version,
-        stable=new.candidate,
-        action=action,
-        now=now,
-        reason=reason,
-        before={"stable": old.baseline},
-        after={**(evidence or {}), "stable": new.candidate},
-        aliases=(
-            release,
-            get_release(ws, old.baseline) if old.baseline else None,
-        ),
-    )
-    return TransitionResult(
-        new, targets, notify.after_change(ws, action, new.service, rollout=new, effects=targets)
-    )
 
 
 def _simple(
