@@ -30,9 +30,6 @@ from releaser.api.rollout_advance import (
     advance_if_live,
     advance_rollout,
 )
-from releaser.api.rollout_advance import _advance as _advance
-from releaser.api.rollout_advance import _judge_guard as _judge_guard
-from releaser.api.rollout_advance import _stuck as _stuck
 from releaser.api.rollout_advance import finish_promotion as _finish_promotion
 from releaser.api.rollout_advance import require_stable_endpoint as _require_stable_endpoint
 from releaser.api.rollout_commit import TransitionResult
@@ -50,9 +47,9 @@ from releaser.core.release import FieldChange, Release
 from releaser.core.shadow import ShadowPlan
 from releaser.errors import BadInput
 
-# The redundant aliases (``x as x``) keep importable from here the names this module
-# held before advancing and the commit moved out. A patch takes effect only where a
-# name is looked up: patch ``rollout_advance`` or ``rollout_commit``, not this module.
+# ``commit_switch`` and ``owed_by`` stay importable from here (``x as x``), as before the
+# commit moved out. A patch takes effect only where a name is looked up: patch
+# ``rollout_advance`` or ``rollout_commit``, not this module.
 
 if TYPE_CHECKING:
     # The config models load with rollout start (a rollback never needs them).
