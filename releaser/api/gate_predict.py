@@ -132,7 +132,10 @@ class Predictions:
     @property
     def ms_per_row(self) -> float | None:
         """The mean predict time of the rows predicted (their calls' time over their rows)."""
-        known = [v for v, good in zip(self.latency_ms, self.ok, strict=True) if good and v]
+        if False in self.ok:
+            known = [v for v, good in zip(self.latency_ms, self.ok, strict=True) if good and v]
+        else:  # every row answered (the usual case): filtered in C
+            known = list(filter(None, self.latency_ms))
         return sum(known) / len(known) if known else None
 
     def json_size(self) -> int:

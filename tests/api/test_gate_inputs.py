@@ -17,6 +17,7 @@ import pytest
 from releaser.api.gate_inputs import (
     MAX_CELL_CHARS,
     MAX_JSON_DEPTH,
+    CsvTable,
     _csv_rows,
     _import_fresh,
     importable_from,
@@ -143,6 +144,35 @@ def test_rows_are_what_csv_dict_reader_gives(dialect: str) -> None:
         text = buf.getvalue()
         rows = _csv_rows(csv.reader(io.StringIO(text, newline=""), dialect=dialect))
         assert rows == _dict_reader_rows(text, dialect), text
+
+
+def test_columns_are_what_the_rows_hold() -> None:
+    """Seeded random tables, a header name repeated in some: each column of an even table,
+    read in C, is each row's value under that name (the last column of a repeated name, as
+    a row's dict keeps it); an uneven table comes as plain rows."""
+    rng = random.Random(13)
+    for _ in range(300):
+        header = [rng.choice(["text", "channel", "queue", "q"]) for _ in range(rng.randint(1, 5))]
+        width = len(header)
+        uneven = rng.random() < 0.2
+        body = [
+            [rng.choice(["", "a", "x,y", "é"]) for _ in range(width + (uneven and i == 0))]
+            for i in range(rng.randint(0, 8))
+        ]
+        buf = io.StringIO(newline="")
+        csv.writer(buf).writerows([header, *body])
+        text = buf.getvalue()
+        rows = _csv_rows(csv.reader(io.StringIO(text, newline="")))
+        assert rows == _dict_reader_rows(text, "excel"), text
+        if uneven and body:
+            assert isinstance(rows, list)
+            continue
+        assert isinstance(rows, CsvTable)
+        for name in set(header):
+            assert rows.column(name) == [row[name] for row in rows]
+        assert rows[1:3] == list(rows)[1:3]
+        with pytest.raises(KeyError):
+            rows.column("missing")
 
 
 def test_a_short_row_has_no_label() -> None:

@@ -363,3 +363,11 @@ def test_ok_flags_and_latencies_are_stored_as_runs_and_read_back_as_lists() -> N
     assert _from_json({**stored, "ok": {"runs": [[True, "many"]]}}, 6000) is None
     assert _from_json({**stored, "latency_ms": {"runs": [[1.0, -3]]}}, 6000) is None
     assert _from_json({**stored, "latency_ms": {"runs": [[1.0, 5]]}}, 6000) is None
+
+
+def test_ms_per_row_is_the_mean_over_the_rows_answered_in_time() -> None:
+    # A row that raised does not count, nor one without a time.
+    assert Predictions([1, 2, 3], [True, False, True], [1.0, 5.0, 3.0], [], 0).ms_per_row == 2.0
+    every = Predictions([1, 2, 3, 4], [True] * 4, [1.0, None, 0.0, 3.0], [], 0)
+    assert every.ms_per_row == 2.0
+    assert Predictions([1], [False], [None], [], 1).ms_per_row is None
