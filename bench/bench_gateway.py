@@ -65,8 +65,10 @@ The request counter and latency histogram are plain counts read at scrape time
 a request, timed alone, against 0.33 us now. On a quiet machine of the faster kind (the
 same 2 cores; ``dvc --version`` 0.13 s), with that change: the gateway process 42 us a
 request against the upstream's 25, throughput 55% of direct (18.7k-21.6k against
-38.2k-42.2k), the ASGI path 30%, nginx 86%; before it, in two runs the same day, 51% and
-54% with the gateway process at 44-45 us. Time in the gateway process by ``perf`` (user
+38.2k-42.2k), the ASGI path 30%, nginx 86%; two later runs, with the machine quieter
+still, 55% and 55% (26.9k against 48.7k; the gateway process 33 us, the upstream 20, the
+ASGI path 30%, nginx 88-93%); before it, in two runs the same day, 51% and 54% with the
+gateway process at 44-45 us. Time in the gateway process by ``perf`` (user
 and kernel): the interpreter 57%, the kernel 33% (loopback reads, writes and wake-ups),
 libc 4%, uvloop 3%, httptools 2%.
 
