@@ -8,17 +8,17 @@ the time asked, compiles it exactly as routers do
 from the core's bucketing: the named group the unit matched (by allow-list or
 attribute rule) or its bucket against the step's percentage.
 
-:func:`cohort_export` lists, per route period in a window, the cohort, the requests
-each release served and the **distinct units** it served, in all and per cohort group.
-Routers aggregate requests per (rollout, step, variant) and units as a HyperLogLog sketch
-per (rollout, step, variant, group) (:mod:`releaser.core.unit_sketch`: estimates within
-1.625 % relative standard error, exact for a few units; no unit id is ever stored). A
-release's units are its groups' sketches merged, so a unit counts once however many
-requests it made. A step's counts cover the whole step (they carry no time within it).
-Periods with no rollout live are not counted at all (routers count only baseline and
-candidate requests). Units are null, with the reason in ``units_note``, when the service's
-metrics come from Prometheus (its series carry no unit ids) or no router recorded a unit
-id in the step.
+:func:`cohort_export` lists, per route period in a window, the cohort, the requests each
+release served and the **distinct units** it served, in all and per cohort group. Routers
+aggregate requests per (rollout, step, variant) and units as a HyperLogLog sketch per
+(rollout, step, variant, group) (:mod:`releaser.core.unit_sketch`: estimates within 1.625 %
+relative standard error; a few units exactly, or one fewer when two share a register; no
+unit id is ever stored). A release's units are its groups' sketches merged, so a unit counts
+once however many requests it made. A step's counts cover the whole step (they carry no time
+within it). Periods with no rollout live are not counted at all (routers count only baseline
+and candidate requests). Units are null, with the reason in ``units_note``, when the
+service's metrics come from Prometheus (its series carry no unit ids) or no router recorded
+a unit id in the step.
 """
 
 from __future__ import annotations
@@ -323,7 +323,8 @@ class CohortExport:
 COUNTED = (
     "requests, and distinct units, per rollout step and variant, over the whole step (a "
     "step's counts carry no time within it); units are HyperLogLog estimates (relative "
-    f"standard error {RELATIVE_ERROR:.3%}, exact for a few units; no unit id is stored), "
+    f"standard error {RELATIVE_ERROR:.3%}; a few units exactly, or one fewer when two "
+    "share a register; no unit id is stored), "
     "per release and per cohort group ('(percent)': the units the step's percentage "
     "decided); periods with no rollout live are not counted (null)"
 )
