@@ -436,7 +436,9 @@ class Gateway:
         release = assignment.release_id or ""
         variant = assignment.variant
         if base is None:
-            await self._fail(send, start, assignment, 503, "no upstream", "no endpoint", marks)
+            await self._fail(
+                send, start, assignment, 503, "no upstream", "no endpoint", marks, unit
+            )
             return
         deadline = asyncio.get_running_loop().time() + limits.body_timeout_s
         body: bytes | AsyncIterator[bytes]
@@ -460,12 +462,10 @@ class Gateway:
             response = await client.request(scope["method"], base, target, forward, body, length)
         except UpstreamError as exc:
             if exc.kind == "timeout":
-                await self._fail(send, start, assignment, 504, "upstream timeout", str(exc), marks)
+                what, status, detail = "upstream timeout", 504, str(exc)
             else:
-                detail = f"{base}: {exc}"
-                await self._fail(
-                    send, start, assignment, 502, "upstream unavailable", detail, marks
-                )
+                what, status, detail = "upstream unavailable", 502, f"{base}: {exc}"
+            await self._fail(send, start, assignment, status, what, detail, marks, unit)
             return
         status = response.status
         headers = [(k, v) for k, v in response.headers if k not in _HOP_BY_HOP]
@@ -519,14 +519,22 @@ class Gateway:
         what: str,
         detail: str,
         marks: list[tuple[bytes, bytes]],
+        unit: str | None,
     ) -> None:
-        body = self.failed(start, assignment, status, what, detail)
+        body = self.failed(start, assignment, status, what, detail, unit)
         await _respond(send, status, body, b"application/json", marks)
 
     def failed(
-        self, start: float, assignment: Assignment, status: int, what: str, detail: str
+        self,
+        start: float,
+        assignment: Assignment,
+        status: int,
+        what: str,
+        detail: str,
+        unit: str | None = None,
     ) -> bytes:
-        """Record a request its variant failed (``what``); the JSON body to answer with."""
+        """Record a request its variant failed (``what``), and its unit, as served: the
+        JSON body to answer with."""
         body = {
             "error": what,
             "service": self.service,
@@ -534,7 +542,7 @@ class Gateway:
             "release": assignment.release_id,
             "detail": detail,
         }
-        self.record(assignment, start, status, True)
+        self.record(assignment, start, status, True, unit)
         self.metrics.error(assignment.variant, assignment.release_id or "", what.replace(" ", "_"))
         return json.dumps(body).encode()
 

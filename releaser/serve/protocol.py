@@ -305,7 +305,7 @@ def gateway_protocol(gateway: Gateway) -> type[asyncio.Protocol]:
             exchange.assignment, exchange.marks, exchange.unit = assignment, marks, unit
             if base is None:
                 self._uncount(exchange)
-                body = gateway.failed(start, assignment, 503, "no upstream", "no endpoint")
+                body = gateway.failed(start, assignment, 503, "no upstream", "no endpoint", unit)
                 self._finish(exchange, self._error_response(exchange, 503, body))
                 return
             mirror = gateway.mirror
@@ -356,7 +356,9 @@ def gateway_protocol(gateway: Gateway) -> type[asyncio.Protocol]:
             else:
                 status, what, detail = 502, "upstream unavailable", f"{exchange.base}: {exc}"
             try:
-                body = gateway.failed(exchange.start, exchange.assignment, status, what, detail)
+                body = gateway.failed(
+                    exchange.start, exchange.assignment, status, what, detail, exchange.unit
+                )
                 self._finish(exchange, self._error_response(exchange, status, body))
             except Exception:
                 self._crashed(exchange)
