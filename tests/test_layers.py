@@ -53,8 +53,26 @@ def imports_of(name: str) -> Iterator[str]:
     yield from imports_in(mods[name].read_text(encoding="utf-8"), name, mods)
 
 
+def parse_source(source: str) -> ast.Module:
+    """``ast.parse``, again when CPython 3.11's AST constructor says its depth mismatched.
+
+    CPython 3.11 keeps that depth per interpreter, not per thread (python/cpython#106905
+    and the reports around it): a parse here that races one in another thread, such as a
+    traceback a server thread left by an earlier test in this worker formats, can fail
+    with ``SystemError: AST constructor recursion depth mismatch``. The source is fine;
+    a second parse gives its tree.
+    """
+    for attempt in range(3):
+        try:
+            return ast.parse(source)
+        except SystemError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def imports_in(source: str, name: str, mods: dict[str, Path]) -> Iterator[str]:
-    tree = ast.parse(source)
+    tree = parse_source(source)
     skipped = _type_checking_nodes(tree)
     for node in ast.walk(tree):
         if id(node) in skipped:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import promptregistry
+from tests.test_layers import parse_source
 
 PACKAGE = Path(promptregistry.__file__).resolve().parent
 
@@ -71,7 +72,7 @@ def test_heavy_libraries_load_only_when_used(code: str) -> None:
 
 def test_the_package_never_imports_releaser() -> None:
     for path in PACKAGE.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse_source(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
