@@ -16,6 +16,7 @@ import pytest
 
 from releaser.core.audit import EventDraft
 from releaser.core.routing import ROUTE_KIND, GroupDef, ReleaseArtifacts, ServiceRoute
+from releaser.errors import ExternalUnavailable
 from releaser.store.base import Store, Write
 from tests.store_backends import (  # noqa: F401  (backend and store are fixtures)
     Backend,
@@ -97,3 +98,21 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+class LostConfirmation:
+    """Fault injection around a real store: the next write commits, then reports a failure.
+
+    What a router sees when the connection drops after COMMIT reached the database.
+    """
+
+    def __init__(self, real: Store) -> None:
+        self.store = real
+        self.fail_next = True
+
+    def add_metrics(self, batch, *, batch_id=None):  # type: ignore[no-untyped-def]
+        added = self.store.add_metrics(batch, batch_id=batch_id)
+        if self.fail_next:
+            self.fail_next = False
+            raise ExternalUnavailable("connection lost during COMMIT")
+        return added

@@ -14,7 +14,14 @@ from releaser.router import Assignment, Router
 from releaser.router.metrics_buffer import MetricsBuffer
 from releaser.store.base import Store
 
-from .conftest import StoreBackend, make_route, put_route, rollout_route, wait_until
+from .conftest import (
+    LostConfirmation,
+    StoreBackend,
+    make_route,
+    put_route,
+    rollout_route,
+    wait_until,
+)
 
 BASELINE = Assignment("svc", "rel-stable", "baseline", 2, "ro-1")
 CANDIDATE = Assignment("svc", "rel-cand", "candidate", 2, "ro-1")
@@ -172,24 +179,6 @@ def test_concurrent_recording_loses_nothing(sqlite_store: Store) -> None:
     assert all(s.quality_count == s.requests for s in stored.values())
 
 
-class _LostConfirmation:
-    """Fault injection around a real store: the next write commits, then reports a failure.
-
-    What a router sees when the connection drops after COMMIT reached the database.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.fail_next = True
-
-    def add_metrics(self, batch, *, batch_id=None):  # type: ignore[no-untyped-def]
-        added = self.store.add_metrics(batch, batch_id=batch_id)
-        if self.fail_next:
-            self.fail_next = False
-            raise ExternalUnavailable("connection lost during COMMIT")
-        return added
-
-
 def test_a_batch_whose_commit_was_not_confirmed_is_counted_once(
     backend: StoreBackend, store: Store
 ) -> None:
@@ -197,7 +186,7 @@ def test_a_batch_whose_commit_was_not_confirmed_is_counted_once(
     for _ in range(5):
         buffer.add(CANDIDATE, latency_ms=2.0)
     buffer.add(BASELINE, error=True)
-    flaky = _LostConfirmation(store)
+    flaky = LostConfirmation(store)
     with pytest.raises(ExternalUnavailable):
         buffer.flush(flaky)  # type: ignore[arg-type]
     assert store.read_metrics("ro-1")[(2, "candidate")].requests == 5  # it did land
@@ -217,7 +206,7 @@ def test_capping_trims_an_unconfirmed_batch_without_double_counting(
     buffer = MetricsBuffer(max_pending_keys=1)
     buffer.add(BASELINE)
     buffer.add(CANDIDATE)
-    flaky = _LostConfirmation(sqlite_store)
+    flaky = LostConfirmation(sqlite_store)
     with pytest.raises(ExternalUnavailable):
         buffer.flush(flaky)  # type: ignore[arg-type]
     # Both keys landed; the cap trimmed the kept copy to one key, under the same id.
@@ -298,7 +287,7 @@ def test_a_batch_with_tokens_whose_commit_was_not_confirmed_is_counted_once(
     buffer = MetricsBuffer()
     for _ in range(5):
         buffer.add(CANDIDATE, prompt_tokens=300, completion_tokens=50)
-    flaky = _LostConfirmation(store)
+    flaky = LostConfirmation(store)
     with pytest.raises(ExternalUnavailable):
         buffer.flush(flaky)  # type: ignore[arg-type]
     buffer.add(CANDIDATE, prompt_tokens=1, completion_tokens=2)

@@ -23,7 +23,7 @@ from releaser.router.metrics_buffer import MetricsBuffer
 from releaser.router.snapshot import compile_route
 from releaser.store.base import Store
 
-from .conftest import SEED, StoreBackend, make_route, put_route, rollout_route
+from .conftest import SEED, LostConfirmation, StoreBackend, make_route, put_route, rollout_route
 
 GROUPS = {
     "pilots": GroupDef(allow=["council-017", "council-042"]),
@@ -108,21 +108,6 @@ def test_two_routers_over_one_store_merge_to_the_union(backend: StoreBackend, st
     assert abs(total.count() - len(crowd)) <= 3 * 0.01625 * len(crowd)
 
 
-class _LostConfirmation:
-    """A real store whose next write commits, then reports a failure (a lost COMMIT ack)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.fail_next = True
-
-    def add_metrics(self, batch, *, batch_id=None):  # type: ignore[no-untyped-def]
-        added = self.store.add_metrics(batch, batch_id=batch_id)
-        if self.fail_next:
-            self.fail_next = False
-            raise ExternalUnavailable("connection lost during COMMIT")
-        return added
-
-
 def test_a_batch_whose_commit_was_not_confirmed_counts_its_units_once(
     backend: StoreBackend, store: Store
 ) -> None:
@@ -132,7 +117,7 @@ def test_a_batch_whose_commit_was_not_confirmed_counts_its_units_once(
     buffer = MetricsBuffer()
     for i in range(200):
         buffer.add(candidate, unit_id=f"user-{i}")
-    flaky = _LostConfirmation(store)
+    flaky = LostConfirmation(store)
     with pytest.raises(ExternalUnavailable):
         buffer.flush(flaky)  # type: ignore[arg-type]
     landed = store.read_units("ro-1")
