@@ -62,13 +62,10 @@ def parse_source(source: str) -> ast.Module:
     with ``SystemError: AST constructor recursion depth mismatch``. The source is fine;
     a second parse gives its tree.
     """
-    for attempt in range(3):
-        try:
-            return ast.parse(source)
-        except SystemError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        return ast.parse(source)
+    except SystemError:
+        return ast.parse(source)
 
 
 def imports_in(source: str, name: str, mods: dict[str, Path]) -> Iterator[str]:

@@ -391,28 +391,26 @@ def run_gate(
     drift = pinned_drift_warning("eval suite", release.id, pinned_drift(ws, release, "eval"))
     warnings = [*([drift] if drift else []), *report.warnings, *unstored]
     report = report.model_copy(update={"warnings": warnings})
-    same = previous is not None and _same_outcome(previous, report)
-    if same and previous is not None and previous.mlflow_run_id:
+    same = previous if previous is not None and _same_outcome(previous, report) else None
+    if same is not None and same.mlflow_run_id:
         # A re-run on cached predictions that judged the same: the MLflow run already
         # holds this evidence, so it is not logged twice (and MLflow is not imported).
-        report = report.model_copy(update={"mlflow_run_id": previous.mlflow_run_id})
+        report = report.model_copy(update={"mlflow_run_id": same.mlflow_run_id})
         _store(ws, release, report, storable)
         return report
     # The same verdict whose MLflow run is still owed keeps its attempt: the run may
     # have been logged by a process killed before it could record it.
-    resumed = previous.mlflow_attempt if same and previous is not None else None
+    resumed = same.mlflow_attempt if same is not None else None
     attempt = resumed or uuid.uuid4().hex
     owed = report.model_copy(update={"mlflow_attempt": attempt})
     version = _store(ws, release, owed, storable)
-    run_id, warning = None, None
-    if resumed is not None:
-        run_id, warning = _logged_before(ws, resumed)
+    run_id, warning = _logged_before(ws, resumed) if resumed else (None, None)
     if run_id is None and warning is None:
         run_id, warning = _log_mlflow(ws, report, traces, attempt)
     if run_id is not None:
         report = report.model_copy(update={"mlflow_run_id": run_id})
-    else:
-        report = owed.model_copy(update={"warnings": [*warnings, warning or ""]})
+    else:  # still owed, with why
+        report = owed.model_copy(update={"warnings": [*warnings, *([warning] if warning else [])]})
     _record_run(ws, release, report, version, run_id, warning)
     return report
 

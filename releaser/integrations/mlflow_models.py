@@ -461,12 +461,15 @@ class MlflowModelRegistry:
         run still RUNNING (its logger killed mid-way) or FAILED does not count.
         """
         with self._calling(f"searching experiment {experiment!r} for a run") as client:
-            found = client.get_experiment_by_name(experiment)
-            if found is None:
-                return None
+            experiment_id = self._experiments.get(experiment)
+            if experiment_id is None:
+                found = client.get_experiment_by_name(experiment)
+                if found is None:
+                    return None  # nothing was ever logged in it
+                experiment_id = found.experiment_id
             quoted = value.replace("'", "")
             runs = client.search_runs(
-                [found.experiment_id],
+                [experiment_id],
                 filter_string=f"tags.`{tag}` = '{quoted}' and attributes.status = 'FINISHED'",
                 max_results=1,
             )
