@@ -266,3 +266,49 @@ def test_a_gate_killed_around_its_mlflow_run_logs_one_run_and_a_rerun_converges(
     )
     actions = [e["action"] for e in (log["events"] if isinstance(log, dict) else log)]
     assert actions.count("gate.run") == 3 and actions.count("gate.mlflow") == 1, actions
+
+
+def test_a_gate_that_could_not_reach_mlflow_owes_its_run_and_a_rerun_logs_it_once(
+    release_ws: ExampleWorkspace, cli
+) -> None:
+    """A real outage of MLflow's writes: another connection holds the registry database's
+    write lock while the gate logs. The evidence is stored with the run owed and a warning;
+    the re-run, with MLflow writable again, logs the run once, under the owed attempt."""
+    import sqlite3
+
+    from releaser.api.gates import ATTEMPT_TAG, EXPERIMENT, last_gate
+    from releaser.api.workspace import open_workspace
+
+    root = release_ws.root
+    rid = _release(cli, root)
+    lock = sqlite3.connect(root / "mlflow.db", timeout=30)
+    lock.execute("BEGIN IMMEDIATE")  # readers go on (WAL); every writer waits, then fails
+    try:
+        down = json.loads(cli("gate", SERVICE, "--release", rid, "--json", cwd=root).out)
+    finally:
+        lock.rollback()
+        lock.close()
+    assert down["passed"] and down["mlflow_run_id"] is None and down["mlflow_attempt"]
+    assert any(w.startswith("could not log the gate to MLflow") for w in down["warnings"])
+
+    ws = open_workspace(root)
+    try:
+        stored = last_gate(ws, SERVICE, rid)
+        assert stored is not None and stored.mlflow_attempt == down["mlflow_attempt"]
+    finally:
+        ws.close()
+
+    back = json.loads(cli("gate", SERVICE, "--release", rid, "--json", cwd=root).out)
+    assert back["mlflow_run_id"] and back["mlflow_attempt"] is None
+    assert not any("MLflow" in w for w in back["warnings"])
+    ws = open_workspace(root)
+    try:
+        client = ws.models.client
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        runs = client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`releaser.release_id` = '{rid}'"
+        )
+    finally:
+        ws.close()
+    assert [r.info.run_id for r in runs] == [back["mlflow_run_id"]]
+    assert runs[0].data.tags[ATTEMPT_TAG] == down["mlflow_attempt"]
